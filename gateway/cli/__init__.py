@@ -1,0 +1,1 @@
+"""The ``edgegw`` command: one module per command group, wired in ``main``."""

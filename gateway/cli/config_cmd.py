@@ -1,0 +1,40 @@
+"""``edgegw config template | check PATH``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from gateway import config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("config", help="print the commented default config, or check a config file")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    t = csub.add_parser("template", help="print the whole commented default configuration")
+    t.set_defaults(handler=template)
+    c = csub.add_parser("check", help="validate a config file (exit 2 with file, key path and reason)")
+    c.add_argument("path", metavar="PATH")
+    c.add_argument("--json", action="store_true", help="print the effective configuration as JSON")
+    c.set_defaults(handler=check)
+
+
+def template(_args: argparse.Namespace) -> int:
+    sys.stdout.write(config.template())
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from gateway.cli.main import print_json
+
+    cfg = config.load(args.path)
+    if args.json:
+        effective = dataclasses.asdict(cfg)
+        if effective["mqtt"]["password"]:
+            effective["mqtt"]["password"] = "<secret>"
+        print_json({"ok": True, "config": effective})
+    else:
+        print(f"{args.path}: OK (gateway {cfg.gateway.id}, radio {cfg.radio.url}, broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+    return 0

@@ -1,0 +1,46 @@
+"""``edgegw decode --profile VENDOR/MODEL --fport N HEX``: decode one application payload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.errors import DecodeError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("decode", help="decode one application payload with a device profile")
+    p.add_argument("--profile", required=True, metavar="VENDOR/MODEL")
+    p.add_argument("--fport", required=True, type=int, metavar="N")
+    p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
+    p.add_argument("payload", metavar="PAYLOAD_HEX")
+    p.add_argument("--json", action="store_true", help="print only the decoded object as JSON")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from gateway.cli.main import UsageError, print_json
+
+    try:
+        payload = bytes.fromhex(args.payload)
+    except ValueError as exc:
+        raise UsageError(f"PAYLOAD_HEX is not hex: {args.payload!r}") from exc
+    store = ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
+    try:
+        profile = store.get(args.profile)
+    except KeyError as exc:
+        raise UsageError(f"unknown profile {args.profile!r} (known: {', '.join(store.ids())})") from exc
+    try:
+        decoded = profile.decode(args.fport, payload)
+    except DecodeError as exc:
+        raise UsageError(f"cannot decode: {exc}") from exc
+    if args.json:
+        print_json(decoded.data)
+    else:
+        print(json.dumps(decoded.data, indent=2))
+        for warning in decoded.warnings:
+            print(f"warning: {warning}")
+    return 0

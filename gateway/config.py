@@ -1,0 +1,289 @@
+"""The agent's configuration: one YAML file → a frozen, typed tree, validated once.
+
+Owns the schema of the config file (the dataclasses below are the schema), its
+loading and validation, environment overrides and the commented template
+printed by ``edgegw config template``. Stages receive their own section in their
+constructor; nobody reads raw dicts deeper in the code.
+
+Every error names the file, the dotted key path and the reason::
+
+    ConfigError: /etc/edgegw/edgegw.yaml: mqtt.port: expected an integer in 1..65535, got 'abc'
+
+Environment overrides: ``EDGEGW_<SECTION>__<KEY>=value`` (double underscore between
+levels, case-insensitive), e.g. ``EDGEGW_MQTT__HOST=broker.example``; ``EDGEGW_DATA_DIR``
+for a top-level key. Values are read as YAML scalars (``true``, ``1883``, ``text``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "EDGEGW_"
+_MISSING = dataclasses.MISSING
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field carrying the help text shown in the template."""
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    id: str = _doc("Unique gateway id, used in MQTT topics (letters, digits, '-', '_'). Required.")
+    name: str = _doc("Human-readable name shown in status views.", default="")
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSection:
+    url: str = _doc(
+        "Radio front end, chosen by URL. Today: semtech-udp://HOST:PORT "
+        "(Semtech UDP packet forwarder, protocol v2).",
+        default="semtech-udp://0.0.0.0:1700",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSection:
+    host: str = _doc("Broker host name or address.", default="localhost")
+    port: int = _doc("Broker port (8883 is usual with TLS, 1883 without).", default=8883)
+    tls: bool = _doc("Use TLS with certificate verification. Turn off only on a trusted local link.", default=True)
+    ca_file: str = _doc("CA bundle to verify the broker; empty means the system's.", default="")
+    cert_file: str = _doc("Client certificate (PEM) for mutual TLS; empty for none.", default="")
+    key_file: str = _doc("Client private key (PEM) for mutual TLS.", default="")
+    username: str = _doc("Optional username.", default="")
+    password: str = _doc("Optional password (prefer EDGEGW_MQTT__PASSWORD over the file).", default="")
+    client_id: str = _doc("MQTT client id; empty means 'edgegw-<gateway id>'.", default="")
+    topic_prefix: str = _doc("Topic root: <prefix>/<gateway id>/...", default="edgegw")
+    keepalive_s: int = _doc("MQTT keepalive in seconds.", default=30)
+    reconnect_max_s: float = _doc("Upper bound of the reconnect backoff, in seconds.", default=60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSection:
+    commit_interval_ms: int = _doc(
+        "Group commit: accepted records are committed and fsync'd at most this often.", default=50
+    )
+    commit_max_records: int = _doc("Group commit: commit at once when this many records wait.", default=500)
+    batch_max_records: int = _doc("Records per MQTT batch message on the 'up' topic.", default=100)
+    batch_linger_ms: int = _doc("Wait at most this long for a batch to fill before sending it.", default=200)
+    max_inflight_batches: int = _doc("Batches published and not yet acknowledged, at most.", default=8)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = _doc(
+        "Log level of the agent (TRACE adds per-frame hex dumps).", default="INFO"
+    )
+    stats_interval_s: float = _doc("Log a one-line summary of the counters this often; 0 turns it off.", default=60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewaySection = _doc("Identity of this gateway.")
+    radio: RadioSection = _doc("Radio front end.", default_factory=RadioSection)
+    mqtt: MqttSection = _doc("Uplink to the central platform's MQTT broker.", default_factory=MqttSection)
+    outbox: OutboxSection = _doc("Durable store-and-forward buffer.", default_factory=OutboxSection)
+    log: LogSection = _doc("Logging.", default_factory=LogSection)
+    data_dir: str = _doc(
+        "Directory for the database (device registry, sessions, outbox). Must be writable by the agent.",
+        default="/var/lib/edgegw",
+    )
+    profiles_dir: str = _doc(
+        "Directory of device profiles (<vendor>/<model>.yaml); empty means the profiles shipped with edgegw.",
+        default="",
+    )
+    source: str = field(default="<defaults>", metadata={"internal": True})
+    """Where this config was read from (for messages); not a config key."""
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"edgegw-{self.gateway.id}"
+
+
+_GATEWAY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate a config file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
+    return loads(text, file=file, environ=environ)
+
+
+def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate config text. ``environ`` defaults to ``os.environ``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"not valid YAML: {where}{getattr(exc, 'problem', exc)}", file=file) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", file=file)
+    _apply_env(raw, os.environ if environ is None else environ, file)
+    config = _build(Config, raw, file, "")
+    config = dataclasses.replace(config, source=file)
+    _check(config, file)
+    return config
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str) -> None:
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == "EDGEGW_CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment override {name} is not a YAML scalar", file=file) from exc
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment override {name}: {part} is not a section", file=file)
+            node = child
+        node[path[-1]] = parsed
+
+
+def _build(cls: type[Any], raw: Any, file: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a mapping, got {_show(raw)}", file=file, key_path=prefix.rstrip(".") or "<top>")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in known:
+            hint = _closest(str(key), known)
+            raise ConfigError(
+                f"unknown key{hint}", file=file, key_path=f"{prefix}{key}"
+            )
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        path = f"{prefix}{name}"
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], file, path)
+        elif f.default is _MISSING and f.default_factory is _MISSING:
+            raise ConfigError("required key is missing", file=file, key_path=path)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, file: str, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, file, f"{path}.")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"expected one of {', '.join(map(str, choices))}, got {_show(value)}", file=file, key_path=path
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError("internal: unions are not supported in config", file=file, key_path=path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true or false, got {_show(value)}", file=file, key_path=path)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected an integer, got {_show(value)}", file=file, key_path=path)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"expected a number, got {_show(value)}", file=file, key_path=path)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"expected a string, got {_show(value)}", file=file, key_path=path)
+    raise ConfigError(f"internal: unsupported type {tp!r}", file=file, key_path=path)
+
+
+def _check(config: Config, file: str) -> None:
+    """Checks that need more than one value's type."""
+    if not _GATEWAY_ID.match(config.gateway.id):
+        raise ConfigError(
+            "must be 1-64 letters, digits, '-' or '_' (it is part of MQTT topics)", file=file, key_path="gateway.id"
+        )
+    if not 1 <= config.mqtt.port <= 65535:
+        raise ConfigError(f"expected a port in 1..65535, got {config.mqtt.port}", file=file, key_path="mqtt.port")
+    if config.mqtt.keepalive_s < 5:
+        raise ConfigError("must be at least 5 seconds", file=file, key_path="mqtt.keepalive_s")
+    if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
+        raise ConfigError("cert_file and key_file go together", file=file, key_path="mqtt.cert_file")
+    if "/" in config.mqtt.topic_prefix.strip("/") or not config.mqtt.topic_prefix.strip("/"):
+        raise ConfigError("must be one non-empty topic level", file=file, key_path="mqtt.topic_prefix")
+    for key in ("commit_interval_ms", "commit_max_records", "batch_max_records", "max_inflight_batches"):
+        if getattr(config.outbox, key) < 1:
+            raise ConfigError("must be at least 1", file=file, key_path=f"outbox.{key}")
+    if config.outbox.batch_linger_ms < 0:
+        raise ConfigError("must not be negative", file=file, key_path="outbox.batch_linger_ms")
+    if config.log.stats_interval_s < 0:
+        raise ConfigError("must not be negative", file=file, key_path="log.stats_interval_s")
+    if not config.data_dir:
+        raise ConfigError("must not be empty", file=file, key_path="data_dir")
+    if "://" not in config.radio.url:
+        raise ConfigError("expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _closest(key: str, known: Mapping[str, Any]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else f" (known keys: {', '.join(known)})"
+
+
+def template() -> str:
+    """The whole default configuration, commented, as printed by ``edgegw config template``."""
+    lines = [
+        "# edgegw configuration. Every key except gateway.id has a default.",
+        "# Environment overrides: EDGEGW_<SECTION>__<KEY>=value, e.g. EDGEGW_MQTT__HOST=broker.example",
+        "",
+    ]
+    defaults: dict[str, Any] = {"gateway": {"id": "gw-change-me", "name": ""}}
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("internal"):
+            continue
+        lines.append(f"# {f.metadata['doc']}")
+        tp = typing.get_type_hints(Config)[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{f.name}:")
+            for sub in dataclasses.fields(tp):
+                value = defaults.get(f.name, {}).get(sub.name, sub.default)
+                lines.append(f"  # {sub.metadata['doc']}")
+                lines.append(f"  {sub.name}: {_yaml_scalar(value)}")
+        else:
+            lines.append(f"{f.name}: {_yaml_scalar(f.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()

@@ -1,0 +1,89 @@
+"""The agent's one SQLite database: connection settings and versioned schema.
+
+Owns opening the file (WAL, ``synchronous=FULL``, file mode 0600), the schema
+version (``PRAGMA user_version``) and migrations, one ``schema_vN.sql`` per
+version applied in one transaction each; a database newer than this code is
+refused, never downgraded. It does not own any table's meaning: the device
+registry, the LoRaWAN sessions and the outbox each own theirs.
+
+One file holds all three so that a record and the frame counter that accepted
+it commit in the same transaction (see ``gateway.db.commit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from gateway.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "edgegw.sqlite"
+SCHEMA_VERSION = 1
+
+
+def db_path(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / DB_FILENAME
+
+
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    The connection is in autocommit mode (``isolation_level=None``): writers use
+    explicit ``BEGIN IMMEDIATE`` / ``COMMIT`` so a batch is one transaction.
+    ``check_same_thread`` is off because the agent hands the connection to its
+    single database thread; never use one connection from two threads at once.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Create it private: it holds device keys (ARCHITECTURE.md §3.5).
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk when COMMIT returns. This is what makes a
+        # record "accepted" (ARCHITECTURE.md §3.3); group commit keeps it cheap.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"cannot prepare database {path}: {exc}") from exc
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``; refuse a database from a newer agent."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} has schema version {version}, newer than this agent's {SCHEMA_VERSION}: "
+            "refusing to downgrade (install the newer agent, or move the file away)"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        script = resources.files(__package__).joinpath(f"schema_v{target}.sql").read_text(encoding="utf-8")
+        log.info("migrating %s to schema version %d", path, target)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema file into statements (ours have no '--' or ';' inside literals)."""
+    body = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]

@@ -1,0 +1,106 @@
+"""The one exception tree of edgegw.
+
+Every error the agent raises on purpose is a ``GatewayError``; foreign exceptions
+(``OSError``, ``sqlite3.Error``, ``yaml.YAMLError``, ``ValueError`` from a library)
+are wrapped at the boundary with ``raise ... from exc``. Untrusted input
+(radio bytes, datagrams, payloads) raises a subclass of ``InputError``: the
+stage that catches it counts it by ``reason``, logs it once and drops it; it
+never stops a loop::
+
+    GatewayError
+    ├── ConfigError            a config file or value is invalid (names file, key path, reason)
+    ├── RegistryError          a device registry operation is impossible (duplicate, unknown device)
+    ├── StorageError           the SQLite database cannot be opened, migrated or written
+    ├── UplinkError            the MQTT connection or a publish failed
+    └── InputError             untrusted bytes were rejected; ``reason`` is a short counter key
+        ├── DatagramError      a Semtech UDP datagram is malformed
+        ├── FrameError         a LoRaWAN PHYPayload is malformed or not acceptable
+        │   ├── MicMismatch    the MIC does not verify with the session keys
+        │   ├── UnknownDevice  no session for the DevAddr / DevEUI
+        │   └── ReplayedFrame  the frame counter is not ahead of the last accepted one
+        └── DecodeError        an application payload does not match its device profile
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error edgegw raises deliberately."""
+
+
+class ConfigError(GatewayError):
+    """A configuration file or value is invalid.
+
+    Raised by the config loader (and by profile loading) with the file, the
+    dotted key path and a reason, so an operator can fix it without reading code.
+    """
+
+    def __init__(self, reason: str, *, file: str | None = None, key_path: str | None = None) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.reason = reason
+        where = ": ".join(part for part in (file, key_path) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class RegistryError(GatewayError):
+    """A device registry operation cannot be done (duplicate DevEUI, unknown device, bad key)."""
+
+
+class StorageError(GatewayError):
+    """The SQLite database cannot be opened, migrated or written."""
+
+
+class UplinkError(GatewayError):
+    """The MQTT connection could not be established or a publish failed."""
+
+
+class InputError(GatewayError):
+    """Untrusted input was rejected.
+
+    ``reason`` is a short, stable, snake_case key used as a counter name in
+    health and in logs (e.g. ``bad_mic``, ``replayed_fcnt``).
+    """
+
+    reason: str = "bad_input"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(message)
+
+
+class DatagramError(InputError):
+    """A Semtech UDP packet-forwarder datagram is malformed (raised by the pure codec)."""
+
+    reason = "bad_datagram"
+
+
+class FrameError(InputError):
+    """A LoRaWAN PHYPayload is malformed, of an unexpected type, or not acceptable."""
+
+    reason = "bad_frame"
+
+
+class MicMismatch(FrameError):
+    """The frame's MIC does not verify with the session's NwkSKey."""
+
+    reason = "bad_mic"
+
+
+class UnknownDevice(FrameError):
+    """No session is registered for the frame's DevAddr (or DevEUI)."""
+
+    reason = "unknown_device"
+
+
+class ReplayedFrame(FrameError):
+    """The frame counter is not ahead of the last accepted one (replay or duplicate)."""
+
+    reason = "replayed_fcnt"
+
+
+class DecodeError(InputError):
+    """An application payload does not match its device profile's layout."""
+
+    reason = "decode_failed"

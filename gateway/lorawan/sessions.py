@@ -1,0 +1,141 @@
+"""LoRaWAN sessions at the edge: which DevAddr is which device, and what its frames may be.
+
+Owns the in-memory session table (DevAddr → keys, profile, last accepted uplink
+counter), the acceptance of a data uplink (parse, counter reconstruction, MIC,
+decryption) and the persistence of the new counters through the group commit
+(``CommitSink``), so that a record and the counter that accepted it are durable
+together and no crash can reopen a replay window.
+
+It does not own the ``devices`` table (the registry does) nor joins (issue 3).
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.errors import FrameError, MicMismatch, UnknownDevice
+from gateway.lorawan import fcnt, phy
+from gateway.lorawan.crypto import SessionKeys
+from gateway.messages import DevAddr, DevEui, RadioFrame, SessionCounter, UplinkData
+
+
+@dataclass(slots=True)
+class Session:
+    """One device's current session; ``fcnt_up`` moves forward as frames are accepted."""
+
+    dev_eui: DevEui
+    dev_addr: DevAddr
+    profile: str
+    session_tag: str
+    keys: SessionKeys
+    fcnt_up: int | None
+
+
+_LOAD = (
+    "SELECT s.dev_eui, s.dev_addr, d.profile, s.session_tag, s.nwk_s_key, s.app_s_key, s.fcnt_up"
+    " FROM sessions s JOIN devices d ON d.dev_eui = s.dev_eui"
+)
+
+
+def load_sessions(conn: sqlite3.Connection) -> list[Session]:
+    """Read every session from the database (on the database thread)."""
+    sessions = []
+    for dev_eui, dev_addr, profile, tag, nwk_s_key, app_s_key, fcnt_up in conn.execute(_LOAD):
+        sessions.append(
+            Session(
+                dev_eui=DevEui.from_hex(dev_eui),
+                dev_addr=DevAddr.from_hex(dev_addr),
+                profile=profile,
+                session_tag=tag,
+                keys=SessionKeys(bytes.fromhex(nwk_s_key), bytes.fromhex(app_s_key)),
+                fcnt_up=fcnt_up,
+            )
+        )
+    return sessions
+
+
+class SessionTable:
+    """Accepts data uplinks of known sessions; a ``CommitSink`` for their counters."""
+
+    def __init__(self, sessions: Iterable[Session] = ()) -> None:
+        self._by_addr: dict[bytes, Session] = {}
+        self._pending: dict[str, SessionCounter] = {}
+        self.merge(list(sessions))
+
+    def __len__(self) -> int:
+        return len(self._by_addr)
+
+    def merge(self, fresh: list[Session]) -> None:
+        """Adopt the registry's current sessions, keeping counters accepted since they were read.
+
+        A session that is still the same (same tag) keeps the higher of the two
+        counters: the in-memory one may be ahead of the database by one group commit.
+        """
+        by_addr: dict[bytes, Session] = {}
+        for session in fresh:
+            current = self._by_addr.get(session.dev_addr.value)
+            if current is not None and current.session_tag == session.session_tag:
+                if session.fcnt_up is None or (current.fcnt_up is not None and current.fcnt_up > session.fcnt_up):
+                    session.fcnt_up = current.fcnt_up
+            by_addr[session.dev_addr.value] = session
+        self._by_addr = by_addr
+
+    def accept(self, frame: RadioFrame) -> UplinkData:
+        """Authenticate and decrypt one frame, or raise a ``FrameError`` saying why not.
+
+        The order matters: the 32-bit counter is reconstructed first because the
+        MIC covers it (LoRaWAN 1.0.4 §4.4); the counter advances only after the MIC
+        verified, so a forged frame cannot push a session's counter forward.
+        """
+        parsed = phy.parse(frame.phy_payload)
+        if not isinstance(parsed, phy.DataFrame):
+            kind = type(parsed).__name__
+            raise FrameError(f"{kind} is not handled at the edge yet", reason="unsupported_mtype")
+        if not parsed.uplink:
+            raise FrameError("a downlink frame was received on the uplink path", reason="downlink_on_uplink")
+        session = self._by_addr.get(parsed.dev_addr)
+        if session is None:
+            raise UnknownDevice(f"no session for DevAddr {parsed.dev_addr.hex()}")
+        fcnt32 = fcnt.full_fcnt(parsed.fcnt16, session.fcnt_up)
+        mic = session.keys.data_mic(parsed.mic_input, parsed.dev_addr, fcnt32, True)
+        if not hmac.compare_digest(mic, parsed.mic):
+            raise MicMismatch(f"MIC mismatch for DevAddr {parsed.dev_addr.hex()} FCnt {fcnt32}")
+        payload = b""
+        if parsed.fport is not None and parsed.frm_payload:
+            payload = session.keys.crypt_frm_payload(parsed.frm_payload, parsed.dev_addr, fcnt32, True, parsed.fport)
+        session.fcnt_up = fcnt32
+        self._pending[str(session.dev_eui)] = SessionCounter(session.dev_eui, session.session_tag, fcnt32)
+        return UplinkData(
+            dev_eui=session.dev_eui,
+            dev_addr=session.dev_addr,
+            session_tag=session.session_tag,
+            profile=session.profile,
+            fcnt=fcnt32,
+            fport=parsed.fport,
+            payload=payload,
+            confirmed=parsed.confirmed,
+            frame=frame,
+        )
+
+    # CommitSink: the counters accepted since the last group commit.
+
+    def take(self) -> list[SessionCounter] | None:
+        if not self._pending:
+            return None
+        taken = list(self._pending.values())
+        self._pending = {}
+        return taken
+
+    def write(self, conn: sqlite3.Connection, taken: list[SessionCounter]) -> None:
+        # The session_tag guard: a counter of a replaced session must not land on the new one.
+        conn.executemany(
+            "UPDATE sessions SET fcnt_up = ? WHERE dev_eui = ? AND session_tag = ?"
+            " AND (fcnt_up IS NULL OR fcnt_up < ?)",
+            [(c.fcnt_up, str(c.dev_eui), c.session_tag, c.fcnt_up) for c in taken],
+        )
+
+    def committed(self, taken: list[SessionCounter]) -> None:
+        """Nothing to do: the in-memory counters are already ahead."""

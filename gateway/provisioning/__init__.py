@@ -1,0 +1,1 @@
+"""Installer tools: the device registry today; keys, QR labels and node flashing later (issue 9)."""

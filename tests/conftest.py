@@ -1,0 +1,152 @@
+"""Shared fixtures: a real mosquitto on a free loopback port, free ports, an MQTT subscriber.
+
+Everything here talks to 127.0.0.1 only. Processes started by a fixture are
+stopped by it; a test that leaves one behind fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is free on 127.0.0.1 right now (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def free_udp_port() -> int:
+    return free_port(socket.SOCK_DGRAM)
+
+
+@dataclass
+class Broker:
+    """A mosquitto process on 127.0.0.1:port that a test can stop and start again."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 100000\n"
+            "log_type error\nlog_type warning\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited at start: {err}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto broker on a free loopback port, stopped after the test."""
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is not installed: run the README's test command (make test), which installs it")
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    broker = Broker(port=free_port(), workdir=workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@dataclass
+class Subscriber:
+    """A paho client subscribed to a topic filter, collecting messages for assertions."""
+
+    client: mqtt.Client
+    messages: list[mqtt.MQTTMessage] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_message(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> list[mqtt.MQTTMessage]:
+        """Wait until ``predicate(messages)`` is true; return the messages (fails the test on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    topics = [m.topic for m in self.messages]
+                    pytest.fail(f"timed out after {timeout_s} s; got {len(self.messages)} messages: {topics[:10]}")
+                self._cond.wait(remaining)
+            return list(self.messages)
+
+    def json_on(self, topic: str) -> list[Any]:
+        with self._cond:
+            return [json.loads(m.payload) for m in self.messages if m.topic == topic]
+
+
+@pytest.fixture
+def subscribe(mosquitto: Broker) -> Iterator[Any]:
+    """``subscribe(topic_filter) -> Subscriber``: a real MQTT subscriber on the test broker."""
+    clients: list[mqtt.Client] = []
+
+    def make(topic_filter: str) -> Subscriber:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{len(clients)}")
+        sub = Subscriber(client)
+        subscribed = threading.Event()
+        client.on_message = sub.on_message
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.on_connect = lambda c, *_args: c.subscribe(topic_filter, qos=1)
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        clients.append(client)
+        if not subscribed.wait(5):
+            pytest.fail(f"could not subscribe to {topic_filter}")
+        return sub
+
+    yield make
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()

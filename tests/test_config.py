@@ -1,0 +1,102 @@
+"""Config loading: the minimal file of the foundation issue, defaults, env overrides, precise errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.errors import ConfigError
+
+MINIMAL = """\
+gateway: {id: gw-test-1}
+radio: {url: "semtech-udp://127.0.0.1:1700"}
+mqtt: {host: 127.0.0.1, port: 1883, tls: false}
+data_dir: /var/lib/edgegw
+"""
+
+
+def test_minimal_file_works_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "edgegw.yaml"
+    path.write_text(MINIMAL)
+    cfg = config.load(path, environ={})
+    assert cfg.gateway.id == "gw-test-1"
+    assert cfg.radio.url == "semtech-udp://127.0.0.1:1700"
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("127.0.0.1", 1883, False)
+    assert cfg.data_dir == "/var/lib/edgegw"
+    assert cfg.source == str(path)
+    # Defaults fill the rest.
+    assert cfg.outbox.batch_max_records == 100
+    assert cfg.mqtt_client_id == "edgegw-gw-test-1"
+
+
+def test_config_is_frozen() -> None:
+    cfg = config.loads(MINIMAL, environ={})
+    with pytest.raises(AttributeError):
+        cfg.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_template_is_a_valid_config_with_every_default() -> None:
+    text = config.template()
+    cfg = config.loads(text, environ={})
+    defaults = config.Config(gateway=config.GatewaySection(id="gw-change-me"))
+    assert dataclasses.replace(cfg, source="<defaults>") == defaults
+    # Every key is explained by a comment line above it.
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line:
+            index = text.splitlines().index(line)
+            assert text.splitlines()[index - 1].lstrip().startswith("#"), line
+
+
+def test_environment_overrides_nested_and_top_level_keys() -> None:
+    env = {"EDGEGW_MQTT__PORT": "1884", "EDGEGW_MQTT__TLS": "true", "EDGEGW_DATA_DIR": "/tmp/x", "HOME": "/"}
+    cfg = config.loads(MINIMAL, environ=env)
+    assert cfg.mqtt.port == 1884
+    assert cfg.mqtt.tls is True
+    assert cfg.data_dir == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "reason"),
+    [
+        ("mqtt: {host: x}", "gateway", "required key is missing"),
+        ("gateway: {id: g}\nmqtt: {prot: 1}", "mqtt.prot", "did you mean 'port'"),
+        ("gateway: {id: g}\nmqtt: {port: abc}", "mqtt.port", "expected an integer"),
+        ("gateway: {id: g}\nmqtt: {port: 70000}", "mqtt.port", "1..65535"),
+        ("gateway: {id: g}\nmqtt: {tls: 'yes please'}", "mqtt.tls", "expected true or false"),
+        ("gateway: {id: 'a b'}", "gateway.id", "letters, digits"),
+        ("gateway: {id: g}\nlog: {level: LOUD}", "log.level", "expected one of"),
+        ("gateway: {id: g}\nradio: {url: 1700}", "radio.url", "expected a URL"),
+        ("gateway: {id: g}\noutbox: {batch_max_records: 0}", "outbox.batch_max_records", "at least 1"),
+        ("gateway: {id: g}\nmqtt: 5", "mqtt", "expected a mapping"),
+        ("gateway: {id: g}\nmqtt: {cert_file: /a.pem}", "mqtt.cert_file", "go together"),
+    ],
+)
+def test_errors_name_file_key_path_and_reason(text: str, key_path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, file="/etc/edgegw/edgegw.yaml", environ={})
+    err = info.value
+    assert err.file == "/etc/edgegw/edgegw.yaml"
+    assert err.key_path == key_path
+    assert reason in err.reason
+    assert str(err).startswith(f"/etc/edgegw/edgegw.yaml: {key_path}: ")
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("gateway:\n  id: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML: line \d+"):
+        config.load(path, environ={})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.yaml", environ={})
+
+
+def test_bad_environment_override_is_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.loads(MINIMAL, environ={"EDGEGW_MQTT__PORT": "high"})
+    assert info.value.key_path == "mqtt.port"
