@@ -10,6 +10,7 @@ constructor and knows nothing of "the gateway".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -112,32 +113,33 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
         __version__, config.gateway.id, config.radio.url, config.mqtt.host, config.mqtt.port,
         len(agent.sessions), len(agent.profiles.ids()),
     )
+    tasks: dict[str, asyncio.Task[None]] = {}
+    failure: BaseException | None = None
     try:
         await agent.radio.start()
         agent.uplink.add_connect_hook(lambda: _publish_online(agent))
         await agent.uplink.start()
         tasks = {
-            asyncio.create_task(_receive_loop(agent), name="radio"),
-            asyncio.create_task(agent.committer.run(), name="commit"),
-            asyncio.create_task(agent.forwarder.run(), name="forward"),
-            asyncio.create_task(_every(SESSION_REFRESH_S, lambda: _refresh_sessions(agent)), name="sessions"),
+            "radio": asyncio.create_task(_receive_loop(agent), name="radio"),
+            "commit": asyncio.create_task(agent.committer.run(), name="commit"),
+            "forward": asyncio.create_task(agent.forwarder.run(), name="forward"),
+            "sessions": asyncio.create_task(_every(SESSION_REFRESH_S, lambda: _refresh_sessions(agent))),
         }
         if config.log.stats_interval_s > 0:
-            tasks.add(asyncio.create_task(_every(config.log.stats_interval_s, lambda: _log_summary(agent)), name="stats"))
+            tasks["stats"] = asyncio.create_task(_every(config.log.stats_interval_s, lambda: _log_summary(agent)))
         if on_ready is not None:
             on_ready(agent)
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if t is not stopper]
-        for task in tasks | {stopper}:
-            task.cancel()
-        await asyncio.gather(*tasks, stopper, return_exceptions=True)
-        for task in failed:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("stage %s failed: %r", task.get_name(), task.exception())
-                raise task.exception()  # type: ignore[misc]
+        done, _ = await asyncio.wait([*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
+                failure = task.exception()
+                log.error("stage %s failed: %r", task.get_name(), failure)
     finally:
-        await _shutdown(agent)
+        await _shutdown(agent, tasks)
+    if failure is not None:
+        raise failure
 
 
 async def _receive_loop(agent: Agent) -> None:
@@ -194,15 +196,26 @@ def _log_failure(what: str) -> Callable[[asyncio.Task[Any]], None]:
     return done
 
 
-async def _shutdown(agent: Agent) -> None:
-    """Stop taking frames, make what was accepted durable, hand what we can to the broker, close."""
+async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
+    """Stop taking frames, make what was accepted durable, hand what we can to the broker, close.
+
+    The order is the durability contract: the forwarder is drained (in-flight
+    batches get their PUBACK and their rows deleted) before anything is cancelled
+    under it, so a clean stop causes no redelivery.
+    """
     log.info("stopping")
+    for name in ("radio", "sessions", "stats"):
+        if name in tasks:
+            tasks[name].cancel()
     await agent.radio.stop()
     try:
         await agent.committer.flush()
     except StorageError as exc:
         log.error("final commit failed: %s", exc)
     await agent.forwarder.drain(DRAIN_TIMEOUT_S)
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
     if agent.uplink.connected:
         try:
             payload = envelope.state(False, __version__, iso_utc(time.time()))
@@ -212,4 +225,6 @@ async def _shutdown(agent: Agent) -> None:
     await agent.uplink.stop()
     agent.database.close()
     _log_summary(agent)
+    # One machine-readable line with every counter, for scripts and support.
+    log.info("final counters %s", json.dumps(agent.summary(), sort_keys=True))
     log.info("stopped")

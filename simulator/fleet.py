@@ -25,6 +25,8 @@ class SimFrame:
     dev_eui: bytes
     payload: bytes
     """The plaintext application payload (what the gateway should decode), empty for rejects."""
+    fcnt: int | None = None
+    """The 32-bit uplink counter of a good frame."""
 
 
 @dataclass
@@ -69,7 +71,9 @@ def traffic(members: list[FleetMember], *, seed: int = 2, misbehave: bool = True
                 yield _misbehaving(count // 10, member, rogue, last_good, rng)
                 continue
             payload = member.sensor.next_payload()
-            frame = SimFrame("good", member.device.uplink(payload, member.sensor.fport), member.device.dev_eui, payload)
+            fcnt = member.device.fcnt_up
+            phy_payload = member.device.uplink(payload, member.sensor.fport)
+            frame = SimFrame("good", phy_payload, member.device.dev_eui, payload, fcnt)
             last_good = frame
             yield frame
 

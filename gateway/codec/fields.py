@@ -1,0 +1,428 @@
+"""Field types of device profiles: the closed set of decoders a profile may name.
+
+Owns two things:
+
+* ``Spec`` — a read-only view of one node of a profile's YAML that knows its file
+  and key path (``decoder.channels[2].type``), so every validation error names
+  where it is and why (``ConfigError(reason, file=, key_path=)``);
+* ``compile_field`` — turns one field description (``type``, ``endian``, ``scale``,
+  ``offset``, ``enum``, ``format``, ...) into a ``CompiledField``: a byte size and a
+  small closure ``read(buf, pos) -> value`` built once at load time, so decoding a
+  payload never looks at the YAML again.
+
+It does not own how fields are laid out in a payload (the layout families in
+``decode.py``) nor profile identity and examples (``profile.py``). Reads are
+bounds-unchecked by design: the layout checks ``pos + size <= len(buf)`` once
+per channel before calling ``read``.
+
+Field types (see device_profiles/README.md for the user-facing table):
+
+========== ====== =================================================================
+type       bytes  value
+========== ====== =================================================================
+uint8      1      integer; with ``enum``, ``scale``/``offset``
+int8       1      signed integer, same options
+uint16     2      needs ``endian: le|be`` (here or the decoder's default)
+int16      2      "
+uint32     4      "
+int32      4      "
+hex        size   lowercase hex string of ``size`` bytes (serial numbers)
+bytes      size   passed to a named ``format`` (version strings); never raw
+constant   size   skips ``size`` bytes and yields ``value`` (vendor decoders that
+                  ignore a byte and print a fixed word, e.g. Milesight reset_event)
+========== ====== =================================================================
+
+Formats are a closed table of named, tested functions (``FORMATS``); there is no
+``eval`` and no Python in YAML (STYLE.md "Device knowledge is data").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from gateway.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[bytes, int], Any]
+"""Reads one field's value from ``buf`` at ``pos``; the caller has checked the bounds."""
+
+_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# --------------------------------------------------------------------------- Spec
+
+
+class Spec:
+    """One node of a profile's YAML tree, with the file and key path it came from."""
+
+    __slots__ = ("file", "path", "value")
+
+    def __init__(self, value: object, *, file: str, path: str = "") -> None:
+        self.value = value
+        self.file = file
+        self.path = path
+
+    def fail(self, reason: str) -> ConfigError:
+        """A ConfigError naming this node (return it, the caller raises)."""
+        return ConfigError(reason, file=self.file, key_path=self.path or "<top>")
+
+    def _child_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def mapping(self, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> Spec:
+        """Check this node is a mapping with these keys (and no others); return self."""
+        if not isinstance(self.value, dict):
+            raise self.fail(f"must be a mapping, got {_kind(self.value)}")
+        allowed = set(required) | set(optional)
+        for key in self.value:
+            if not isinstance(key, str):
+                raise self.fail(f"keys must be strings, got {key!r}")
+            if key not in allowed:
+                raise ConfigError(
+                    f"unknown key (allowed: {', '.join(sorted(allowed))})",
+                    file=self.file,
+                    key_path=self._child_path(key),
+                )
+        for key in required:
+            if key not in self.value:
+                raise self.fail(f"missing required key {key!r}")
+        return self
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def __getitem__(self, key: str) -> Spec:
+        assert isinstance(self.value, dict)  # callers run mapping() first
+        if key not in self.value:
+            raise self.fail(f"missing required key {key!r}")
+        return Spec(self.value[key], file=self.file, path=self._child_path(key))
+
+    def get(self, key: str) -> Spec | None:
+        if not self.has(key):
+            return None
+        return self[key]
+
+    def items(self) -> Iterator[Spec]:
+        """The elements of a list node."""
+        if not isinstance(self.value, list):
+            raise self.fail(f"must be a list, got {_kind(self.value)}")
+        for index, item in enumerate(self.value):
+            yield Spec(item, file=self.file, path=f"{self.path}[{index}]")
+
+    def as_str(self, *, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
+        if not isinstance(self.value, str):
+            extra = " (quote YAML words like on/off/yes/no)" if isinstance(self.value, bool) else ""
+            raise self.fail(f"must be a string, got {_kind(self.value)}{extra}")
+        if pattern is not None and not pattern.fullmatch(self.value):
+            raise self.fail(f"{self.value!r} is not valid{': ' + hint if hint else ''}")
+        return self.value
+
+    def as_int(self, low: int, high: int) -> int:
+        # bool is an int in Python; YAML turns `yes` into True, which is never meant as 1 here.
+        if not isinstance(self.value, int) or isinstance(self.value, bool):
+            raise self.fail(f"must be an integer, got {_kind(self.value)}")
+        if not low <= self.value <= high:
+            raise self.fail(f"{self.value} is out of range {low}..{high}")
+        return self.value
+
+    def as_number(self) -> int | float:
+        if not isinstance(self.value, int | float) or isinstance(self.value, bool):
+            raise self.fail(f"must be a number, got {_kind(self.value)}")
+        return self.value
+
+    def as_bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail(f"must be true or false, got {_kind(self.value)}")
+        return self.value
+
+    def as_choice(self, choices: Mapping[str, object] | tuple[str, ...]) -> str:
+        text = self.as_str()
+        if text not in choices:
+            raise self.fail(f"unknown value {text!r} (expected one of: {', '.join(sorted(choices))})")
+        return text
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+# ------------------------------------------------------------------------ formats
+
+
+def _version_nibbles(raw: bytes) -> str:
+    # One byte, major in the high nibble: 0x13 -> "v1.3" (Milesight readProtocolVersion).
+    return f"v{raw[0] >> 4}.{raw[0] & 0x0F}"
+
+
+def _version_hex_bytes(raw: bytes) -> str:
+    # Two bytes printed in hex: 01 10 -> "v1.10" (Milesight readFirmwareVersion; README "0110 -> v1.10").
+    return f"v{raw[0]:x}.{raw[1]:x}"
+
+
+def _version_hex_major_hi_nibble(raw: bytes) -> str:
+    # Major byte in hex, minor = high nibble of byte 2: 01 10 -> "v1.1" (Milesight readHardwareVersion).
+    return f"v{raw[0]:x}.{raw[1] >> 4}"
+
+
+def _version_bytes(raw: bytes) -> str:
+    # Two bytes printed in decimal: 01 00 -> "v1.0" (Milesight readTslVersion).
+    return f"v{raw[0]}.{raw[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """A named transform of a fixed number of raw bytes into a string."""
+
+    size: int
+    apply: Callable[[bytes], str]
+
+
+FORMATS: Final[Mapping[str, Format]] = {
+    "version_nibbles": Format(1, _version_nibbles),
+    "version_hex_bytes": Format(2, _version_hex_bytes),
+    "version_hex_major_hi_nibble": Format(2, _version_hex_major_hi_nibble),
+    "version_bytes": Format(2, _version_bytes),
+}
+
+
+# ------------------------------------------------------------------------- fields
+
+_INT_CODES: Final[Mapping[str, str]] = {
+    "uint8": "B",
+    "int8": "b",
+    "uint16": "H",
+    "int16": "h",
+    "uint32": "I",
+    "int32": "i",
+}
+_SIZED_TYPES: Final = ("hex", "bytes", "constant")
+FIELD_TYPES: Final[tuple[str, ...]] = (*_INT_CODES, *_SIZED_TYPES)
+ENDIANS: Final[Mapping[str, str]] = {"le": "<", "be": ">"}
+MAX_FIELD_BYTES: Final = 64
+
+_MEANING_KEYS: Final = ("quantity", "unit", "sdm", "description")
+_FIELD_KEYS: Final = (
+    "type",
+    "endian",
+    "scale",
+    "offset",
+    "enum",
+    "enum_default",
+    "size",
+    "format",
+    "value",
+    *_MEANING_KEYS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one output key means: the quantity, its unit and an optional FIWARE attribute.
+
+    ``sdm`` names a FIWARE Smart Data Model attribute (``Device.batteryLevel``);
+    converting our unit into the model's (percent → 0..1) is the mapper's job,
+    driven by ``unit``.
+    """
+
+    name: str
+    quantity: str
+    unit: str | None = None
+    sdm: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledField:
+    """A field ready to decode: its output, its byte size and its reader."""
+
+    output: Output
+    size: int
+    read: Reader
+
+
+def compile_field(
+    spec: Spec, *, default_endian: str | None, extra_keys: tuple[str, ...] = ()
+) -> CompiledField:
+    """Validate one field description and build its reader.
+
+    ``extra_keys`` are keys of the enclosing layout allowed in the same mapping
+    (a channel with a single inline field carries ``channel_id`` and ``channel_type``).
+    """
+    spec.mapping(required=("name", "type", "quantity"), optional=(*_FIELD_KEYS, *extra_keys))
+    name = spec["name"].as_str(pattern=_NAME_RE, hint="letters, digits and _, not starting with a digit")
+    ftype = spec["type"].as_choice(FIELD_TYPES)
+    if ftype in _INT_CODES:
+        size, read, numeric = _compile_int(spec, ftype, default_endian)
+    else:
+        for key in ("endian", "scale", "offset", "enum", "enum_default"):
+            if spec.has(key):
+                raise spec[key].fail(f"not allowed with type {ftype}")
+        size, read = _compile_sized(spec, ftype)
+        numeric = False
+    if not spec.has("format") and ftype == "bytes":
+        raise spec.fail("type bytes needs a 'format'")
+    output = _compile_output(spec, name, numeric=numeric)
+    return CompiledField(output=output, size=size, read=read)
+
+
+def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[int, Reader, bool]:
+    for key in ("size", "format", "value"):
+        if spec.has(key):
+            raise spec[key].fail(f"not allowed with type {ftype}")
+    code = _INT_CODES[ftype]
+    size = struct.calcsize(code)
+    endian_spec = spec.get("endian")
+    endian = endian_spec.as_choice(ENDIANS) if endian_spec is not None else default_endian
+    if size > 1 and endian is None:
+        raise spec.fail(f"type {ftype} needs 'endian: le' or 'endian: be' (here or in the decoder)")
+    unpack = struct.Struct(ENDIANS[endian or "le"] + code).unpack_from
+
+    raw: Reader
+    if size == 1 and code == "B":
+        # Indexing bytes is the fastest uint8 read; no struct call needed.
+        def raw(buf: bytes, pos: int) -> Any:
+            return buf[pos]
+    else:
+
+        def raw(buf: bytes, pos: int) -> Any:
+            return unpack(buf, pos)[0]
+
+    signed = code.islower()
+    bits = 8 * size
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+    if spec.has("enum"):
+        for key in ("scale", "offset"):
+            if spec.has(key):
+                raise spec[key].fail("not allowed together with 'enum'")
+        return size, _compile_enum(spec, raw, low, high), False
+    if spec.has("enum_default"):
+        raise spec["enum_default"].fail("only allowed together with 'enum'")
+    if spec.has("scale") or spec.has("offset"):
+        return size, _compile_linear(spec, raw), True
+    return size, raw, True
+
+
+def _compile_enum(spec: Spec, raw: Reader, low: int, high: int) -> Reader:
+    enum_spec = spec["enum"]
+    if not isinstance(enum_spec.value, dict) or not enum_spec.value:
+        raise enum_spec.fail("must be a non-empty mapping of integer → string")
+    table: dict[int, str] = {}
+    for key, label in enum_spec.value.items():
+        entry = Spec(label, file=spec.file, path=f"{enum_spec.path}.{key}")
+        Spec(key, file=spec.file, path=entry.path).as_int(low, high)
+        table[key] = entry.as_str()
+        if not table[key]:
+            raise entry.fail("must not be empty")
+    default_spec = spec.get("enum_default")
+    # The vendor decoders print "unknown" for a value outside the map (Milesight getValue()).
+    default = default_spec.as_str() if default_spec is not None else "unknown"
+    lookup = table.get
+
+    def read(buf: bytes, pos: int) -> Any:
+        return lookup(raw(buf, pos), default)
+
+    return read
+
+
+def _decimals(number: int | float) -> int:
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _compile_linear(spec: Spec, raw: Reader) -> Reader:
+    scale_spec = spec.get("scale")
+    offset_spec = spec.get("offset")
+    scale = scale_spec.as_number() if scale_spec is not None else 1
+    offset = offset_spec.as_number() if offset_spec is not None else 0
+    if scale == 0:
+        raise spec["scale"].fail("must not be 0")
+    if isinstance(scale, int) and isinstance(offset, int):
+
+        def read_int(buf: bytes, pos: int) -> Any:
+            return raw(buf, pos) * scale + offset
+
+        return read_int
+    # Round to the decimals written in the profile so 3 * 0.1 gives 0.3, the same double the
+    # vendor's `value / 10` gives, and not 0.30000000000000004.
+    digits = max(_decimals(scale), _decimals(offset))
+
+    def read_float(buf: bytes, pos: int) -> Any:
+        return round(raw(buf, pos) * scale + offset, digits)
+
+    return read_float
+
+
+def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
+    fmt: Format | None = None
+    if spec.has("format"):
+        if ftype != "bytes":
+            raise spec["format"].fail(f"not allowed with type {ftype} (use type: bytes)")
+        fmt = FORMATS[spec["format"].as_choice(FORMATS)]
+    size_spec = spec.get("size")
+    if size_spec is not None:
+        size = size_spec.as_int(1, MAX_FIELD_BYTES)
+        if fmt is not None and size != fmt.size:
+            raise size_spec.fail(f"format {spec['format'].value} reads {fmt.size} bytes, not {size}")
+    elif fmt is not None:
+        size = fmt.size
+    else:
+        raise spec.fail(f"type {ftype} needs a 'size' in bytes")
+    if spec.has("value") and ftype != "constant":
+        raise spec["value"].fail(f"not allowed with type {ftype}")
+
+    if ftype == "hex":
+
+        def read_hex(buf: bytes, pos: int) -> Any:
+            return buf[pos : pos + size].hex()
+
+        return size, read_hex
+    if ftype == "constant":
+        value_spec = spec["value"]
+        value = value_spec.value
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise value_spec.fail(f"must be a string or a number, got {_kind(value)}")
+
+        def read_constant(buf: bytes, pos: int) -> Any:
+            return value
+
+        return size, read_constant
+    assert fmt is not None
+    apply = fmt.apply
+
+    def read_format(buf: bytes, pos: int) -> Any:
+        return apply(bytes(buf[pos : pos + size]))
+
+    return size, read_format
+
+
+def _compile_output(spec: Spec, name: str, *, numeric: bool) -> Output:
+    quantity = spec["quantity"].as_str()
+    unit_spec = spec.get("unit")
+    unit = unit_spec.as_str() if unit_spec is not None else None
+    if numeric and unit is None:
+        raise spec.fail("a numeric field needs a 'unit' (UCUM symbol; '1' for a plain count)")
+    sdm_spec = spec.get("sdm")
+    description_spec = spec.get("description")
+    return Output(
+        name=name,
+        quantity=quantity,
+        unit=unit,
+        sdm=sdm_spec.as_str() if sdm_spec is not None else None,
+        description=description_spec.as_str() if description_spec is not None else "",
+    )

@@ -1,0 +1,344 @@
+"""Device profiles: load ``<vendor>/<model>.yaml`` files into compiled ``Profile`` objects.
+
+Owns the profile file format (``schema_version: 1``): identity (``id``, ``vendor``,
+``model``, ``description``, ``sources``), LoRaWAN facts (``lorawan``), the uplink
+``decoder`` section (handed to ``decode.compile_decoder``) and the embedded
+``examples`` that tests and ``edgegw profile test`` run. Validation stops at the
+first problem with a ``ConfigError`` naming the file, the key path and the reason.
+
+Owns also ``ProfileStore`` (every profile under a directory, by id) and
+``default_profiles_dir()``.
+
+It does not own field types (``fields.py``) or payload layouts (``decode.py``), and
+it never runs code from a profile: YAML is read with a safe loader that also
+rejects duplicate keys, and every transform is a named, built-in one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+import gateway
+from gateway.codec.decode import Decoded, compile_decoder
+from gateway.codec.fields import Output, Spec
+from gateway.errors import ConfigError, DecodeError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+PROFILE_SUFFIX: Final = ".yaml"
+
+_ID_PART: Final = r"[a-z0-9]+(?:-[a-z0-9]+)*"
+_ID_RE: Final = re.compile(rf"{_ID_PART}/{_ID_PART}")
+_TOP_KEYS: Final = ("schema_version", "id", "vendor", "model", "description", "lorawan", "decoder")
+_MAC_VERSIONS: Final = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.1")
+# Region names as in LoRaWAN Regional Parameters RP002-1.0.x §2 (short form).
+_REGIONS: Final = ("EU868", "US915", "CN779", "EU433", "AU915", "CN470", "AS923", "KR920", "IN865", "RU864")
+_CLASSES: Final = ("A", "B", "C")
+_ACTIVATIONS: Final = ("otaa", "abp")
+# FPort 1..223 carry application data; 0 is MAC-only and 224.. are reserved (LoRaWAN 1.0.4 §4.3.2).
+_APP_FPORT_MAX: Final = 223
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One payload of a profile with the output its decoder must produce."""
+
+    fport: int
+    payload: bytes
+    expected: dict[str, Any]
+    source: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LorawanFacts:
+    """What the network side needs to know about the device's LoRaWAN behaviour."""
+
+    mac_version: str
+    regions: tuple[str, ...]
+    classes: tuple[str, ...]
+    activation: tuple[str, ...]
+    uplink_fports: tuple[int, ...]
+    downlink_fport: int | None = None
+    regional_parameters: str | None = None
+    max_eirp_dbm: float | None = None
+    supports_32bit_fcnt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A device model's profile, compiled: identity, LoRaWAN facts, decoder, examples."""
+
+    id: str
+    vendor: str
+    model: str
+    description: str
+    lorawan: LorawanFacts
+    outputs: tuple[Output, ...]
+    examples: tuple[Example, ...]
+    _decode: Callable[[bytes], Decoded] = field(repr=False, compare=False)
+    sources: tuple[str, ...] = ()
+    file: Path | None = None
+
+    @property
+    def uplink_fports(self) -> tuple[int, ...]:
+        return self.lorawan.uplink_fports
+
+    def decode(self, fport: int, payload: bytes) -> Decoded:
+        """Decode one application payload received on ``fport``.
+
+        Raises ``DecodeError`` (reason ``unexpected_fport``, ``truncated``) and nothing else.
+        """
+        if fport not in self.lorawan.uplink_fports:
+            fports = "/".join(map(str, self.lorawan.uplink_fports))
+            raise DecodeError(
+                f"{self.id} sends data on fport {fports}, not {fport}",
+                reason="unexpected_fport",
+            )
+        return self._decode(payload)
+
+    def check_example(self, example: Example) -> str | None:
+        """None when ``example`` decodes to exactly its expected output, else a one-line reason.
+
+        Compared as canonical JSON, so ``2116`` and ``2116.0`` differ as they do on the wire.
+        """
+        try:
+            decoded = self.decode(example.fport, example.payload)
+        except DecodeError as exc:
+            return f"DecodeError ({exc.reason}): {exc}"
+        got = json.dumps(decoded.data, sort_keys=True)
+        want = json.dumps(example.expected, sort_keys=True)
+        if got != want:
+            return f"decoded {got}, expected {want}"
+        if decoded.warnings:
+            return f"unexpected warnings: {'; '.join(decoded.warnings)}"
+        return None
+
+
+# ------------------------------------------------------------------------ loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a repeated mapping key is an error instead of last-wins."""
+
+
+def _construct_strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _value_node in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_strict_mapping)
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read profile: {exc}", file=str(path)) from exc
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no object construction
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"YAML syntax error{where}: {problem}", file=str(path)) from exc
+
+
+def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
+    """Read, validate and compile one profile file.
+
+    ``expected_id`` is the id implied by the file's place under the profiles
+    directory; the file's ``id`` must equal it.
+    """
+    top = Spec(_read_yaml(path), file=str(path))
+    if not isinstance(top.value, dict):
+        raise top.fail("a profile must be a YAML mapping")
+    # schema_version first, so a newer file gets "unsupported version", not "unknown key".
+    version = top["schema_version"].as_int(0, 1 << 31)
+    if version != SCHEMA_VERSION:
+        raise top["schema_version"].fail(
+            f"unsupported schema_version {version} (this edgegw reads {SCHEMA_VERSION})"
+        )
+    top.mapping(required=_TOP_KEYS, optional=("sources", "examples"))
+
+    profile_id = top["id"].as_str(pattern=_ID_RE, hint="vendor/model, lowercase letters, digits and hyphens")
+    if expected_id is not None and profile_id != expected_id:
+        raise top["id"].fail(f"id {profile_id!r} does not match the file's path (expected {expected_id!r})")
+
+    lorawan = _load_lorawan(top["lorawan"])
+    compiled = compile_decoder(top["decoder"])
+    output_names = {output.name for output in compiled.outputs}
+    examples_spec = top.get("examples")
+    examples = (
+        tuple(_load_example(item, lorawan, output_names) for item in examples_spec.items())
+        if examples_spec is not None
+        else ()
+    )
+    sources_spec = top.get("sources")
+    sources = tuple(item.as_str() for item in sources_spec.items()) if sources_spec is not None else ()
+    return Profile(
+        id=profile_id,
+        vendor=top["vendor"].as_str(),
+        model=top["model"].as_str(),
+        description=top["description"].as_str(),
+        lorawan=lorawan,
+        outputs=compiled.outputs,
+        examples=examples,
+        sources=sources,
+        file=path,
+        _decode=compiled.decode,
+    )
+
+
+def _choices(spec: Spec, choices: tuple[str, ...]) -> tuple[str, ...]:
+    values = tuple(item.as_choice(choices) for item in spec.items())
+    if not values:
+        raise spec.fail("must not be empty")
+    if len(set(values)) != len(values):
+        raise spec.fail("lists a value twice")
+    return values
+
+
+def _load_lorawan(spec: Spec) -> LorawanFacts:
+    spec.mapping(
+        required=("mac_version", "regions", "classes", "activation", "uplink_fports"),
+        optional=("downlink_fport", "regional_parameters", "max_eirp_dbm", "supports_32bit_fcnt"),
+    )
+    fports = tuple(item.as_int(1, _APP_FPORT_MAX) for item in spec["uplink_fports"].items())
+    if not fports:
+        raise spec["uplink_fports"].fail("must list at least one fport")
+    if len(set(fports)) != len(fports):
+        raise spec["uplink_fports"].fail("lists an fport twice")
+    downlink = spec.get("downlink_fport")
+    regional = spec.get("regional_parameters")
+    eirp = spec.get("max_eirp_dbm")
+    fcnt32 = spec.get("supports_32bit_fcnt")
+    return LorawanFacts(
+        mac_version=spec["mac_version"].as_choice(_MAC_VERSIONS),
+        regions=_choices(spec["regions"], _REGIONS),
+        classes=_choices(spec["classes"], _CLASSES),
+        activation=_choices(spec["activation"], _ACTIVATIONS),
+        uplink_fports=fports,
+        downlink_fport=downlink.as_int(1, _APP_FPORT_MAX) if downlink is not None else None,
+        regional_parameters=regional.as_str() if regional is not None else None,
+        max_eirp_dbm=float(eirp.as_number()) if eirp is not None else None,
+        supports_32bit_fcnt=fcnt32.as_bool() if fcnt32 is not None else True,
+    )
+
+
+def _load_example(spec: Spec, lorawan: LorawanFacts, output_names: set[str]) -> Example:
+    spec.mapping(required=("source", "fport", "payload", "expected"), optional=("description",))
+    fport = spec["fport"].as_int(1, _APP_FPORT_MAX)
+    if fport not in lorawan.uplink_fports:
+        raise spec["fport"].fail(
+            f"fport {fport} is not one of lorawan.uplink_fports {list(lorawan.uplink_fports)}"
+        )
+    payload_spec = spec["payload"]
+    if not isinstance(payload_spec.value, str):
+        raise payload_spec.fail("must be a quoted hex string (unquoted digits are read as a number)")
+    try:
+        payload = bytes.fromhex(payload_spec.value)
+    except ValueError as exc:
+        raise payload_spec.fail(f"is not hex: {payload_spec.value!r}") from exc
+    expected_spec = spec["expected"]
+    if not isinstance(expected_spec.value, dict):
+        raise expected_spec.fail("must be a mapping of output key → value")
+    expected: dict[str, Any] = expected_spec.value
+    for key in expected:
+        if key not in output_names:
+            raise ConfigError(
+                f"{key!r} is not an output of this profile's decoder",
+                file=spec.file,
+                key_path=f"{expected_spec.path}.{key}",
+            )
+    try:
+        json.dumps(expected, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise expected_spec.fail(f"must hold JSON values only (quote dates and times): {exc}") from exc
+    description = spec.get("description")
+    return Example(
+        fport=fport,
+        payload=payload,
+        expected=expected,
+        source=spec["source"].as_str(),
+        description=description.as_str() if description is not None else "",
+    )
+
+
+# -------------------------------------------------------------------------- store
+
+
+class ProfileStore:
+    """The profiles of one directory tree, by id (``vendor/model``)."""
+
+    __slots__ = ("_profiles",)
+
+    def __init__(self, profiles: Iterable[Profile] = ()) -> None:
+        self._profiles: dict[str, Profile] = {}
+        for profile in profiles:
+            if profile.id in self._profiles:
+                raise ConfigError(f"duplicate profile id {profile.id!r}", file=str(profile.file))
+            self._profiles[profile.id] = profile
+
+    @classmethod
+    def load_dir(cls, root: Path) -> ProfileStore:
+        """Load every ``<vendor>/<model>.yaml`` under ``root``; ConfigError on the first invalid file."""
+        if not root.is_dir():
+            raise ConfigError("profiles directory does not exist", file=str(root))
+        stray = sorted(root.glob(f"*{PROFILE_SUFFIX}"))
+        if stray:
+            raise ConfigError(
+                f"profiles live in <vendor>/<model>{PROFILE_SUFFIX}, not at the top", file=str(stray[0])
+            )
+        profiles = [
+            load_profile(path, expected_id=f"{path.parent.name}/{path.stem}")
+            for path in sorted(root.glob(f"*/*{PROFILE_SUFFIX}"))
+        ]
+        logger.debug("loaded %d device profiles from %s", len(profiles), root)
+        return cls(profiles)
+
+    def get(self, profile_id: str) -> Profile:
+        """The profile ``profile_id``; KeyError if there is none."""
+        return self._profiles[profile_id]
+
+    def ids(self) -> list[str]:
+        return sorted(self._profiles)
+
+    def __contains__(self, profile_id: object) -> bool:
+        return profile_id in self._profiles
+
+    def __iter__(self) -> Iterator[Profile]:
+        return iter(self._profiles[profile_id] for profile_id in self.ids())
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+
+def default_profiles_dir() -> Path:
+    """The repository's ``device_profiles/`` in a checkout, else the installed copy under ``sys.prefix``."""
+    in_checkout = Path(gateway.__file__).resolve().parent.parent / "device_profiles"
+    if in_checkout.is_dir():
+        return in_checkout
+    return Path(sys.prefix) / "share" / "edgegw" / "device_profiles"

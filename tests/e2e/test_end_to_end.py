@@ -1,0 +1,197 @@
+"""End to end, every part real: UDP datagrams from a fake packet forwarder → the agent
+process (`python -m gateway run`) → a real mosquitto → a subscriber.
+
+Asserts the decoded values at the subscriber, that bad-MIC and replayed frames are
+not forwarded but counted, that SIGTERM stops the agent cleanly (exit 0, retained
+state 'offline'), and that a restart keeps the replay window closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.devices import AbpDevice
+from simulator.forwarder import PacketForwarder
+from tests.conftest import Broker
+
+pytestmark = pytest.mark.e2e
+
+GATEWAY_ID = "gw-test-1"
+GATEWAY_EUI = bytes.fromhex("b827ebfffe000001")
+
+
+def em310(battery: int, distance_mm: int, tilt: bool) -> bytes:
+    """Milesight EM310-UDL TLV payload (vendor README: 01 75 battery, 03 82 distance LE, 04 00 position)."""
+    return bytes([0x01, 0x75, battery, 0x03, 0x82]) + distance_mm.to_bytes(2, "little") + bytes([4, 0, int(tilt)])
+
+
+def make_device(n: int) -> AbpDevice:
+    return AbpDevice(
+        dev_eui=bytes.fromhex(f"70b3d57ed000000{n}"),
+        dev_addr=bytes.fromhex(f"2601100{n}"),
+        nwk_s_key=bytes([n]) * 16,
+        app_s_key=bytes([0x10 + n]) * 16,
+        profile="milesight/em310-udl",
+    )
+
+
+class AgentProcess:
+    """`python -m gateway run` with its stderr collected."""
+
+    def __init__(self, config_file: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEGW_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config_file)],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip())
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self._reader.join(5)
+        return code
+
+    def final_counters(self) -> dict[str, Any]:
+        for line in self.lines:
+            match = re.search(r"final counters (\{.*\})$", line)
+            if match:
+                doc: dict[str, Any] = json.loads(match.group(1))
+                return doc
+        raise AssertionError("no final counters line in the agent's log:\n" + "\n".join(self.lines[-20:]))
+
+
+def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config_file), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.fixture
+def setup(tmp_path: Path, mosquitto: Broker, free_udp_port: int) -> tuple[Path, int, list[AbpDevice]]:
+    config_file = tmp_path / "edgegw.yaml"
+    # The foundation issue's minimal config, with test ports and a temporary data_dir.
+    config_file.write_text(
+        f"gateway: {{id: {GATEWAY_ID}}}\n"
+        f'radio: {{url: "semtech-udp://127.0.0.1:{free_udp_port}"}}\n'
+        f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false}}\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+    )
+    devices = [make_device(1), make_device(2)]
+    for d in devices:
+        result = cli(
+            config_file, "device", "add", "--dev-eui", d.dev_eui.hex(), "--profile", d.profile, "--abp",
+            "--dev-addr", d.dev_addr.hex(), "--nwkskey", d.nwk_s_key.hex(), "--appskey", d.app_s_key.hex(),
+        )
+        assert result.returncode == 0, result.stderr
+    return config_file, free_udp_port, devices
+
+
+def wait_ready(forwarder: PacketForwarder, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not forwarder.pull(timeout_s=0.3):
+        assert time.monotonic() < deadline, "agent did not answer PULL_DATA"
+
+
+def records(sub: Any) -> list[dict[str, Any]]:
+    return [r for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up") for r in batch["records"]]
+
+
+def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
+    setup: tuple[Path, int, list[AbpDevice]], subscribe: Any
+) -> None:
+    config_file, udp_port, (dev1, dev2) = setup
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/#")
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            good = dev1.uplink(em310(92, 2116, True), 85)
+            token = fwd.send_frames([(good, {"rssi_dbm": -97.0, "snr_db": -3.5, "freq_hz": 868_300_000, "sf": 9})])
+            assert fwd.wait_ack(token, 2.0), "no PUSH_ACK"
+            sub.wait_for(lambda _m: len(records(sub)) >= 1)
+
+            # A forged frame (right DevAddr and counter, wrong key) and a replay of the good frame.
+            forged = AbpDevice(dev2.dev_eui, dev2.dev_addr, bytes(16), dev2.app_s_key, dev2.profile, dev2.fcnt_up)
+            fwd.send_frames([(forged.uplink(em310(1, 1, False), 85), {}), (good, {})])
+            # Then a good frame from each device in one datagram.
+            fwd.send_frames([(dev2.uplink(em310(80, 400, False), 85), {}), (dev1.uplink(em310(91, 2000, False), 85), {})])
+            sub.wait_for(lambda _m: len(records(sub)) >= 3)
+            time.sleep(0.5)  # anything wrongly forwarded would have arrived by now
+    finally:
+        code = agent.stop()
+    assert code == 0, "\n".join(agent.lines[-20:])
+
+    got = records(sub)
+    assert len(got) == 3, got
+    first = got[0]
+    assert first["dev_eui"] == dev1.dev_eui.hex() and first["fcnt"] == 0 and first["fport"] == 85
+    assert first["data"] == {"battery": 92, "distance": 2116, "position": "tilt"}
+    assert first["profile"] == "milesight/em310-udl" and first["kind"] == "reading"
+    assert first["raw"] == em310(92, 2116, True).hex()
+    assert first["rx"]["rssi_dbm"] == -97.0 and first["rx"]["snr_db"] == -3.5
+    assert first["rx"]["freq_hz"] == 868_300_000 and first["rx"]["sf"] == 9
+    assert first["rx"]["gateway_eui"] == GATEWAY_EUI.hex()
+    assert first["time_quality"] in ("ntp", "unsynced")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["received_at"])
+    by_dev = {(r["dev_eui"], r["fcnt"]): r["data"] for r in got}
+    assert by_dev[(dev2.dev_eui.hex(), 0)] == {"battery": 80, "distance": 400, "position": "normal"}
+    assert by_dev[(dev1.dev_eui.hex(), 1)] == {"battery": 91, "distance": 2000, "position": "normal"}
+    assert len({r["id"] for r in got}) == 3
+
+    counters = agent.final_counters()
+    assert counters["pipeline"]["rejected.bad_mic"] == 1
+    assert counters["pipeline"]["rejected.replayed_fcnt"] == 1
+    assert counters["pipeline"]["accepted"] == 3
+
+    states = [m["state"] for m in sub.json_on(f"edgegw/{GATEWAY_ID}/state")]
+    assert states[0] == "online" and states[-1] == "offline"
+
+
+def test_replay_window_stays_closed_across_a_restart(
+    setup: tuple[Path, int, list[AbpDevice]], subscribe: Any
+) -> None:
+    config_file, udp_port, (dev1, _dev2) = setup
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/up")
+    frames = [dev1.uplink(em310(90, 1000 + i, False), 85) for i in range(3)]
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            fwd.send_frames([(f, {}) for f in frames])
+            sub.wait_for(lambda _m: len(records(sub)) >= 3)
+    finally:
+        assert agent.stop() == 0
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            fwd.send_frames([(frames[2], {})])  # replayed after the restart
+            fresh = dev1.uplink(em310(89, 999, False), 85)
+            fwd.send_frames([(fresh, {})])
+            sub.wait_for(lambda _m: len(records(sub)) >= 4)
+            time.sleep(0.3)
+    finally:
+        assert agent.stop() == 0
+    got = records(sub)
+    assert [r["fcnt"] for r in got] == [0, 1, 2, 3]
+    assert agent.final_counters()["pipeline"]["rejected.replayed_fcnt"] == 1
