@@ -15,6 +15,8 @@ demo: setup
 	$(VENV)/bin/edgegw demo --duration-s $(DEMO_SECONDS)
 
 test: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # Debian packages: mosquitto (the tests' and the demo's real broker) and python3-venv.

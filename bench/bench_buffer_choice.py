@@ -31,8 +31,12 @@ def write_bytes() -> int:
 
 def record(i: int) -> dict[str, object]:
     return {
-        "id": f"70b3d5e75e000001-abcd0123-{i}", "kind": "reading", "dev_eui": "70b3d5e75e000001",
-        "fcnt": i, "data": {"battery": 92, "distance": 2116, "position": "normal"}, "raw": "01755c03824408040000",
+        "id": f"70b3d5e75e000001-abcd0123-{i}",
+        "kind": "reading",
+        "dev_eui": "70b3d5e75e000001",
+        "fcnt": i,
+        "data": {"battery": 92, "distance": 2116, "position": "normal"},
+        "raw": "01755c03824408040000",
     }
 
 
@@ -65,7 +69,10 @@ def sqlite_group_commit(d: Path, n: int, group: int = 100) -> None:
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO outbox (record_id, body) VALUES (?, ?)",
-            [(f"r{i}", json.dumps(record(i), separators=(",", ":"))) for i in range(start, min(n, start + group))],
+            [
+                (f"r{i}", json.dumps(record(i), separators=(",", ":")))
+                for i in range(start, min(n, start + group))
+            ],
         )
         conn.execute("COMMIT")
     while True:
@@ -91,10 +98,14 @@ def main() -> None:
     tiny = measure("TinyDB insert() one at a time", tinydb_one_by_one, n)
     one = measure("SQLite WAL sync=FULL, 1 record/transaction", sqlite_one_by_one, n)
     group = measure("SQLite WAL sync=FULL, 100 records/transaction", sqlite_group_commit, n)
-    print(f"\nSQLite group commit vs TinyDB: {group[0] / tiny[0]:,.0f}x the throughput, "
-          f"{tiny[1] / max(group[1], 1):,.0f}x fewer bytes written per record")
-    print(f"group commit vs one transaction per record: {group[0] / one[0]:,.1f}x the throughput, "
-          f"{one[1] / max(group[1], 1):,.1f}x fewer bytes written")
+    print(
+        f"\nSQLite group commit vs TinyDB: {group[0] / tiny[0]:,.0f}x the throughput, "
+        f"{tiny[1] / max(group[1], 1):,.0f}x fewer bytes written per record"
+    )
+    print(
+        f"group commit vs one transaction per record: {group[0] / one[0]:,.1f}x the throughput, "
+        f"{one[1] / max(group[1], 1):,.1f}x fewer bytes written"
+    )
 
 
 if __name__ == "__main__":

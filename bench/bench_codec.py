@@ -115,7 +115,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"em310-udl examples: {len(payloads)} distinct payloads, {result['payloads']} decodes per decoder")
+        print(
+            f"em310-udl examples: {len(payloads)} distinct payloads, {result['payloads']} decodes per decoder"
+        )
         print(f"  profile (compiled) : {profile_per_s:>12,.0f} payloads/s")
         print(f"  hand-written struct: {hand_per_s:>12,.0f} payloads/s")
         print(f"  ratio profile/hand : {profile_per_s / hand_per_s:.2f}")

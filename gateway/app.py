@@ -89,7 +89,7 @@ def build(config: Config) -> Agent:
     uplink = MqttUplink(
         config.mqtt,
         client_id=config.mqtt_client_id,
-        will=(topics.state, envelope.state(False, __version__, "")),
+        will=(topics.state, envelope.state(False, __version__, iso_utc(time.time()))),
     )
     forwarder = Forwarder(
         outbox,
@@ -102,16 +102,25 @@ def build(config: Config) -> Agent:
     )
     radio = open_backend(config.radio.url)
     pipeline = UplinkPipeline(sessions, profiles, outbox, SystemClock())
-    return Agent(config, database, profiles, sessions, outbox, committer, radio, uplink, forwarder, pipeline, topics)
+    return Agent(
+        config, database, profiles, sessions, outbox, committer, radio, uplink, forwarder, pipeline, topics
+    )
 
 
-async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent], None] | None = None) -> None:
+async def run(
+    config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent], None] | None = None
+) -> None:
     """Run the agent until ``stop`` is set (SIGTERM/SIGINT in the CLI) or a stage fails."""
     agent = build(config)
     log.info(
         "edgegw %s starting: gateway %s, radio %s, broker %s:%d, %d devices, %d profiles",
-        __version__, config.gateway.id, config.radio.url, config.mqtt.host, config.mqtt.port,
-        len(agent.sessions), len(agent.profiles.ids()),
+        __version__,
+        config.gateway.id,
+        config.radio.url,
+        config.mqtt.host,
+        config.mqtt.port,
+        len(agent.sessions),
+        len(agent.profiles.ids()),
     )
     tasks: dict[str, asyncio.Task[None]] = {}
     failure: BaseException | None = None
@@ -126,7 +135,9 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
             "sessions": asyncio.create_task(_every(SESSION_REFRESH_S, lambda: _refresh_sessions(agent))),
         }
         if config.log.stats_interval_s > 0:
-            tasks["stats"] = asyncio.create_task(_every(config.log.stats_interval_s, lambda: _log_summary(agent)))
+            tasks["stats"] = asyncio.create_task(
+                _every(config.log.stats_interval_s, lambda: _log_summary(agent))
+            )
         if on_ready is not None:
             on_ready(agent)
         stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -176,15 +187,22 @@ def _log_summary(agent: Agent) -> None:
     log.info(
         "frames in %d, accepted %d, decoded %d, rejected %s; committed %d; batches acked %d (%d records); "
         "uplink %s",
-        agent.radio.counters.get("frames", 0), p.get("accepted", 0), p.get("decoded", 0), rejected or "{}",
-        s["outbox"].get("committed", 0), f.get("batches_acked", 0), f.get("records_acked", 0),
+        agent.radio.counters.get("frames", 0),
+        p.get("accepted", 0),
+        p.get("decoded", 0),
+        rejected or "{}",
+        s["outbox"].get("committed", 0),
+        f.get("batches_acked", 0),
+        f.get("records_acked", 0),
         "connected" if s["uplink"]["connected"] else "DISCONNECTED",
     )
 
 
 def _publish_online(agent: Agent) -> None:
     payload = envelope.state(True, __version__, iso_utc(time.time()))
-    task = asyncio.get_running_loop().create_task(agent.uplink.publish(agent.topics.state, payload, retain=True))
+    task = asyncio.get_running_loop().create_task(
+        agent.uplink.publish(agent.topics.state, payload, retain=True)
+    )
     task.add_done_callback(_log_failure("publishing online state"))
 
 
@@ -220,7 +238,7 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
         try:
             payload = envelope.state(False, __version__, iso_utc(time.time()))
             await asyncio.wait_for(agent.uplink.publish(agent.topics.state, payload, retain=True), 2.0)
-        except Exception as exc:  # noqa: BLE001 - shutdown must go on whatever the broker does
+        except Exception as exc:
             log.warning("could not publish offline state: %s", exc)
     await agent.uplink.stop()
     agent.database.close()

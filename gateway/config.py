@@ -58,7 +58,9 @@ class RadioSection:
 class MqttSection:
     host: str = _doc("Broker host name or address.", default="localhost")
     port: int = _doc("Broker port (8883 is usual with TLS, 1883 without).", default=8883)
-    tls: bool = _doc("Use TLS with certificate verification. Turn off only on a trusted local link.", default=True)
+    tls: bool = _doc(
+        "Use TLS with certificate verification. Turn off only on a trusted local link.", default=True
+    )
     ca_file: str = _doc("CA bundle to verify the broker; empty means the system's.", default="")
     cert_file: str = _doc("Client certificate (PEM) for mutual TLS; empty for none.", default="")
     key_file: str = _doc("Client private key (PEM) for mutual TLS.", default="")
@@ -86,7 +88,9 @@ class LogSection:
     level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = _doc(
         "Log level of the agent (TRACE adds per-frame hex dumps).", default="INFO"
     )
-    stats_interval_s: float = _doc("Log a one-line summary of the counters this often; 0 turns it off.", default=60.0)
+    stats_interval_s: float = _doc(
+        "Log a one-line summary of the counters this often; 0 turns it off.", default=60.0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +146,7 @@ def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | Non
     if not isinstance(raw, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", file=file)
     _apply_env(raw, os.environ if environ is None else environ, file)
-    config = _build(Config, raw, file, "")
-    config = dataclasses.replace(config, source=file)
+    config: Config = dataclasses.replace(_build(Config, raw, file, ""), source=file)
     _check(config, file)
     return config
 
@@ -152,7 +155,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str) -> No
     for name, value in environ.items():
         if not name.upper().startswith(ENV_PREFIX) or name.upper() == "EDGEGW_CONFIG":
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         try:
             parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError as exc:
@@ -168,15 +171,15 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str) -> No
 
 def _build(cls: type[Any], raw: Any, file: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"expected a mapping, got {_show(raw)}", file=file, key_path=prefix.rstrip(".") or "<top>")
+        raise ConfigError(
+            f"expected a mapping, got {_show(raw)}", file=file, key_path=prefix.rstrip(".") or "<top>"
+        )
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in known:
             hint = _closest(str(key), known)
-            raise ConfigError(
-                f"unknown key{hint}", file=file, key_path=f"{prefix}{key}"
-            )
+            raise ConfigError(f"unknown key{hint}", file=file, key_path=f"{prefix}{key}")
     values: dict[str, Any] = {}
     for name, f in known.items():
         path = f"{prefix}{name}"
@@ -188,14 +191,16 @@ def _build(cls: type[Any], raw: Any, file: str, prefix: str) -> Any:
 
 
 def _coerce(tp: Any, value: Any, file: str, path: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, file, f"{path}.")
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
             raise ConfigError(
-                f"expected one of {', '.join(map(str, choices))}, got {_show(value)}", file=file, key_path=path
+                f"expected one of {', '.join(map(str, choices))}, got {_show(value)}",
+                file=file,
+                key_path=path,
             )
         return value
     if origin in (typing.Union, types.UnionType):
@@ -225,10 +230,14 @@ def _check(config: Config, file: str) -> None:
     """Checks that need more than one value's type."""
     if not _GATEWAY_ID.match(config.gateway.id):
         raise ConfigError(
-            "must be 1-64 letters, digits, '-' or '_' (it is part of MQTT topics)", file=file, key_path="gateway.id"
+            "must be 1-64 letters, digits, '-' or '_' (it is part of MQTT topics)",
+            file=file,
+            key_path="gateway.id",
         )
     if not 1 <= config.mqtt.port <= 65535:
-        raise ConfigError(f"expected a port in 1..65535, got {config.mqtt.port}", file=file, key_path="mqtt.port")
+        raise ConfigError(
+            f"expected a port in 1..65535, got {config.mqtt.port}", file=file, key_path="mqtt.port"
+        )
     if config.mqtt.keepalive_s < 5:
         raise ConfigError("must be at least 5 seconds", file=file, key_path="mqtt.keepalive_s")
     if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
@@ -245,7 +254,9 @@ def _check(config: Config, file: str) -> None:
     if not config.data_dir:
         raise ConfigError("must not be empty", file=file, key_path="data_dir")
     if "://" not in config.radio.url:
-        raise ConfigError("expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url")
+        raise ConfigError(
+            "expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url"
+        )
 
 
 def _show(value: Any) -> str:

@@ -76,7 +76,9 @@ class UplinkPipeline:
             decoded = profile.decode(up.fport, up.payload)
         except DecodeError as exc:
             self.counters[f"decode_failed.{exc.reason}"] += 1
-            self._log_once(f"decode.{exc.reason}", "cannot decode %s payload from %s: %s", up.profile, up.dev_eui, exc)
+            self._log_once(
+                f"decode.{exc.reason}", "cannot decode %s payload from %s: %s", up.profile, up.dev_eui, exc
+            )
             return {}, {"decode_error": str(exc)}
         self.counters["decoded"] += 1
         return decoded.data, ({"warnings": list(decoded.warnings)} if decoded.warnings else {})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import db
 from gateway.messages import AesKey, DevAddr, DevEui
@@ -45,9 +46,13 @@ def _say(text: str) -> None:
 
 
 def find_mosquitto() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if found is None:
-        raise SystemExit("edgegw demo: mosquitto is not installed (make demo installs it: apt-get install mosquitto)")
+        raise SystemExit(
+            "edgegw demo: mosquitto is not installed (make demo installs it: apt-get install mosquitto)"
+        )
     return found
 
 
@@ -75,7 +80,7 @@ class BrokerWatch:
         self.batches = 0
         self.states: list[str] = []
         self._lock = threading.Lock()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgegw-demo-watch")
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgegw-demo-watch")
         self._client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port)
@@ -99,7 +104,9 @@ class BrokerWatch:
         self._client.loop_stop()
 
 
-def run_demo(duration_s: float = 30.0, devices: int = 6, rate_hz: float = 4.0, workdir: str | None = None) -> int:
+def run_demo(
+    duration_s: float = 30.0, devices: int = 6, rate_hz: float = 4.0, workdir: str | None = None
+) -> int:
     mosquitto_bin = find_mosquitto()
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgegw-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -133,7 +140,9 @@ def run_demo(duration_s: float = 30.0, devices: int = 6, rate_hz: float = 4.0, w
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEGW_")}
         agent = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config_file)],
-            stderr=subprocess.PIPE, text=True, env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         threading.Thread(target=_relay, args=(agent,), daemon=True).start()
         sent = _send_traffic(members, udp_port, duration_s, rate_hz, watch)
@@ -150,7 +159,9 @@ def run_demo(duration_s: float = 30.0, devices: int = 6, rate_hz: float = 4.0, w
                 _say("agent did not stop within 15 s: killed")
         if watch is not None:
             time.sleep(0.3)
-            _say(f"retained state on edgegw/{GATEWAY_ID}/state went: {' -> '.join(watch.states) or 'nothing'}")
+            _say(
+                f"retained state on edgegw/{GATEWAY_ID}/state went: {' -> '.join(watch.states) or 'nothing'}"
+            )
             watch.close()
         broker.terminate()
         broker.wait(5)
@@ -179,7 +190,7 @@ def _send_traffic(
     sent: Counter[str] = Counter()
     frames = traffic(members)
     forwarder = PacketForwarder(bytes.fromhex("b827ebfffe000001"), ("127.0.0.1", udp_port))
-    _say(f"simulated packet forwarder b827ebfffe000001 sending to UDP 127.0.0.1:{udp_port} for {duration_s:.0f} s")
+    _say(f"simulated packet forwarder b827ebfffe000001 → UDP 127.0.0.1:{udp_port} for {duration_s:.0f} s")
     start = time.monotonic()
     next_report = start + 5
     try:
@@ -201,7 +212,8 @@ def _send_traffic(
                 refused = sent["bad_mic"] + sent["replay"] + sent["unknown_device"]
                 _say(
                     f"sim   | sent {sent['good']} good frames and {refused} that must be refused "
-                    f"(bad MIC {sent['bad_mic']}, replay {sent['replay']}, unknown device {sent['unknown_device']}); "
+                    f"(bad MIC {sent['bad_mic']}, replay {sent['replay']}, "
+                    f"unknown device {sent['unknown_device']}); "
                     f"broker got {records} records in {batches} batches"
                 )
                 next_report += 5
@@ -223,13 +235,18 @@ def _report(watch: BrokerWatch, sent: Counter[str], mqtt_port: int) -> int:
     ids = {r["id"] for r in records}
     _say("")
     _say("---- demo summary ----")
-    _say(f"frames sent: {sent['good']} good, {sent['bad_mic']} bad MIC, {sent['replay']} replayed, "
-         f"{sent['unknown_device']} from an unknown device; PUSH_ACKs {sent['push_ack']}")
+    _say(
+        f"frames sent: {sent['good']} good, {sent['bad_mic']} bad MIC, {sent['replay']} replayed, "
+        f"{sent['unknown_device']} from an unknown device; PUSH_ACKs {sent['push_ack']}"
+    )
     _say(f"broker received {count} records ({len(ids)} distinct ids) in {batches} batches")
     if records:
         _say("one record as the platform sees it:")
         print(json.dumps(records[-1], indent=2), flush=True)
     ok = len(ids) == sent["good"] and all(r["data"] for r in records)
-    _say("RESULT: every good frame arrived decoded, no refused frame did" if ok else
-         f"RESULT: MISMATCH: {sent['good']} good frames sent, {len(ids)} distinct records received")
+    _say(
+        "RESULT: every good frame arrived decoded, no refused frame did"
+        if ok
+        else f"RESULT: MISMATCH: {sent['good']} good frames sent, {len(ids)} distinct records received"
+    )
     return 0 if ok else 1

@@ -70,6 +70,8 @@ class Em310Container:
         if self.rng.random() < 0.02:
             self.battery_pct = max(0, self.battery_pct - 1)
         distance = max(0, min(0xFFFF, int(self.distance_mm)))
-        return bytes([0x01, 0x75, self.battery_pct, 0x03, 0x82]) + distance.to_bytes(2, "little") + bytes(
-            [0x04, 0x00, 1 if tilt else 0]
+        return (
+            bytes([0x01, 0x75, self.battery_pct, 0x03, 0x82])
+            + distance.to_bytes(2, "little")
+            + bytes([0x04, 0x00, 1 if tilt else 0])
         )

@@ -93,5 +93,7 @@ def _misbehaving(
             profile=member.device.profile,
             fcnt_up=member.device.fcnt_up,
         )
-        return SimFrame("bad_mic", forged.uplink(member.sensor.next_payload(), 85), member.device.dev_eui, b"")
+        return SimFrame(
+            "bad_mic", forged.uplink(member.sensor.next_payload(), 85), member.device.dev_eui, b""
+        )
     return SimFrame("unknown_device", rogue.uplink(b"\x01\x75\x10", 85), rogue.dev_eui, b"")

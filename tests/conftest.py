@@ -56,7 +56,9 @@ class Broker:
             "log_type error\nlog_type warning\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
         )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,7 +88,9 @@ class Broker:
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A real mosquitto broker on a free loopback port, stopped after the test."""
     if not Path(MOSQUITTO).exists():
-        pytest.fail("mosquitto is not installed: run the README's test command (make test), which installs it")
+        pytest.fail(
+            "mosquitto is not installed: run the README's test command (make test), which installs it"
+        )
     workdir = tmp_path / "mosquitto"
     workdir.mkdir()
     broker = Broker(port=free_port(), workdir=workdir)
@@ -118,7 +122,9 @@ class Subscriber:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     topics = [m.topic for m in self.messages]
-                    pytest.fail(f"timed out after {timeout_s} s; got {len(self.messages)} messages: {topics[:10]}")
+                    pytest.fail(
+                        f"timed out after {timeout_s} s; got {len(self.messages)} messages: {topics[:10]}"
+                    )
                 self._cond.wait(remaining)
             return list(self.messages)
 

@@ -36,5 +36,6 @@ def check(args: argparse.Namespace) -> int:
             effective["mqtt"]["password"] = "<secret>"
         print_json({"ok": True, "config": effective})
     else:
-        print(f"{args.path}: OK (gateway {cfg.gateway.id}, radio {cfg.radio.url}, broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+        broker = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
+        print(f"{args.path}: OK (gateway {cfg.gateway.id}, radio {cfg.radio.url}, broker {broker})")
     return 0

@@ -32,7 +32,9 @@ def register(sub: Any) -> None:
     add.add_argument("--site", default="", help="site tag (e.g. commune/street)")
     mode = add.add_mutually_exclusive_group(required=True)
     mode.add_argument("--abp", action="store_true", help="activation by personalisation")
-    mode.add_argument("--otaa", action="store_true", help="over-the-air activation (joins arrive with issue 3)")
+    mode.add_argument(
+        "--otaa", action="store_true", help="over-the-air activation (joins arrive with issue 3)"
+    )
     add.add_argument("--dev-addr", metavar="HEX")
     add.add_argument("--nwkskey", metavar="HEX")
     add.add_argument("--appskey", metavar="HEX")
@@ -43,7 +45,9 @@ def register(sub: Any) -> None:
 
     ls = dsub.add_parser("list", help="list registered devices")
     ls.add_argument("--json", action="store_true")
-    ls.add_argument("--show-keys", action="store_true", help="also print the keys (handle the output with care)")
+    ls.add_argument(
+        "--show-keys", action="store_true", help="also print the keys (handle the output with care)"
+    )
     ls.set_defaults(handler=list_devices)
 
     rm = dsub.add_parser("remove", help="forget a device and its session")
@@ -91,11 +95,17 @@ def add_device(args: argparse.Namespace) -> int:
             app_key=_value(AesKey, args.appkey, "--appkey"),
         )
     with _registry(args) as (cfg, conn):
-        profiles = ProfileStore.load_dir(Path(cfg.profiles_dir) if cfg.profiles_dir else default_profiles_dir())
+        profiles = ProfileStore.load_dir(
+            Path(cfg.profiles_dir) if cfg.profiles_dir else default_profiles_dir()
+        )
         if args.profile not in profiles:
-            raise UsageError(f"--profile: unknown profile {args.profile!r} (known: {', '.join(profiles.ids())})")
+            raise UsageError(
+                f"--profile: unknown profile {args.profile!r} (known: {', '.join(profiles.ids())})"
+            )
         try:
-            device = registry.add_device(conn, dev_eui=dev_eui, profile=args.profile, keys=keys, site=args.site)
+            device = registry.add_device(
+                conn, dev_eui=dev_eui, profile=args.profile, keys=keys, site=args.site
+            )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
     if args.json:

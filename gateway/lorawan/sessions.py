@@ -78,7 +78,9 @@ class SessionTable:
         for session in fresh:
             current = self._by_addr.get(session.dev_addr.value)
             if current is not None and current.session_tag == session.session_tag:
-                if session.fcnt_up is None or (current.fcnt_up is not None and current.fcnt_up > session.fcnt_up):
+                if session.fcnt_up is None or (
+                    current.fcnt_up is not None and current.fcnt_up > session.fcnt_up
+                ):
                     session.fcnt_up = current.fcnt_up
             by_addr[session.dev_addr.value] = session
         self._by_addr = by_addr
@@ -105,7 +107,9 @@ class SessionTable:
             raise MicMismatch(f"MIC mismatch for DevAddr {parsed.dev_addr.hex()} FCnt {fcnt32}")
         payload = b""
         if parsed.fport is not None and parsed.frm_payload:
-            payload = session.keys.crypt_frm_payload(parsed.frm_payload, parsed.dev_addr, fcnt32, True, parsed.fport)
+            payload = session.keys.crypt_frm_payload(
+                parsed.frm_payload, parsed.dev_addr, fcnt32, True, parsed.fport
+            )
         session.fcnt_up = fcnt32
         self._pending[str(session.dev_eui)] = SessionCounter(session.dev_eui, session.session_tag, fcnt32)
         return UplinkData(

@@ -81,7 +81,9 @@ def add_device(
     conn.execute("BEGIN IMMEDIATE")
     try:
         if conn.execute("SELECT 1 FROM devices WHERE dev_eui = ?", (str(dev_eui),)).fetchone():
-            raise RegistryError(f"device {dev_eui} is already registered (remove it first to change its keys)")
+            raise RegistryError(
+                f"device {dev_eui} is already registered (remove it first to change its keys)"
+            )
         if isinstance(keys, AbpKeys):
             clash = conn.execute(
                 "SELECT dev_eui FROM sessions WHERE dev_addr = ?", (str(keys.dev_addr),)
@@ -89,11 +91,13 @@ def add_device(
             if clash:
                 raise RegistryError(f"DevAddr {keys.dev_addr} is already used by device {clash[0]}")
             conn.execute(
-                "INSERT INTO devices (dev_eui, profile, activation, site, created_at) VALUES (?, ?, 'abp', ?, ?)",
+                "INSERT INTO devices (dev_eui, profile, activation, site, created_at)"
+                " VALUES (?, ?, 'abp', ?, ?)",
                 (str(dev_eui), profile, site, created_at),
             )
             conn.execute(
-                "INSERT INTO sessions (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, created_at)"
+                "INSERT INTO sessions"
+                " (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, created_at)"
                 " VALUES (?, ?, ?, ?, ?, NULL, ?)",
                 (
                     str(dev_eui),

@@ -9,14 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 ENVELOPE_VERSION = 1
-
-
-def utc_iso(t_s: float) -> str:
-    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.250Z``."""
-    return datetime.fromtimestamp(t_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def up_batch(gateway_id: str, bodies_json: Sequence[str], sent_at: str) -> bytes:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from gateway.clock import iso_utc
 from gateway.errors import StorageError, UplinkError
 from gateway.uplink import envelope
 from gateway.uplink.topics import Topics
@@ -171,7 +172,7 @@ class Forwarder:
     async def _send(self, batch: list[LeasedLike]) -> None:
         seqs = [item.seq for item in batch]
         payload = envelope.up_batch(
-            self._gateway_id, [item.body_json for item in batch], envelope.utc_iso(self._wall_clock())
+            self._gateway_id, [item.body_json for item in batch], iso_utc(self._wall_clock())
         )
         self.counters["batches_sent"] += 1
         try:

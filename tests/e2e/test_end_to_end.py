@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from simulator.devices import AbpDevice
@@ -33,7 +35,11 @@ GATEWAY_EUI = bytes.fromhex("b827ebfffe000001")
 
 def em310(battery: int, distance_mm: int, tilt: bool) -> bytes:
     """Milesight EM310-UDL TLV payload (vendor README: 01 75 battery, 03 82 distance LE, 04 00 position)."""
-    return bytes([0x01, 0x75, battery, 0x03, 0x82]) + distance_mm.to_bytes(2, "little") + bytes([4, 0, int(tilt)])
+    return (
+        bytes([0x01, 0x75, battery, 0x03, 0x82])
+        + distance_mm.to_bytes(2, "little")
+        + bytes([4, 0, int(tilt)])
+    )
 
 
 def make_device(n: int) -> AbpDevice:
@@ -53,7 +59,9 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEGW_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config_file)],
-            stderr=subprocess.PIPE, text=True, env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -82,7 +90,9 @@ class AgentProcess:
 def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "--config", str(config_file), *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -99,8 +109,20 @@ def setup(tmp_path: Path, mosquitto: Broker, free_udp_port: int) -> tuple[Path, 
     devices = [make_device(1), make_device(2)]
     for d in devices:
         result = cli(
-            config_file, "device", "add", "--dev-eui", d.dev_eui.hex(), "--profile", d.profile, "--abp",
-            "--dev-addr", d.dev_addr.hex(), "--nwkskey", d.nwk_s_key.hex(), "--appskey", d.app_s_key.hex(),
+            config_file,
+            "device",
+            "add",
+            "--dev-eui",
+            d.dev_eui.hex(),
+            "--profile",
+            d.profile,
+            "--abp",
+            "--dev-addr",
+            d.dev_addr.hex(),
+            "--nwkskey",
+            d.nwk_s_key.hex(),
+            "--appskey",
+            d.app_s_key.hex(),
         )
         assert result.returncode == 0, result.stderr
     return config_file, free_udp_port, devices
@@ -126,15 +148,21 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
         with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
             wait_ready(fwd)
             good = dev1.uplink(em310(92, 2116, True), 85)
-            token = fwd.send_frames([(good, {"rssi_dbm": -97.0, "snr_db": -3.5, "freq_hz": 868_300_000, "sf": 9})])
+            token = fwd.send_frames(
+                [(good, {"rssi_dbm": -97.0, "snr_db": -3.5, "freq_hz": 868_300_000, "sf": 9})]
+            )
             assert fwd.wait_ack(token, 2.0), "no PUSH_ACK"
             sub.wait_for(lambda _m: len(records(sub)) >= 1)
 
             # A forged frame (right DevAddr and counter, wrong key) and a replay of the good frame.
-            forged = AbpDevice(dev2.dev_eui, dev2.dev_addr, bytes(16), dev2.app_s_key, dev2.profile, dev2.fcnt_up)
+            forged = AbpDevice(
+                dev2.dev_eui, dev2.dev_addr, bytes(16), dev2.app_s_key, dev2.profile, dev2.fcnt_up
+            )
             fwd.send_frames([(forged.uplink(em310(1, 1, False), 85), {}), (good, {})])
             # Then a good frame from each device in one datagram.
-            fwd.send_frames([(dev2.uplink(em310(80, 400, False), 85), {}), (dev1.uplink(em310(91, 2000, False), 85), {})])
+            fwd.send_frames(
+                [(dev2.uplink(em310(80, 400, False), 85), {}), (dev1.uplink(em310(91, 2000, False), 85), {})]
+            )
             sub.wait_for(lambda _m: len(records(sub)) >= 3)
             time.sleep(0.5)  # anything wrongly forwarded would have arrived by now
     finally:
@@ -157,6 +185,15 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
     assert by_dev[(dev2.dev_eui.hex(), 0)] == {"battery": 80, "distance": 400, "position": "normal"}
     assert by_dev[(dev1.dev_eui.hex(), 1)] == {"battery": 91, "distance": 2000, "position": "normal"}
     assert len({r["id"] for r in got}) == 3
+
+    # Every message the platform got matches the published JSON Schemas (gateway/schemas/).
+    schemas = resources.files("gateway") / "schemas"
+    up_schema = json.loads((schemas / "up-v1.json").read_text())
+    state_schema = json.loads((schemas / "state-v1.json").read_text())
+    for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up"):
+        jsonschema.validate(batch, up_schema)
+    for state in sub.json_on(f"edgegw/{GATEWAY_ID}/state"):
+        jsonschema.validate(state, state_schema)
 
     counters = agent.final_counters()
     assert counters["pipeline"]["rejected.bad_mic"] == 1

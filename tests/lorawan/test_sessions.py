@@ -31,8 +31,14 @@ def frame(phy_payload: bytes) -> RadioFrame:
     return RadioFrame(phy_payload, RX, time.time(), time.monotonic())
 
 
-def uplink(fcnt32: int, payload: bytes = b"\x01\x75\x5c", *, keys: SessionKeys | None = None, fport: int = 85,
-           mtype: MType = MType.UNCONFIRMED_DATA_UP) -> RadioFrame:
+def uplink(
+    fcnt32: int,
+    payload: bytes = b"\x01\x75\x5c",
+    *,
+    keys: SessionKeys | None = None,
+    fport: int = 85,
+    mtype: MType = MType.UNCONFIRMED_DATA_UP,
+) -> RadioFrame:
     built = phy.build_data_frame(
         keys or SessionKeys(NWK, APP), mtype=mtype, dev_addr=ADDR, fcnt32=fcnt32, fport=fport, payload=payload
     )
@@ -79,7 +85,12 @@ def test_bad_mic_is_rejected_and_does_not_move_the_counter() -> None:
 def test_unknown_devaddr_downlink_and_join_are_rejected_with_reasons() -> None:
     t = table()
     other = phy.build_data_frame(
-        SessionKeys(NWK, APP), mtype=MType.UNCONFIRMED_DATA_UP, dev_addr=bytes(4), fcnt32=0, fport=1, payload=b"x"
+        SessionKeys(NWK, APP),
+        mtype=MType.UNCONFIRMED_DATA_UP,
+        dev_addr=bytes(4),
+        fcnt32=0,
+        fport=1,
+        payload=b"x",
     )
     with pytest.raises(UnknownDevice):
         t.accept(frame(other))
@@ -97,7 +108,9 @@ def test_unknown_devaddr_downlink_and_join_are_rejected_with_reasons() -> None:
 def test_counters_are_persisted_through_the_commit_sink(tmp_path: Path) -> None:
     conn = db.connect(db.db_path(tmp_path))
     registry.add_device(
-        conn, dev_eui=EUI, profile="milesight/em310-udl",
+        conn,
+        dev_eui=EUI,
+        profile="milesight/em310-udl",
         keys=registry.AbpKeys(DevAddr(ADDR), AesKey(NWK), AesKey(APP)),
     )
     t = SessionTable(load_sessions(conn))
@@ -117,7 +130,9 @@ def test_counters_are_persisted_through_the_commit_sink(tmp_path: Path) -> None:
 def test_merge_keeps_counters_that_are_ahead_of_the_database(tmp_path: Path) -> None:
     conn = db.connect(db.db_path(tmp_path))
     registry.add_device(
-        conn, dev_eui=EUI, profile="milesight/em310-udl",
+        conn,
+        dev_eui=EUI,
+        profile="milesight/em310-udl",
         keys=registry.AbpKeys(DevAddr(ADDR), AesKey(NWK), AesKey(APP)),
     )
     t = SessionTable(load_sessions(conn))

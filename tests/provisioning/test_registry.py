@@ -30,7 +30,11 @@ def abp(addr: str = "26011001") -> registry.AbpKeys:
 
 def test_abp_device_gets_a_session(conn: sqlite3.Connection) -> None:
     dev = registry.add_device(
-        conn, dev_eui=DevEui.from_hex("70B3D57ED0001234"), profile="milesight/em310-udl", keys=abp(), site="aix/a1"
+        conn,
+        dev_eui=DevEui.from_hex("70B3D57ED0001234"),
+        profile="milesight/em310-udl",
+        keys=abp(),
+        site="aix/a1",
     )
     assert str(dev.dev_eui) == "70b3d57ed0001234"
     assert dev.activation == "abp" and str(dev.dev_addr) == "26011001" and dev.fcnt_up is None
@@ -45,7 +49,10 @@ def test_otaa_device_has_no_session_until_it_joins(conn: sqlite3.Connection) -> 
     keys = registry.OtaaKeys(JoinEui.from_hex("0000000000000001"), APP)
     dev = registry.add_device(conn, dev_eui=DevEui.from_hex("0000000000000002"), profile="p/q", keys=keys)
     assert dev.activation == "otaa" and dev.dev_addr is None
-    assert registry.device_keys(conn, dev.dev_eui) == {"join_eui": "0000000000000001", "app_key": APP.reveal()}
+    assert registry.device_keys(conn, dev.dev_eui) == {
+        "join_eui": "0000000000000001",
+        "app_key": APP.reveal(),
+    }
 
 
 def test_duplicates_are_refused_and_nothing_is_half_written(conn: sqlite3.Connection) -> None:

@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 
 from gateway import db
+from gateway.clock import iso_utc
 from gateway.config import MqttSection
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Record
@@ -80,7 +81,7 @@ def test_up_batch_joins_the_stored_json_verbatim() -> None:
 
 def test_up_batch_of_real_records_matches_the_schema() -> None:
     bodies = [json.dumps(record_body(i), separators=(",", ":")) for i in range(3)]
-    message = json.loads(envelope.up_batch(GATEWAY_ID, bodies, envelope.utc_iso(1714564800.25)))
+    message = json.loads(envelope.up_batch(GATEWAY_ID, bodies, iso_utc(1714564800.25)))
 
     jsonschema.validate(message, UP_SCHEMA)
     assert message["records"] == [record_body(i) for i in range(3)]
@@ -94,7 +95,7 @@ def test_up_batch_of_real_records_matches_the_schema() -> None:
     [(0.0, "1970-01-01T00:00:00.000Z"), (1714564800.25, "2024-05-01T12:00:00.250Z")],
 )
 def test_utc_iso(t_s: float, text: str) -> None:
-    assert envelope.utc_iso(t_s) == text
+    assert iso_utc(t_s) == text
 
 
 # --- end to end ------------------------------------------------------------------------------

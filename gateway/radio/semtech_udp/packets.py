@@ -470,7 +470,7 @@ def rxpk_to_frame_parts(
         _fail(f"rxpk 'freq' {freq_mhz} MHz is out of range", "bad_rxpk")
     # MHz with Hz precision as a float (§4): some values land a hair below the integer
     # (131.667387 * 1e6 == 131667386.99999999), so round rather than truncate.
-    freq_hz = int(freq_mhz * 1_000_000)
+    freq_hz = round(freq_mhz * 1_000_000)
 
     datr = raw.get("datr")
     match = _DATR_LORA.fullmatch(datr) if isinstance(datr, str) else None
