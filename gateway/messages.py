@@ -11,7 +11,7 @@ them (ARCHITECTURE.md §3.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any, ClassVar, Literal, Self
 
 TimeQuality = Literal["gps", "ntp", "unsynced"]
@@ -164,3 +164,51 @@ class SessionCounter:
     dev_eui: DevEui
     session_tag: str
     fcnt_up: int
+
+
+class TxStatus(str, Enum):
+    """Outcome of a transmission request (Semtech TX_ACK error names where they exist)."""
+
+    SENT = "sent"
+    TOO_LATE = "too_late"
+    TOO_EARLY = "too_early"
+    COLLISION_PACKET = "collision_packet"
+    COLLISION_BEACON = "collision_beacon"
+    TX_FREQ = "tx_freq"
+    TX_POWER = "tx_power"
+    GPS_UNLOCKED = "gps_unlocked"
+    DUTY_CYCLE = "duty_cycle"
+    """Refused by our own EU868 duty-cycle accounting before reaching the radio."""
+    NO_ROUTE = "no_route"
+    """No radio path to send it (e.g. no PULL_DATA seen from that packet forwarder)."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """A downlink for the radio layer: bytes plus RF parameters and when to send them.
+
+    ``send_at_tmst_us`` is the concentrator timestamp to transmit at (class A RX1/RX2:
+    the uplink's ``concentrator_tmst_us`` + RxDelay); None means immediately (class C).
+    ``gateway_eui`` picks the packet forwarder that heard the uplink (Semtech UDP).
+    """
+
+    phy_payload: bytes
+    freq_hz: int
+    sf: int
+    bw_hz: int = 125_000
+    coding_rate: str = "4/5"
+    power_dbm: float = 14.0
+    send_at_tmst_us: int | None = None
+    gateway_eui: str | None = None
+    invert_polarity: bool = True
+    """LoRaWAN downlinks use inverted IQ (LoRaWAN 1.0.4 §2.1 / Regional Parameters)."""
+    dev_eui: DevEui | None = None
+    """For logs and counters only."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    status: TxStatus
+    detail: str = ""
+    airtime_ms: float | None = None
