@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,16 @@ from gateway import __version__
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore, default_profiles_dir
 from gateway.config import Config
+from gateway.control import SOCKET_NAME
+from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import StorageError
+from gateway.inventory import Inventory
 from gateway.lorawan.sessions import SessionTable, load_sessions
 from gateway.outbox import Outbox
 from gateway.pipeline import UplinkPipeline
+from gateway.provisioning import registry
 from gateway.radio import RadioBackend, open_backend
 from gateway.uplink import envelope
 from gateway.uplink.forwarder import Forwarder
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 SESSION_REFRESH_S = 10.0
 """A device registered with the CLI while the agent runs is served within this delay."""
 DRAIN_TIMEOUT_S = 5.0
+RATE_SAMPLE_S = 10.0
 
 
 @dataclass
@@ -56,7 +62,11 @@ class Agent:
     forwarder: Forwarder
     pipeline: UplinkPipeline
     topics: Topics
+    inventory: Inventory
+    control: ControlServer | None = None
+    clock: SystemClock = field(default_factory=SystemClock)
     started_mono: float = field(default_factory=time.monotonic)
+    frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
 
     def summary(self) -> dict[str, Any]:
         """Counters of every stage, for the periodic log line (and later `edgegw status`)."""
@@ -101,10 +111,32 @@ def build(config: Config) -> Agent:
         max_inflight_batches=config.outbox.max_inflight_batches,
     )
     radio = open_backend(config.radio.url)
-    pipeline = UplinkPipeline(sessions, profiles, outbox, SystemClock())
-    return Agent(
-        config, database, profiles, sessions, outbox, committer, radio, uplink, forwarder, pipeline, topics
+    clock = SystemClock()
+    pipeline = UplinkPipeline(sessions, profiles, outbox, clock)
+    inventory = Inventory()
+    pipeline.listeners.append(inventory)
+    agent = Agent(
+        config,
+        database,
+        profiles,
+        sessions,
+        outbox,
+        committer,
+        radio,
+        uplink,
+        forwarder,
+        pipeline,
+        topics,
+        inventory,
+        clock=clock,
     )
+    agent.control = ControlServer(
+        config.data_path / SOCKET_NAME,
+        {"status": lambda _req: _status(agent), "devices": lambda _req: _devices(agent)},
+    )
+    control = agent.control
+    pipeline.listeners.append(lambda event: control.publish("tail", event))
+    return agent
 
 
 async def run(
@@ -126,6 +158,8 @@ async def run(
     failure: BaseException | None = None
     try:
         await agent.radio.start()
+        if agent.control is not None:
+            await agent.control.start()
         agent.uplink.add_connect_hook(lambda: _publish_online(agent))
         await agent.uplink.start()
         tasks = {
@@ -133,6 +167,7 @@ async def run(
             "commit": asyncio.create_task(agent.committer.run(), name="commit"),
             "forward": asyncio.create_task(agent.forwarder.run(), name="forward"),
             "sessions": asyncio.create_task(_every(SESSION_REFRESH_S, lambda: _refresh_sessions(agent))),
+            "rates": asyncio.create_task(_every(RATE_SAMPLE_S, lambda: _sample_rates(agent))),
         }
         if config.log.stats_interval_s > 0:
             tasks["stats"] = asyncio.create_task(
@@ -180,6 +215,61 @@ async def _refresh_sessions(agent: Agent) -> None:
         log.info("device registry changed: %d sessions (was %d)", len(agent.sessions), before)
 
 
+def _sample_rates(agent: Agent) -> None:
+    agent.frame_samples.append((time.monotonic(), agent.radio.counters.get("frames", 0)))
+
+
+def _frames_per_min(agent: Agent) -> float:
+    now, frames = time.monotonic(), agent.radio.counters.get("frames", 0)
+    since_mono, since_frames = agent.frame_samples[0] if agent.frame_samples else (agent.started_mono, 0)
+    elapsed_s = now - since_mono
+    return round(60.0 * (frames - since_frames) / elapsed_s, 1) if elapsed_s > 0 else 0.0
+
+
+async def _status(agent: Agent) -> dict[str, Any]:
+    """`edgegw status`: one screen of what a technician checks first."""
+    stats = await agent.outbox.stats()
+    oldest_s = None if stats.oldest_created_mono is None else time.monotonic() - stats.oldest_created_mono
+    summary = agent.summary()
+    return {
+        "version": __version__,
+        "gateway_id": agent.config.gateway.id,
+        "uptime_s": summary["uptime_s"],
+        "radio": {
+            "url": agent.config.radio.url,
+            "frames_per_min": _frames_per_min(agent),
+            "counters": summary["radio"],
+        },
+        "pipeline": summary["pipeline"],
+        "uplink": {
+            "broker": f"{agent.config.mqtt.host}:{agent.config.mqtt.port}",
+            "connected": agent.uplink.connected,
+            "counters": {k: v for k, v in summary["uplink"].items() if k != "connected"},
+            "forwarder": summary["forwarder"],
+        },
+        "outbox": {
+            "depth": stats.depth,
+            "bytes": stats.bytes,
+            "oldest_age_s": oldest_s,
+            "commits": summary["commits"],
+        },
+        "clock": {"time_quality": agent.clock.quality(None)},
+        "devices": {"registered": len(agent.sessions), "heard": len(agent.inventory.snapshot())},
+    }
+
+
+async def _devices(agent: Agent) -> dict[str, Any]:
+    """`edgegw devices`: the registry joined with what was heard."""
+    registered = await agent.database.run(registry.list_devices)
+    heard = agent.inventory.snapshot()
+    rows = []
+    for device in registered:
+        row = device.as_json()
+        row.update(heard.get(str(device.dev_eui), {"last_seen_s": None, "frames": 0, "errors": 0}))
+        rows.append(row)
+    return {"devices": rows}
+
+
 def _log_summary(agent: Agent) -> None:
     s = agent.summary()
     p, f = s["pipeline"], s["forwarder"]
@@ -222,7 +312,9 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     under it, so a clean stop causes no redelivery.
     """
     log.info("stopping")
-    for name in ("radio", "sessions", "stats"):
+    if agent.control is not None:
+        await agent.control.stop()
+    for name in ("radio", "sessions", "stats", "rates"):
         if name in tasks:
             tasks[name].cancel()
     await agent.radio.stop()

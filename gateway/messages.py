@@ -11,7 +11,7 @@ them (ARCHITECTURE.md §3.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Literal, Self
 
 TimeQuality = Literal["gps", "ntp", "unsynced"]
@@ -166,7 +166,7 @@ class SessionCounter:
     fcnt_up: int
 
 
-class TxStatus(str, Enum):
+class TxStatus(StrEnum):
     """Outcome of a transmission request (Semtech TX_ACK error names where they exist)."""
 
     SENT = "sent"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.clock import SystemClock, iso_utc
@@ -47,6 +48,9 @@ class UplinkPipeline:
         self._clock = clock
         self.counters: Counter[str] = Counter()
         self._logged: set[str] = set()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called with a frame event (verdict, reason, device, signal, data) for every frame:
+        the inventory and `edgegw tail` listen here. Listeners must be quick and must not raise."""
 
     def handle(self, frame: RadioFrame) -> Record | None:
         """The whole uplink path for one frame; returns the record put in the outbox, if any."""
@@ -55,12 +59,42 @@ class UplinkPipeline:
             up = self._sessions.accept(frame)
         except InputError as exc:
             self._reject(exc, frame)
+            if self.listeners:
+                self._emit(frame, "rejected", reason=exc.reason, detail=str(exc))
             return None
         self.counters["accepted"] += 1
         data, extra = self._decode(up)
         record = self._record(up, data, extra)
         self._outbox.put(record)
+        if self.listeners:
+            self._emit(
+                frame,
+                "accepted",
+                dev_eui=str(up.dev_eui),
+                fcnt=up.fcnt,
+                fport=up.fport,
+                data=data,
+                decode_error=extra.get("decode_error"),
+                record_id=record.record_id,
+                payload_hex=up.payload.hex(),
+            )
         return record
+
+    def _emit(self, frame: RadioFrame, verdict: str, **facts: Any) -> None:
+        rx = frame.rx
+        event = {
+            "at_s": frame.received_at_s,
+            "verdict": verdict,
+            "rssi_dbm": rx.rssi_dbm,
+            "snr_db": rx.snr_db,
+            "freq_hz": rx.freq_hz,
+            "sf": rx.sf,
+            "gateway_eui": rx.gateway_eui,
+            "phy_hex": frame.phy_payload.hex(),
+            **facts,
+        }
+        for listener in self.listeners:
+            listener(event)
 
     def _decode(self, up: UplinkData) -> tuple[dict[str, Any], dict[str, Any]]:
         """Decoded data, and extra record keys (warnings, decode_error). A failure keeps the raw bytes."""

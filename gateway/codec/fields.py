@@ -30,7 +30,19 @@ hex        size   lowercase hex string of ``size`` bytes (serial numbers)
 bytes      size   passed to a named ``format`` (version strings); never raw
 constant   size   skips ``size`` bytes and yields ``value`` (vendor decoders that
                   ignore a byte and print a fixed word, e.g. Milesight reset_event)
+float16    2      IEEE 754 half precision (needs ``endian``)
+float32    4      IEEE 754 single precision (needs ``endian``)
+bool       1      true/false: one bit (``bits: [lsb, 1]``, default bit 0)
+bcd        size   binary-coded decimal digits read as an integer (``12 34`` -> 1234)
 ========== ====== =================================================================
+
+Options shared by the layouts: ``at`` (byte offset inside the record; fields without
+it follow the previous one), ``bits: [lsb, width]`` (an integer's bit field),
+``hidden: true`` (a value used only to build other keys, never output) and names
+with ``{placeholders}`` filled from hidden values (Milesight WS302 builds ``LAF``
+from its weighting byte). ``ops`` is a list of ``{sub|add|mul|div: number}`` applied
+in order with JavaScript number semantics, so a vendor formula such as
+``(x - 384) * 0.003125 - 50`` gives the very same double as the vendor's decoder.
 
 Formats are a closed table of named, tested functions (``FORMATS``); there is no
 ``eval`` and no Python in YAML (STYLE.md "Device knowledge is data").
@@ -210,8 +222,15 @@ _INT_CODES: Final[Mapping[str, str]] = {
     "uint32": "I",
     "int32": "i",
 }
-_SIZED_TYPES: Final = ("hex", "bytes", "constant")
-FIELD_TYPES: Final[tuple[str, ...]] = (*_INT_CODES, *_SIZED_TYPES)
+_FLOAT_CODES: Final[Mapping[str, str]] = {"float16": "e", "float32": "f"}
+_SIZED_TYPES: Final = ("hex", "bytes", "constant", "bcd")
+FIELD_TYPES: Final[tuple[str, ...]] = (*_INT_CODES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
+OPS: Final[Mapping[str, Callable[[Any, Any], Any]]] = {
+    "sub": lambda x, n: x - n,
+    "add": lambda x, n: x + n,
+    "mul": lambda x, n: x * n,
+    "div": lambda x, n: x / n,
+}
 ENDIANS: Final[Mapping[str, str]] = {"le": "<", "be": ">"}
 MAX_FIELD_BYTES: Final = 64
 
@@ -226,8 +245,14 @@ _FIELD_KEYS: Final = (
     "size",
     "format",
     "value",
+    "at",
+    "bits",
+    "hidden",
+    "ops",
     *_MEANING_KEYS,
 )
+_NAME_TEMPLATE_RE: Final = re.compile(r"^(?:[A-Za-z0-9_]|\{[a-z_][a-z0-9_]*\})+$")
+_PLACEHOLDER_RE: Final = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +278,10 @@ class CompiledField:
     output: Output
     size: int
     read: Reader
+    at: int | None = None
+    hidden: bool = False
+    placeholders: tuple[str, ...] = ()
+    """Hidden values the output name refers to (``L{freq}{time}``); empty for a plain name."""
 
 
 def compile_field(
@@ -263,28 +292,111 @@ def compile_field(
     ``extra_keys`` are keys of the enclosing layout allowed in the same mapping
     (a channel with a single inline field carries ``channel_id`` and ``channel_type``).
     """
-    spec.mapping(required=("name", "type", "quantity"), optional=(*_FIELD_KEYS, *extra_keys))
-    name = spec["name"].as_str(pattern=_NAME_RE, hint="letters, digits and _, not starting with a digit")
+    hidden = spec.has("hidden") and spec["hidden"].as_bool()
+    required = ("name", "type") if hidden else ("name", "type", "quantity")
+    spec.mapping(required=required, optional=(*_FIELD_KEYS, *extra_keys))
+    if hidden:
+        name = spec["name"].as_str(pattern=re.compile(r"[a-z_][a-z0-9_]*"), hint="lowercase, digits and _")
+    else:
+        name = spec["name"].as_str(
+            pattern=_NAME_TEMPLATE_RE, hint="letters, digits and _, or {hidden_field} placeholders"
+        )
+        if name[0].isdigit():
+            raise spec["name"].fail(f"{name!r} is not valid: must not start with a digit")
+    placeholders = tuple(_PLACEHOLDER_RE.findall(name))
     ftype = spec["type"].as_choice(FIELD_TYPES)
-    if ftype in _INT_CODES:
+    if ftype in _INT_CODES or ftype in _FLOAT_CODES or ftype == "bool":
         size, read, numeric = _compile_int(spec, ftype, default_endian)
     else:
-        for key in ("endian", "scale", "offset", "enum", "enum_default"):
+        for key in ("endian", "scale", "offset", "enum", "enum_default", "bits", "ops"):
             if spec.has(key):
                 raise spec[key].fail(f"not allowed with type {ftype}")
         size, read = _compile_sized(spec, ftype)
-        numeric = False
+        numeric = ftype == "bcd"
     if not spec.has("format") and ftype == "bytes":
         raise spec.fail("type bytes needs a 'format'")
-    output = _compile_output(spec, name, numeric=numeric)
-    return CompiledField(output=output, size=size, read=read)
+    at_spec = spec.get("at")
+    at = at_spec.as_int(0, MAX_FIELD_BYTES * 4) if at_spec is not None else None
+    if hidden:
+        output = Output(name=name, quantity="hidden")
+    else:
+        output = _compile_output(spec, name, numeric=numeric)
+    return CompiledField(output=output, size=size, read=read, at=at, hidden=hidden, placeholders=placeholders)
+
+
+def _compile_bits(spec: Spec, raw: Reader, bits: int, default: tuple[int, int] | None) -> tuple[Reader, int]:
+    """Apply ``bits: [lsb, width]``; returns the reader and the field's width in bits."""
+    bits_spec = spec.get("bits")
+    if bits_spec is None:
+        if default is None:
+            return raw, bits
+        lsb, width = default
+    else:
+        pair = list(bits_spec.items())
+        if len(pair) != 2:
+            raise bits_spec.fail("must be [lsb, width], e.g. [2, 2] for bits 2..3")
+        lsb = pair[0].as_int(0, bits - 1)
+        width = pair[1].as_int(1, bits - lsb)
+    mask = (1 << width) - 1
+
+    def read_bits(buf: bytes, pos: int) -> Any:
+        return (raw(buf, pos) >> lsb) & mask
+
+    return read_bits, width
+
+
+def _js_number(value: Any) -> Any:
+    # JavaScript has one number type: an integral result prints as 4232, not 4232.0.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _compile_ops(spec: Spec, raw: Reader) -> Reader:
+    steps: list[tuple[Callable[[Any, Any], Any], int | float]] = []
+    for item in spec["ops"].items():
+        if not isinstance(item.value, dict) or len(item.value) != 1:
+            raise item.fail(f"must be one of {{{' | '.join(OPS)}: number}}")
+        (op,) = item.value
+        Spec(op, file=item.file, path=item.path).as_choice(OPS)
+        number = item[op].as_number()
+        if op == "div" and number == 0:
+            raise item[op].fail("must not be 0")
+        steps.append((OPS[op], number))
+    if not steps:
+        raise spec["ops"].fail("must list at least one operation")
+    frozen = tuple(steps)
+
+    def read_ops(buf: bytes, pos: int) -> Any:
+        value = raw(buf, pos)
+        for apply, number in frozen:
+            value = apply(value, number)
+        return _js_number(value)
+
+    return read_ops
 
 
 def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[int, Reader, bool]:
+    """Integers, floats and booleans: a fixed-size number read with ``struct``."""
     for key in ("size", "format", "value"):
         if spec.has(key):
             raise spec[key].fail(f"not allowed with type {ftype}")
-    code = _INT_CODES[ftype]
+    is_float = ftype in _FLOAT_CODES
+    if is_float or ftype == "bool":
+        for key in ("enum", "enum_default", *(("bits",) if is_float else ())):
+            if spec.has(key):
+                raise spec[key].fail(f"not allowed with type {ftype}")
+    if ftype == "bool":
+        for key in ("scale", "offset", "ops", "endian"):
+            if spec.has(key):
+                raise spec[key].fail("not allowed with type bool")
+        read_bit, _width = _compile_bits(spec, lambda buf, pos: buf[pos], 8, (0, 1))
+
+        def read_bool(buf: bytes, pos: int) -> Any:
+            return read_bit(buf, pos) != 0
+
+        return 1, read_bool, False
+    code = _FLOAT_CODES[ftype] if is_float else _INT_CODES[ftype]
     size = struct.calcsize(code)
     endian_spec = spec.get("endian")
     endian = endian_spec.as_choice(ENDIANS) if endian_spec is not None else default_endian
@@ -302,10 +414,20 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
         def raw(buf: bytes, pos: int) -> Any:
             return unpack(buf, pos)[0]
 
-    signed = code.islower()
+    signed = code.islower() and not is_float
     bits = 8 * size
+    if not is_float:
+        raw, width = _compile_bits(spec, raw, bits, None)
+        if width != bits:
+            signed = False  # a bit field is unsigned
+            bits = width
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
+    if spec.has("ops"):
+        for key in ("scale", "offset", "enum"):
+            if spec.has(key):
+                raise spec[key].fail("not allowed together with 'ops'")
+        return size, _compile_ops(spec, raw), True
     if spec.has("enum"):
         for key in ("scale", "offset"):
             if spec.has(key):
@@ -392,6 +514,14 @@ def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
             return buf[pos : pos + size].hex()
 
         return size, read_hex
+    if ftype == "bcd":
+
+        def read_bcd(buf: bytes, pos: int) -> Any:
+            # Each nibble is a decimal digit; int() of the hex text is the decimal number.
+            text = buf[pos : pos + size].hex()
+            return int(text) if text.isdigit() else None
+
+        return size, read_bcd
     if ftype == "constant":
         value_spec = spec["value"]
         value = value_spec.value

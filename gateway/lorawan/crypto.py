@@ -2,12 +2,15 @@
 
 Owns the AES-128 computations a data frame needs (LoRaWAN 1.0.4 §4.3.3 and
 §4.4), with per-session cached ``cryptography`` contexts because they run for
-every uplink, and the join-request MIC (§6.2.5). Everything comes from the
+every uplink; and the join crypto of LoRaWAN 1.0.x: the join-request and
+join-accept MICs (§6.2.5, §6.2.6), the join-accept encryption (the AES *decrypt*
+trick of §6.2.6) and the session-key derivation (§6.2.6: NwkSKey and AppSKey
+from AppKey, AppNonce/JoinNonce, NetID and DevNonce). Everything comes from the
 ``cryptography`` package (OpenSSL); no AES is implemented here.
 
 It does not own parsing (``phy``), the frame-counter policy (``fcnt``), the
-constant-time MIC comparison (the caller uses ``hmac.compare_digest``), join
-key derivation, or key storage.
+constant-time MIC comparison (the caller uses ``hmac.compare_digest``), the
+LoRaWAN 1.1 key hierarchy (out of scope), or key storage.
 
 Identifiers are passed MSB first, as people write them; the blocks put them
 little-endian, as on the air (§1.2 "octet order ... little endian").
@@ -21,7 +24,16 @@ import struct
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
-__all__ = ["KEY_BYTES", "MIC_BYTES", "SessionKeys", "join_request_mic"]
+__all__ = [
+    "KEY_BYTES",
+    "MIC_BYTES",
+    "SessionKeys",
+    "decrypt_join_accept",
+    "derive_session_keys",
+    "encrypt_join_accept",
+    "join_accept_mic",
+    "join_request_mic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +147,63 @@ def join_request_mic(app_key: bytes, msg: bytes) -> bytes:
     mac = CMAC(algorithms.AES(app_key))
     mac.update(msg)
     return mac.finalize()[:MIC_BYTES]
+
+
+def join_accept_mic(app_key: bytes, msg: bytes) -> bytes:
+    """4-byte MIC of a LoRaWAN 1.0.x join-accept (§6.2.6): CMAC(AppKey, msg)[0:4].
+
+    ``msg`` is MHDR | AppNonce | NetID | DevAddr | DLSettings | RxDelay | CFList
+    as on the air, in clear (the MIC is computed before encryption).
+    """
+    _check_key(app_key, "app_key")
+    mac = CMAC(algorithms.AES(app_key))
+    mac.update(msg)
+    return mac.finalize()[:MIC_BYTES]
+
+
+def _check_join_accept_body(body: bytes) -> None:
+    if len(body) not in (16, 32):
+        raise ValueError(f"a join-accept body (after MHDR, MIC included) is 16 or 32 bytes, got {len(body)}")
+
+
+def encrypt_join_accept(app_key: bytes, body: bytes) -> bytes:
+    """Encrypt a join-accept body (everything after MHDR, MIC included) for the air.
+
+    LoRaWAN 1.0.4 §6.2.6: "The network server uses an AES decrypt operation in
+    ECB mode to encrypt the join-accept message so that the end-device can use an
+    AES encrypt operation to decrypt the message": a device then needs only the
+    AES encryption direction in its code.
+    """
+    _check_key(app_key, "app_key")
+    _check_join_accept_body(body)
+    decryptor = Cipher(algorithms.AES(app_key), modes.ECB()).decryptor()
+    return decryptor.update(body) + decryptor.finalize()
+
+
+def decrypt_join_accept(app_key: bytes, body: bytes) -> bytes:
+    """Recover a join-accept body from the air: an AES *encrypt* (the inverse of ``encrypt_join_accept``)."""
+    _check_key(app_key, "app_key")
+    _check_join_accept_body(body)
+    encryptor = Cipher(algorithms.AES(app_key), modes.ECB()).encryptor()
+    return encryptor.update(body) + encryptor.finalize()
+
+
+def derive_session_keys(
+    app_key: bytes, join_nonce: bytes, net_id: bytes, dev_nonce: bytes
+) -> tuple[bytes, bytes]:
+    """(NwkSKey, AppSKey) of a LoRaWAN 1.0.x OTAA session (§6.2.6 / 1.0.4 §6.2.6.1)::
+
+        NwkSKey = aes128_encrypt(AppKey, 0x01 | AppNonce | NetID | DevNonce | pad16)
+        AppSKey = aes128_encrypt(AppKey, 0x02 | AppNonce | NetID | DevNonce | pad16)
+
+    ``join_nonce`` (AppNonce in 1.0.2, JoinNonce in 1.0.4; 3 bytes), ``net_id``
+    (3 bytes) and ``dev_nonce`` (2 bytes) are MSB first, as people write them; the
+    blocks hold them little-endian, as on the air.
+    """
+    _check_key(app_key, "app_key")
+    if len(join_nonce) != 3 or len(net_id) != 3 or len(dev_nonce) != 2:
+        raise ValueError("join_nonce and net_id are 3 bytes, dev_nonce 2 bytes")
+    tail = join_nonce[::-1] + net_id[::-1] + dev_nonce[::-1] + bytes(7)
+    encryptor = Cipher(algorithms.AES(app_key), modes.ECB()).encryptor()
+    blocks = encryptor.update(b"\x01" + tail + b"\x02" + tail) + encryptor.finalize()
+    return blocks[:16], blocks[16:]

@@ -1,0 +1,57 @@
+"""Control socket client for the CLI (blocking: the CLI has no event loop)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+
+
+class AgentUnreachable(GatewayError):
+    """The agent's control socket is missing or refuses the connection (the agent is not running?)."""
+
+
+def _connect(path: Path, timeout_s: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise AgentUnreachable(f"the agent is not running (no control socket at {path})") from exc
+    except PermissionError as exc:
+        sock.close()
+        raise AgentUnreachable(
+            f"permission denied on {path}: run as root or as a member of the edgegw group"
+        ) from exc
+    return sock
+
+
+def request(path: Path, cmd: str, timeout_s: float = 5.0, **args: Any) -> dict[str, Any]:
+    """One command, one answer."""
+    with _connect(path, timeout_s) as sock:
+        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        with sock.makefile("rb") as stream:
+            line = stream.readline()
+    if not line:
+        raise AgentUnreachable("the agent closed the control connection without answering")
+    answer: dict[str, Any] = json.loads(line)
+    if not answer.get("ok"):
+        raise GatewayError(f"agent: {answer.get('error', 'unknown error')}")
+    return answer
+
+
+def stream(path: Path, cmd: str, **args: Any) -> Iterator[dict[str, Any]]:
+    """Events of a streaming command, until the caller stops iterating or the agent stops."""
+    with _connect(path, None) as sock:
+        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        with sock.makefile("rb") as lines:
+            first = json.loads(lines.readline() or b'{"ok": false, "error": "no answer"}')
+            if not first.get("ok"):
+                raise GatewayError(f"agent: {first.get('error', 'unknown error')}")
+            for line in lines:
+                yield json.loads(line)
