@@ -60,7 +60,9 @@ class UplinkPipeline:
         except InputError as exc:
             self._reject(exc, frame)
             if self.listeners:
-                self._emit(frame, "rejected", reason=exc.reason, detail=str(exc))
+                self._emit(
+                    frame, "rejected", reason=exc.reason, detail=str(exc), dev_addr=_dev_addr_hint(frame)
+                )
             return None
         self.counters["accepted"] += 1
         data, extra = self._decode(up)
@@ -154,3 +156,11 @@ class UplinkPipeline:
         level = logging.DEBUG if key in self._logged else logging.WARNING
         self._logged.add(key)
         log.log(level, msg, *args)
+
+
+def _dev_addr_hint(frame: RadioFrame) -> str | None:
+    """The DevAddr of a rejected data frame, for the technician's eyes only (not authenticated)."""
+    phy = frame.phy_payload
+    if len(phy) >= 5 and 2 <= phy[0] >> 5 <= 5:  # data up/down MTypes (LoRaWAN 1.0.4 §4.2.1)
+        return phy[4:0:-1].hex()
+    return None

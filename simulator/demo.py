@@ -203,7 +203,9 @@ def _send_traffic(
         next_report += 5
         while time.monotonic() - start < duration_s:
             frame = next(frames)
-            token = forwarder.send_frames([(frame.phy_payload, {"rssi_dbm": -70.0 - len(sent) % 30})])
+            token = forwarder.send_frames(
+                [(frame.phy_payload, {"rssi_dbm": -70.0 - sum(sent.values()) % 37})]
+            )
             acked = forwarder.wait_ack(token, timeout_s=1.0)
             sent[frame.kind] += 1
             sent["push_ack" if acked else "no_push_ack"] += 1

@@ -110,7 +110,7 @@ def show_devices(args: argparse.Namespace) -> int:
         return 0
     table = Table(box=None, pad_edge=False)
     for column in ("device", "profile", "site", "last seen", "RSSI/SNR", "batt", "24 h", "err"):
-        table.add_column(column, no_wrap=column in ("device", "last seen"))
+        table.add_column(column, no_wrap=column in ("device", "last seen"), overflow="fold")
     for d in doc["devices"]:
         signal = "-" if d.get("rssi_dbm") is None else f"{d['rssi_dbm']:.0f}/{d['snr_db']:.1f}"
         battery = "-" if d.get("battery") is None else f"{d['battery']:.0f}"
@@ -160,5 +160,6 @@ def _tail_line(event: dict[str, Any], raw: bool) -> str:
         what = json.dumps(event.get("data")) if not event.get("decode_error") else event["decode_error"]
         line = f"{at} {verdict} {event['dev_eui']} fcnt {event['fcnt']} port {event['fport']} {signal} {what}"
     else:
-        line = f"{at} [red]{event['reason']}[/] {signal} {event.get('detail', '')}"
+        addr = f"DevAddr {event['dev_addr']} " if event.get("dev_addr") else ""
+        line = f"{at} [red]{event['reason']}[/] {addr}{signal} {event.get('detail', '')}"
     return f"{line}\n    {event['phy_hex']}" if raw else line

@@ -62,29 +62,60 @@ _ChannelRun = Callable[[bytes, int, dict[str, Any]], None]
 _CHANNEL_KEYS: Final = ("channel_id", "channel_type")
 
 
-def _channel_run(fields: list[CompiledField]) -> tuple[int, _ChannelRun]:
-    """One closure that writes a channel's fields into the output dict."""
-    if len(fields) == 1:
-        name = fields[0].output.name
-        read = fields[0].read
+def _channel_run(fields: list[CompiledField], specs: list[Spec] | None = None) -> tuple[int, _ChannelRun]:
+    """One closure that writes a record's fields into the output dict; returns (size, run).
 
-        def run_one(buf: bytes, pos: int, out: dict[str, Any]) -> None:
-            out[name] = read(buf, pos)
-
-        return fields[0].size, run_one
-
-    steps: list[tuple[str, int, Callable[[bytes, int], Any]]] = []
+    A field's offset is its ``at`` or the end of the field before it. Hidden fields
+    only feed ``{placeholders}`` of later names in the same record.
+    """
+    steps: list[tuple[str, int, Callable[[bytes, int], Any], bool, bool]] = []
     offset = 0
-    for compiled in fields:
-        steps.append((compiled.output.name, offset, compiled.read))
-        offset += compiled.size
+    size = 0
+    hidden_names: set[str] = set()
+    for index, compiled in enumerate(fields):
+        at = compiled.at if compiled.at is not None else offset
+        offset = at + compiled.size
+        size = max(size, offset)
+        for placeholder in compiled.placeholders:
+            if placeholder not in hidden_names:
+                where = specs[index] if specs is not None else None
+                message = f"placeholder {{{placeholder}}} needs a hidden field of that name before it"
+                if where is not None:
+                    raise where.fail(message)
+                raise ValueError(message)
+        if compiled.hidden:
+            hidden_names.add(compiled.output.name)
+        steps.append((compiled.output.name, at, compiled.read, compiled.hidden, bool(compiled.placeholders)))
     frozen_steps = tuple(steps)
 
-    def run_many(buf: bytes, pos: int, out: dict[str, Any]) -> None:
-        for name, field_offset, read in frozen_steps:
-            out[name] = read(buf, pos + field_offset)
+    if not hidden_names:
+        if len(frozen_steps) == 1 and frozen_steps[0][1] == 0:
+            name, _at, read, _hidden, _templated = frozen_steps[0]
 
-    return offset, run_many
+            def run_one(buf: bytes, pos: int, out: dict[str, Any]) -> None:
+                out[name] = read(buf, pos)
+
+            return size, run_one
+        plain = tuple((name, at, read) for name, at, read, _h, _t in frozen_steps)
+
+        def run_many(buf: bytes, pos: int, out: dict[str, Any]) -> None:
+            for name, field_offset, read in plain:
+                out[name] = read(buf, pos + field_offset)
+
+        return size, run_many
+
+    def run_scoped(buf: bytes, pos: int, out: dict[str, Any]) -> None:
+        scope: dict[str, Any] = {}
+        for name, field_offset, read, hidden, templated in frozen_steps:
+            value = read(buf, pos + field_offset)
+            if hidden:
+                scope[name] = value
+            elif templated:
+                out[name.format_map(scope)] = value
+            else:
+                out[name] = value
+
+    return size, run_scoped
 
 
 def _channel_ids(spec: Spec) -> list[int]:
@@ -130,10 +161,12 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
         else:
             fields.append(compile_field(channel, default_endian=default_endian, extra_keys=_CHANNEL_KEYS))
 
-        for compiled, owner in zip(fields, _field_specs(channel), strict=True):
-            _merge_output(outputs, compiled.output, owner)
+        owners = _field_specs(channel)
+        for compiled, owner in zip(fields, owners, strict=True):
+            if not compiled.hidden:
+                _merge_output(outputs, compiled.output, owner)
 
-        entry = _channel_run(fields)
+        entry = _channel_run(fields, owners)
         for channel_id in channel_ids:
             key = (channel_id << 8) | channel_type
             if key in table:

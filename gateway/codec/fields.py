@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,12 @@ def _version_hex_major_hi_nibble(raw: bytes) -> str:
     return f"v{raw[0]:x}.{raw[1] >> 4}"
 
 
+def _version_major_hi_nibble(raw: bytes) -> str:
+    # Major byte in decimal, minor = high nibble of byte 2: 01 10 -> "v1.1"
+    # (Milesight readHardwareVersion in the 2025 decoders, e.g. WS302_Decoder.js).
+    return f"v{raw[0]}.{raw[1] >> 4}"
+
+
 def _version_bytes(raw: bytes) -> str:
     # Two bytes printed in decimal: 01 00 -> "v1.0" (Milesight readTslVersion).
     return f"v{raw[0]}.{raw[1]}"
@@ -209,6 +215,7 @@ FORMATS: Final[Mapping[str, Format]] = {
     "version_hex_bytes": Format(2, _version_hex_bytes),
     "version_hex_major_hi_nibble": Format(2, _version_hex_major_hi_nibble),
     "version_bytes": Format(2, _version_bytes),
+    "version_major_hi_nibble": Format(2, _version_major_hi_nibble),
 }
 
 
@@ -352,9 +359,13 @@ def _js_number(value: Any) -> Any:
     return value
 
 
-def _compile_ops(spec: Spec, raw: Reader) -> Reader:
+def compile_transform(spec: Spec) -> Callable[[Any], Any]:
+    """The ``ops`` list of ``spec`` as one function (identity without ``ops``); never eval."""
+    ops_spec = spec.get("ops")
+    if ops_spec is None:
+        return _js_number
     steps: list[tuple[Callable[[Any, Any], Any], int | float]] = []
-    for item in spec["ops"].items():
+    for item in ops_spec.items():
         if not isinstance(item.value, dict) or len(item.value) != 1:
             raise item.fail(f"must be one of {{{' | '.join(OPS)}: number}}")
         (op,) = item.value
@@ -364,14 +375,22 @@ def _compile_ops(spec: Spec, raw: Reader) -> Reader:
             raise item[op].fail("must not be 0")
         steps.append((OPS[op], number))
     if not steps:
-        raise spec["ops"].fail("must list at least one operation")
+        raise ops_spec.fail("must list at least one operation")
     frozen = tuple(steps)
 
-    def read_ops(buf: bytes, pos: int) -> Any:
-        value = raw(buf, pos)
+    def transform(value: Any) -> Any:
         for apply, number in frozen:
             value = apply(value, number)
         return _js_number(value)
+
+    return transform
+
+
+def _compile_ops(spec: Spec, raw: Reader) -> Reader:
+    transform = compile_transform(spec)
+
+    def read_ops(buf: bytes, pos: int) -> Any:
+        return transform(raw(buf, pos))
 
     return read_ops
 
@@ -519,7 +538,9 @@ def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
         def read_bcd(buf: bytes, pos: int) -> Any:
             # Each nibble is a decimal digit; int() of the hex text is the decimal number.
             text = buf[pos : pos + size].hex()
-            return int(text) if text.isdigit() else None
+            if not text.isdigit():
+                raise DecodeError(f"BCD field holds a non-decimal nibble: {text}", reason="bad_bcd")
+            return int(text)
 
         return size, read_bcd
     if ftype == "constant":

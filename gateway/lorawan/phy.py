@@ -1,4 +1,4 @@
-"""LoRaWAN 1.0.x PHYPayload: parse any frame, build data frames.
+"""LoRaWAN 1.0.x PHYPayload: parse any frame; build data frames, join-requests and join-accepts.
 
 Owns the byte layout of the PHYPayload (LoRaWAN 1.0.4 §4): MHDR, the data
 frame's FHDR / FPort / FRMPayload / MIC, the join-request fields, and the
@@ -7,9 +7,13 @@ is pure and total: for any bytes it returns a value or raises ``FrameError``
 with a ``reason`` (``truncated``, ``bad_major``, ``bad_fopts``,
 ``fopts_with_port0``, ``bad_frame``), never anything else.
 
-It does not own verification or decryption (``crypto``; ``parse`` returns
+``open_join_accept`` decrypts a join-accept with the AppKey and reads its fields
+(§6.2.6: AppNonce/JoinNonce, NetID, DevAddr, DLSettings, RxDelay, CFList);
+``build_join_accept`` is its inverse.
+
+It does not own the AES and CMAC computations (``crypto``; ``parse`` returns
 FRMPayload as on the air and the MIC unverified), the frame counter policy
-(``fcnt``), join-accept decryption, MAC-command parsing, or sessions.
+(``fcnt``), MAC-command parsing (``mac``), or sessions.
 
 Multi-byte identifiers are little-endian on the air (§1.2); the values here
 hold them MSB first, as people write them.
@@ -18,10 +22,19 @@ hold them MSB first, as people write them.
 from __future__ import annotations
 
 import logging
+import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.errors import FrameError
-from gateway.lorawan.crypto import MIC_BYTES, SessionKeys
+from gateway.errors import FrameError, MicMismatch
+from gateway.lorawan.crypto import (
+    MIC_BYTES,
+    SessionKeys,
+    decrypt_join_accept,
+    encrypt_join_accept,
+    join_accept_mic,
+    join_request_mic,
+)
 from gateway.messages import MType
 
 __all__ = [
@@ -29,11 +42,15 @@ __all__ = [
     "DataFrame",
     "FCtrl",
     "JoinAccept",
+    "JoinAcceptPayload",
     "JoinRequest",
     "PhyPayload",
     "Proprietary",
     "RejoinRequest",
     "build_data_frame",
+    "build_join_accept",
+    "build_join_request",
+    "open_join_accept",
     "parse",
 ]
 
@@ -149,6 +166,37 @@ class JoinAccept:
     """A join-accept (§6.2.6); ``encrypted`` is everything after MHDR, MIC included, still encrypted."""
 
     encrypted: bytes
+    mhdr: int = 0x20
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAcceptPayload:
+    """A decrypted, MIC-checked LoRaWAN 1.0.x join-accept (§6.2.6); identifiers MSB first."""
+
+    join_nonce: bytes
+    """3 bytes: AppNonce (1.0.2) / JoinNonce (1.0.4)."""
+    net_id: bytes
+    """3 bytes."""
+    dev_addr: bytes
+    """4 bytes."""
+    rx1_dr_offset: int
+    """DLSettings bits 6..4."""
+    rx2_dr: int
+    """DLSettings bits 3..0."""
+    rx_delay: int
+    """RxDelay bits 3..0 as sent: the RX1 delay in seconds, 0 meaning 1 (§5.7 RXTimingSetupReq)."""
+    cflist: tuple[int, ...] | None
+    """CFList of type 0 (EU868 and similar): five channel frequencies in Hz (0 = no channel); None if absent
+    or of another type (then see ``cflist_raw``)."""
+    cflist_raw: bytes
+    """The 16 CFList bytes as sent, or b"" without a CFList."""
+    opt_neg: bool
+    """DLSettings bit 7: set only by LoRaWAN 1.1 servers (RFU in 1.0.x)."""
+    mic: bytes
+
+    @property
+    def rx_delay_s(self) -> int:
+        return self.rx_delay or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +237,7 @@ def parse(phy: bytes) -> PhyPayload:
         return _parse_join_request(phy)
     if mtype is MType.JOIN_ACCEPT:
         _check_size(phy, JOIN_ACCEPT_BYTES, "join-accept")
-        return JoinAccept(encrypted=phy[1:])
+        return JoinAccept(encrypted=phy[1:], mhdr=mhdr)
     if mtype is MType.REJOIN_REQUEST:
         _check_size(phy, REJOIN_REQUEST_BYTES, "rejoin-request")
         return RejoinRequest(body=phy[1:-MIC_BYTES], mic=phy[-MIC_BYTES:])
@@ -299,3 +347,100 @@ def build_data_frame(
     if len(msg) + MIC_BYTES > MAX_PHY_PAYLOAD_BYTES:
         raise ValueError(f"frame of {len(msg) + MIC_BYTES} bytes exceeds the LoRa maximum of 255")
     return msg + keys.data_mic(msg, dev_addr, fcnt32, uplink)
+
+
+def build_join_request(app_key: bytes, *, join_eui: bytes, dev_eui: bytes, dev_nonce: bytes) -> bytes:
+    """Build a join-request (§6.2.4) with its MIC; identifiers MSB first (used by the simulator and tests)."""
+    if len(join_eui) != 8 or len(dev_eui) != 8 or len(dev_nonce) != 2:
+        raise ValueError("join_eui and dev_eui are 8 bytes, dev_nonce 2 bytes")
+    msg = bytes((int(MType.JOIN_REQUEST) << 5,)) + join_eui[::-1] + dev_eui[::-1] + dev_nonce[::-1]
+    return msg + join_request_mic(app_key, msg)
+
+
+_CFLIST_CHANNELS = 5
+_CFLIST_TYPE_FREQUENCIES = 0
+_CFLIST_UNIT_HZ = 100
+"""CFList frequencies are 24-bit little-endian values in units of 100 Hz (Regional Parameters, EU868 CFList)."""
+
+
+def build_join_accept(
+    app_key: bytes,
+    *,
+    join_nonce: bytes,
+    net_id: bytes,
+    dev_addr: bytes,
+    rx1_dr_offset: int = 0,
+    rx2_dr: int = 0,
+    rx_delay: int = 1,
+    cflist: Sequence[int] | None = None,
+) -> bytes:
+    """Build an encrypted LoRaWAN 1.0.x join-accept PHYPayload (§6.2.6).
+
+    Identifiers are MSB first; ``cflist`` is up to five frequencies in Hz
+    (multiples of 100 Hz; missing ones are sent as 0, "no channel"), sent as a
+    CFList of type 0. The MIC is computed over the clear message, then the body
+    and MIC are encrypted together with an AES decrypt (``crypto.encrypt_join_accept``).
+    Impossible arguments raise ``ValueError``: they are the caller's mistake.
+    """
+    if len(join_nonce) != 3 or len(net_id) != 3 or len(dev_addr) != 4:
+        raise ValueError("join_nonce and net_id are 3 bytes, dev_addr 4 bytes")
+    if not 0 <= rx1_dr_offset <= 7 or not 0 <= rx2_dr <= 15 or not 0 <= rx_delay <= 15:
+        raise ValueError(f"DLSettings/RxDelay out of range: {rx1_dr_offset}, {rx2_dr}, {rx_delay}")
+    msg = b"".join(
+        (
+            bytes((int(MType.JOIN_ACCEPT) << 5,)),
+            join_nonce[::-1],
+            net_id[::-1],
+            dev_addr[::-1],
+            bytes((rx1_dr_offset << 4 | rx2_dr, rx_delay)),
+            _cflist_bytes(cflist),
+        )
+    )
+    mic = join_accept_mic(app_key, msg)
+    return msg[:1] + encrypt_join_accept(app_key, msg[1:] + mic)
+
+
+def _cflist_bytes(cflist: Sequence[int] | None) -> bytes:
+    if cflist is None:
+        return b""
+    if len(cflist) > _CFLIST_CHANNELS:
+        raise ValueError(f"a CFList holds at most {_CFLIST_CHANNELS} frequencies, got {len(cflist)}")
+    padded = [*cflist, *([0] * (_CFLIST_CHANNELS - len(cflist)))]
+    out = bytearray()
+    for freq_hz in padded:
+        units, rest = divmod(freq_hz, _CFLIST_UNIT_HZ)
+        if rest or not 0 <= units < 1 << 24:
+            raise ValueError(f"CFList frequency {freq_hz} Hz is not a 24-bit multiple of 100 Hz")
+        out += units.to_bytes(3, "little")
+    out.append(_CFLIST_TYPE_FREQUENCIES)
+    return bytes(out)
+
+
+def open_join_accept(frame: JoinAccept, app_key: bytes) -> JoinAcceptPayload:
+    """Decrypt a join-accept with the AppKey and check its MIC; ``MicMismatch`` if it does not verify.
+
+    A wrong AppKey cannot be told from a corrupted frame: both give a bad MIC.
+    """
+    clear = decrypt_join_accept(app_key, frame.encrypted)
+    body, mic = clear[:-MIC_BYTES], clear[-MIC_BYTES:]
+    if not hmac.compare_digest(join_accept_mic(app_key, bytes((frame.mhdr,)) + body), mic):
+        raise MicMismatch("join-accept MIC does not verify with this AppKey")
+    dl_settings = body[10]
+    cflist_raw = body[12:]
+    cflist: tuple[int, ...] | None = None
+    if cflist_raw and cflist_raw[15] == _CFLIST_TYPE_FREQUENCIES:
+        cflist = tuple(
+            int.from_bytes(cflist_raw[i : i + 3], "little") * _CFLIST_UNIT_HZ for i in range(0, 15, 3)
+        )
+    return JoinAcceptPayload(
+        join_nonce=body[2::-1],
+        net_id=body[5:2:-1],
+        dev_addr=body[9:5:-1],
+        rx1_dr_offset=(dl_settings >> 4) & 0x07,
+        rx2_dr=dl_settings & 0x0F,
+        rx_delay=body[11] & 0x0F,
+        cflist=cflist,
+        cflist_raw=cflist_raw,
+        opt_neg=bool(dl_settings & 0x80),
+        mic=mic,
+    )
