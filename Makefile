@@ -14,16 +14,20 @@ DEMO_SECONDS ?= 30
 demo: setup
 	$(VENV)/bin/edgegw demo --duration-s $(DEMO_SECONDS)
 
-test: setup
+test: setup node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
-# Debian packages: mosquitto (the tests' and the demo's real broker) and python3-venv.
+# Debian packages: mosquitto (the tests' and the demo's real broker), python3-venv, nodejs and npm.
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 	    echo "installing mosquitto (Debian package)"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	    echo "installing nodejs and npm (Debian packages; the LoRaWAN differential test runs npm lora-packet)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
 	    echo "installing python3-venv (Debian package)"; \
@@ -39,5 +43,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 setup: system-deps $(VENV)/.installed
 
+# Test-only Node packages (lora-packet, pinned in package-lock.json); re-installed when the lock changes.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .hypothesis node_modules

@@ -48,8 +48,9 @@ class GatewaySection:
 @dataclass(frozen=True, slots=True)
 class RadioSection:
     url: str = _doc(
-        "Radio front end, chosen by URL. Today: semtech-udp://HOST:PORT "
-        "(Semtech UDP packet forwarder, protocol v2).",
+        "Radio front end, chosen by URL (docs/radio.md): semtech-udp://HOST:PORT (packet "
+        "forwarder), sx127x://spi0.0?freq_hz=868100000&sf=7 (SPI module), "
+        "serial:///dev/ttyUSB0?baud=115200 (RAK RUI3 modem).",
         default="semtech-udp://0.0.0.0:1700",
     )
 
@@ -70,6 +71,28 @@ class MqttSection:
     topic_prefix: str = _doc("Topic root: <prefix>/<gateway id>/...", default="edgegw")
     keepalive_s: int = _doc("MQTT keepalive in seconds.", default=30)
     reconnect_max_s: float = _doc("Upper bound of the reconnect backoff, in seconds.", default=60.0)
+    protocol: Literal["mqttv311", "mqttv5"] = _doc(
+        "MQTT protocol version: mqttv311 (3.1.1) or mqttv5 (needed for shared subscriptions' content type).",
+        default="mqttv311",
+    )
+    reconnect_min_s: float = _doc(
+        "First reconnect delay; doubles per failed attempt up to reconnect_max_s, with random jitter.",
+        default=1.0,
+    )
+    max_inflight_messages: int = _doc(
+        "QoS 1 messages published and not yet acknowledged, at most.", default=32
+    )
+    publish_timeout_s: float = _doc(
+        "Watchdog: a connection with a PUBACK outstanding this long is closed and set up again.", default=30.0
+    )
+    compression: Literal["none", "zlib"] = _doc(
+        "Compress 'up' batches with zlib; they then go to <prefix>/<id>/up/zlib (docs/mqtt.md).",
+        default="none",
+    )
+    drain_rate_records_s: float = _doc(
+        "Backlog drain limit in records per second for 'up' batches (alerts are never limited); 0: no limit.",
+        default=5000.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +104,18 @@ class OutboxSection:
     batch_max_records: int = _doc("Records per MQTT batch message on the 'up' topic.", default=100)
     batch_linger_ms: int = _doc("Wait at most this long for a batch to fill before sending it.", default=200)
     max_inflight_batches: int = _doc("Batches published and not yet acknowledged, at most.", default=8)
+    batch_max_bytes: int = _doc(
+        "Bytes of records per MQTT batch message, at most (before compression).", default=262144
+    )
+    max_bytes: int = _doc(
+        "Bound of the buffer in stored bytes; when full, the lowest-priority, oldest records are evicted "
+        "(alerts last) and counted. Size it with docs/outbox.md.",
+        default=268435456,
+    )
+    max_age_s: float = _doc(
+        "Records older than this (outbox clock: monotonic, corrected across restarts) are evicted; 0: never.",
+        default=604800.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +129,56 @@ class LogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LorawanSection:
+    net_id: str = _doc(
+        "NetID sent in join-accepts, 6 hex digits (000000 and 000001 are for private networks).",
+        default="000000",
+    )
+    dev_addr_prefix: str = _doc(
+        "DevAddrs given to joining devices: HEX/BITS, the address block of the NetID "
+        "(NetID 000000: 00000000/7; 000001: 02000000/7).",
+        default="00000000/7",
+    )
+    rx1_dr_offset: int = _doc(
+        "RX1DROffset sent in join-accepts: RX1 DR = uplink DR - offset (0..5).", default=0
+    )
+    rx2_dr: int = _doc("RX2 (and class C) data rate, 0..6 (EU868 default DR0 = SF12; TTN uses 3).", default=0)
+    rx2_freq_hz: int = _doc("RX2 (and class C) frequency in Hz.", default=869_525_000)
+    rx_delay_s: int = _doc("RX1 delay after an uplink in seconds (1..15), sent in join-accepts.", default=1)
+    cflist_hz: str = _doc(
+        "Extra channels sent in join-accepts (CFList): up to 5 frequencies in Hz, space-separated; "
+        "empty for none.",
+        default="867100000 867300000 867500000 867700000 867900000",
+    )
+    downlink_power_dbm: float = _doc(
+        "Transmit power of downlinks (EU868 RX1 bands allow 14 dBm).", default=14.0
+    )
+    dedup_window_ms: int = _doc(
+        "The same uplink heard by several forwarders within this window is processed once (best RSSI/SNR).",
+        default=200,
+    )
+
+    @property
+    def cflist(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.cflist_hz.split())
+
+    @property
+    def dev_addr_block(self) -> tuple[int, int]:
+        """(prefix value, prefix length in bits) of ``dev_addr_prefix``."""
+        value, _, bits = self.dev_addr_prefix.partition("/")
+        return int(value, 16), int(bits)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySection = _doc("Identity of this gateway.")
     radio: RadioSection = _doc("Radio front end.", default_factory=RadioSection)
     mqtt: MqttSection = _doc("Uplink to the central platform's MQTT broker.", default_factory=MqttSection)
     outbox: OutboxSection = _doc("Durable store-and-forward buffer.", default_factory=OutboxSection)
     log: LogSection = _doc("Logging.", default_factory=LogSection)
+    lorawan: LorawanSection = _doc(
+        "LoRaWAN network server at the edge: joins and downlinks.", default_factory=LorawanSection
+    )
     data_dir: str = _doc(
         "Directory for the database (device registry, sessions, outbox). Must be writable by the agent.",
         default="/var/lib/edgegw",
@@ -244,9 +323,23 @@ def _check(config: Config, file: str) -> None:
         raise ConfigError("cert_file and key_file go together", file=file, key_path="mqtt.cert_file")
     if "/" in config.mqtt.topic_prefix.strip("/") or not config.mqtt.topic_prefix.strip("/"):
         raise ConfigError("must be one non-empty topic level", file=file, key_path="mqtt.topic_prefix")
-    for key in ("commit_interval_ms", "commit_max_records", "batch_max_records", "max_inflight_batches"):
+    for key in (
+        "commit_interval_ms",
+        "commit_max_records",
+        "batch_max_records",
+        "max_inflight_batches",
+        "batch_max_bytes",
+        "max_bytes",
+    ):
         if getattr(config.outbox, key) < 1:
             raise ConfigError("must be at least 1", file=file, key_path=f"outbox.{key}")
+    if config.mqtt.max_inflight_messages < 1:
+        raise ConfigError("must be at least 1", file=file, key_path="mqtt.max_inflight_messages")
+    for key in ("reconnect_min_s", "publish_timeout_s", "drain_rate_records_s"):
+        if getattr(config.mqtt, key) < 0:
+            raise ConfigError("must not be negative", file=file, key_path=f"mqtt.{key}")
+    if config.outbox.max_age_s < 0:
+        raise ConfigError("must not be negative", file=file, key_path="outbox.max_age_s")
     if config.outbox.batch_linger_ms < 0:
         raise ConfigError("must not be negative", file=file, key_path="outbox.batch_linger_ms")
     if config.log.stats_interval_s < 0:
@@ -257,6 +350,36 @@ def _check(config: Config, file: str) -> None:
         raise ConfigError(
             "expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url"
         )
+    _check_lorawan(config.lorawan, file)
+
+
+def _check_lorawan(section: LorawanSection, file: str) -> None:
+    def bad(key: str, reason: str) -> ConfigError:
+        return ConfigError(reason, file=file, key_path=f"lorawan.{key}")
+
+    if not re.fullmatch(r"[0-9A-Fa-f]{6}", section.net_id):
+        raise bad("net_id", f"expected 6 hex digits, got {section.net_id!r}")
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}/([1-9]|[12][0-9]|3[01])", section.dev_addr_prefix):
+        raise bad("dev_addr_prefix", f"expected HEX/BITS such as 00000000/7, got {section.dev_addr_prefix!r}")
+    value, bits = section.dev_addr_block
+    if value & ((1 << (32 - bits)) - 1):
+        raise bad("dev_addr_prefix", "has bits set beyond the prefix length")
+    if not 0 <= section.rx1_dr_offset <= 5:
+        raise bad("rx1_dr_offset", "must be 0..5")
+    if not 0 <= section.rx2_dr <= 6:
+        raise bad("rx2_dr", "must be 0..6")
+    if not 863_000_000 <= section.rx2_freq_hz <= 870_000_000:
+        raise bad("rx2_freq_hz", "must be in the EU868 band (863..870 MHz)")
+    if not 1 <= section.rx_delay_s <= 15:
+        raise bad("rx_delay_s", "must be 1..15")
+    if section.dedup_window_ms < 0:
+        raise bad("dedup_window_ms", "must not be negative")
+    try:
+        freqs = section.cflist
+    except ValueError as exc:
+        raise bad("cflist_hz", "expected frequencies in Hz separated by spaces") from exc
+    if len(freqs) > 5 or any(f % 100 or not 863_000_000 <= f <= 870_000_000 for f in freqs):
+        raise bad("cflist_hz", "at most 5 EU868 frequencies in Hz, multiples of 100 Hz")
 
 
 def _show(value: Any) -> str:

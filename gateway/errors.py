@@ -18,7 +18,8 @@ never stops a loop::
         │   ├── MicMismatch    the MIC does not verify with the session keys
         │   ├── UnknownDevice  no session for the DevAddr / DevEUI
         │   └── ReplayedFrame  the frame counter is not ahead of the last accepted one
-        └── DecodeError        an application payload does not match its device profile
+        ├── DecodeError        an application payload does not match its device profile
+        └── EncodeError        a downlink command or its parameters do not fit the profile
 """
 
 from __future__ import annotations
@@ -104,3 +105,19 @@ class DecodeError(InputError):
     """An application payload does not match its device profile's layout."""
 
     reason = "decode_failed"
+
+
+class EncodeError(InputError):
+    """A downlink command is unknown to the profile, or a parameter is missing or out of range."""
+
+    reason = "bad_command"
+
+
+class QrCodeError(InputError):
+    """A scanned device QR code (LoRa Alliance TR005 ``LW:D0:...``) is malformed or its checksum is wrong."""
+
+    reason = "bad_qr"
+
+
+class ProvisioningError(GatewayError):
+    """A gateway provisioning step cannot be done (bad id, certificate for another key, wrong key type)."""

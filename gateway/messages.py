@@ -144,6 +144,17 @@ class UplinkData:
     frame: RadioFrame
 
 
+class Priority(IntEnum):
+    """Outbox priority classes of a ``Record``: higher leaves first and is evicted last (docs/outbox.md)."""
+
+    DIAGNOSTICS = 10
+    EVENT = 30
+    READING = 50
+    """Readings and aggregates."""
+    ALERT = 100
+    """Published one per message on the ``alert`` topic, ahead of any backlog."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """What the outbox stores and the uplink publishes: one JSON-ready object plus routing facts.
@@ -155,6 +166,27 @@ class Record:
     kind: RecordKind
     priority: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One edge of an alert episode (issue 6): ``raised`` when a rule's condition starts,
+    ``cleared`` when it ends. Both edges share ``alert_id``; ``record_id`` differs per edge,
+    so a duplicate of either edge can be dropped upstream."""
+
+    alert_id: str
+    state: Literal["raised", "cleared"]
+    rule_id: str
+    dev_eui: str
+    severity: Literal["info", "warning", "critical"]
+    at_s: float
+    """Gateway time (Unix seconds) of the reading or tick that opened or closed the episode."""
+    value: float | None = None
+    message: str = ""
+
+    @property
+    def record_id(self) -> str:
+        return f"{self.alert_id}-{self.state}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +237,9 @@ class TxRequest:
     """LoRaWAN downlinks use inverted IQ (LoRaWAN 1.0.4 §2.1 / Regional Parameters)."""
     dev_eui: DevEui | None = None
     """For logs and counters only."""
+    send_at_gps_ms: int | None = None
+    """GPS time (ms since the GPS epoch) to transmit at, for class B (Semtech ``tmms``);
+    used only when ``send_at_tmst_us`` is None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,13 @@ def register(sub: Any) -> None:
     p.add_argument("--fport", required=True, type=int, metavar="N")
     p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
     p.add_argument("payload", metavar="PAYLOAD_HEX")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=NUMBER",
+        help="an installation parameter for derived values, e.g. empty_distance_mm=1200 (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print only the decoded object as JSON")
     p.set_defaults(handler=handle)
 
@@ -28,13 +35,22 @@ def handle(args: argparse.Namespace) -> int:
         payload = bytes.fromhex(args.payload)
     except ValueError as exc:
         raise UsageError(f"PAYLOAD_HEX is not hex: {args.payload!r}") from exc
+    params: dict[str, float] = {}
+    for item in args.param:
+        name, sep, text = item.partition("=")
+        try:
+            params[name] = float(text)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=NUMBER, got {item!r}")
     store = ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
     try:
         profile = store.get(args.profile)
     except KeyError as exc:
         raise UsageError(f"unknown profile {args.profile!r} (known: {', '.join(store.ids())})") from exc
     try:
-        decoded = profile.decode(args.fport, payload)
+        decoded = profile.decode(args.fport, payload, params or None)
     except DecodeError as exc:
         raise UsageError(f"cannot decode: {exc}") from exc
     if args.json:

@@ -1,15 +1,21 @@
-"""``edgegw device add | list | remove``: the installer's device registry commands.
+"""``edgegw device add | set | list | remove | import | export | rekey``: the installer's registry commands.
 
 They open the agent's database directly (SQLite WAL lets the running agent and
 this command share it); the agent serves a new device within
-``gateway.app.SESSION_REFRESH_S`` seconds. Keys are printed only with ``--show-keys``.
+``gateway.app.SESSION_REFRESH_S`` seconds. Keys are printed only with
+``--show-keys`` / ``--with-keys``, and a generated AppKey once, when it is made.
+Key columns are encrypted when the gateway key file exists (``device rekey``
+creates it); see docs/provisioning.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,30 +24,38 @@ from gateway import config, db
 from gateway.codec import ProfileStore, default_profiles_dir
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
-from gateway.provisioning import registry
+from gateway.provisioning import csv_import, keystore, qr, registry
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("device", help="register, list and remove devices")
+    p = sub.add_parser("device", help="register, change, list, import, export and remove devices")
     p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
 
-    add = dsub.add_parser("add", help="register a device (ABP or OTAA)")
-    add.add_argument("--dev-eui", required=True, metavar="HEX")
+    add = dsub.add_parser("add", help="register a device (ABP or OTAA, or from a TR005 QR code)")
+    add.add_argument("--dev-eui", metavar="HEX")
     add.add_argument("--profile", required=True, metavar="VENDOR/MODEL")
-    add.add_argument("--site", default="", help="site tag (e.g. commune/street)")
-    mode = add.add_mutually_exclusive_group(required=True)
+    mode = add.add_mutually_exclusive_group()
     mode.add_argument("--abp", action="store_true", help="activation by personalisation")
-    mode.add_argument(
-        "--otaa", action="store_true", help="over-the-air activation (joins arrive with issue 3)"
-    )
+    mode.add_argument("--otaa", action="store_true", help="over-the-air activation")
+    add.add_argument("--qr", metavar="LW:D0:...", help="take DevEUI and JoinEUI from a scanned TR005 code")
     add.add_argument("--dev-addr", metavar="HEX")
     add.add_argument("--nwkskey", metavar="HEX")
     add.add_argument("--appskey", metavar="HEX")
     add.add_argument("--join-eui", metavar="HEX")
-    add.add_argument("--appkey", metavar="HEX")
+    add.add_argument(
+        "--appkey", metavar="HEX", help="OTAA AppKey; generated (CSPRNG) and shown once if absent"
+    )
+    _installation_args(add)
     add.add_argument("--json", action="store_true")
     add.set_defaults(handler=add_device)
+
+    st = dsub.add_parser("set", help="change a device's site, position or installation parameters")
+    st.add_argument("dev_eui", metavar="DEV_EUI")
+    _installation_args(st)
+    st.add_argument("--unset", action="append", default=[], metavar="NAME", help="remove a parameter")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=set_device)
 
     ls = dsub.add_parser("list", help="list registered devices")
     ls.add_argument("--json", action="store_true")
@@ -54,17 +68,56 @@ def register(sub: Any) -> None:
     rm.add_argument("dev_eui", metavar="DEV_EUI")
     rm.set_defaults(handler=remove_device)
 
+    imp = dsub.add_parser(
+        "import", help="register a batch from CSV (all lines checked first; all or nothing)"
+    )
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.add_argument("--dry-run", action="store_true", help="check the file and report, write nothing")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(handler=import_devices)
+
+    exp = dsub.add_parser("export", help="write the registry as CSV (or JSON)")
+    exp.add_argument(
+        "--with-keys", action="store_true", help="include keys (warns; handle the file with care)"
+    )
+    exp.add_argument("--output", "-o", metavar="PATH", help="write to PATH (mode 0600) instead of stdout")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(handler=export_devices)
+
+    rk = dsub.add_parser("rekey", help="encrypt device keys at rest (creates the gateway key file)")
+    rk.add_argument("--json", action="store_true")
+    rk.set_defaults(handler=rekey)
+
+
+def _installation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--site", default=None, help="site tag (e.g. commune/street)")
+    p.add_argument("--lat", type=float, metavar="DEG", help="latitude, WGS84")
+    p.add_argument("--lon", type=float, metavar="DEG", help="longitude, WGS84")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="installation parameter, repeatable (empty_distance_mm=1800, lamp_group=A, ...)",
+    )
+
 
 @contextlib.contextmanager
-def _registry(args: argparse.Namespace) -> Iterator[tuple[config.Config, sqlite3.Connection]]:
+def _registry(
+    args: argparse.Namespace,
+) -> Iterator[tuple[config.Config, sqlite3.Connection, keystore.KeyStore]]:
     from gateway.cli.main import config_path
 
     cfg = config.load(config_path(args))
     conn = db.connect(db.db_path(cfg.data_dir))
     try:
-        yield cfg, conn
+        yield cfg, conn, keystore.open_key(cfg.data_dir)
     finally:
         conn.close()
+
+
+def _profiles(cfg: config.Config) -> ProfileStore:
+    return ProfileStore.load_dir(Path(cfg.profiles_dir) if cfg.profiles_dir else default_profiles_dir())
 
 
 def _value(kind: type[Any], text: str | None, option: str) -> Any:
@@ -78,11 +131,45 @@ def _value(kind: type[Any], text: str | None, option: str) -> Any:
         raise UsageError(f"{option}: {exc}") from exc
 
 
+def _params(texts: list[str]) -> dict[str, registry.ParamValue]:
+    from gateway.cli.main import UsageError
+
+    params: dict[str, registry.ParamValue] = {}
+    for text in texts:
+        try:
+            name, value = registry.parse_param(text)
+        except ValueError as exc:
+            raise UsageError(f"--param: {exc}") from exc
+        params[name] = value
+    return params
+
+
+def _position(args: argparse.Namespace) -> None:
+    from gateway.cli.main import UsageError
+
+    try:
+        registry.check_position(args.lat, args.lon)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def add_device(args: argparse.Namespace) -> int:
     from gateway.cli.main import UsageError, print_json
 
-    dev_eui = _value(DevEui, args.dev_eui, "--dev-eui")
+    params = _params(args.param)
+    _position(args)
+    scanned: qr.DeviceQr | None = None
+    if args.qr is not None:
+        if args.abp:
+            raise UsageError("--qr registers an OTAA device (TR005 codes carry a JoinEUI); drop --abp")
+        scanned = qr.parse(args.qr)  # QrCodeError: exit 2 with the reason
+        if args.dev_eui is not None and DevEui.from_hex(args.dev_eui) != scanned.dev_eui:
+            raise UsageError(f"--dev-eui {args.dev_eui} differs from the QR code's DevEUI {scanned.dev_eui}")
+    elif not (args.abp or args.otaa):
+        raise UsageError("say --abp or --otaa (or --qr with a scanned code)")
+    dev_eui = scanned.dev_eui if scanned else _value(DevEui, args.dev_eui, "--dev-eui")
     keys: registry.AbpKeys | registry.OtaaKeys
+    generated: AesKey | None = None
     if args.abp:
         keys = registry.AbpKeys(
             dev_addr=_value(DevAddr, args.dev_addr, "--dev-addr"),
@@ -90,40 +177,84 @@ def add_device(args: argparse.Namespace) -> int:
             app_s_key=_value(AesKey, args.appskey, "--appskey"),
         )
     else:
-        keys = registry.OtaaKeys(
-            join_eui=_value(JoinEui, args.join_eui, "--join-eui"),
-            app_key=_value(AesKey, args.appkey, "--appkey"),
-        )
-    with _registry(args) as (cfg, conn):
-        profiles = ProfileStore.load_dir(
-            Path(cfg.profiles_dir) if cfg.profiles_dir else default_profiles_dir()
-        )
+        join_eui = scanned.join_eui if scanned else _value(JoinEui, args.join_eui, "--join-eui")
+        if args.appkey is None:
+            generated = registry.generate_app_key()
+            app_key = generated
+        else:
+            app_key = _value(AesKey, args.appkey, "--appkey")
+        keys = registry.OtaaKeys(join_eui=join_eui, app_key=app_key)
+    with _registry(args) as (cfg, conn, store):
+        profiles = _profiles(cfg)
         if args.profile not in profiles:
             raise UsageError(
                 f"--profile: unknown profile {args.profile!r} (known: {', '.join(profiles.ids())})"
             )
         try:
             device = registry.add_device(
-                conn, dev_eui=dev_eui, profile=args.profile, keys=keys, site=args.site
+                conn,
+                dev_eui=dev_eui,
+                profile=args.profile,
+                keys=keys,
+                site=args.site or "",
+                lat=args.lat,
+                lon=args.lon,
+                params=params,
+                keystore=store,
+            )
+        except RegistryError as exc:
+            raise UsageError(str(exc)) from exc
+    if args.json:
+        doc = device.as_json()
+        if generated is not None:
+            doc["generated_app_key"] = generated.reveal()
+        print_json(doc)
+    else:
+        print(f"registered {device.dev_eui} ({device.activation}, {device.profile})")
+        if generated is not None:
+            print(f"generated AppKey (shown only now; program it into the node): {generated.reveal()}")
+    return 0
+
+
+def set_device(args: argparse.Namespace) -> int:
+    from gateway.cli.main import UsageError, print_json
+
+    dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
+    params = _params(args.param)
+    _position(args)
+    if not (params or args.unset or args.site is not None or args.lat is not None):
+        raise UsageError("nothing to change: give --site, --lat/--lon, --param or --unset")
+    with _registry(args) as (_cfg, conn, store):
+        try:
+            device = registry.update_installation(
+                conn,
+                dev_eui,
+                site=args.site,
+                lat=args.lat,
+                lon=args.lon,
+                set_params=params,
+                unset_params=tuple(args.unset),
+                keystore=store,
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
     if args.json:
         print_json(device.as_json())
     else:
-        print(f"registered {device.dev_eui} ({device.activation}, {device.profile})")
+        shown = " ".join(f"{k}={registry.format_param(v)}" for k, v in sorted(device.params.items())) or "-"
+        print(f"updated {device.dev_eui}: site={device.site or '-'} params: {shown}")
     return 0
 
 
 def list_devices(args: argparse.Namespace) -> int:
     from gateway.cli.main import print_json
 
-    with _registry(args) as (_cfg, conn):
+    with _registry(args) as (_cfg, conn, store):
         devices = registry.list_devices(conn)
         rows = [d.as_json() for d in devices]
         if args.show_keys:
             for row, device in zip(rows, devices, strict=True):
-                row["keys"] = registry.device_keys(conn, device.dev_eui)
+                row["keys"] = registry.device_keys(conn, device.dev_eui, store)
     if args.json:
         print_json({"devices": rows})
         return 0
@@ -135,6 +266,11 @@ def list_devices(args: argparse.Namespace) -> int:
             f"{row['dev_eui']:<16}  {row['activation']:<4}  {row['dev_addr'] or '-':<8}  {fcnt:>8}  "
             f"{row['profile']:<24}  {row['site']}"
         )
+        if row["params"]:
+            print(
+                "    "
+                + "  ".join(f"{k}={registry.format_param(v)}" for k, v in sorted(row["params"].items()))
+            )
         if args.show_keys:
             print("    " + "  ".join(f"{k}={v}" for k, v in row["keys"].items()))
     print(f"{len(rows)} device(s)")
@@ -145,10 +281,102 @@ def remove_device(args: argparse.Namespace) -> int:
     from gateway.cli.main import UsageError
 
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
-    with _registry(args) as (_cfg, conn):
+    with _registry(args) as (_cfg, conn, _store):
         try:
             registry.remove_device(conn, dev_eui)
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
     print(f"removed {dev_eui}")
+    return 0
+
+
+def import_devices(args: argparse.Namespace) -> int:
+    from gateway.cli.main import UsageError, print_json
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")  # -sig: spreadsheets add a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from exc
+    with _registry(args) as (cfg, conn, store):
+        try:
+            rows = csv_import.parse_csv(text, set(_profiles(cfg).ids()))
+            if args.dry_run:
+                result = None
+            else:
+                result = csv_import.import_devices(conn, rows, keystore=store)
+        except csv_import.ImportFailed as failed:
+            return _report_failure(args, failed)
+    if result is None:
+        if args.json:
+            print_json({"ok": True, "dry_run": True, "lines": len(rows)})
+        else:
+            print(f"{args.file}: {len(rows)} device line(s), no errors (dry run: nothing written)")
+        return 0
+    if args.json:
+        print_json({"ok": True, **result.as_json()})
+    else:
+        print(
+            f"{args.file}: {len(result.added)} added, {len(result.updated)} updated, "
+            f"{len(result.unchanged)} unchanged"
+        )
+        if result.generated_app_keys:
+            print(
+                f"{result.generated_app_keys} AppKey(s) generated: "
+                "`edgegw device export --with-keys -o FILE` to program the nodes"
+            )
+    return 0
+
+
+def _report_failure(args: argparse.Namespace, failed: csv_import.ImportFailed) -> int:
+    from gateway.cli.main import print_json
+
+    if args.json:
+        print_json({"ok": False, "errors": [e.as_json() for e in failed.errors]})
+    for error in failed.errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    print(f"edgegw: {args.file}: {failed}", file=sys.stderr)
+    return 2
+
+
+def export_devices(args: argparse.Namespace) -> int:
+    from gateway.cli.main import UsageError
+
+    with _registry(args) as (_cfg, conn, store):
+        rows = csv_import.export_rows(conn, with_keys=args.with_keys, keystore=store)
+    if args.with_keys:
+        print(
+            "edgegw: warning: this export contains device keys; store it encrypted and delete it after use",
+            file=sys.stderr,
+        )
+    if args.json:
+        text = json.dumps({"devices": rows}, indent=2) + "\n"
+    else:
+        text = csv_import.to_csv(rows, with_keys=args.with_keys)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        _write_private(Path(args.output), text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc}") from exc
+    print(f"wrote {len(rows)} device(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        out.write(text)
+
+
+def rekey(args: argparse.Namespace) -> int:
+    from gateway.cli.main import print_json
+
+    with _registry(args) as (cfg, conn, _store):
+        store = keystore.create_key(cfg.data_dir)
+        changed = registry.rekey(conn, store)
+    if args.json:
+        print_json({"key_file": str(store.path), "encrypted_values": changed})
+    else:
+        print(f"{changed} key value(s) encrypted with {store.path}")
     return 0

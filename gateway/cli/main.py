@@ -16,7 +16,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.cli import airtime_cmd, config_cmd, decode_cmd, demo_cmd, device_cmd, run_cmd, views_cmd
+from gateway.cli import (
+    airtime_cmd,
+    buffer_cmd,
+    config_cmd,
+    decode_cmd,
+    demo_cmd,
+    device_cmd,
+    encode_cmd,
+    lorawan_cmd,
+    profile_cmd,
+    provision_cmd,
+    qr_cmd,
+    run_cmd,
+    views_cmd,
+)
 from gateway.errors import GatewayError
 
 TRACE = 5
@@ -57,7 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help=f"config file (default: $EDGEGW_CONFIG or {DEFAULT_CONFIG})"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run_cmd, demo_cmd, config_cmd, device_cmd, decode_cmd, views_cmd, airtime_cmd):
+    for module in (
+        run_cmd,
+        demo_cmd,
+        config_cmd,
+        device_cmd,
+        decode_cmd,
+        encode_cmd,
+        profile_cmd,
+        views_cmd,
+        airtime_cmd,
+        lorawan_cmd,
+        qr_cmd,
+        provision_cmd,
+        buffer_cmd,
+    ):
         module.register(sub)
     return parser
 

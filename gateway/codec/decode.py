@@ -1,9 +1,17 @@
 """Uplink payload layouts ("families") compiled from a profile's ``decoder`` section.
 
 Owns the ``Decoded`` result and the payload layouts a profile may choose with
-``decoder.family``. Today there is one family, ``channel_tlv``: the Milesight-style
-stream of ``channel_id (1 B), channel_type (1 B), data (N B)`` records where the
-pair of header bytes selects a fixed-size group of fields. Each family compiles its
+``decoder.family``:
+
+* ``channel_tlv`` — the Milesight-style stream of ``channel_id (1 B), channel_type (1 B),
+  data (N B)`` records where the pair of header bytes selects a fixed-size group of fields;
+* ``sensor_flags`` — the Decentlab v2 frame: protocol version (1 B), device id (uint16 BE),
+  sensor flags (uint16 BE, bit i = sensor group i present), then each present group's
+  big-endian uint16 words, each value computed from one word by named ``ops``;
+* ``fixed`` — fields at fixed byte offsets (Dragino-style), optionally followed by a
+  repeated block filling the rest of the payload.
+
+Each family compiles its
 section once into a ``CompiledDecoder`` whose ``decode(payload)`` only runs
 prebuilt closures and ``struct.Struct`` readers from ``fields.py``.
 
@@ -24,11 +32,13 @@ Error policy, shared by every family:
 from __future__ import annotations
 
 import logging
+import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.codec.fields import CompiledField, Output, Spec, compile_field
+from gateway.codec.fields import CompiledField, Output, Spec, compile_field, compile_transform
 from gateway.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -130,11 +140,15 @@ def _channel_ids(spec: Spec) -> list[int]:
 
 def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
     """Compile a ``family: channel_tlv`` decoder section."""
-    spec.mapping(required=("family", "channels"), optional=("endian", "description"))
+    spec.mapping(required=("family", "channels"), optional=("endian", "description", "header"))
     endian_spec = spec.get("endian")
     default_endian = endian_spec.as_choice(("le", "be")) if endian_spec is not None else None
+    header_spec = spec.get("header")
+    # "id_type": channel_id + channel_type (Milesight); "type": one type byte (Elsys).
+    type_only = header_spec is not None and header_spec.as_choice(("id_type", "type")) == "type"
+    channel_keys: tuple[str, ...] = ("channel_type",) if type_only else _CHANNEL_KEYS
 
-    table: dict[int, tuple[int, _ChannelRun]] = {}
+    table: dict[int, _TlvEntry] = {}
     where: dict[int, str] = {}
     outputs: dict[str, Output] = {}
     channels = list(spec["channels"].items())
@@ -142,13 +156,15 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
         raise spec["channels"].fail("must list at least one channel")
     for channel in channels:
         if not isinstance(channel.value, dict):
-            raise channel.fail("must be a mapping with channel_id, channel_type and a field")
-        channel_ids = _channel_ids(channel["channel_id"])
+            raise channel.fail(f"must be a mapping with {', '.join(channel_keys)} and a field")
+        if type_only and channel.has("channel_id"):
+            raise channel["channel_id"].fail("not allowed with 'header: type' (one type byte per record)")
+        channel_ids = [0] if type_only else _channel_ids(channel["channel_id"])
         channel_type = channel["channel_type"].as_int(0, 0xFF)
 
         fields: list[CompiledField] = []
         if channel.has("fields"):
-            channel.mapping(required=(*_CHANNEL_KEYS, "fields"))
+            channel.mapping(required=(*channel_keys, "fields"))
             field_specs = list(channel["fields"].items())
             if not field_specs:
                 raise channel["fields"].fail("must list at least one field")
@@ -159,14 +175,17 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
                 if name in names[:index]:
                     raise field_specs[index]["name"].fail(f"duplicate output {name!r} in this channel")
         else:
-            fields.append(compile_field(channel, default_endian=default_endian, extra_keys=_CHANNEL_KEYS))
+            fields.append(compile_field(channel, default_endian=default_endian, extra_keys=channel_keys))
 
         owners = _field_specs(channel)
         for compiled, owner in zip(fields, owners, strict=True):
             if not compiled.hidden:
                 _merge_output(outputs, compiled.output, owner)
 
-        entry = _channel_run(fields, owners)
+        size, run = _channel_run(fields, owners)
+        # A channel of one plain field is read inline by the decode loop (no run() call).
+        single = len(fields) == 1 and fields[0].at in (None, 0) and not fields[0].hidden
+        entry: _TlvEntry = (size, fields[0].output.name if single else None, fields[0].read, run)
         for channel_id in channel_ids:
             key = (channel_id << 8) | channel_type
             if key in table:
@@ -176,7 +195,8 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
             table[key] = entry
             where[key] = channel.path
 
-    return CompiledDecoder(family="channel_tlv", decode=_tlv_decoder(table), outputs=tuple(outputs.values()))
+    decode = _type_tlv_decoder(table) if type_only else _tlv_decoder(table)
+    return CompiledDecoder(family="channel_tlv", decode=decode, outputs=tuple(outputs.values()))
 
 
 def _field_specs(channel: Spec) -> list[Spec]:
@@ -196,7 +216,11 @@ def _merge_output(outputs: dict[str, Output], output: Output, spec: Spec) -> Non
         )
 
 
-def _tlv_decoder(table: Mapping[int, tuple[int, _ChannelRun]]) -> Callable[[bytes], Decoded]:
+_TlvEntry = tuple[int, str | None, Callable[[bytes, int], Any], _ChannelRun]
+"""(data size, output name of a single-field channel or None, its reader, the channel's run)."""
+
+
+def _tlv_decoder(table: Mapping[int, _TlvEntry]) -> Callable[[bytes], Decoded]:
     lookup = dict(table).get
 
     def decode(payload: bytes) -> Decoded:
@@ -213,7 +237,7 @@ def _tlv_decoder(table: Mapping[int, tuple[int, _ChannelRun]]) -> Callable[[byte
                     f"last {end - pos} bytes not decoded"
                 )
                 return Decoded(data, (warning,))
-            size, run = entry
+            size, name, read, run = entry
             start = pos + 2
             pos = start + size
             if pos > end:
@@ -222,8 +246,234 @@ def _tlv_decoder(table: Mapping[int, tuple[int, _ChannelRun]]) -> Callable[[byte
                     f"needs {size} data bytes, {end - start} left",
                     reason="truncated",
                 )
-            run(payload, start, data)
+            if name is not None:
+                data[name] = read(payload, start)
+            else:
+                run(payload, start, data)
         return Decoded(data, ())
+
+    return decode
+
+
+def _type_tlv_decoder(table: Mapping[int, _TlvEntry]) -> Callable[[bytes], Decoded]:
+    """One type byte per record (Elsys): the same policy as the two-byte header."""
+    lookup = dict(table).get
+
+    def decode(payload: bytes) -> Decoded:
+        data: dict[str, Any] = {}
+        end = len(payload)
+        pos = 0
+        while pos < end:
+            entry = lookup(payload[pos])
+            if entry is None:
+                warning = f"unknown type {payload[pos]:02x} at byte {pos}: last {end - pos} bytes not decoded"
+                return Decoded(data, (warning,))
+            size, name, read, run = entry
+            start = pos + 1
+            pos = start + size
+            if pos > end:
+                raise DecodeError(
+                    f"type {payload[start - 1]:02x} at byte {start - 1} needs {size} data bytes, "
+                    f"{end - start} left",
+                    reason="truncated",
+                )
+            if name is not None:
+                data[name] = read(payload, start)
+            else:
+                run(payload, start, data)
+        return Decoded(data, ())
+
+    return decode
+
+
+# ----------------------------------------------------------------- sensor_flags
+
+_U16BE: Final = struct.Struct(">H").unpack_from
+_HEADER_BYTES: Final = 5  # version (1), device id (2), flags (2): Decentlab DL-MBX.js decode()
+_SensorValue = tuple[str, int, Callable[[Any], Any], str | None, str | None]
+
+
+def compile_sensor_flags(spec: Spec) -> CompiledDecoder:
+    """Compile a ``family: sensor_flags`` (Decentlab protocol v2) decoder section."""
+    spec.mapping(required=("family", "protocol_version", "sensors"), optional=("description",))
+    version = spec["protocol_version"].as_int(0, 0xFF)
+    outputs: dict[str, Output] = {
+        "protocol_version": Output("protocol_version", quantity="protocol_version"),
+        "device_id": Output("device_id", quantity="device_id"),
+    }
+    groups: list[tuple[int, tuple[_SensorValue, ...]]] = []
+    sensor_specs = list(spec["sensors"].items())
+    if not sensor_specs or len(sensor_specs) > 16:
+        raise spec["sensors"].fail("must list 1 to 16 sensor groups (one per flag bit)")
+    for sensor in sensor_specs:
+        sensor.mapping(required=("words", "values"), optional=("description",))
+        words = sensor["words"].as_int(1, 32)
+        values: list[_SensorValue] = []
+        for value_spec in sensor["values"].items():
+            value_spec.mapping(
+                required=("name", "word", "quantity"),
+                optional=("ops", "unit", "sdm", "description", "display_name", "vendor_unit"),
+            )
+            name = value_spec["name"].as_str(pattern=re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), hint="a key")
+            if name in outputs:
+                raise value_spec["name"].fail(f"duplicate output {name!r}")
+            word = value_spec["word"].as_int(0, words - 1)
+            unit_spec = value_spec.get("unit")
+            sdm_spec = value_spec.get("sdm")
+            description_spec = value_spec.get("description")
+            outputs[name] = Output(
+                name=name,
+                quantity=value_spec["quantity"].as_str(),
+                unit=unit_spec.as_str() if unit_spec is not None else None,
+                sdm=sdm_spec.as_str() if sdm_spec is not None else None,
+                description=description_spec.as_str() if description_spec is not None else "",
+            )
+            display_spec = value_spec.get("display_name")
+            vendor_unit_spec = value_spec.get("vendor_unit")
+            if vendor_unit_spec is not None and display_spec is None:
+                raise vendor_unit_spec.fail("only allowed together with 'display_name'")
+            values.append(
+                (
+                    name,
+                    word,
+                    compile_transform(value_spec),
+                    display_spec.as_str() if display_spec is not None else None,
+                    vendor_unit_spec.as_str() if vendor_unit_spec is not None else None,
+                )
+            )
+        groups.append((words, tuple(values)))
+    return CompiledDecoder(
+        family="sensor_flags", decode=_flags_decoder(version, tuple(groups)), outputs=tuple(outputs.values())
+    )
+
+
+def _flags_decoder(
+    version: int, groups: tuple[tuple[int, tuple[_SensorValue, ...]], ...]
+) -> Callable[[bytes], Decoded]:
+    unpackers = {words: struct.Struct(f">{words}H").unpack_from for words, _values in groups}
+    known_mask = (1 << len(groups)) - 1
+
+    def decode(payload: bytes) -> Decoded:
+        end = len(payload)
+        if end < _HEADER_BYTES:
+            raise DecodeError(f"header needs {_HEADER_BYTES} bytes, got {end}", reason="truncated")
+        if payload[0] != version:
+            # The vendor decoder answers {error: "protocol version N doesn't match v2"}.
+            raise DecodeError(f"protocol version {payload[0]} doesn't match v{version}", reason="bad_version")
+        flags = _U16BE(payload, 3)[0]
+        data: dict[str, Any] = {"protocol_version": payload[0], "device_id": _U16BE(payload, 1)[0]}
+        pos = _HEADER_BYTES
+        for index, (words, values) in enumerate(groups):
+            if not (flags >> index) & 1:
+                continue
+            if pos + 2 * words > end:
+                raise DecodeError(
+                    f"sensor group {index} needs {2 * words} bytes at byte {pos}, {end - pos} left",
+                    reason="truncated",
+                )
+            x = unpackers[words](payload, pos)
+            pos += 2 * words
+            for name, word, convert, display_name, vendor_unit in values:
+                value = convert(x[word])
+                if display_name is None:
+                    data[name] = value
+                elif vendor_unit is None:
+                    data[name] = {"displayName": display_name, "value": value}
+                else:
+                    data[name] = {"displayName": display_name, "value": value, "unit": vendor_unit}
+        warnings: list[str] = []
+        if flags & ~known_mask:
+            warnings.append(f"flags {flags:#06x} announce sensor groups this profile does not know")
+        if pos < end and not flags & ~known_mask:
+            warnings.append(f"{end - pos} trailing bytes not decoded")
+        return Decoded(data, tuple(warnings))
+
+    return decode
+
+
+# ------------------------------------------------------------------------ fixed
+
+_MAX_REPEAT: Final = 256
+
+
+def compile_fixed(spec: Spec) -> CompiledDecoder:
+    """Compile a ``family: fixed`` decoder section (fields at byte offsets, optional repeat)."""
+    spec.mapping(required=("family", "fields"), optional=("endian", "lengths", "repeat", "description"))
+    endian_spec = spec.get("endian")
+    default_endian = endian_spec.as_choice(("le", "be")) if endian_spec is not None else None
+    outputs: dict[str, Output] = {}
+    size, run = _compile_fields(spec["fields"], default_endian, outputs)
+    lengths_spec = spec.get("lengths")
+    lengths = (
+        frozenset(item.as_int(0, 242) for item in lengths_spec.items()) if lengths_spec is not None else None
+    )
+    if lengths is not None and any(length < size for length in lengths):
+        raise lengths_spec.fail(f"the fields need {size} bytes; every length must be at least that")  # type: ignore[union-attr]
+    repeat: tuple[str, int, _ChannelRun] | None = None
+    repeat_spec = spec.get("repeat")
+    if repeat_spec is not None:
+        repeat_spec.mapping(required=("name", "quantity", "fields"), optional=("description",))
+        repeat_name = repeat_spec["name"].as_str(pattern=re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), hint="a key")
+        block_outputs: dict[str, Output] = {}
+        block_size, block_run = _compile_fields(repeat_spec["fields"], default_endian, block_outputs)
+        if block_size == 0:
+            raise repeat_spec["fields"].fail("a repeated block must read at least one byte")
+        outputs[repeat_name] = Output(repeat_name, quantity=repeat_spec["quantity"].as_str())
+        repeat = (repeat_name, block_size, block_run)
+    return CompiledDecoder(
+        family="fixed", decode=_fixed_decoder(size, run, lengths, repeat), outputs=tuple(outputs.values())
+    )
+
+
+def _compile_fields(
+    spec: Spec, default_endian: str | None, outputs: dict[str, Output]
+) -> tuple[int, _ChannelRun]:
+    field_specs = list(spec.items())
+    if not field_specs:
+        raise spec.fail("must list at least one field")
+    fields = [compile_field(item, default_endian=default_endian) for item in field_specs]
+    for compiled, owner in zip(fields, field_specs, strict=True):
+        if compiled.hidden:
+            continue
+        if compiled.output.name in outputs:
+            raise owner["name"].fail(f"duplicate output {compiled.output.name!r}")
+        outputs[compiled.output.name] = compiled.output
+    return _channel_run(fields, field_specs)
+
+
+def _fixed_decoder(
+    size: int,
+    run: _ChannelRun,
+    lengths: frozenset[int] | None,
+    repeat: tuple[str, int, _ChannelRun] | None,
+) -> Callable[[bytes], Decoded]:
+    def decode(payload: bytes) -> Decoded:
+        end = len(payload)
+        if lengths is not None and end not in lengths:
+            raise DecodeError(
+                f"payload is {end} bytes; this model sends {'/'.join(map(str, sorted(lengths)))}",
+                reason="bad_length",
+            )
+        if end < size:
+            raise DecodeError(f"payload is {end} bytes, the layout needs {size}", reason="truncated")
+        data: dict[str, Any] = {}
+        run(payload, 0, data)
+        warnings: tuple[str, ...] = ()
+        if repeat is not None:
+            name, block_size, block_run = repeat
+            blocks: list[dict[str, Any]] = []
+            pos = size
+            while pos + block_size <= end and len(blocks) < _MAX_REPEAT:
+                block: dict[str, Any] = {}
+                block_run(payload, pos, block)
+                blocks.append(block)
+                pos += block_size
+            data[name] = blocks
+            if pos < end:
+                warnings = (f"{end - pos} trailing bytes do not fill a {block_size}-byte block",)
+        elif lengths is None and end > size:
+            warnings = (f"{end - size} trailing bytes not decoded",)
+        return Decoded(data, warnings)
 
     return decode
 
@@ -232,6 +482,8 @@ def _tlv_decoder(table: Mapping[int, tuple[int, _ChannelRun]]) -> Callable[[byte
 
 FAMILIES: Final[Mapping[str, Callable[[Spec], CompiledDecoder]]] = {
     "channel_tlv": compile_channel_tlv,
+    "sensor_flags": compile_sensor_flags,
+    "fixed": compile_fixed,
 }
 
 

@@ -352,7 +352,7 @@ def _compile_bits(spec: Spec, raw: Reader, bits: int, default: tuple[int, int] |
     return read_bits, width
 
 
-def _js_number(value: Any) -> Any:
+def js_number(value: Any) -> Any:
     # JavaScript has one number type: an integral result prints as 4232, not 4232.0.
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
@@ -363,7 +363,7 @@ def compile_transform(spec: Spec) -> Callable[[Any], Any]:
     """The ``ops`` list of ``spec`` as one function (identity without ``ops``); never eval."""
     ops_spec = spec.get("ops")
     if ops_spec is None:
-        return _js_number
+        return js_number
     steps: list[tuple[Callable[[Any, Any], Any], int | float]] = []
     for item in ops_spec.items():
         if not isinstance(item.value, dict) or len(item.value) != 1:
@@ -381,7 +381,7 @@ def compile_transform(spec: Spec) -> Callable[[Any], Any]:
     def transform(value: Any) -> Any:
         for apply, number in frozen:
             value = apply(value, number)
-        return _js_number(value)
+        return js_number(value)
 
     return transform
 

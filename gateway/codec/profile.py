@@ -2,9 +2,12 @@
 
 Owns the profile file format (``schema_version: 1``): identity (``id``, ``vendor``,
 ``model``, ``description``, ``sources``), LoRaWAN facts (``lorawan``), the uplink
-``decoder`` section (handed to ``decode.compile_decoder``) and the embedded
-``examples`` that tests and ``edgegw profile test`` run. Validation stops at the
-first problem with a ``ConfigError`` naming the file, the key path and the reason.
+``decoder`` section (handed to ``decode.compile_decoder``), ``derived`` values
+(``derive.py``), ``downlink`` commands (``encode.py``) and the embedded ``examples``
+that tests and ``edgegw profile test`` run. Validation stops at the first problem
+with a ``ConfigError`` naming the file, the key path and the reason: the compiler's
+own checks first (precise messages), then the JSON Schema ``gateway/schemas/profile-v1.json``
+(the published contract, used by editors and CI), so a file both accept is valid.
 
 Owns also ``ProfileStore`` (every profile under a directory, by id) and
 ``default_profiles_dir()``.
@@ -16,21 +19,26 @@ rejects duplicate keys, and every transform is a named, built-in one.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+import jsonschema
 import yaml
 
 import gateway
 from gateway.codec.decode import Decoded, compile_decoder
+from gateway.codec.derive import Derivation, compile_derived
+from gateway.codec.encode import Downlink, Downlinks, EncodeExample, compile_downlink
 from gateway.codec.fields import Output, Spec
-from gateway.errors import ConfigError, DecodeError
+from gateway.errors import ConfigError, DecodeError, EncodeError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,27 @@ class Example:
     expected: dict[str, Any]
     source: str
     description: str = ""
+    params: Mapping[str, float] | None = None
+    """Installation parameters the example is decoded with (for derived values)."""
+
+
+class DecodeFunction(Protocol):
+    """``Profile.decode(fport, payload, params=None, *, recv_time_s=0.0) -> Decoded``.
+
+    ``params`` are the device's installation parameters (``empty_distance_mm``, ...) from
+    the registry; derived values that need a missing one are left out. ``recv_time_s``
+    (Unix time) is the only clock a JavaScript codec sees. Raises ``DecodeError`` (reason
+    ``unexpected_fport``, ``truncated``, ...) and nothing else.
+    """
+
+    def __call__(
+        self,
+        fport: int,
+        payload: bytes,
+        params: Mapping[str, float] | None = None,
+        *,
+        recv_time_s: float = 0.0,
+    ) -> Decoded: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +118,44 @@ class Profile:
     _decode: Callable[[bytes], Decoded] = field(repr=False, compare=False)
     sources: tuple[str, ...] = ()
     file: Path | None = None
+    family: str = "channel_tlv"
+    derived: tuple[Derivation, ...] = ()
+    downlinks: Downlinks | None = None
+    _decode_js: Callable[[int, bytes, float], Decoded] | None = field(default=None, repr=False, compare=False)
+    decode: DecodeFunction = field(init=False, repr=False, compare=False)
+    """Decode one application payload received on ``fport`` (see ``DecodeFunction``)."""
+
+    def __post_init__(self) -> None:
+        # Built once: decode() is on the per-frame path, so it is the closure itself, not a
+        # method that calls one (one Python frame less per payload).
+        object.__setattr__(self, "decode", _runner(self))
 
     @property
     def uplink_fports(self) -> tuple[int, ...]:
         return self.lorawan.uplink_fports
 
-    def decode(self, fport: int, payload: bytes) -> Decoded:
-        """Decode one application payload received on ``fport``.
+    @property
+    def installation_params(self) -> tuple[str, ...]:
+        """Names of the per-device installation parameters the derived values read."""
+        names = {name for derivation in self.derived for name in derivation.params.values()}
+        return tuple(sorted(names))
 
-        Raises ``DecodeError`` (reason ``unexpected_fport``, ``truncated``) and nothing else.
-        """
-        if fport not in self.lorawan.uplink_fports:
-            fports = "/".join(map(str, self.lorawan.uplink_fports))
-            raise DecodeError(
-                f"{self.id} sends data on fport {fports}, not {fport}",
-                reason="unexpected_fport",
-            )
-        return self._decode(payload)
+    def encode(self, command: str, values: Mapping[str, object]) -> Downlink:
+        """Encode a named downlink command; EncodeError (reason ``bad_command``) if it does not fit."""
+        if self.downlinks is None or command not in self.downlinks.commands:
+            known = ", ".join(self.downlinks.commands) if self.downlinks is not None else "none"
+            raise EncodeError(f"{self.id} has no downlink command {command!r} (known: {known})")
+        return Downlink(self.downlinks.fport, self.downlinks.commands[command].encode(values))
+
+    def check_encode_example(self, example: EncodeExample) -> str | None:
+        """None when the command encodes to exactly the example's bytes, else a one-line reason."""
+        try:
+            got = self.encode(example.command, example.params).payload
+        except EncodeError as exc:
+            return f"EncodeError: {exc}"
+        if got != example.payload:
+            return f"encoded {got.hex()}, expected {example.payload.hex()}"
+        return None
 
     def check_example(self, example: Example) -> str | None:
         """None when ``example`` decodes to exactly its expected output, else a one-line reason.
@@ -113,7 +163,7 @@ class Profile:
         Compared as canonical JSON, so ``2116`` and ``2116.0`` differ as they do on the wire.
         """
         try:
-            decoded = self.decode(example.fport, example.payload)
+            decoded = self.decode(example.fport, example.payload, example.params)
         except DecodeError as exc:
             return f"DecodeError ({exc.reason}): {exc}"
         got = json.dumps(decoded.data, sort_keys=True)
@@ -123,6 +173,42 @@ class Profile:
         if decoded.warnings:
             return f"unexpected warnings: {'; '.join(decoded.warnings)}"
         return None
+
+
+def _runner(profile: Profile) -> DecodeFunction:
+    """The decode path of ``profile`` as one closure, with the common case (no JS, no params) shortest."""
+    fports = frozenset(profile.lorawan.uplink_fports)
+    decode = profile._decode
+    decode_js = profile._decode_js
+    derived = profile.derived
+    # Derivations without installation parameters (DALI %) run on every payload.
+    unconditional = tuple(d for d in derived if not d.params)
+    empty: Mapping[str, float] = {}
+
+    listed = "/".join(map(str, profile.lorawan.uplink_fports))
+
+    def wrong_port(fport: int) -> DecodeError:
+        return DecodeError(
+            f"{profile.id} sends data on fport {listed}, not {fport}",
+            reason="unexpected_fport",
+        )
+
+    def run(
+        fport: int, payload: bytes, params: Mapping[str, float] | None = None, *, recv_time_s: float = 0.0
+    ) -> Decoded:
+        """Decode one application payload received on ``fport`` (``DecodeFunction``)."""
+        if fport not in fports:
+            raise wrong_port(fport)
+        decoded = decode(payload) if decode_js is None else decode_js(fport, payload, recv_time_s)
+        if params:
+            for derivation in derived:
+                derivation.apply(decoded.data, params)
+        else:
+            for derivation in unconditional:
+                derivation.apply(decoded.data, empty)
+        return decoded
+
+    return run
 
 
 # ------------------------------------------------------------------------ loading
@@ -181,24 +267,46 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         raise top["schema_version"].fail(
             f"unsupported schema_version {version} (this edgegw reads {SCHEMA_VERSION})"
         )
-    top.mapping(required=_TOP_KEYS, optional=("sources", "examples"))
+    top.mapping(required=_TOP_KEYS, optional=("sources", "examples", "derived", "downlink"))
 
     profile_id = top["id"].as_str(pattern=_ID_RE, hint="vendor/model, lowercase letters, digits and hyphens")
     if expected_id is not None and profile_id != expected_id:
         raise top["id"].fail(f"id {profile_id!r} does not match the file's path (expected {expected_id!r})")
 
     lorawan = _load_lorawan(top["lorawan"])
-    compiled = compile_decoder(top["decoder"])
+    decode_js: Callable[[int, bytes, float], Decoded] | None = None
+    decoder_spec = top["decoder"]
+    if decoder_spec.has("family") and decoder_spec["family"].value == "javascript":
+        from gateway.codec.js import compile_javascript
+
+        compiled, decode_js = compile_javascript(decoder_spec)
+    else:
+        compiled = compile_decoder(decoder_spec)
     output_names = {output.name for output in compiled.outputs}
+    # A JavaScript codec may declare no outputs; then example keys cannot be checked.
+    check_keys = bool(output_names) or decode_js is None
+    derived_spec = top.get("derived")
+    derived = compile_derived(derived_spec, output_names) if derived_spec is not None else ()
+    downlink_spec = top.get("downlink")
+    downlinks = compile_downlink(downlink_spec, lorawan.downlink_fport) if downlink_spec is not None else None
+    templates = [
+        re.compile("".join(".+" if part.startswith("{") else re.escape(part) for part in _split(name)))
+        for name in output_names
+        if "{" in name
+    ]
     examples_spec = top.get("examples")
     examples = (
-        tuple(_load_example(item, lorawan, output_names) for item in examples_spec.items())
+        tuple(
+            _load_example(item, lorawan, output_names if check_keys else None, templates)
+            for item in examples_spec.items()
+        )
         if examples_spec is not None
         else ()
     )
     sources_spec = top.get("sources")
     sources = tuple(item.as_str() for item in sources_spec.items()) if sources_spec is not None else ()
-    return Profile(
+    _check_schema(top.value, str(path))
+    profile = Profile(
         id=profile_id,
         vendor=top["vendor"].as_str(),
         model=top["model"].as_str(),
@@ -209,7 +317,38 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         sources=sources,
         file=path,
         _decode=compiled.decode,
+        family=compiled.family,
+        derived=derived,
+        downlinks=downlinks,
+        _decode_js=decode_js,
     )
+    return profile
+
+
+def _split(name: str) -> list[str]:
+    return [part for part in re.split(r"(\{[a-z_][a-z0-9_]*\})", name) if part]
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    text = resources.files("gateway").joinpath("schemas/profile-v1.json").read_text(encoding="utf-8")
+    schema = json.loads(text)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator: jsonschema.protocols.Validator = validator_class(schema)
+    return validator
+
+
+def _check_schema(document: Any, file: str) -> None:
+    """Validate against gateway/schemas/profile-v1.json; the first error names its key path."""
+    errors = sorted(_validator().iter_errors(document), key=lambda error: list(map(str, error.path)))
+    if not errors:
+        return
+    error = errors[0]
+    key_path = ""
+    for part in error.path:
+        key_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if key_path else str(part))
+    raise ConfigError(f"schema profile-v1: {error.message}", file=file, key_path=key_path or "<top>")
 
 
 def _choices(spec: Spec, choices: tuple[str, ...]) -> tuple[str, ...]:
@@ -248,8 +387,10 @@ def _load_lorawan(spec: Spec) -> LorawanFacts:
     )
 
 
-def _load_example(spec: Spec, lorawan: LorawanFacts, output_names: set[str]) -> Example:
-    spec.mapping(required=("source", "fport", "payload", "expected"), optional=("description",))
+def _load_example(
+    spec: Spec, lorawan: LorawanFacts, output_names: set[str] | None, templates: list[re.Pattern[str]]
+) -> Example:
+    spec.mapping(required=("source", "fport", "payload", "expected"), optional=("description", "params"))
     fport = spec["fport"].as_int(1, _APP_FPORT_MAX)
     if fport not in lorawan.uplink_fports:
         raise spec["fport"].fail(
@@ -266,8 +407,9 @@ def _load_example(spec: Spec, lorawan: LorawanFacts, output_names: set[str]) -> 
     if not isinstance(expected_spec.value, dict):
         raise expected_spec.fail("must be a mapping of output key → value")
     expected: dict[str, Any] = expected_spec.value
+    known = output_names if output_names is not None else set(expected)
     for key in expected:
-        if key not in output_names:
+        if key not in known and not any(template.fullmatch(key) for template in templates):
             raise ConfigError(
                 f"{key!r} is not an output of this profile's decoder",
                 file=spec.file,
@@ -278,12 +420,19 @@ def _load_example(spec: Spec, lorawan: LorawanFacts, output_names: set[str]) -> 
     except (TypeError, ValueError) as exc:
         raise expected_spec.fail(f"must hold JSON values only (quote dates and times): {exc}") from exc
     description = spec.get("description")
+    params_spec = spec.get("params")
+    params: dict[str, float] | None = None
+    if params_spec is not None:
+        if not isinstance(params_spec.value, dict):
+            raise params_spec.fail("must be a mapping of installation parameter → number")
+        params = {str(key): float(params_spec[str(key)].as_number()) for key in params_spec.value}
     return Example(
         fport=fport,
         payload=payload,
         expected=expected,
         source=spec["source"].as_str(),
         description=description.as_str() if description is not None else "",
+        params=params,
     )
 
 

@@ -37,7 +37,14 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgegw-db")
-        self._conn: sqlite3.Connection = self._executor.submit(db.connect, path).result()
+        # The running agent never refuses to start on a corrupt file: it is moved aside (ERROR
+        # logged) and a fresh one is created; ``quarantined`` says where the old one went.
+        self.quarantined: Path | None = None
+        self._conn: sqlite3.Connection = self._executor.submit(self._open, path).result()
+
+    def _open(self, path: Path) -> sqlite3.Connection:
+        conn, self.quarantined = db.connect_or_quarantine(path)
+        return conn
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the database thread and return its result."""
@@ -65,6 +72,9 @@ class CommitSink(Protocol):
     def committed(self, taken: Any) -> None:
         """On the loop, after COMMIT: the writes are durable."""
 
+    # Optional: ``relieve_full(conn)`` on the database thread after a group failed with
+    # SQLITE_FULL (the transaction was rolled back); the group is then written once more.
+
 
 class GroupCommitter:
     """Commit the sinks' pending writes together, bounded in time and count."""
@@ -81,6 +91,7 @@ class GroupCommitter:
         self._full = asyncio.Event()  # commit now: urgent, or max_pending reached
         self.commits = 0
         self.failures = 0
+        self.disk_full = 0
 
     def notify(self, count: int = 1, *, urgent: bool = False) -> None:
         """A sink has ``count`` more pending writes; ``urgent`` commits without waiting."""
@@ -114,7 +125,16 @@ class GroupCommitter:
         if not taken:
             return
         try:
-            await self._db.run(_write_all, taken)
+            try:
+                await self._db.run(_write_all, taken)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorname != "SQLITE_FULL":
+                    raise
+                # SQLite rolled the whole group back. Sinks that can free space (the outbox
+                # evicts by its policy) do so, then the same group is tried once more.
+                self.disk_full += 1
+                await self._db.run(_relieve_full, [sink for sink, _item in taken])
+                await self._db.run(_write_all, taken)
         except (sqlite3.Error, OSError) as exc:
             self.failures += 1
             # The writes are lost to the database but were never acknowledged as
@@ -133,5 +153,13 @@ def _write_all(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]]) ->
             sink.write(conn, item)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
+            conn.execute("ROLLBACK")
         raise
+
+
+def _relieve_full(conn: sqlite3.Connection, sinks: list[CommitSink]) -> None:
+    for sink in sinks:
+        relieve = getattr(sink, "relieve_full", None)
+        if relieve is not None:
+            relieve(conn)

@@ -21,8 +21,8 @@ hold them MSB first, as people write them.
 
 from __future__ import annotations
 
-import logging
 import hmac
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -360,7 +360,7 @@ def build_join_request(app_key: bytes, *, join_eui: bytes, dev_eui: bytes, dev_n
 _CFLIST_CHANNELS = 5
 _CFLIST_TYPE_FREQUENCIES = 0
 _CFLIST_UNIT_HZ = 100
-"""CFList frequencies are 24-bit little-endian values in units of 100 Hz (Regional Parameters, EU868 CFList)."""
+"""CFList frequencies: 24-bit little-endian, in units of 100 Hz (Regional Parameters, EU868 CFList)."""
 
 
 def build_join_accept(

@@ -6,7 +6,13 @@ decryption) and the persistence of the new counters through the group commit
 (``CommitSink``), so that a record and the counter that accepted it are durable
 together and no crash can reopen a replay window.
 
-It does not own the ``devices`` table (the registry does) nor joins (issue 3).
+A session created by an OTAA join is ``install``-ed at once (the join server
+has already committed it), and survives a concurrent ``merge`` of a registry read
+that started before the join committed. The downlink counter (``fcnt_down``)
+lives on the session too; the downlink scheduler moves and persists it.
+
+It does not own the ``devices`` table (the registry does), joins (``join``) nor
+downlinks (``downlink``).
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ class Session:
     session_tag: str
     keys: SessionKeys
     fcnt_up: int | None
+    fcnt_down: int = 0
+    """The next downlink FCnt to use (LoRaWAN 1.0.4 §4.3.1.5: starts at 0 with the session)."""
 
 
 _LOAD = (
-    "SELECT s.dev_eui, s.dev_addr, d.profile, s.session_tag, s.nwk_s_key, s.app_s_key, s.fcnt_up"
+    "SELECT s.dev_eui, s.dev_addr, d.profile, s.session_tag, s.nwk_s_key, s.app_s_key, s.fcnt_up,"
+    " s.fcnt_down"
     " FROM sessions s JOIN devices d ON d.dev_eui = s.dev_eui"
 )
 
@@ -43,7 +52,7 @@ _LOAD = (
 def load_sessions(conn: sqlite3.Connection) -> list[Session]:
     """Read every session from the database (on the database thread)."""
     sessions = []
-    for dev_eui, dev_addr, profile, tag, nwk_s_key, app_s_key, fcnt_up in conn.execute(_LOAD):
+    for dev_eui, dev_addr, profile, tag, nwk_s_key, app_s_key, fcnt_up, fcnt_down in conn.execute(_LOAD):
         sessions.append(
             Session(
                 dev_eui=DevEui.from_hex(dev_eui),
@@ -52,6 +61,7 @@ def load_sessions(conn: sqlite3.Connection) -> list[Session]:
                 session_tag=tag,
                 keys=SessionKeys(bytes.fromhex(nwk_s_key), bytes.fromhex(app_s_key)),
                 fcnt_up=fcnt_up,
+                fcnt_down=fcnt_down,
             )
         )
     return sessions
@@ -60,13 +70,41 @@ def load_sessions(conn: sqlite3.Connection) -> list[Session]:
 class SessionTable:
     """Accepts data uplinks of known sessions; a ``CommitSink`` for their counters."""
 
+    _INSTALL_GRACE_MERGES = 2
+    """An installed session not yet seen in the registry survives this many merges (a read that started
+    before its join committed); after that the registry wins (the device was removed)."""
+
     def __init__(self, sessions: Iterable[Session] = ()) -> None:
         self._by_addr: dict[bytes, Session] = {}
+        self._by_eui: dict[bytes, Session] = {}
         self._pending: dict[str, SessionCounter] = {}
+        self._installed: dict[bytes, tuple[Session, int]] = {}
         self.merge(list(sessions))
 
     def __len__(self) -> int:
         return len(self._by_addr)
+
+    def by_dev_eui(self, dev_eui: DevEui) -> Session | None:
+        return self._by_eui.get(dev_eui.value)
+
+    def addr_in_use(self, dev_addr: bytes) -> bool:
+        return dev_addr in self._by_addr
+
+    def install(self, session: Session) -> None:
+        """Serve a new session of a device at once, replacing its previous one (after an OTAA join).
+
+        The caller has made it durable first; the old session's uncommitted counter
+        is dropped (its tag guard would refuse it anyway).
+        """
+        old = self._by_eui.get(session.dev_eui.value)
+        if old is not None:
+            self._by_addr.pop(old.dev_addr.value, None)
+            pending = self._pending.get(str(session.dev_eui))
+            if pending is not None and pending.session_tag != session.session_tag:
+                del self._pending[str(session.dev_eui)]
+        self._by_addr[session.dev_addr.value] = session
+        self._by_eui[session.dev_eui.value] = session
+        self._installed[session.dev_eui.value] = (session, 0)
 
     def merge(self, fresh: list[Session]) -> None:
         """Adopt the registry's current sessions, keeping counters accepted since they were read.
@@ -74,16 +112,28 @@ class SessionTable:
         A session that is still the same (same tag) keeps the higher of the two
         counters: the in-memory one may be ahead of the database by one group commit.
         """
-        by_addr: dict[bytes, Session] = {}
+        by_eui: dict[bytes, Session] = {}
         for session in fresh:
-            current = self._by_addr.get(session.dev_addr.value)
+            current = self._by_eui.get(session.dev_eui.value)
             if current is not None and current.session_tag == session.session_tag:
                 if session.fcnt_up is None or (
                     current.fcnt_up is not None and current.fcnt_up > session.fcnt_up
                 ):
                     session.fcnt_up = current.fcnt_up
-            by_addr[session.dev_addr.value] = session
-        self._by_addr = by_addr
+                session.fcnt_down = max(session.fcnt_down, current.fcnt_down)
+            by_eui[session.dev_eui.value] = session
+        # A session installed by a join wins over a registry read that does not show it yet.
+        installed: dict[bytes, tuple[Session, int]] = {}
+        for eui, (session, merges) in self._installed.items():
+            seen = by_eui.get(eui)
+            if seen is not None and seen.session_tag == session.session_tag:
+                continue  # the registry has caught up
+            if merges + 1 < self._INSTALL_GRACE_MERGES:
+                by_eui[eui] = session
+                installed[eui] = (session, merges + 1)
+        self._installed = installed
+        self._by_eui = by_eui
+        self._by_addr = {session.dev_addr.value: session for session in by_eui.values()}
 
     def accept(self, frame: RadioFrame) -> UplinkData:
         """Authenticate and decrypt one frame, or raise a ``FrameError`` saying why not.

@@ -3,6 +3,6 @@
 See ``gateway.outbox.store`` for what it owns; it does not know MQTT (``gateway.uplink``).
 """
 
-from gateway.outbox.store import CommitNotify, Leased, Outbox, OutboxStats, PendingWrite
+from gateway.outbox.store import CommitNotify, Leased, Outbox, OutboxStats, PendingWrite, priority_class
 
-__all__ = ["CommitNotify", "Leased", "Outbox", "OutboxStats", "PendingWrite"]
+__all__ = ["CommitNotify", "Leased", "Outbox", "OutboxStats", "PendingWrite", "priority_class"]

@@ -1,17 +1,25 @@
-"""The durable outbox: accepted records in SQLite until the broker's PUBACK.
+"""The durable outbox: accepted records in SQLite until the broker's PUBACK, bounded and prioritised.
 
-Owns the ``outbox`` table (``gateway/db/schema_v1.sql``): putting records (made
-durable by the ``GroupCommitter``, to which ``Outbox`` is a ``CommitSink``),
-leasing committed rows to the uplink, deleting them on ack and giving them back
-on a failed publish. A record is *accepted* once its group commit returned
-(ARCHITECTURE.md §3.3); from then on it is deleted only by ``ack()``.
+Owns the ``outbox`` and ``outbox_meta`` tables (``gateway/db/schema_v1.sql``):
+putting records (made durable by the ``GroupCommitter``, to which ``Outbox`` is a
+``CommitSink``; alerts ask for an urgent commit), leasing committed rows to the
+uplink highest priority first, deleting them on ack, giving them back on a failed
+publish, and the bounds of ARCHITECTURE.md §3.3: ``max_bytes`` (evict the lowest
+priority, oldest first; alerts last) and ``max_age_s`` on the outbox clock
+(``gateway.outbox.clock``, never the raw wall clock). Evictions are counted per
+priority class, in memory and durably in ``outbox_meta``.
 
-It does not own the MQTT side (``gateway.uplink``), the envelope format, nor,
-yet, the byte/age bounds and eviction policy of §3.3 (issue 7).
+It does not own the MQTT side (``gateway.uplink``), the envelope format nor the
+record shape (the pipeline's).
 
-Leasing: a leased row is one handed to the uplink and not yet acked or
-released. Leases live in memory only: after a restart every row is unleased
-again and is delivered again (at least once, §3.3).
+Leasing: a leased row is one handed to the uplink and not yet acked or released.
+Leases live in memory only: after a restart every row is unleased again and is
+delivered again (at least once, §3.3). Per priority, an in-memory cursor on
+``seq`` (AUTOINCREMENT, never reused) excludes the rows already leased, so a
+lease is one index seek per priority, whatever the backlog.
+
+Threads: counters, leases and the byte/row totals live on the event loop; the
+SQL runs on the database thread, which only reads the totals (under a lock).
 """
 
 from __future__ import annotations
@@ -20,21 +28,56 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.db.commit import Database
 from gateway.errors import StorageError
-from gateway.messages import Record
+from gateway.messages import Priority, Record
+from gateway.outbox import clock as outbox_clock
 
 log = logging.getLogger(__name__)
 
-_INSERT = (
-    "INSERT OR IGNORE INTO outbox (record_id, kind, priority, created_mono, body) VALUES (?, ?, ?, ?, ?)"
+PRIORITY_CLASSES = ("alert", "reading", "event", "diagnostics")
+ROW_OVERHEAD_BYTES = 48
+"""Counted per row on top of body and id: the other columns, the row header and its index entry."""
+CLOCK_SAVE_S = 10.0
+EXPIRY_CHECK_S = 10.0
+DEDUP_WINDOW = 65_536
+_MAX_PRIORITY = 1 << 30
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds one per call
+_Row = tuple[str, str, int, float, int, str]
+"""An outbox row to insert: record_id, kind, priority, created_s, size, body."""
+
+_INSERT = "INSERT INTO outbox (record_id, kind, priority, created_s, size, body) VALUES (?, ?, ?, ?, ?, ?)"
+_UPSERT_META = (
+    "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+_ADD_META = (
+    "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
+)
+
+
+def priority_class(priority: int) -> str:
+    """The class name a priority is counted under: alert, reading, event or diagnostics."""
+    if priority >= Priority.ALERT:
+        return "alert"
+    if priority >= Priority.READING:
+        return "reading"
+    if priority >= Priority.EVENT:
+        return "event"
+    return "diagnostics"
+
+
+def stored_priority(record: Record) -> int:
+    """An alert is an alert whatever priority its producer gave it."""
+    return max(record.priority, int(Priority.ALERT)) if record.kind == "alert" else record.priority
 
 
 class CommitNotify(Protocol):
@@ -49,6 +92,7 @@ class Leased:
 
     seq: int
     record_id: str
+    priority: int
     body_json: str
 
 
@@ -59,17 +103,36 @@ class OutboxStats:
     depth: int
     """Rows in the table (leased ones included: they are deleted only on ack)."""
     bytes: int
-    """Sum of the stored bodies' lengths (the JSON is ASCII, so characters are bytes)."""
-    oldest_created_mono: float | None
-    """``created_mono`` of the oldest row, None when empty."""
+    """Stored bytes as counted against ``max_bytes`` (body + id + ROW_OVERHEAD_BYTES per row)."""
+    oldest_age_s: float | None
+    """Age of the oldest row on the outbox clock; None when empty."""
+    max_bytes: int
+    depth_by_class: dict[str, int]
+    bytes_by_class: dict[str, int]
+    evicted_total: dict[str, int]
+    """Since the database file was created: ``evicted.<class>`` (full) and ``expired.<class>`` (age)."""
+    leased: int
+    ingest_bytes_s: float
+    """Recent rate of committed bytes (moving average), for a headroom estimate."""
+
+    @property
+    def oldest_created_mono(self) -> float | None:
+        """Compatibility for callers computing ``time.monotonic() - x``; prefer ``oldest_age_s``."""
+        return None if self.oldest_age_s is None else time.monotonic() - self.oldest_age_s
 
 
 @dataclass(slots=True)
 class PendingWrite:
-    """What ``take()`` hands to the committer: records plus, after ``write()``, how many were new."""
+    """What ``take()`` hands to the committer; ``write()`` fills in what it did."""
 
     records: list[tuple[Record, float]]
-    inserted: int = field(default=0)
+    inserted: int = 0
+    duplicates: int = 0
+    added: Counter[int] = field(default_factory=Counter)
+    added_bytes: Counter[int] = field(default_factory=Counter)
+    removed: list[tuple[int, int]] = field(default_factory=list)
+    """(priority, size) of rows evicted or expired in this transaction."""
+    evicted: Counter[str] = field(default_factory=Counter)
 
 
 class Outbox:
@@ -77,6 +140,7 @@ class Outbox:
 
     ``committer_notify`` is usually set after construction, once the committer exists
     (the committer needs its sinks first): ``outbox.committer_notify = committer.notify``.
+    Construction reads the table's totals and restores the outbox clock (blocking, at start-up).
     """
 
     def __init__(
@@ -84,35 +148,88 @@ class Outbox:
         database: Database,
         committer_notify: CommitNotify | None = None,
         *,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_age_s: float = 7 * 86400.0,
         mono_clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = database
         self.committer_notify = committer_notify
-        self._mono_clock = mono_clock
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._wall_clock = wall_clock
         self._pending: list[tuple[Record, float]] = []
-        # Leasing state. This foundation walks the table in seq order with an
-        # in-memory cursor; priorities (alerts first, ARCHITECTURE.md §3.2) and
-        # the bounded-size eviction of §3.3 arrive with issue 7.
-        self._cursor_seq = 0  # every row with seq <= cursor was leased at least once since start
-        self._leased: set[int] = set()
-        self._released: list[int] = []  # rows given back, leased again before anything newer
+        self._recent: deque[str] = deque()
+        self._recent_set: set[str] = set()
+        self._totals_lock = threading.Lock()
+        self._count: Counter[int] = Counter()
+        self._bytes: Counter[int] = Counter()
+        self._capacity_bytes = max_bytes  # lowered after the disk itself was found full
+        self._cursor: dict[int, int] = {}  # per priority: rows with seq <= cursor were leased since start
+        self._leased: dict[int, int] = {}  # seq -> priority
+        self._released: dict[int, list[int]] = {}
+        self._maybe: dict[int, bool] = {}  # per priority: committed, unleased rows may exist
+        self._generation: dict[int, int] = {}
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._lease_lock = asyncio.Lock()
-        # "Committed, unleased rows may exist". True at start: the file may hold rows
-        # from before a restart. ``_generation`` changes whenever it may become true,
-        # so a lease that raced with a commit does not clear it wrongly.
-        self._maybe_more = True
-        self._generation = 0
-        self._ready = asyncio.Event()
         self.counters: Counter[str] = Counter()
+        self.evicted_total: Counter[str] = Counter()
+        self._ingest_bytes_s = 0.0
+        self._since_rate_bytes = 0
+        try:
+            state = database.run_sync(_load_state, DEDUP_WINDOW)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the outbox: {exc}") from exc
+        for priority, count, size in state.totals:
+            self._count[priority] = count
+            self._bytes[priority] = size
+            self._maybe[priority] = True
+        for record_id in reversed(state.recent_ids):
+            self._remember(record_id)
+        self.evicted_total.update({k: int(v) for k, v in state.meta.items() if "." in k})
+        restored = outbox_clock.restore(
+            saved_clock_s=state.meta.get("clock_s"),
+            saved_wall_s=state.meta.get("wall_s"),
+            newest_record_s=state.newest_created_s,
+            wall_now_s=wall_clock(),
+            max_credit_s=max_age_s if max_age_s > 0 else 30 * 86400.0,
+        )
+        log.info(
+            "outbox: %d records, %d bytes; clock at %.0f s (%s)", state.depth, self.bytes, *_clock(restored)
+        )
+        self._clock = outbox_clock.OutboxClock(restored.base_s, mono_clock)
+        self._last_save_s = self._rate_mark_s = self._clock.now_s()
+        self._last_expiry_s = -EXPIRY_CHECK_S
+        try:
+            database.run_sync(_save_meta, self._clock_meta())
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write the outbox clock: {exc}") from exc
 
     # --- on the loop: producers -------------------------------------------------
 
     def put(self, record: Record) -> None:
-        """Queue ``record`` for the next group commit; an alert asks for an urgent commit."""
-        self._pending.append((record, self._mono_clock()))
+        """Queue ``record`` for the next group commit; an alert asks for an urgent commit.
+
+        A record whose id was put recently (the same frame heard twice) is dropped here.
+        """
         self.counters["put"] += 1
+        if record.record_id in self._recent_set:
+            self.counters["duplicate"] += 1
+            return
+        self._remember(record.record_id)
+        self._pending.append((record, self._clock.now_s()))
         if self.committer_notify is not None:
-            self.committer_notify(1, urgent=record.kind == "alert")
+            self.committer_notify(1, urgent=stored_priority(record) >= Priority.ALERT)
+
+    def now_s(self) -> float:
+        """The outbox clock (seconds, only forward; see ``gateway.outbox.clock``)."""
+        return self._clock.now_s()
+
+    def _remember(self, record_id: str) -> None:
+        self._recent.append(record_id)
+        self._recent_set.add(record_id)
+        if len(self._recent) > DEDUP_WINDOW:
+            self._recent_set.discard(self._recent.popleft())
 
     # --- CommitSink ---------------------------------------------------------------
 
@@ -124,58 +241,184 @@ class Outbox:
         return taken
 
     def write(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
-        # On the database thread: serialising here keeps the JSON work off the loop.
-        before = conn.total_changes
-        conn.executemany(
-            _INSERT,
-            [
-                (
-                    record.record_id,
-                    record.kind,
-                    record.priority,
-                    created_mono,
-                    json.dumps(record.body, separators=(",", ":")),
-                )
-                for record, created_mono in taken.records
-            ],
-        )
-        # INSERT OR IGNORE: the same frame heard twice (two gateways, a retransmission
-        # the MAC let through) is one row, because its id is stable (§3.4).
-        taken.inserted = conn.total_changes - before
+        # On the database thread, inside the group's transaction: serialising here keeps
+        # the JSON work off the loop.
+        rows: list[_Row] = []
+        for record, created_s in taken.records:
+            body = _ENCODE(record.body)
+            size = len(body) + len(record.record_id) + ROW_OVERHEAD_BYTES
+            rows.append((record.record_id, str(record.kind), stored_priority(record), created_s, size, body))
+        now_s = self._clock.now_s()
+        if self.max_age_s > 0 and now_s - self._last_expiry_s >= EXPIRY_CHECK_S:
+            self._expire(conn, now_s, taken)
+        rows = self._make_room(conn, rows, taken)
+        conn.executemany(_INSERT, rows)
+        taken.inserted = len(rows)
+        for row in rows:
+            taken.added[row[2]] += 1
+            taken.added_bytes[row[2]] += row[4]
+        if taken.evicted:
+            conn.executemany(_ADD_META, list(taken.evicted.items()))
+        if now_s - self._last_save_s >= CLOCK_SAVE_S:
+            conn.executemany(_UPSERT_META, self._clock_meta())
+            self._last_save_s = now_s
 
     def committed(self, taken: PendingWrite) -> None:
+        self._since_rate_bytes += sum(taken.added_bytes.values())
+        now_s = self._clock.now_s()
+        if now_s - self._rate_mark_s >= CLOCK_SAVE_S:
+            rate = self._since_rate_bytes / (now_s - self._rate_mark_s)
+            self._ingest_bytes_s = (
+                rate if self._ingest_bytes_s == 0 else 0.8 * self._ingest_bytes_s + 0.2 * rate
+            )
+            self._since_rate_bytes, self._rate_mark_s = 0, now_s
+        with self._totals_lock:
+            for priority, size in taken.removed:
+                self._count[priority] -= 1
+                self._bytes[priority] -= size
+            self._count.update(taken.added)
+            self._bytes.update(taken.added_bytes)
         self.counters["committed"] += taken.inserted
-        self.counters["duplicate"] += len(taken.records) - taken.inserted
-        if taken.inserted:
-            self._more_available()
+        for key, count in taken.evicted.items():
+            self.counters[key] += count
+            self.evicted_total[key] += count
+        if taken.evicted:
+            log.warning(
+                "outbox bounds: %s (max_bytes %d, max_age_s %.0f)",
+                dict(taken.evicted),
+                self.max_bytes,
+                self.max_age_s,
+            )
+            if any(k.endswith(".alert") for k in taken.evicted):
+                log.error("outbox evicted ALERTS: %s", dict(taken.evicted))
+        for priority in taken.added:
+            self._more_available(priority)
+
+    def relieve_full(self, conn: sqlite3.Connection) -> None:
+        """On the database thread, after a commit failed with a full disk: shrink and make room.
+
+        The failed transaction was rolled back whole (SQLite does so on SQLITE_FULL), so
+        the committer retries the group after this.
+        """
+        with self._totals_lock:
+            total = sum(self._bytes.values())
+        self._capacity_bytes = max(ROW_OVERHEAD_BYTES, int(min(self._capacity_bytes, total) * 0.9))
+        log.error(
+            "disk full: outbox capacity lowered to %d bytes (max_bytes %d)",
+            self._capacity_bytes,
+            self.max_bytes,
+        )
+        self.counters["disk_full"] += 1
+
+    # --- bounds (database thread) -------------------------------------------------
+
+    def _expire(self, conn: sqlite3.Connection, now_s: float, taken: PendingWrite) -> None:
+        self._last_expiry_s = now_s
+        cutoff = now_s - self.max_age_s
+        # created_s does not decrease along seq (the clock only moves forward), so the
+        # expired rows are a prefix: find its end by walking from the oldest row.
+        first_kept = conn.execute(
+            "SELECT seq FROM outbox WHERE created_s >= ? ORDER BY seq LIMIT 1", (cutoff,)
+        ).fetchone()
+        bound = first_kept[0] if first_kept else 1 << 62
+        gone = conn.execute(
+            "DELETE FROM outbox WHERE seq < ? AND created_s < ? RETURNING priority, size", (bound, cutoff)
+        ).fetchall()
+        self._account(gone, "expired", taken)
+
+    def _make_room(self, conn: sqlite3.Connection, rows: list[_Row], taken: PendingWrite) -> list[_Row]:
+        """Evict (lowest priority, oldest first) until ``rows`` fit; incoming rows ranking lower go first."""
+        with self._totals_lock:
+            total = sum(self._bytes.values())
+        total -= sum(size for _p, size in taken.removed)
+        over = total + sum(row[4] for row in rows) - self._capacity_bytes
+        if over <= 0:
+            return rows
+        keep = list(rows)
+        for _ in range(100_000):
+            if over <= 0:
+                break
+            lowest = conn.execute("SELECT priority FROM outbox ORDER BY priority, seq LIMIT 1").fetchone()
+            low_in = min((row[2] for row in keep), default=None)
+            if lowest is None and low_in is None:
+                break
+            if lowest is None or (low_in is not None and low_in < lowest[0]):
+                # The incoming record ranks below everything stored: it is the one to go.
+                index = next(i for i, row in enumerate(keep) if row[2] == low_in)
+                dropped = keep.pop(index)
+                over -= dropped[4]
+                self._account([(dropped[2], dropped[4])], "evicted", taken, stored=False)
+                continue
+            with self._totals_lock:
+                avg = max(1, total // max(1, sum(self._count.values())))
+            limit = max(1, min(4096, over // avg + 1))
+            gone = conn.execute(
+                "DELETE FROM outbox WHERE seq IN "
+                "(SELECT seq FROM outbox WHERE priority = ? ORDER BY seq LIMIT ?) RETURNING priority, size",
+                (lowest[0], limit),
+            ).fetchall()
+            over -= sum(size for _p, size in gone)
+            self._account(gone, "evicted", taken)
+        return keep
+
+    def _account(
+        self, gone: Iterable[tuple[int, int]], why: str, taken: PendingWrite, *, stored: bool = True
+    ) -> None:
+        for priority, size in gone:
+            if stored:
+                taken.removed.append((priority, size))
+            taken.evicted[f"{why}.{priority_class(priority)}"] += 1
+
+    def _clock_meta(self) -> list[tuple[str, float]]:
+        return [
+            ("clock_s", self._clock.now_s()),
+            ("wall_s", self._wall_clock()),
+            ("max_bytes", float(self.max_bytes)),
+            ("ingest_bytes_s", self._ingest_bytes_s),
+        ]
 
     # --- on the loop: the uplink side -------------------------------------------
 
-    async def wait_records(self) -> None:
-        """Return when committed rows that are not leased may exist."""
-        while not self._maybe_more:
-            self._ready.clear()
-            await self._ready.wait()
+    async def wait_records(self, min_priority: int = 0, max_priority: int = _MAX_PRIORITY) -> None:
+        """Return when committed, unleased rows with a priority in the range may exist."""
+        while not self._any_maybe(min_priority, max_priority):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter = (min_priority, max_priority, future)
+            self._waiters.append(waiter)
+            try:
+                await future
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
-    async def lease(self, n: int) -> list[Leased]:
-        """Up to ``n`` committed, unleased rows, released ones first, then oldest first."""
+    async def lease(
+        self, n: int, *, min_priority: int = 0, max_priority: int = _MAX_PRIORITY
+    ) -> list[Leased]:
+        """Up to ``n`` committed, unleased rows: highest priority first; in a priority, released
+        ones first, then oldest first."""
         if n <= 0:
             return []
         async with self._lease_lock:
-            generation = self._generation
-            again = sorted(self._released)[:n]
+            priorities = sorted((p for p in self._maybe if min_priority <= p <= max_priority), reverse=True)
+            plan = [(p, sorted(self._released.get(p, ()))[:n], self._cursor.get(p, 0)) for p in priorities]
+            generations = {p: self._generation.get(p, 0) for p in priorities}
             try:
-                rows = await self._db.run(_select_rows, again, self._cursor_seq, n - len(again))
+                found, exhausted = await self._db.run(_select_rows, plan, n)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot read the outbox: {exc}") from exc
-            again_set = set(again)
-            self._released = [seq for seq in self._released if seq not in again_set]
-            leased = [Leased(seq, record_id, body) for seq, record_id, body in rows]
-            for item in leased:
-                self._leased.add(item.seq)
-                self._cursor_seq = max(self._cursor_seq, item.seq)
-            if len(leased) < n and generation == self._generation and not self._released:
-                self._maybe_more = False
+            leased: list[Leased] = []
+            for p, again, _cursor in plan:
+                if p not in found and p not in exhausted:
+                    continue  # not reached: n was filled by higher priorities
+                asked = set(again)
+                self._released[p] = [s for s in self._released.get(p, []) if s not in asked]
+                for seq, record_id, body in found.get(p, []):
+                    leased.append(Leased(seq, record_id, p, body))
+                    self._leased[seq] = p
+                    if seq > self._cursor.get(p, 0):
+                        self._cursor[p] = seq
+                if p in exhausted and generations[p] == self._generation.get(p, 0) and not self._released[p]:
+                    self._maybe[p] = False
             return leased
 
     async def ack(self, seqs: Sequence[int]) -> None:
@@ -183,75 +426,171 @@ class Outbox:
         if not seqs:
             return
         try:
-            await self._db.run(_delete_rows, list(seqs))
+            gone = await self._db.run(_delete_rows, list(seqs))
         except sqlite3.Error as exc:
             raise StorageError(f"cannot delete acknowledged outbox rows: {exc}") from exc
-        self._leased.difference_update(seqs)
+        with self._totals_lock:
+            for priority, size in gone:
+                self._count[priority] -= 1
+                self._bytes[priority] -= size
+        for seq in seqs:
+            self._leased.pop(seq, None)
         self.counters["acked"] += len(seqs)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Give leased rows back (their publish failed); they are the next ones leased."""
-        back = [seq for seq in seqs if seq in self._leased]
-        if not back:
-            return
-        self._leased.difference_update(back)
-        self._released.extend(back)
-        self.counters["released"] += len(back)
-        self._more_available()
+        released = 0
+        for seq in seqs:
+            priority = self._leased.pop(seq, None)
+            if priority is None:
+                continue
+            self._released.setdefault(priority, []).append(seq)
+            self._more_available(priority)
+            released += 1
+        self.counters["released"] += released
 
     async def stats(self) -> OutboxStats:
         try:
-            depth, size, oldest = await self._db.run(_stats)
+            oldest = await self._db.run(_oldest_created)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read outbox stats: {exc}") from exc
-        return OutboxStats(depth=depth, bytes=size, oldest_created_mono=oldest)
+        depth_by: Counter[str] = Counter()
+        bytes_by: Counter[str] = Counter()
+        with self._totals_lock:
+            for priority, count in self._count.items():
+                depth_by[priority_class(priority)] += count
+                bytes_by[priority_class(priority)] += self._bytes[priority]
+        return OutboxStats(
+            depth=sum(depth_by.values()),
+            bytes=sum(bytes_by.values()),
+            oldest_age_s=None if oldest is None else max(0.0, self._clock.now_s() - oldest),
+            max_bytes=self.max_bytes,
+            depth_by_class={c: depth_by[c] for c in PRIORITY_CLASSES},
+            bytes_by_class={c: bytes_by[c] for c in PRIORITY_CLASSES},
+            evicted_total=dict(self.evicted_total),
+            leased=len(self._leased),
+            ingest_bytes_s=self._ingest_bytes_s,
+        )
+
+    @property
+    def bytes(self) -> int:
+        with self._totals_lock:
+            return sum(self._bytes.values())
+
+    @property
+    def depth(self) -> int:
+        with self._totals_lock:
+            return sum(self._count.values())
 
     @property
     def leased_count(self) -> int:
         return len(self._leased)
 
-    def _more_available(self) -> None:
-        self._generation += 1
-        self._maybe_more = True
-        self._ready.set()
+    def _any_maybe(self, low: int, high: int) -> bool:
+        return any(flag for p, flag in self._maybe.items() if low <= p <= high)
+
+    def _more_available(self, priority: int) -> None:
+        self._generation[priority] = self._generation.get(priority, 0) + 1
+        self._maybe[priority] = True
+        for low, high, future in list(self._waiters):
+            if low <= priority <= high and not future.done():
+                future.set_result(None)
+
+
+def _clock(restored: outbox_clock.Restored) -> tuple[float, str]:
+    return restored.base_s, restored.note
 
 
 # --- on the database thread ---------------------------------------------------------
 
 
-def _select_rows(
-    conn: sqlite3.Connection, again: list[int], after_seq: int, limit: int
-) -> list[tuple[int, str, str]]:
-    rows: list[tuple[int, str, str]] = []
-    if again:
-        marks = ",".join("?" * len(again))
-        rows.extend(
-            conn.execute(
-                f"SELECT seq, record_id, body FROM outbox WHERE seq IN ({marks}) ORDER BY seq", again
-            ).fetchall()
-        )
-    if limit > 0:
-        rows.extend(
-            conn.execute(
-                "SELECT seq, record_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        )
-    return rows
+@dataclass(frozen=True, slots=True)
+class _State:
+    totals: list[tuple[int, int, int]]
+    depth: int
+    newest_created_s: float | None
+    recent_ids: list[str]
+    meta: dict[str, float]
 
 
-def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:
+def _load_state(conn: sqlite3.Connection, window: int) -> _State:
+    totals = [
+        (int(p), int(c), int(s))
+        for p, c, s in conn.execute("SELECT priority, COUNT(*), SUM(size) FROM outbox GROUP BY priority")
+    ]
+    newest = conn.execute("SELECT created_s FROM outbox ORDER BY seq DESC LIMIT 1").fetchone()
+    recent = [r[0] for r in conn.execute("SELECT record_id FROM outbox ORDER BY seq DESC LIMIT ?", (window,))]
+    meta = {str(k): float(v) for k, v in conn.execute("SELECT key, value FROM outbox_meta")}
+    return _State(totals, sum(c for _p, c, _s in totals), newest[0] if newest else None, recent, meta)
+
+
+def _save_meta(conn: sqlite3.Connection, items: list[tuple[str, float]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+        conn.executemany(_UPSERT_META, items)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
+            conn.execute("ROLLBACK")
         raise
 
 
-def _stats(conn: sqlite3.Connection) -> tuple[int, int, float | None]:
-    depth, size, oldest = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MIN(created_mono) FROM outbox"
-    ).fetchone()
-    return int(depth), int(size), oldest
+def _select_rows(
+    conn: sqlite3.Connection, plan: list[tuple[int, list[int], int]], n: int
+) -> tuple[dict[int, list[tuple[int, str, str]]], set[int]]:
+    found: dict[int, list[tuple[int, str, str]]] = {}
+    exhausted: set[int] = set()
+    remaining = n
+    for priority, again, cursor in plan:
+        if remaining <= 0:
+            break
+        rows: list[tuple[int, str, str]] = []
+        if again:
+            marks = ",".join("?" * len(again))
+            rows.extend(
+                conn.execute(
+                    f"SELECT seq, record_id, body FROM outbox WHERE seq IN ({marks}) ORDER BY seq", again
+                )
+            )
+        limit = remaining - len(rows)
+        fresh: list[tuple[int, str, str]] = []
+        if limit > 0:
+            fresh = conn.execute(
+                "SELECT seq, record_id, body FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (priority, cursor, limit),
+            ).fetchall()
+            if len(fresh) < limit:
+                exhausted.add(priority)
+        rows.extend(fresh)
+        found[priority] = rows
+        remaining -= len(rows)
+    return found, exhausted
+
+
+def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> list[tuple[int, int]]:
+    # A lost delete only means a duplicate delivery (allowed, §3.3), so this transaction is
+    # not fsync'd by itself: the next group commit's fsync of the WAL makes it durable too.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    gone: list[tuple[int, int]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(seqs), 500):
+                part = seqs[start : start + 500]
+                marks = ",".join("?" * len(part))
+                gone.extend(
+                    conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING priority, size", part)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+    return gone
+
+
+def _oldest_created(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute("SELECT created_s FROM outbox ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None else float(row[0])

@@ -1,24 +1,105 @@
 """The device registry: which devices this gateway serves, with their profile and keys.
 
-Owns the ``devices`` table and the creation of ABP sessions at registration (an
-ABP device's session is fixed by its keys; an OTAA device gets one at each join,
-issue 3). Synchronous on purpose: it is driven by the CLI on a stopped or running
-agent (SQLite WAL lets both work on one file). Keys are never returned unless
-``reveal_keys`` is asked for.
+Owns the ``devices`` table (keys, site, position, installation parameters) and
+the creation of ABP sessions at registration (an ABP device's session is fixed by
+its keys; an OTAA device gets one at each join, issue 3). Synchronous on purpose:
+it is driven by the CLI on a stopped or running agent (SQLite WAL lets both work
+on one file). Keys are returned only by ``device_keys``, for commands explicitly
+asked to show them. Key columns are encrypted when a ``KeyStore`` with a key file
+is passed (``gateway.provisioning.keystore``); readers accept plain and encrypted.
+It does not own CSV files or QR codes (``csv_import``, ``qr``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import re
+import secrets
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
+from gateway.provisioning.keystore import KeyStore
 
 Activation = Literal["abp", "otaa"]
+ParamValue = float | str
+"""An installation parameter: a number (``empty_distance_mm``) or a short text (``lamp_group``)."""
+
+_PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_PARAM_TEXT_MAX = 64
+# A parameter whose name ends in a unit is a number: "18OO" for empty_distance_mm is a typo, not text.
+_UNIT_SUFFIXES = (
+    "_mm",
+    "_cm",
+    "_m",
+    "_km",
+    "_s",
+    "_ms",
+    "_min",
+    "_h",
+    "_pct",
+    "_deg",
+    "_c",
+    "_hz",
+    "_db",
+    "_v",
+)
+
+
+def format_param(value: ParamValue) -> str:
+    """A parameter as people write it (1800, not 1800.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def generate_app_key() -> AesKey:
+    """A fresh OTAA AppKey from the operating system's CSPRNG (``secrets``)."""
+    return AesKey(secrets.token_bytes(AesKey.SIZE))
+
+
+def parse_param(text: str) -> tuple[str, ParamValue]:
+    """``name=value`` → (name, number or text); ValueError with a readable reason."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep:
+        raise ValueError(f"expected name=value, got {text!r}")
+    return check_param(name, raw)
+
+
+def check_param(name: str, raw: str) -> tuple[str, ParamValue]:
+    if not _PARAM_NAME.fullmatch(name):
+        raise ValueError(f"parameter name {name!r} must be lowercase snake_case (a-z, 0-9, _), <= 40 chars")
+    if raw == "":
+        raise ValueError(f"parameter {name} has an empty value")
+    try:
+        number = float(raw)
+    except ValueError:
+        if name.endswith(_UNIT_SUFFIXES):
+            raise ValueError(
+                f"parameter {name} must be a number (its name carries a unit), got {raw!r}"
+            ) from None
+        if len(raw) > _PARAM_TEXT_MAX:
+            raise ValueError(f"parameter {name} is longer than {_PARAM_TEXT_MAX} characters") from None
+        return name, raw
+    if not math.isfinite(number):
+        raise ValueError(f"parameter {name} must be a finite number, got {raw!r}")
+    return name, number
+
+
+def check_position(lat: float | None, lon: float | None) -> None:
+    if (lat is None) != (lon is None):
+        raise ValueError("give both --lat and --lon, or neither")
+    if lat is not None and not -90.0 <= lat <= 90.0:
+        raise ValueError(f"latitude {lat} is outside -90..90")
+    if lon is not None and not -180.0 <= lon <= 180.0:
+        raise ValueError(f"longitude {lon} is outside -180..180")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +124,10 @@ class Device:
     created_at: str
     dev_addr: DevAddr | None
     fcnt_up: int | None
+    lat: float | None = None
+    lon: float | None = None
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+    join_eui: JoinEui | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +138,10 @@ class Device:
             "dev_addr": str(self.dev_addr) if self.dev_addr else None,
             "fcnt_up": self.fcnt_up,
             "created_at": self.created_at,
+            "join_eui": str(self.join_eui) if self.join_eui else None,
+            "lat": self.lat,
+            "lon": self.lon,
+            "params": dict(self.params),
         }
 
 
@@ -74,51 +163,180 @@ def add_device(
     profile: str,
     keys: AbpKeys | OtaaKeys,
     site: str = "",
+    lat: float | None = None,
+    lon: float | None = None,
+    params: Mapping[str, ParamValue] | None = None,
     now: datetime | None = None,
+    keystore: KeyStore | None = None,
 ) -> Device:
     """Register a device (and its ABP session); RegistryError if the DevEUI is known."""
-    created_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("SELECT 1 FROM devices WHERE dev_eui = ?", (str(dev_eui),)).fetchone():
-            raise RegistryError(
-                f"device {dev_eui} is already registered (remove it first to change its keys)"
-            )
-        if isinstance(keys, AbpKeys):
-            clash = conn.execute(
-                "SELECT dev_eui FROM sessions WHERE dev_addr = ?", (str(keys.dev_addr),)
-            ).fetchone()
-            if clash:
-                raise RegistryError(f"DevAddr {keys.dev_addr} is already used by device {clash[0]}")
-            conn.execute(
-                "INSERT INTO devices (dev_eui, profile, activation, site, created_at)"
-                " VALUES (?, ?, 'abp', ?, ?)",
-                (str(dev_eui), profile, site, created_at),
-            )
-            conn.execute(
-                "INSERT INTO sessions"
-                " (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, created_at)"
-                " VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                (
-                    str(dev_eui),
-                    str(keys.dev_addr),
-                    keys.nwk_s_key.reveal(),
-                    keys.app_s_key.reveal(),
-                    session_tag(keys.dev_addr, keys.nwk_s_key),
-                    created_at,
-                ),
-            )
-        else:
-            conn.execute(
-                "INSERT INTO devices (dev_eui, profile, activation, join_eui, app_key, site, created_at)"
-                " VALUES (?, ?, 'otaa', ?, ?, ?, ?)",
-                (str(dev_eui), profile, str(keys.join_eui), keys.app_key.reveal(), site, created_at),
-            )
+        insert_device(
+            conn,
+            dev_eui=dev_eui,
+            profile=profile,
+            keys=keys,
+            site=site,
+            lat=lat,
+            lon=lon,
+            params=params,
+            now=now,
+            keystore=keystore,
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return get_device(conn, dev_eui)
+
+
+def insert_device(
+    conn: sqlite3.Connection,
+    *,
+    dev_eui: DevEui,
+    profile: str,
+    keys: AbpKeys | OtaaKeys,
+    site: str = "",
+    lat: float | None = None,
+    lon: float | None = None,
+    params: Mapping[str, ParamValue] | None = None,
+    now: datetime | None = None,
+    keystore: KeyStore | None = None,
+) -> None:
+    """The inserts of ``add_device`` inside the caller's transaction (batch import)."""
+    try:
+        check_position(lat, lon)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
+    created_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    seal = keystore.encrypt_hex if keystore is not None else _plain
+    params_json = json.dumps(dict(params or {}), sort_keys=True)
+    if conn.execute("SELECT 1 FROM devices WHERE dev_eui = ?", (str(dev_eui),)).fetchone():
+        raise RegistryError(f"device {dev_eui} is already registered (remove it first to change its keys)")
+    if isinstance(keys, AbpKeys):
+        clash = conn.execute(
+            "SELECT dev_eui FROM sessions WHERE dev_addr = ?", (str(keys.dev_addr),)
+        ).fetchone()
+        if clash:
+            raise RegistryError(f"DevAddr {keys.dev_addr} is already used by device {clash[0]}")
+        conn.execute(
+            "INSERT INTO devices (dev_eui, profile, activation, site, lat, lon, params, created_at)"
+            " VALUES (?, ?, 'abp', ?, ?, ?, ?, ?)",
+            (str(dev_eui), profile, site, lat, lon, params_json, created_at),
+        )
+        conn.execute(
+            "INSERT INTO sessions"
+            " (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, created_at)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?)",
+            (
+                str(dev_eui),
+                str(keys.dev_addr),
+                seal(keys.nwk_s_key.reveal()),
+                seal(keys.app_s_key.reveal()),
+                session_tag(keys.dev_addr, keys.nwk_s_key),
+                created_at,
+            ),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO devices"
+            " (dev_eui, profile, activation, join_eui, app_key, site, lat, lon, params, created_at)"
+            " VALUES (?, ?, 'otaa', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(dev_eui),
+                profile,
+                str(keys.join_eui),
+                seal(keys.app_key.reveal()),
+                site,
+                lat,
+                lon,
+                params_json,
+                created_at,
+            ),
+        )
+
+
+def update_installation(
+    conn: sqlite3.Connection,
+    dev_eui: DevEui,
+    *,
+    site: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    set_params: Mapping[str, ParamValue] | None = None,
+    unset_params: tuple[str, ...] = (),
+    keystore: KeyStore | None = None,
+) -> Device:
+    """Change a device's site, position or parameters (merged); RegistryError if unknown.
+
+    A write is also when a device's plain-hex keys get encrypted, if a key file exists.
+    """
+    try:
+        check_position(lat, lon)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = get_device(conn, dev_eui)
+        params = dict(current.params)
+        for name in unset_params:
+            if name not in params:
+                raise RegistryError(f"device {dev_eui} has no parameter {name!r}")
+            del params[name]
+        params.update(set_params or {})
+        conn.execute(
+            "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ? WHERE dev_eui = ?",
+            (
+                current.site if site is None else site,
+                current.lat if lat is None else lat,
+                current.lon if lon is None else lon,
+                json.dumps(params, sort_keys=True),
+                str(dev_eui),
+            ),
+        )
+        if keystore is not None and keystore.enabled:
+            _reseal(conn, keystore, dev_eui=str(dev_eui))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return get_device(conn, dev_eui)
+
+
+def rekey(conn: sqlite3.Connection, keystore: KeyStore) -> int:
+    """Encrypt every plain-hex key column under ``keystore``; returns how many values changed."""
+    if not keystore.enabled:
+        raise RegistryError("rekey needs a key file")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        changed = _reseal(conn, keystore, dev_eui=None)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return changed
+
+
+def _reseal(conn: sqlite3.Connection, keystore: KeyStore, *, dev_eui: str | None) -> int:
+    where, args = (" WHERE dev_eui = ?", (dev_eui,)) if dev_eui else ("", ())
+    changed = 0
+    for table, columns in (("devices", ("app_key",)), ("sessions", ("nwk_s_key", "app_s_key"))):
+        for column in columns:
+            rows = conn.execute(f"SELECT dev_eui, {column} FROM {table}{where}", args).fetchall()
+            for eui, value in rows:
+                if value is None or KeyStore.is_encrypted(value):
+                    continue
+                conn.execute(
+                    f"UPDATE {table} SET {column} = ? WHERE dev_eui = ?",
+                    (keystore.encrypt_hex(value), eui),
+                )
+                changed += 1
+    return changed
+
+
+def _plain(hex_text: str) -> str:
+    return hex_text
 
 
 def remove_device(conn: sqlite3.Connection, dev_eui: DevEui) -> None:
@@ -129,7 +347,8 @@ def remove_device(conn: sqlite3.Connection, dev_eui: DevEui) -> None:
 
 
 _SELECT = (
-    "SELECT d.dev_eui, d.profile, d.activation, d.site, d.created_at, s.dev_addr, s.fcnt_up"
+    "SELECT d.dev_eui, d.profile, d.activation, d.site, d.created_at, s.dev_addr, s.fcnt_up,"
+    " d.lat, d.lon, d.params, d.join_eui"
     " FROM devices d LEFT JOIN sessions s ON s.dev_eui = d.dev_eui"
 )
 
@@ -145,7 +364,22 @@ def list_devices(conn: sqlite3.Connection) -> list[Device]:
     return [_device(row) for row in conn.execute(_SELECT + " ORDER BY d.dev_eui")]
 
 
-def device_keys(conn: sqlite3.Connection, dev_eui: DevEui) -> dict[str, str]:
+def device_params(conn: sqlite3.Connection) -> dict[str, dict[str, ParamValue]]:
+    """Installation parameters of every device that has some: DevEUI hex → name → value.
+
+    What the pipeline passes to ``Profile.decode(..., params=...)``.
+    """
+    out: dict[str, dict[str, ParamValue]] = {}
+    for dev_eui, text in conn.execute("SELECT dev_eui, params FROM devices WHERE params != '{}'"):
+        params = _load_params(text)
+        if params:
+            out[dev_eui] = params
+    return out
+
+
+def device_keys(
+    conn: sqlite3.Connection, dev_eui: DevEui, keystore: KeyStore | None = None
+) -> dict[str, str]:
     """The device's keys as hex, for commands explicitly asked to show them."""
     row = conn.execute(
         "SELECT d.join_eui, d.app_key, s.nwk_s_key, s.app_s_key FROM devices d"
@@ -155,11 +389,27 @@ def device_keys(conn: sqlite3.Connection, dev_eui: DevEui) -> dict[str, str]:
     if row is None:
         raise RegistryError(f"device {dev_eui} is not registered")
     names = ("join_eui", "app_key", "nwk_s_key", "app_s_key")
-    return {name: value for name, value in zip(names, row, strict=True) if value is not None}
+    keys = {name: value for name, value in zip(names, row, strict=True) if value is not None}
+    for name in ("app_key", "nwk_s_key", "app_s_key"):
+        if name in keys and KeyStore.is_encrypted(keys[name]):
+            if keystore is None:
+                raise RegistryError(f"keys of {dev_eui} are encrypted: a key store is needed to read them")
+            keys[name] = keystore.decrypt_hex(keys[name])
+    return keys
+
+
+def _load_params(text: str | None) -> dict[str, ParamValue]:
+    try:
+        loaded = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {str(k): v for k, v in loaded.items() if isinstance(v, int | float | str)}
 
 
 def _device(row: tuple[Any, ...]) -> Device:
-    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up = row
+    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui = row
     return Device(
         dev_eui=DevEui.from_hex(dev_eui),
         profile=profile,
@@ -168,4 +418,8 @@ def _device(row: tuple[Any, ...]) -> Device:
         created_at=created_at,
         dev_addr=DevAddr.from_hex(dev_addr) if dev_addr else None,
         fcnt_up=fcnt_up,
+        lat=lat,
+        lon=lon,
+        params=_load_params(params),
+        join_eui=JoinEui.from_hex(join_eui) if join_eui else None,
     )

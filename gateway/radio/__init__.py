@@ -27,6 +27,8 @@ _KEY_PATH: Final = "radio.url"
 # scheme → "module:Class", imported lazily by open_backend.
 BACKENDS: Final[dict[str, str]] = {
     "semtech-udp": "gateway.radio.semtech_udp.backend:SemtechUdpBackend",
+    "sx127x": "gateway.radio.sx127x:Sx127xBackend",
+    "serial": "gateway.radio.serial_modem.backend:SerialModemBackend",
 }
 
 

@@ -4,7 +4,7 @@ Owns the formula of the SX1276/77/78/79 datasheet §4.1.1.6 ("LoRa Packet
 Structure", also Semtech AN1200.13 "LoRa Modem Designer's Guide" p. 7)::
 
     T_sym      = 2^SF / BW
-    n_payload  = 8 + max(ceil((8·PL − 4·SF + 28 + 16·CRC − 20·IH) / (4·(SF − 2·DE))) · (CR + 4), 0)
+    n_payload  = 8 + max(ceil((8·PL - 4·SF + 28 + 16·CRC - 20·IH) / (4·(SF - 2·DE))) · (CR + 4), 0)
     T_packet   = (n_preamble + 4.25 + n_payload) · T_sym
 
 PL is the PHYPayload length in bytes, CR is 1..4 for 4/5..4/8, IH is 1 for an

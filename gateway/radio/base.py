@@ -19,6 +19,10 @@ Contract for backend authors:
 * Never raise into the loop because of what came over the air or the wire:
   count it with ``_reject`` and carry on.
 * ``from_url`` builds the backend from its ``radio.url`` (see ``gateway.radio.open_backend``).
+* To transmit, implement ``_transmit(request, airtime_s)``; callers use ``transmit()``, which
+  does the shared work first: the airtime (``airtime.py``), the EU868 duty cycle
+  (``dutycycle.py``: refuse with ``DUTY_CYCLE``, or defer an immediate class C send
+  when the budget frees up within ``max_defer_s``), and the ``tx_*`` counters.
 """
 
 from __future__ import annotations
@@ -27,17 +31,59 @@ import abc
 import asyncio
 import collections
 import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
-from urllib.parse import SplitResult
+from typing import Any, Final
+from urllib.parse import SplitResult, parse_qsl
 
 from gateway.errors import ConfigError
-from gateway.messages import RadioFrame, RxInfo
+from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
+from gateway.radio.airtime import LoraParams, airtime_s
+from gateway.radio.dutycycle import DutyCycle
 
 _log = logging.getLogger(__name__)
 
 # Same number as gateway.cli.main.TRACE (stage packages do not import the CLI).
 TRACE: Final = 5
+
+
+def url_options(url: SplitResult, spec: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """The query parameters of a backend URL, converted by ``spec`` (name → converter).
+
+    Unknown names, repeated names and values the converter refuses are ConfigErrors on
+    ``radio.url``: a typo in a URL must not be silently ignored on a gateway in the field.
+    """
+    try:
+        pairs = parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query))
+    except ValueError as exc:
+        raise ConfigError(f"bad query in {url.geturl()!r}: {exc}", key_path="radio.url") from exc
+    options: dict[str, Any] = {}
+    for name, text in pairs:
+        convert = spec.get(name)
+        if convert is None:
+            known = ", ".join(sorted(spec)) or "none"
+            raise ConfigError(
+                f"{url.geturl()!r}: unknown parameter {name!r} (known: {known})", key_path="radio.url"
+            )
+        if name in options:
+            raise ConfigError(f"{url.geturl()!r}: parameter {name!r} given twice", key_path="radio.url")
+        try:
+            options[name] = convert(text)
+        except ValueError as exc:
+            raise ConfigError(f"{url.geturl()!r}: bad {name}={text!r}: {exc}", key_path="radio.url") from exc
+    return options
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError("must be a finite number >= 0")
+    return value
+
+
+COMMON_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {"max_defer_s": non_negative_float}
+"""Query parameters every backend accepts (they configure ``RadioBackend`` itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +105,36 @@ class RadioBackend(abc.ABC):
     ``crc_error`` / ``no_crc``  frames the radio heard with a bad / absent PHY CRC (``_drop``)
     ``bad_datagram``            malformed input from the device or forwarder, also per reason
                                 as ``bad_datagram.<reason>``
+    ``tx_requests``             calls of ``transmit()``
+    ``tx_ok`` / ``tx_failed``   outcomes (SENT / anything else), and ``tx.<status>`` per TxStatus
+    ``tx_deferred``             immediate sends held back until the duty-cycle budget allowed them
+    ``tx_airtime_ms``           airtime actually spent (whole milliseconds)
 
     Backends add their own (the Semtech backend counts ``datagrams``, ``push_data``, ...).
     """
 
     name: str
 
-    def __init__(self, name: str, *, queue_size: int = 10000, ring_size: int = 64) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        queue_size: int = 10000,
+        ring_size: int = 64,
+        duty_cycle: DutyCycle | None = None,
+        max_defer_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         self.name = name
+        self.duty_cycle = duty_cycle if duty_cycle is not None else DutyCycle()
+        """EU868 airtime accounting of this transmitter (one per radio)."""
+        self.max_defer_s = max_defer_s
+        """An immediate (class C) send may wait this long for budget; 0 refuses at once."""
+        self._clock = clock
+        self._sleep = sleep
         self.counters: collections.Counter[str] = collections.Counter()
         self.recent: collections.deque[RecentFrame] = collections.deque(maxlen=ring_size)
         # asyncio.Queue binds to the running loop at first use, so building it here is safe.
@@ -87,6 +153,82 @@ class RadioBackend(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Release the device or socket. Idempotent; frames already queued stay receivable."""
+
+    async def transmit(self, request: TxRequest) -> TxResult:
+        """Send one downlink; never raises for radio trouble, the result says what happened.
+
+        Order: airtime of the request (LoRa, explicit header, no CRC: LoRaWAN downlinks
+        carry none), the duty-cycle check of its sub-band, the backend's ``_transmit``.
+        The airtime is booked before the backend is asked (so concurrent sends cannot
+        overshoot together) and given back when the radio reports it did not send.
+        """
+        self.counters["tx_requests"] += 1
+        try:
+            params = LoraParams(
+                sf=request.sf, bw_hz=request.bw_hz, coding_rate=request.coding_rate, crc=False
+            )
+            spend_s = airtime_s(len(request.phy_payload), params)
+        except ValueError as exc:
+            return self._finish_tx(request, TxResult(TxStatus.FAILED, f"bad request: {exc}"))
+        decision = self.duty_cycle.check(request.freq_hz, spend_s, self._clock(), request.bw_hz)
+        if not decision.allowed and decision.band is None:
+            return self._finish_tx(request, TxResult(TxStatus.TX_FREQ, decision.reason))
+        immediate = request.send_at_tmst_us is None and request.send_at_gps_ms is None
+        if not decision.allowed and immediate and decision.wait_s <= self.max_defer_s:
+            # Class C: nothing ties the send to a receive window, so waiting is better than
+            # dropping. Only one wait: a second refusal after it is final.
+            self.counters["tx_deferred"] += 1
+            _log.info(
+                "%s: downlink deferred %.1f s by the duty cycle (%s)",
+                self.name,
+                decision.wait_s,
+                decision.reason,
+            )
+            await self._sleep(decision.wait_s)
+            decision = self.duty_cycle.check(request.freq_hz, spend_s, self._clock(), request.bw_hz)
+        if not decision.allowed:
+            result = TxResult(TxStatus.DUTY_CYCLE, decision.reason, spend_s * 1000.0)
+            return self._finish_tx(request, result)
+        spend = self.duty_cycle.record(request.freq_hz, spend_s, self._clock(), request.bw_hz)
+        try:
+            result = await self._transmit(request, spend_s)
+        except asyncio.CancelledError:
+            if spend is not None:
+                self.duty_cycle.cancel(spend)
+            raise
+        if result.status is not TxStatus.SENT and spend is not None:
+            self.duty_cycle.cancel(spend)
+        elif result.status is TxStatus.SENT:
+            self.counters["tx_airtime_ms"] += round(spend_s * 1000.0)
+        if result.airtime_ms is None:
+            result = TxResult(result.status, result.detail, spend_s * 1000.0)
+        return self._finish_tx(request, result)
+
+    async def _transmit(self, request: TxRequest, airtime_s: float) -> TxResult:
+        """Hand the downlink to the radio and report the outcome (backends override this)."""
+        return TxResult(TxStatus.FAILED, f"the {self.name} backend cannot transmit")
+
+    def _finish_tx(self, request: TxRequest, result: TxResult) -> TxResult:
+        self.counters["tx_ok" if result.status is TxStatus.SENT else "tx_failed"] += 1
+        self.counters[f"tx.{result.status.value}"] += 1
+        if result.status is not TxStatus.SENT:
+            self._log_once(
+                f"tx_{result.status.value}",
+                "%s: downlink on %d Hz not sent (%s): %s",
+                self.name,
+                request.freq_hz,
+                result.status.value,
+                result.detail,
+            )
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """Counters and the duty-cycle budget left per sub-band, for the health message."""
+        return {
+            "backend": self.name,
+            "counters": dict(self.counters),
+            "duty_cycle": self.duty_cycle.health(self._clock()),
+        }
 
     async def receive(self) -> RadioFrame:
         """The next received frame (waits until one arrives; cancel the waiting task to stop)."""

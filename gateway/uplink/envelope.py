@@ -1,6 +1,7 @@
 """MQTT payloads of the uplink (ARCHITECTURE.md §3.2, schemas in ``gateway/schemas/``), pure.
 
-Owns the byte layout of the ``up`` batch envelope and of the ``state`` message.
+Owns the byte layout of the ``up`` batch envelope, the ``alert`` message, the
+``health`` message, the ``state`` message and the optional zlib compression of batches.
 It does not own the record shape (the pipeline builds record bodies; the outbox
 stores them already serialised), topics, nor clocks: times are passed in.
 """
@@ -8,9 +9,15 @@ stores them already serialised), topics, nor clocks: times are passed in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 ENVELOPE_VERSION = 1
+ZLIB_LEVEL = 6
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_ZLIB = "application/zlib"
+"""MQTT 5 Content Type of a compressed batch: zlib (RFC 1950) of the same JSON document."""
 
 
 def up_batch(gateway_id: str, bodies_json: Sequence[str], sent_at: str) -> bytes:
@@ -32,3 +39,23 @@ def state(online: bool, version: str, at: str) -> bytes:
         {"v": ENVELOPE_VERSION, "state": "online" if online else "offline", "version": version, "at": at},
         separators=(",", ":"),
     ).encode()
+
+
+def alert(gateway_id: str, body_json: str, sent_at: str) -> bytes:
+    """The ``alert`` message: one record, ``{"v":1,"gateway_id":..,"sent_at":..,"record":{...}}``."""
+    head = json.dumps(
+        {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "sent_at": sent_at}, separators=(",", ":")
+    )
+    return f'{head[:-1]},"record":{body_json}}}'.encode()
+
+
+def compress(payload: bytes) -> bytes:
+    """zlib (RFC 1950, with header and Adler-32) of a payload; ``zlib.decompress`` undoes it."""
+    return zlib.compress(payload, ZLIB_LEVEL)
+
+
+def health(gateway_id: str, at: str, sections: Mapping[str, Any]) -> bytes:
+    """The ``health`` message: ``{"v":1,"gateway_id":..,"at":..,<section>: {...}, ...}``."""
+    doc: dict[str, Any] = {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at}
+    doc.update(sections)
+    return json.dumps(doc, separators=(",", ":")).encode()

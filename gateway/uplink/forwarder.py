@@ -1,15 +1,20 @@
 """Moves committed records from the outbox to the broker's ``up`` topic, in batches.
 
-Owns the batching (up to ``batch_max_records`` per message, lingering up to
-``batch_linger_ms`` for a batch to fill), the number of batches in flight, and
-the delivery rule of ARCHITECTURE.md §3.3: rows are acked (deleted) only after
-the broker's PUBACK; a failed publish gives them back to be leased again after
-the reconnect. It does not own the storage (any ``OutboxLike``: the uplink may
-not import ``gateway.outbox``), the connection (``MqttUplink``) nor the formats
-(``topics``, ``envelope``).
+Owns the two lanes of delivery and the rule of ARCHITECTURE.md §3.3 (rows are
+acked, i.e. deleted, only after the broker's PUBACK; a failed publish gives them
+back to be leased again after the reconnect):
 
-Not yet here (issue 7): alerts on their own topic ahead of the backlog, and
-compression. Every record goes to ``up`` in lease order.
+* the alert lane: rows with priority >= ``alert_priority`` are published one per
+  message on ``alert`` as soon as they are committed, never rate-limited, with
+  their own in-flight slots, so a backlog never delays them;
+* the bulk lane: everything else in batches on ``up`` (or ``up/zlib``), bounded
+  by ``batch_max_records``, ``batch_max_bytes`` and ``batch_linger_ms``, with at
+  most ``max_inflight_batches`` in flight, and paced by a token bucket at
+  ``drain_rate_records_s`` so a backlog after an outage drains at a known rate.
+
+It does not own the storage (any ``OutboxLike``: the uplink may not import
+``gateway.outbox``), the connection (``MqttUplink``) nor the formats (``topics``,
+``envelope``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,17 @@ from gateway.uplink.topics import Topics
 log = logging.getLogger(__name__)
 
 
+ALERT_PRIORITY = 100
+"""``gateway.messages.Priority.ALERT``: rows at or above it take the alert lane."""
+MAX_PRIORITY = 1 << 30
+
+
 class LeasedLike(Protocol):
     @property
     def seq(self) -> int: ...
+
+    @property
+    def record_id(self) -> str: ...
 
     @property
     def body_json(self) -> str: ...
@@ -40,9 +53,11 @@ class LeasedLike(Protocol):
 class OutboxLike(Protocol):
     """What the forwarder needs from the outbox (``gateway.outbox.Outbox`` fits)."""
 
-    async def wait_records(self) -> None: ...
+    async def wait_records(self, min_priority: int = 0, max_priority: int = MAX_PRIORITY) -> None: ...
 
-    async def lease(self, n: int) -> Sequence[LeasedLike]: ...
+    async def lease(
+        self, n: int, *, min_priority: int = 0, max_priority: int = MAX_PRIORITY
+    ) -> Sequence[LeasedLike]: ...
 
     async def ack(self, seqs: Sequence[int]) -> None: ...
 
@@ -54,11 +69,40 @@ class PublisherLike(Protocol):
 
     async def wait_connected(self, timeout_s: float | None = None) -> bool: ...
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None: ...
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        content_type: str | None = None,
+    ) -> None: ...
+
+
+class TokenBucket:
+    """Records per second, with a burst of ``burst`` records; ``rate_per_s`` 0 means no limit."""
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float]) -> None:
+        self._rate = rate_per_s
+        self._burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._at = clock()
+
+    def delay_s(self, n: int) -> float:
+        """Take ``n`` tokens; return how long to wait before using them (0 when available now)."""
+        if self._rate <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        self._tokens -= n
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
 
 class Forwarder:
-    """Lease → publish (QoS 1) → ack on PUBACK, or release on failure; several batches in flight."""
+    """Lease → publish (QoS 1) → ack on PUBACK, or release on failure; alerts on their own lane."""
 
     def __init__(
         self,
@@ -70,36 +114,52 @@ class Forwarder:
         batch_max_records: int,
         batch_linger_ms: int,
         max_inflight_batches: int,
+        batch_max_bytes: int = 256 * 1024,
+        drain_rate_records_s: float = 0.0,
+        compression: str = "none",
+        max_inflight_alerts: int = 16,
+        alert_priority: int = ALERT_PRIORITY,
         retry_delay_s: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if batch_max_records < 1 or max_inflight_batches < 1:
-            raise ValueError("batch_max_records and max_inflight_batches must be at least 1")
+        if batch_max_records < 1 or max_inflight_batches < 1 or max_inflight_alerts < 1:
+            raise ValueError("batch_max_records and the in-flight bounds must be at least 1")
+        if compression not in ("none", "zlib"):
+            raise ValueError(f"compression must be none or zlib, got {compression!r}")
         self._outbox = outbox
         self._uplink = uplink
         self._topics = topics
         self._gateway_id = gateway_id
         self._batch_max = batch_max_records
+        self._batch_max_bytes = batch_max_bytes
         self._linger_s = batch_linger_ms / 1000.0
         self._slots = asyncio.Semaphore(max_inflight_batches)
+        self._alert_slots = asyncio.Semaphore(max_inflight_alerts)
+        self._max_inflight_alerts = max_inflight_alerts
+        self._alert_priority = alert_priority
+        self._zlib = compression == "zlib"
+        self._bucket = TokenBucket(drain_rate_records_s, float(batch_max_records), time.monotonic)
         self._retry_delay_s = retry_delay_s
         self._wall_clock = wall_clock
         self._inflight: set[asyncio.Task[None]] = set()
-        self._lease_task: asyncio.Task[None] | None = None
+        self._lease_tasks: list[asyncio.Task[None]] = []
         self._draining = False
         self._retry_at = 0.0  # loop time before which no new batch is leased (after a failure)
         self.counters: Counter[str] = Counter()
 
     async def run(self) -> None:
         """Forward until ``drain()`` (returns) or cancellation (in-flight rows are released)."""
-        self._lease_task = asyncio.create_task(self._lease_loop(), name="forwarder-lease")
+        self._lease_tasks = [
+            asyncio.create_task(self._alert_loop(), name="forwarder-alerts"),
+            asyncio.create_task(self._lease_loop(), name="forwarder-lease"),
+        ]
         try:
-            await self._lease_task
+            await asyncio.gather(*self._lease_tasks)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self._draining and current is not None and current.cancelling() == 0:
                 return  # drain() stopped the leasing; it waits for the batches in flight
-            for task in self._inflight:
+            for task in [*self._lease_tasks, *self._inflight]:
                 task.cancel()
             raise
 
@@ -110,8 +170,8 @@ class Forwarder:
         released: they stay in the outbox and are sent again after a restart.
         """
         self._draining = True
-        if self._lease_task is not None:
-            self._lease_task.cancel()
+        for task in self._lease_tasks:
+            task.cancel()
         inflight = set(self._inflight)
         if not inflight:
             return
@@ -122,17 +182,54 @@ class Forwarder:
             log.warning("drain: %d batches not acknowledged within %.1f s", len(still), timeout_s)
             await asyncio.wait(still, timeout=1.0)
 
+    # --- the alert lane ---------------------------------------------------------------
+
+    async def _alert_loop(self) -> None:
+        while not self._draining:
+            await self._uplink.wait_connected()
+            await self._outbox.wait_records(min_priority=self._alert_priority)
+            await self._alert_slots.acquire()
+            try:
+                leased = await self._outbox.lease(1, min_priority=self._alert_priority)
+            except StorageError as exc:
+                self._alert_slots.release()
+                log.error("cannot lease alerts from the outbox: %s", exc)
+                await asyncio.sleep(self._retry_delay_s)
+                continue
+            except BaseException:
+                self._alert_slots.release()
+                raise
+            if not leased:
+                self._alert_slots.release()
+                continue
+            task = asyncio.create_task(self._send_alert(leased[0]), name="forwarder-alert")
+            self._inflight.add(task)
+            task.add_done_callback(self._alert_done)
+
+    async def _send_alert(self, item: LeasedLike) -> None:
+        payload = envelope.alert(self._gateway_id, item.body_json, iso_utc(self._wall_clock()))
+        await self._deliver(self._topics.alert, payload, [item], envelope.CONTENT_TYPE_JSON, "alerts")
+
+    def _alert_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._alert_slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert task failed", exc_info=task.exception())
+
+    # --- the bulk lane ------------------------------------------------------------------
+
     async def _lease_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        below_alerts = self._alert_priority - 1
         while not self._draining:
             delay_s = self._retry_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             await self._uplink.wait_connected()
-            await self._outbox.wait_records()
+            await self._outbox.wait_records(max_priority=below_alerts)
             await self._slots.acquire()
             try:
-                batch = await self._lease_batch()
+                batch = await self._lease_batch(below_alerts)
             except StorageError as exc:
                 self._slots.release()
                 log.error("cannot lease from the outbox: %s", exc)
@@ -144,14 +241,24 @@ class Forwarder:
             if not batch:
                 self._slots.release()
                 continue
+            wait_s = self._bucket.delay_s(len(batch))
+            if wait_s > 0:
+                self.counters["rate_limited"] += 1
+                try:
+                    await asyncio.sleep(wait_s)
+                except BaseException:
+                    self._outbox.release([item.seq for item in batch])
+                    self._slots.release()
+                    raise
             task = asyncio.create_task(self._send(batch), name="forwarder-batch")
             self._inflight.add(task)
             task.add_done_callback(self._batch_done)
 
-    async def _lease_batch(self) -> list[LeasedLike]:
-        """Lease up to batch_max_records, waiting up to the linger time for a partial batch to fill."""
+    async def _lease_batch(self, max_priority: int) -> list[LeasedLike]:
+        """Lease up to batch_max_records, waiting up to the linger time for a partial batch to fill,
+        then give back what exceeds batch_max_bytes (it leads the next batch)."""
         loop = asyncio.get_running_loop()
-        batch = list(await self._outbox.lease(self._batch_max))
+        batch = list(await self._outbox.lease(self._batch_max, max_priority=max_priority))
         deadline = loop.time() + self._linger_s
         try:
             while batch and len(batch) < self._batch_max:
@@ -159,43 +266,63 @@ class Forwarder:
                 if remaining_s <= 0:
                     break
                 try:
-                    await asyncio.wait_for(self._outbox.wait_records(), remaining_s)
+                    await asyncio.wait_for(self._outbox.wait_records(max_priority=max_priority), remaining_s)
                 except TimeoutError:
                     break
-                batch.extend(await self._outbox.lease(self._batch_max - len(batch)))
+                batch.extend(
+                    await self._outbox.lease(self._batch_max - len(batch), max_priority=max_priority)
+                )
         except BaseException:
             # Cancelled (drain) or the store failed mid-linger: nothing was sent, give them back.
             self._outbox.release([item.seq for item in batch])
             raise
+        size = 0
+        for index, item in enumerate(batch):
+            size += len(item.body_json) + 1
+            if size > self._batch_max_bytes and index > 0:
+                self._outbox.release([extra.seq for extra in batch[index:]])
+                return batch[:index]
         return batch
 
     async def _send(self, batch: list[LeasedLike]) -> None:
-        seqs = [item.seq for item in batch]
         payload = envelope.up_batch(
             self._gateway_id, [item.body_json for item in batch], iso_utc(self._wall_clock())
         )
+        if self._zlib:
+            topic, content_type = self._topics.up_zlib, envelope.CONTENT_TYPE_ZLIB
+            payload = envelope.compress(payload)
+        else:
+            topic, content_type = self._topics.up, envelope.CONTENT_TYPE_JSON
         self.counters["batches_sent"] += 1
+        if await self._deliver(topic, payload, batch, content_type, "records"):
+            self.counters["batches_acked"] += 1
+
+    async def _deliver(
+        self, topic: str, payload: bytes, items: Sequence[LeasedLike], content_type: str, what: str
+    ) -> bool:
+        """Publish, then ack the rows on PUBACK or release them on failure; True when acked."""
+        seqs = [item.seq for item in items]
         try:
-            await self._uplink.publish(self._topics.up, payload, qos=1)
+            await self._uplink.publish(topic, payload, qos=1, content_type=content_type)
         except UplinkError as exc:
             self.counters["publish_failures"] += 1
             self._outbox.release(seqs)
             self._retry_at = asyncio.get_running_loop().time() + self._retry_delay_s
-            log.debug("batch of %d records not delivered (%s); released for retry", len(seqs), exc)
-            return
+            log.debug("%d %s not delivered (%s); released for retry", len(seqs), what, exc)
+            return False
         except BaseException:
             # Cancelled before the PUBACK: the broker may or may not have it; send again later.
             self._outbox.release(seqs)
             raise
-        self.counters["batches_acked"] += 1
         try:
             await self._outbox.ack(seqs)
         except StorageError as exc:
             # The broker has them; deleting failed. Releasing would resend at once, so keep
             # them leased: they go again after a restart (at least once, §3.3).
-            log.error("cannot delete %d acknowledged records: %s", len(seqs), exc)
-            return
-        self.counters["records_acked"] += len(seqs)
+            log.error("cannot delete %d acknowledged %s: %s", len(seqs), what, exc)
+            return True
+        self.counters[f"{what}_acked"] += len(seqs)
+        return True
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

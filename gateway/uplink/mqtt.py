@@ -1,15 +1,24 @@
 """The MQTT connection to the central platform: an asyncio adapter over paho-mqtt 2.x.
 
 Owns the one paho client of the agent (the only module that imports paho):
-connecting with TLS and credentials, the last will, reconnecting with backoff
-(in paho's own network thread), and turning a QoS 1 publish into an awaitable
-that resolves on the broker's PUBACK. It does not own topics, payloads, what
-to publish when, nor any retry of a failed publish (``gateway.uplink.forwarder``
-releases the rows and tries again after the reconnect).
+MQTT 3.1.1 or 5, connecting with TLS (verification on) and credentials, the last
+will, reconnecting with capped, jittered exponential backoff in its own network
+thread, a liveness watchdog, the bounded in-flight window, and turning a QoS 1
+publish into an awaitable that resolves on the broker's PUBACK. It does not own
+topics, payloads, what to publish when, nor any retry of a failed publish
+(``gateway.uplink.forwarder`` releases the rows and tries again after the reconnect).
 
-Threads: paho's callbacks run in paho's thread and only ever hand events to the
-event loop with ``loop.call_soon_threadsafe``; all state below is touched on the
-loop only.
+Threads: one network thread of ours runs paho's ``loop_forever`` per connection
+and sleeps the backoff between them (paho's own reconnect has no jitter: 5,000
+gateways that lost the same broker would come back in lockstep). Paho's callbacks
+hand events to the event loop with ``loop.call_soon_threadsafe`` only; all state
+below is touched on the loop only, except the few floats the watchdog reads.
+
+Watchdog (on the loop, every second): a connection with a PUBACK outstanding for
+``publish_timeout_s`` is closed (a half-open TCP connection or a stuck broker would
+otherwise hold the window forever), a connection attempt hanging beyond the backoff
+bound is closed, and a network thread that died is started again — the "stuck
+reconnect loop" of research/peers.md §4 #14 ends in a reconnect, not a reboot.
 
 A QoS 1 message that was not acknowledged when the connection dropped fails its
 awaitable and is dropped from paho's resend queue: the caller still holds the
@@ -21,13 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import random
+import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -36,13 +49,37 @@ from gateway.errors import UplinkError
 
 log = logging.getLogger(__name__)
 
+WATCHDOG_PERIOD_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+def backoff_s(attempt: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
+    """Delay before reconnect attempt ``attempt`` (0-based): min_s·2^attempt capped at max_s,
+    then "equal jitter" (a uniform draw in [cap/2, cap]) so a fleet does not reconnect in step."""
+    cap = min(max_s, min_s * (2.0 ** min(attempt, 30)))
+    return cap / 2 + rand() * cap / 2
+
 
 class MqttUplink:
-    """One MQTT 3.1.1 connection, kept up by itself; publish awaits the PUBACK."""
+    """One MQTT connection (3.1.1 or 5), kept up by itself; publish awaits the PUBACK."""
 
-    def __init__(self, settings: MqttSection, *, client_id: str, will: tuple[str, bytes] | None) -> None:
+    def __init__(
+        self,
+        settings: MqttSection,
+        *,
+        client_id: str,
+        will: tuple[str, bytes] | None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._settings = settings
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self._v5 = settings.protocol == "mqttv5"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            reconnect_on_failure=False,  # our network thread reconnects, with jitter
+        )
+        self._client.connect_timeout = CONNECT_TIMEOUT_S
         if settings.tls:
             try:
                 # Verification stays on (ARCHITECTURE.md §3.5): paho's tls_set requires the
@@ -59,39 +96,61 @@ class MqttUplink:
         if will is not None:
             will_topic, will_payload = will
             self._client.will_set(will_topic, will_payload, qos=1, retain=True)
-        self._client.reconnect_delay_set(1, max(1, math.ceil(settings.reconnect_max_s)))
+        self._client.max_inflight_messages_set(settings.max_inflight_messages)
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._rand = rand
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connected_event = asyncio.Event()
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._window = asyncio.Semaphore(settings.max_inflight_messages)
+        self._pending: dict[int, tuple[asyncio.Future[None], float]] = {}
         self._hooks: list[Callable[[], None]] = []
         self._started = False
         self._stopping = False
+        self._stop_flag = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._session_ok = False  # set by the network thread when a CONNACK accepted us
+        self._attempt_started_mono = 0.0  # written by the network thread, read by the watchdog
+        self._in_attempt = False
+        self._last_puback_mono: float | None = None
         self.counters: Counter[str] = Counter()
 
     # --- public, on the loop --------------------------------------------------------
 
     async def start(self) -> None:
-        """Start connecting in paho's thread and return at once; reconnects by itself."""
+        """Start connecting in the network thread and return at once; reconnects by itself."""
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
         self._started = True
-        # connect_async does no network I/O here: paho's thread connects, and with
-        # loop_start it keeps retrying a first connection that fails.
-        settings = self._settings
-        self._client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
-        self._client.loop_start()
+        self._start_thread()
+        self._watchdog = asyncio.create_task(self._watch(), name="mqtt-watchdog")
         log.info("MQTT connecting to %s:%d", self._settings.host, self._settings.port)
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    def status(self) -> dict[str, Any]:
+        """Connection state and counters for the ``health`` message."""
+        now = time.monotonic()
+        return {
+            "state": "stopped" if self._stopping else ("connected" if self._connected else "connecting"),
+            "protocol": self._settings.protocol,
+            "connects": self.counters["connects"],
+            "reconnects": max(0, self.counters["connects"] - 1),
+            "disconnects": self.counters["disconnects"],
+            "connect_failures": self.counters["connect_failures"],
+            "watchdog_resets": self.counters["watchdog_stalled"] + self.counters["watchdog_stuck"],
+            "inflight": len(self._pending),
+            "last_puback_age_s": None
+            if self._last_puback_mono is None
+            else round(now - self._last_puback_mono, 3),
+        }
 
     async def wait_connected(self, timeout_s: float | None = None) -> bool:
         """Wait until connected (True), or ``timeout_s`` passed (False)."""
@@ -107,16 +166,36 @@ class MqttUplink:
         """Call ``fn()`` on the loop after each (re)connect (e.g. to publish the retained 'online')."""
         self._hooks.append(fn)
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        content_type: str | None = None,
+    ) -> None:
         """Publish; for QoS 1 and 2 return once the broker acknowledged it.
 
-        Raises ``UplinkError`` when not connected, when paho refuses the message,
-        or when the connection drops before the acknowledgement.
+        At most ``mqtt.max_inflight_messages`` wait for their PUBACK; more callers wait
+        here for a slot. ``content_type`` is sent as the MQTT 5 Content Type property
+        (ignored with 3.1.1). Raises ``UplinkError`` when not connected, when paho
+        refuses the message, or when the connection drops before the acknowledgement.
         """
+        async with self._window:
+            await self._publish(topic, payload, qos, retain, content_type)
+
+    async def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, content_type: str | None
+    ) -> None:
         if not self._connected or self._loop is None:
             raise UplinkError("not connected to the MQTT broker")
+        properties = None
+        if self._v5 and content_type:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ContentType = content_type
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         except ValueError as exc:
             raise UplinkError(f"publish to {topic} refused: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -130,26 +209,97 @@ class MqttUplink:
         # only schedules _handle_puback on this loop, which cannot run before this
         # coroutine registers the future and yields at the await below.
         future: asyncio.Future[None] = self._loop.create_future()
-        self._pending[info.mid] = future
+        self._pending[info.mid] = (future, time.monotonic())
         try:
             await future
         finally:
-            if self._pending.get(info.mid) is future:
+            entry = self._pending.get(info.mid)
+            if entry is not None and entry[0] is future:
                 del self._pending[info.mid]
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Disconnect cleanly (a DISCONNECT packet: the broker discards the will) and stop paho's thread."""
+        """Disconnect cleanly (a DISCONNECT packet: the broker discards the will) and stop the thread."""
         if not self._started or self._stopping:
             return
         self._stopping = True
+        self._stop_flag.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._client.disconnect()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self._client.loop_stop), timeout_s)
-        except TimeoutError:
-            log.warning("MQTT network thread did not stop within %.1f s", timeout_s)
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join, timeout_s)
+            if thread.is_alive():
+                log.warning("MQTT network thread did not stop within %.1f s", timeout_s)
         self._set_disconnected("uplink stopped")
 
-    # --- paho's thread: hand everything to the loop ----------------------------------
+    # --- the network thread ------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._network, name="edgegw-mqtt", daemon=True)
+        self._thread.start()
+
+    def _network(self) -> None:
+        settings = self._settings
+        attempt = 0
+        while not self._stop_flag.is_set():
+            self._attempt_started_mono = time.monotonic()
+            self._in_attempt = True
+            self._session_ok = False
+            try:
+                if self._v5:
+                    self._client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=True)
+                else:
+                    self._client.connect(settings.host, settings.port, settings.keepalive_s)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._to_loop(self._handle_connect_failed, str(exc))
+            else:
+                # Returns when the connection ends (reconnect_on_failure is off).
+                self._client.loop_forever(timeout=0.5)
+            self._in_attempt = False
+            if self._session_ok:
+                attempt = 0
+            if self._stop_flag.is_set():
+                break
+            delay_s = backoff_s(attempt, settings.reconnect_min_s, settings.reconnect_max_s, self._rand)
+            attempt += 1
+            self._stop_flag.wait(delay_s)
+
+    def _force_close(self) -> None:
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # paho's loop sees the error and ends the connection
+        except OSError:
+            pass
+
+    async def _watch(self) -> None:
+        settings = self._settings
+        while not self._stopping:
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
+            now = time.monotonic()
+            if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+                self.counters["watchdog_restarts"] += 1
+                log.error("MQTT network thread died; starting it again")
+                self._start_thread()
+                continue
+            oldest = min((t for _f, t in self._pending.values()), default=None)
+            if self._connected and oldest is not None and now - oldest > settings.publish_timeout_s > 0:
+                self.counters["watchdog_stalled"] += 1
+                log.warning("MQTT: no PUBACK for %.0f s; closing the connection to start again", now - oldest)
+                self._force_close()
+            elif (
+                not self._connected
+                and self._in_attempt
+                and now - self._attempt_started_mono > CONNECT_TIMEOUT_S + settings.keepalive_s
+            ):
+                self.counters["watchdog_stuck"] += 1
+                log.warning("MQTT connection attempt hangs; closing it to start again")
+                self._attempt_started_mono = now
+                self._force_close()
+
+    # --- paho's callbacks (network thread): hand everything to the loop -----------------
 
     def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -170,13 +320,12 @@ class MqttUplink:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            # paho closes the connection and retries with its backoff.
+            # paho closes the connection; the network thread backs off and retries.
             log.warning("MQTT broker refused the connection: %s", reason)
+            self._to_loop(self._handle_connect_failed, str(reason))
             return
+        self._session_ok = True
         self._to_loop(self._handle_connected)
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._to_loop(self._handle_connect_failed)
 
     def _on_disconnect(
         self,
@@ -186,7 +335,7 @@ class MqttUplink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        # Drop unacknowledged messages before paho's reconnect would resend them
+        # Drop unacknowledged messages before a reconnect would resend them
         # (see the module docstring); their awaitables fail on the loop.
         client.drop_out_messages()
         self._to_loop(self._handle_disconnected, str(reason))
@@ -212,9 +361,11 @@ class MqttUplink:
                 # A hook is the app's code; one failing must not keep the uplink down.
                 log.exception("MQTT connect hook %r failed", hook)
 
-    def _handle_connect_failed(self) -> None:
+    def _handle_connect_failed(self, why: str) -> None:
         self.counters["connect_failures"] += 1
-        log.debug("MQTT connection to %s:%d failed, retrying", self._settings.host, self._settings.port)
+        log.debug(
+            "MQTT connection to %s:%d failed (%s), retrying", self._settings.host, self._settings.port, why
+        )
 
     def _handle_disconnected(self, reason: str) -> None:
         was_connected = self._connected
@@ -231,16 +382,18 @@ class MqttUplink:
         self._connected = False
         self._connected_event.clear()
         pending, self._pending = self._pending, {}
-        for future in pending.values():
+        for future, _sent in pending.values():
             if not future.done():
                 future.set_exception(UplinkError(why))
 
     def _handle_puback(self, mid: int, failed: bool, reason: str) -> None:
-        future = self._pending.pop(mid, None)
-        if future is None or future.done():
+        entry = self._pending.pop(mid, None)
+        if entry is None or entry[0].done():
             return  # acknowledged after its publish was failed (disconnect) or cancelled
+        future = entry[0]
         if failed:
             future.set_exception(UplinkError(f"broker rejected the publish: {reason}"))
             return
         self.counters["puback"] += 1
+        self._last_puback_mono = time.monotonic()
         future.set_result(None)

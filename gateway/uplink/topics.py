@@ -46,6 +46,11 @@ class Topics:
         return f"{self.root}/up"
 
     @property
+    def up_zlib(self) -> str:
+        """Batches of records compressed with zlib (``mqtt.compression: zlib``), QoS 1."""
+        return f"{self.root}/up/zlib"
+
+    @property
     def alert(self) -> str:
         """One alert per message, QoS 1."""
         return f"{self.root}/alert"

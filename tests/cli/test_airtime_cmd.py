@@ -28,7 +28,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         (["--sf", "7", "--cr", "4/8", "--payload-bytes", "16"], 69.888),  # AVB
         (["--sf", "11", "--payload-bytes", "14", "--ldro", "off"], 577.536),
         (["--sf", "7", "--payload-bytes", "17", "--no-crc"], 46.336),
-        (["--sf", "12", "--payload-bytes", "13", "--implicit-header", "--ldro", "off"], 18 * 32.768 + 12.25 * 32.768),
+        (
+            ["--sf", "12", "--payload-bytes", "13", "--implicit-header", "--ldro", "off"],
+            18 * 32.768 + 12.25 * 32.768,
+        ),
         (["--sf", "9", "--payload-bytes", "20", "--preamble", "16"], None),
     ],
 )

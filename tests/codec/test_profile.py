@@ -30,7 +30,7 @@ SHIPPED_EXAMPLES = [
 def test_every_shipped_example_decodes_to_its_expected_output(profile: Profile, example: Example) -> None:
     assert example.source.strip(), "every example names its source"
     assert profile.check_example(example) is None
-    assert profile.decode(example.fport, example.payload).data == example.expected
+    assert profile.decode(example.fport, example.payload, example.params).data == example.expected
 
 
 def test_shipped_profiles_are_found_and_each_has_examples() -> None:

@@ -20,7 +20,8 @@ import pytest
 from gateway import db
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Record, RecordKind
-from gateway.outbox import Outbox, OutboxStats
+from gateway.outbox import Outbox
+from gateway.outbox.store import ROW_OVERHEAD_BYTES
 
 
 def make_record(i: int, kind: RecordKind = "reading") -> Record:
@@ -244,19 +245,25 @@ async def test_unacked_rows_survive_a_restart(db_file: Path) -> None:
 
 
 async def test_stats_count_rows_bytes_and_oldest_age(database: Database) -> None:
-    clock = iter([100.0, 101.5, 103.0])
-    outbox, committer = committed_and_notified(database, mono_clock=lambda: next(clock))
+    mono = [100.0]
+    outbox, committer = committed_and_notified(database, mono_clock=lambda: mono[0])
     records = [make_record(i) for i in range(3)]
     for record in records:
         outbox.put(record)
+        mono[0] += 1.5
 
-    assert await outbox.stats() == OutboxStats(depth=0, bytes=0, oldest_created_mono=None)
+    empty = await outbox.stats()
+    assert (empty.depth, empty.bytes, empty.oldest_age_s) == (0, 0, None)
     await committer.flush()
 
     stats = await outbox.stats()
     assert stats.depth == 3
-    assert stats.bytes == sum(len(json.dumps(r.body, separators=(",", ":")).encode()) for r in records)
-    assert stats.oldest_created_mono == 100.0
+    assert stats.bytes == sum(
+        len(json.dumps(r.body, separators=(",", ":"))) + len(r.record_id) + ROW_OVERHEAD_BYTES
+        for r in records
+    )
+    assert stats.oldest_age_s == pytest.approx(4.5)
+    assert stats.depth_by_class == {"alert": 0, "reading": 0, "event": 0, "diagnostics": 3}
     (first, *_rest) = await outbox.lease(1)
     await outbox.ack([first.seq])
-    assert (await outbox.stats()).oldest_created_mono == 101.5
+    assert (await outbox.stats()).oldest_age_s == pytest.approx(3.0)

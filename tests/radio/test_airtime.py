@@ -5,7 +5,8 @@ Sources of the expected values (all use Semtech's SX1276 datasheet §4.1.1.6 / A
 * TTS  — TheThingsNetwork/lorawan-stack, pkg/toa/toa_test.go (commit 0edca015): 10-byte PHYPayload,
   CRC on, explicit header, 8 preamble symbols, LDRO on for SF11/SF12 at 125 kHz.
 * AVB  — avbentem/airtime-calculator, src/lora/Airtime.test.ts (commit 3bd0464c), checked by its
-  author against the TTN community spreadsheet (docs.google.com/spreadsheets/d/1QvcKsGeTTPpr9icj4XkKXq4r2zTc2j0gsHLrnplzM3I).
+  author against the TTN community airtime spreadsheet (Google Sheets
+  1QvcKsGeTTPpr9icj4XkKXq4r2zTc2j0gsHLrnplzM3I).
 * BRO  — brocaar/lorawan, airtime/airtime_test.go (commit c2134632): SF12 with and without header
   and LDRO, as airtime and as payload-symbol counts.
 * No-CRC rows (LoRaWAN downlinks carry no PHY CRC) are worked by hand from the datasheet formula;

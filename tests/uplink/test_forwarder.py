@@ -39,7 +39,7 @@ UP_SCHEMA = json.loads(resources.files("gateway").joinpath("schemas/up-v1.json")
 def record_body(i: int) -> dict[str, Any]:
     return {
         "id": f"70b3d57ed0000001-a1b2-{i:08x}",
-        "kind": "alert" if i % 97 == 0 else "reading",
+        "kind": "reading",
         "dev_eui": "70b3d57ed0000001",
         "profile": "acme/noise-1",
         "received_at": "2024-05-01T12:00:00.125Z",
@@ -118,12 +118,12 @@ class GatedOutbox:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def wait_records(self) -> None:
-        await self.inner.wait_records()
+    async def wait_records(self, min_priority: int = 0, max_priority: int = 1 << 30) -> None:
+        await self.inner.wait_records(min_priority, max_priority)
 
-    async def lease(self, n: int) -> list[Leased]:
+    async def lease(self, n: int, *, min_priority: int = 0, max_priority: int = 1 << 30) -> list[Leased]:
         await self.gate.wait()
-        return await self.inner.lease(n)
+        return await self.inner.lease(n, min_priority=min_priority, max_priority=max_priority)
 
     async def ack(self, seqs: Sequence[int]) -> None:
         await self.inner.ack(seqs)

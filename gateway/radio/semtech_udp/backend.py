@@ -5,9 +5,11 @@ to, the acknowledgements the protocol requires (PUSH_ACK, PULL_ACK), the
 forwarders' downlink addresses learnt from PULL_DATA, their last status report,
 and turning each good ``rxpk`` into a :class:`~gateway.messages.RadioFrame`.
 
-It does not own the datagram format (``packets.py``, pure) and does not transmit:
-downlinks (PULL_RESP) come with the transmit path, which will use
-``downlink_addresses``. One asyncio loop, no threads.
+It also transmits: a :class:`~gateway.messages.TxRequest` becomes a PULL_RESP with
+a ``txpk`` (§6: immediate, at a concentrator ``tmst``, or at a GPS time ``tmms``)
+sent to the address the chosen forwarder pulls from, and the outcome is its TX_ACK
+(§5.5) mapped to a :class:`~gateway.messages.TxStatus`. It does not own the datagram
+format (``packets.py``, pure). One asyncio loop, no threads.
 
 PROTOCOL.TXT has no authentication (§1): anyone who can reach the port can push
 frames. Bind to the address the forwarder uses (often 127.0.0.1 on the same Pi).
@@ -16,20 +18,23 @@ frames. Bind to the address the forwarder uses (often 127.0.0.1 on the same Pi).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import random
 import socket
 import time
 from typing import Any, Final, TypeVar
 from urllib.parse import SplitResult
 
 from gateway.errors import ConfigError, DatagramError
-from gateway.messages import RadioFrame
-from gateway.radio.base import RadioBackend
+from gateway.messages import RadioFrame, TxRequest, TxResult, TxStatus
+from gateway.radio.base import COMMON_URL_OPTIONS, RadioBackend, non_negative_float, url_options
 from gateway.radio.semtech_udp.packets import (
     BACKEND_NAME,
     TX_ACK_ERRORS,
     PullAck,
     PullData,
+    PullResp,
     PushAck,
     PushData,
     Stat,
@@ -46,7 +51,60 @@ MAX_GATEWAYS: Final = 1024
 # A bigger kernel receive buffer absorbs bursts while the loop is busy elsewhere.
 _RCVBUF_BYTES: Final = 1 << 20
 
+# The reference forwarder answers a PULL_RESP with TX_ACK as soon as it has checked and
+# queued the txpk (lora_pkt_fwd.c, thread_down), well under a second on a LAN or loopback.
+DEFAULT_TX_ACK_TIMEOUT_S: Final = 1.0
+
+# txpk_ack "error" (§6) → our status. "NONE" (or no JSON at all, §5.5) means scheduled.
+_TX_ACK_STATUS: Final[dict[str, TxStatus]] = {
+    "TOO_LATE": TxStatus.TOO_LATE,
+    "TOO_EARLY": TxStatus.TOO_EARLY,
+    "COLLISION_PACKET": TxStatus.COLLISION_PACKET,
+    "COLLISION_BEACON": TxStatus.COLLISION_BEACON,
+    "TX_FREQ": TxStatus.TX_FREQ,
+    "TX_POWER": TxStatus.TX_POWER,
+    "GPS_UNLOCKED": TxStatus.GPS_UNLOCKED,
+}
+
 _V = TypeVar("_V")
+
+
+def tx_ack_status(ack: TxAck) -> TxStatus:
+    """The TxStatus of a TX_ACK; errors outside PROTOCOL.TXT §6 are FAILED."""
+    if ack.ok:
+        return TxStatus.SENT
+    return _TX_ACK_STATUS.get(ack.error or "", TxStatus.FAILED)
+
+
+def build_txpk(request: TxRequest) -> dict[str, Any]:
+    """The ``txpk`` object of PROTOCOL.TXT §6 for one LoRa downlink.
+
+    Timing: ``tmst`` (class A: the uplink's tmst + RX delay) else ``tmms`` (GPS time,
+    class B) else ``imme`` (class C). ``ncrc``: LoRaWAN downlinks carry no PHY CRC
+    (LoRaWAN 1.0.4 §4.1). ``powe`` is an integer in dBm (§6).
+    """
+    txpk: dict[str, Any] = {}
+    if request.send_at_tmst_us is not None:
+        txpk["tmst"] = request.send_at_tmst_us & 0xFFFFFFFF
+    elif request.send_at_gps_ms is not None:
+        txpk["tmms"] = request.send_at_gps_ms
+    else:
+        txpk["imme"] = True
+    txpk.update(
+        {
+            "freq": round(request.freq_hz / 1_000_000, 6),
+            "rfch": 0,
+            "powe": round(request.power_dbm),
+            "modu": "LORA",
+            "datr": f"SF{request.sf}BW{request.bw_hz // 1000}",
+            "codr": request.coding_rate,
+            "ipol": request.invert_polarity,
+            "ncrc": True,
+            "size": len(request.phy_payload),
+            "data": base64.b64encode(request.phy_payload).decode("ascii"),
+        }
+    )
+    return txpk
 
 
 def _remember(table: dict[str, _V], key: str, value: _V) -> None:
@@ -81,13 +139,31 @@ class SemtechUdpBackend(RadioBackend):
     Port 0 picks a free port (see ``bound_port``), for tests.
 
     Extra counters: ``datagrams`` (every datagram received), ``push_data``, ``pull_data``,
-    ``stat``, ``tx_ack`` and ``tx_ack.<ERROR>``, ``socket_error``.
+    ``stat``, ``tx_ack`` and ``tx_ack.<ERROR>``, ``tx_ack_timeout``, ``tx_ack_unmatched``,
+    ``socket_error``.
+
+    Transmit goes to ``TxRequest.gateway_eui``'s forwarder; without one (a class C send
+    not tied to an uplink) to the forwarder that pulled most recently. NO_ROUTE when that
+    forwarder has never sent PULL_DATA (§5.1: there is no address to send to).
     """
 
-    def __init__(self, host: str, port: int, *, queue_size: int = 10000, ring_size: int = 64) -> None:
-        super().__init__(BACKEND_NAME, queue_size=queue_size, ring_size=ring_size)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        queue_size: int = 10000,
+        ring_size: int = 64,
+        tx_ack_timeout_s: float = DEFAULT_TX_ACK_TIMEOUT_S,
+        **options: Any,
+    ) -> None:
+        super().__init__(BACKEND_NAME, queue_size=queue_size, ring_size=ring_size, **options)
         self.host = host
         self.port = port
+        self.tx_ack_timeout_s = tx_ack_timeout_s
+        self._versions: dict[str, int] = {}
+        self._tx_waiters: dict[tuple[str, int], asyncio.Future[TxAck]] = {}
+        self._tx_token = random.getrandbits(16)
         self.downlink_addresses: dict[str, tuple[str, int]] = {}
         """Gateway EUI (hex) → address its PULL_DATA came from: where PULL_RESP must go (§5.1)."""
         self.last_stat: dict[str, Stat] = {}
@@ -98,7 +174,10 @@ class SemtechUdpBackend(RadioBackend):
 
     @classmethod
     def from_url(cls, url: SplitResult) -> SemtechUdpBackend:
-        """``semtech-udp://HOST[:PORT]``; the port defaults to 1700 like the reference forwarder."""
+        """``semtech-udp://HOST[:PORT][?tx_ack_timeout_s=1.0&max_defer_s=0]``.
+
+        The port defaults to 1700 like the reference forwarder.
+        """
         try:
             port = url.port
         except ValueError as exc:
@@ -108,9 +187,13 @@ class SemtechUdpBackend(RadioBackend):
                 f"{url.geturl()!r} needs an address to listen on, e.g. semtech-udp://0.0.0.0:1700",
                 key_path="radio.url",
             )
-        if url.path not in ("", "/") or url.query or url.fragment or url.username or url.password:
-            raise ConfigError(f"{url.geturl()!r}: semtech-udp takes only HOST:PORT", key_path="radio.url")
-        return cls(url.hostname, DEFAULT_PORT if port is None else port)
+        if url.path not in ("", "/") or url.fragment or url.username or url.password:
+            raise ConfigError(
+                f"{url.geturl()!r}: semtech-udp takes HOST:PORT and query parameters only",
+                key_path="radio.url",
+            )
+        options = url_options(url, {**COMMON_URL_OPTIONS, "tx_ack_timeout_s": non_negative_float})
+        return cls(url.hostname, DEFAULT_PORT if port is None else port, **options)
 
     @property
     def bound_port(self) -> int:
@@ -219,9 +302,50 @@ class SemtechUdpBackend(RadioBackend):
         if self.downlink_addresses.get(eui) != address:
             _log.info("%s: gateway %s pulls from %s:%d", self.name, eui, address[0], address[1])
         _remember(self.downlink_addresses, eui, address)
+        _remember(self._versions, eui, packet.version)
 
     def _on_tx_ack(self, packet: TxAck) -> None:
         self.counters["tx_ack"] += 1
         if not packet.ok:
             error = packet.error if packet.error in TX_ACK_ERRORS else "other"
             self.counters[f"tx_ack.{error}"] += 1
+        waiter = self._tx_waiters.pop((packet.gateway_eui.hex(), packet.token), None)
+        if waiter is None:
+            self.counters["tx_ack_unmatched"] += 1  # late (after our timeout) or not ours
+        elif not waiter.done():
+            waiter.set_result(packet)
+
+    # ---------------------------------------------------------------- transmit
+
+    def _route(self, request: TxRequest) -> str | None:
+        if request.gateway_eui is not None:
+            eui = request.gateway_eui.lower()
+            return eui if eui in self.downlink_addresses else None
+        # The newest entry: _remember keeps the table in order of the last PULL_DATA.
+        return next(reversed(self.downlink_addresses), None)
+
+    async def _transmit(self, request: TxRequest, airtime_s: float) -> TxResult:
+        eui = self._route(request)
+        if eui is None:
+            wanted = request.gateway_eui or "any gateway"
+            return TxResult(TxStatus.NO_ROUTE, f"no PULL_DATA seen from {wanted}")
+        if self._transport is None:
+            return TxResult(TxStatus.FAILED, "the backend is not started")
+        self._tx_token = (self._tx_token + 1) & 0xFFFF
+        token = self._tx_token
+        version = self._versions.get(eui, 2)
+        self._send(PullResp(token, build_txpk(request), version).to_bytes(), self.downlink_addresses[eui])
+        if version < 2:
+            # Protocol v1 has no TX_ACK (§7): handing the packet over is all we can know.
+            return TxResult(TxStatus.SENT, f"sent to {eui} (protocol v1: no TX_ACK)")
+        waiter: asyncio.Future[TxAck] = asyncio.get_running_loop().create_future()
+        self._tx_waiters[(eui, token)] = waiter
+        try:
+            ack = await asyncio.wait_for(waiter, self.tx_ack_timeout_s)
+        except TimeoutError:
+            self.counters["tx_ack_timeout"] += 1
+            return TxResult(TxStatus.FAILED, f"no TX_ACK from {eui} within {self.tx_ack_timeout_s} s")
+        finally:
+            self._tx_waiters.pop((eui, token), None)
+        status = tx_ack_status(ack)
+        return TxResult(status, f"TX_ACK from {eui}: {ack.error or 'NONE'}")

@@ -434,16 +434,30 @@ def _field_number(rxpk: dict[str, Any], key: str, where: str = "rxpk") -> float:
     return number
 
 
+def _antenna(entry: object) -> tuple[float, float] | None:
+    """(rssi_dbm, snr_db) of one ``rsig`` entry, or None when it lacks a usable number."""
+    if not isinstance(entry, dict):
+        return None
+    rssi, snr = _as_float(entry.get("rssic")), _as_float(entry.get("lsnr"))
+    return None if rssi is None or snr is None else (rssi, snr)
+
+
 def _signal(rxpk: dict[str, Any]) -> tuple[float, float]:
-    """(rssi_dbm, snr_db): top-level rssi/lsnr (§4), else the first ``rsig`` antenna entry."""
+    """(rssi_dbm, snr_db): top-level rssi/lsnr (§4), else the best antenna of ``rsig``.
+
+    Multi-antenna forwarders report one ``rsig`` entry per antenna that heard the
+    packet. We keep the antenna with the best SNR (then the best RSSI): it is the one
+    that decoded the frame most reliably, and ADR decisions upstream want the best link.
+    """
     if "rssi" in rxpk and "lsnr" in rxpk:
         return _field_number(rxpk, "rssi"), _field_number(rxpk, "lsnr")
     rsig = rxpk.get("rsig")
-    if not isinstance(rsig, list) or not rsig or not isinstance(rsig[0], dict):
-        _fail("rxpk has neither 'rssi'/'lsnr' nor an 'rsig' array of objects", "bad_rxpk")
-    first: dict[str, Any] = rsig[0]
-    rssi = _field_number(rxpk, "rssi") if "rssi" in rxpk else _field_number(first, "rssic", "rsig[0]")
-    snr = _field_number(rxpk, "lsnr") if "lsnr" in rxpk else _field_number(first, "lsnr", "rsig[0]")
+    antennas = [a for a in map(_antenna, rsig) if a is not None] if isinstance(rsig, list) else []
+    if not antennas:
+        _fail("rxpk has neither 'rssi'/'lsnr' nor an 'rsig' array with rssic/lsnr", "bad_rxpk")
+    best_rssi, best_snr = max(antennas, key=lambda a: (a[1], a[0]))
+    rssi = _field_number(rxpk, "rssi") if "rssi" in rxpk else best_rssi
+    snr = _field_number(rxpk, "lsnr") if "lsnr" in rxpk else best_snr
     return rssi, snr
 
 

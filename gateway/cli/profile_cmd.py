@@ -1,0 +1,204 @@
+"""``edgegw profile list | show ID | test [ID...] | import-ttn PATH``: the device profiles.
+
+``test`` runs every example embedded in the profiles (uplink payload → expected output,
+command → expected bytes) and exits 1 on any mismatch; CI runs it on the shipped ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from gateway.codec import Profile, ProfileStore, default_profiles_dir
+from gateway.codec.ttn_import import import_ttn
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("profile", help="list, show, test and import device profiles")
+    p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
+    psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    ls = psub.add_parser("list", help="one line per profile")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=list_profiles)
+    show = psub.add_parser("show", help="a profile's facts, outputs, derived values and commands")
+    show.add_argument("profile_id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=show_profile)
+    test = psub.add_parser("test", help="run the embedded examples; exit 1 on a mismatch")
+    test.add_argument("profile_ids", metavar="ID", nargs="*", help="profiles to test (default: all)")
+    test.add_argument("--json", action="store_true")
+    test.set_defaults(handler=test_profiles)
+    imp = psub.add_parser("import-ttn", help="make a profile from a TTN device-repository entry")
+    imp.add_argument("path", metavar="PATH", help="the device YAML: vendor/<vendor>/<model>.yaml")
+    imp.add_argument("--out", metavar="DIR", default="device_profiles", help="profiles directory to write")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(handler=import_profile)
+
+
+def _store(args: argparse.Namespace) -> ProfileStore:
+    return ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
+
+
+def _get(store: ProfileStore, profile_id: str) -> Profile:
+    from gateway.cli.main import UsageError
+
+    try:
+        return store.get(profile_id)
+    except KeyError as exc:
+        raise UsageError(f"unknown profile {profile_id!r} (known: {', '.join(store.ids())})") from exc
+
+
+def list_profiles(args: argparse.Namespace) -> int:
+    from gateway.cli.main import print_json
+
+    store = _store(args)
+    rows = [
+        {
+            "id": p.id,
+            "vendor": p.vendor,
+            "model": p.model,
+            "family": p.family,
+            "uplink_fports": list(p.uplink_fports),
+            "examples": len(p.examples) + (len(p.downlinks.examples) if p.downlinks else 0),
+        }
+        for p in store
+    ]
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            what = f"({row['family']}, {row['examples']} examples)"
+            print(f"{row['id']:<28} {row['vendor']} {row['model']}  {what}")
+    return 0
+
+
+def describe(profile: Profile) -> dict[str, Any]:
+    """A profile as one JSON-ready object (``profile show --json``)."""
+    lorawan = profile.lorawan
+    return {
+        "id": profile.id,
+        "vendor": profile.vendor,
+        "model": profile.model,
+        "description": profile.description,
+        "sources": list(profile.sources),
+        "file": str(profile.file) if profile.file else None,
+        "family": profile.family,
+        "lorawan": {
+            "mac_version": lorawan.mac_version,
+            "regions": list(lorawan.regions),
+            "classes": list(lorawan.classes),
+            "activation": list(lorawan.activation),
+            "uplink_fports": list(lorawan.uplink_fports),
+            "downlink_fport": lorawan.downlink_fport,
+        },
+        "outputs": [
+            {"name": o.name, "quantity": o.quantity, "unit": o.unit, "sdm": o.sdm}
+            for o in (*profile.outputs, *(d.output for d in profile.derived))
+        ],
+        "installation_params": list(profile.installation_params),
+        "commands": [
+            {
+                "name": c.name,
+                "description": c.description,
+                "params": [
+                    {
+                        "name": p.name,
+                        "type": p.kind,
+                        "min": p.low,
+                        "max": p.high,
+                        "values": list(p.choices) or None,
+                    }
+                    for p in c.params
+                ],
+            }
+            for c in (profile.downlinks.commands.values() if profile.downlinks else ())
+        ],
+        "examples": len(profile.examples),
+    }
+
+
+def show_profile(args: argparse.Namespace) -> int:
+    from gateway.cli.main import print_json
+
+    doc = describe(_get(_store(args), args.profile_id))
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"{doc['id']}: {doc['vendor']} {doc['model']} ({doc['family']})")
+    print(f"  {doc['description']}")
+    lw = doc["lorawan"]
+    print(
+        f"  LoRaWAN {lw['mac_version']} class {'/'.join(lw['classes'])}, uplink fports {lw['uplink_fports']}"
+    )
+    print("  outputs:")
+    for o in doc["outputs"]:
+        unit = f" [{o['unit']}]" if o["unit"] else ""
+        sdm = f"  → {o['sdm']}" if o["sdm"] else ""
+        print(f"    {o['name']}: {o['quantity']}{unit}{sdm}")
+    if doc["installation_params"]:
+        print(f"  installation params: {', '.join(doc['installation_params'])}")
+    for c in doc["commands"]:
+        params = " ".join(f"{p['name']}=<{p['type']}>" for p in c["params"])
+        print(f"  command {c['name']} {params}".rstrip())
+    return 0
+
+
+def run_examples(profile: Profile) -> list[dict[str, Any]]:
+    """Every example of ``profile`` with its result: ``{"example", "kind", "ok", "reason"}``."""
+    results: list[dict[str, Any]] = []
+    for index, example in enumerate(profile.examples):
+        reason = profile.check_example(example)
+        results.append(
+            {"example": f"{profile.id}#{index}", "kind": "uplink", "ok": reason is None, "reason": reason}
+        )
+    for index, enc in enumerate(profile.downlinks.examples if profile.downlinks else ()):
+        reason = profile.check_encode_example(enc)
+        results.append(
+            {
+                "example": f"{profile.id}#cmd{index}",
+                "kind": "downlink",
+                "ok": reason is None,
+                "reason": reason,
+            }
+        )
+    return results
+
+
+def test_profiles(args: argparse.Namespace) -> int:
+    from gateway.cli.main import CheckFailed, print_json
+
+    store = _store(args)
+    profiles = [_get(store, pid) for pid in args.profile_ids] if args.profile_ids else list(store)
+    results = [result for profile in profiles for result in run_examples(profile)]
+    failed = [r for r in results if not r["ok"]]
+    if args.json:
+        print_json({"ok": not failed, "passed": len(results) - len(failed), "failed": failed})
+    else:
+        for r in failed:
+            print(f"FAIL {r['example']}: {r['reason']}")
+        print(f"{len(results) - len(failed)} of {len(results)} examples passed in {len(profiles)} profiles")
+    if failed:
+        if args.json:
+            return 1
+        raise CheckFailed(f"{len(failed)} example(s) failed")
+    return 0
+
+
+def import_profile(args: argparse.Namespace) -> int:
+    from gateway.cli.main import print_json
+
+    imported = import_ttn(Path(args.path), Path(args.out), overwrite=args.overwrite)
+    doc = {
+        "id": imported.profile_id,
+        "profile": str(imported.profile_path),
+        "codec": str(imported.codec_path),
+        "examples": imported.examples,
+    }
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"wrote {doc['profile']} and {doc['codec']} ({doc['examples']} examples)")
+        print(f"check it with: edgegw profile --profiles-dir {args.out} test {imported.profile_id}")
+    return 0

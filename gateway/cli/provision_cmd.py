@@ -1,0 +1,105 @@
+"""``edgegw provision gateway``: identity, MQTT client key + CSR, certificate, platform key, systemd unit.
+
+Run once per gateway by the installer (as root, or as the agent's user for the
+data directory). Each step is idempotent: running it again keeps the key and
+rewrites the CSR. The private key never leaves the gateway and is never printed.
+``provision node`` (firmware over USB, issue 10) is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway import config
+from gateway.provisioning import gateway_setup
+
+DEFAULT_DATA_DIR = "/var/lib/edgegw"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("provision", help="installer set-up of this gateway")
+    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+    psub = p.add_subparsers(dest="provision_command", metavar="WHAT", required=True)
+
+    gw = psub.add_parser("gateway", help="identity, MQTT client key and CSR, certificate, platform key, unit")
+    gw.add_argument("--id", required=True, metavar="ID", help="gateway id (letters, digits, '-', '_')")
+    gw.add_argument("--data-dir", metavar="DIR", help="default: the config's data_dir, else /var/lib/edgegw")
+    gw.add_argument("--install-cert", metavar="PATH", help="install the certificate the platform issued")
+    gw.add_argument("--platform-key", metavar="PATH", help="pin the platform's Ed25519 public key (PEM)")
+    gw.add_argument("--unit-out", metavar="PATH", help="write a hardened systemd unit to PATH")
+    gw.add_argument("--exec-path", metavar="PATH", help="edgegw executable for the unit (default: this one)")
+    gw.add_argument("--user", default="edgegw", help="system user the unit runs as (default edgegw)")
+    gw.add_argument("--json", action="store_true")
+    gw.set_defaults(handler=provision_gateway)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from gateway.cli.main import config_path
+
+    if args.data_dir:
+        return Path(args.data_dir)
+    path = config_path(args)
+    if os.path.exists(path):
+        return config.load(path).data_path
+    return Path(DEFAULT_DATA_DIR)
+
+
+def provision_gateway(args: argparse.Namespace) -> int:
+    from gateway.cli.main import config_path, print_json
+
+    data_dir = _data_dir(args).absolute()
+    files, created = gateway_setup.provision_identity(data_dir, args.id)
+    doc: dict[str, Any] = {
+        "gateway_id": args.id,
+        "data_dir": str(data_dir),
+        "client_key": str(files.key),
+        "client_key_created": created,
+        "csr": str(files.csr),
+        "certificate": None,
+        "platform_key_sha256": None,
+        "unit": None,
+    }
+    cert = None
+    if args.install_cert:
+        cert = gateway_setup.install_certificate(data_dir, Path(args.install_cert))
+    elif files.cert.exists():
+        cert = gateway_setup.installed_certificate(data_dir)
+    if cert is not None:
+        doc["certificate"] = {
+            "path": str(files.cert),
+            "subject": cert.subject.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        }
+    if args.platform_key:
+        doc["platform_key_sha256"] = gateway_setup.pin_platform_key(data_dir, Path(args.platform_key))
+    if args.unit_out:
+        exec_path = args.exec_path or shutil.which("edgegw") or str(Path(sys.argv[0]).absolute())
+        unit = gateway_setup.render_unit(
+            exec_path=exec_path,
+            config_path=str(Path(config_path(args)).absolute()),
+            data_dir=str(data_dir),
+            user=args.user,
+        )
+        Path(args.unit_out).write_text(unit, encoding="utf-8")
+        doc["unit"] = args.unit_out
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"gateway {args.id}: data directory {data_dir}")
+    print(f"  client key   {files.key} ({'new' if created else 'kept'}; never leaves this gateway)")
+    print(f"  CSR          {files.csr}  <- send this file to the platform's CA")
+    if doc["certificate"]:
+        print(f"  certificate  {files.cert} (valid until {doc['certificate']['not_after']})")
+    else:
+        print("  certificate  not installed yet: edgegw provision gateway --id ... --install-cert FILE")
+    if doc["platform_key_sha256"]:
+        print(f"  platform key pinned, SHA-256 {doc['platform_key_sha256']}")
+    if doc["unit"]:
+        print(f"  systemd unit {doc['unit']}")
+    print(f"  config: mqtt.cert_file: {files.cert}  mqtt.key_file: {files.key}")
+    return 0

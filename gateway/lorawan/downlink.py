@@ -1,0 +1,301 @@
+"""Downlinks of the edge network server: what to send a device after its uplink, and when.
+
+Owns, per device, the queue of application downlinks, the decision made on
+each accepted uplink (LoRaWAN 1.0.4 §3.3, §4.3.1.2, §18): an ACK when the
+uplink was confirmed, the MAC answers owed (LinkCheckAns §5.2, DeviceTimeAns
+§5.9; other MAC commands are parsed, counted and logged), the next queued
+payload with FPending when more wait, and the downlink frame counter
+(``Session.fcnt_down``, persisted through the group commit as a ``CommitSink``).
+Class A downlinks go in RX1 (the uplink's channel, its data rate minus
+RX1DROffset, RxDelay after the uplink's concentrator timestamp) with RX2
+(configured frequency and data rate, one second later) as the fallback; class C
+downlinks go at once on the RX2 parameters.
+
+Sans-IO: it is fed accepted uplinks and returns ``TxRequest`` values; it never
+sends, sleeps or reads a clock. The radio layer enforces airtime and duty cycle.
+It does not retransmit unacknowledged confirmed downlinks (it counts them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import LorawanSection
+from gateway.lorawan import mac, phy, region
+from gateway.lorawan.sessions import Session, SessionTable
+from gateway.messages import DevEui, MType, TxRequest, UplinkData
+
+__all__ = ["DownlinkPlan", "DownlinkScheduler", "FcntDown", "QueuedDownlink"]
+
+logger = logging.getLogger(__name__)
+
+_TMST_WRAP = 1 << 32
+_US = 1_000_000
+MAX_QUEUE = 16
+"""Queued downlinks per device, at most (a class A device takes one per uplink)."""
+_MAX_MAC_PAYLOAD = (59, 59, 59, 123, 230, 230, 230)
+"""EU868 maximum MACPayload size M per data rate DR0..DR6 (RP002-1.0.3 EU868 table, repeater-compatible)."""
+_FHDR_FPORT_BYTES = 8
+"""DevAddr 4 + FCtrl 1 + FCnt 2 + FPort 1: MACPayload minus FOpts and FRMPayload."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDownlink:
+    fport: int
+    payload: bytes
+    confirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkPlan:
+    """One downlink frame and where to send it: try ``rx1``, then ``rx2`` if RX1 was refused."""
+
+    dev_eui: DevEui
+    fcnt_down: int
+    phy_payload: bytes
+    rx1: TxRequest | None
+    rx2: TxRequest | None
+
+    @property
+    def requests(self) -> tuple[TxRequest, ...]:
+        return tuple(r for r in (self.rx1, self.rx2) if r is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class FcntDown:
+    dev_eui: DevEui
+    session_tag: str
+    fcnt_down: int
+    """The next downlink FCnt to use."""
+
+
+class DownlinkScheduler:
+    """Decides class A and class C downlinks; a ``CommitSink`` for the downlink counters."""
+
+    def __init__(
+        self,
+        section: LorawanSection,
+        sessions: SessionTable,
+        *,
+        clock_synced: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._section = section
+        self._sessions = sessions
+        self._clock_synced = clock_synced
+        self._queues: dict[bytes, deque[QueuedDownlink]] = {}
+        self._class_c: set[bytes] = set()
+        self._awaiting_ack: dict[bytes, int] = {}
+        self._pending: dict[bytes, FcntDown] = {}
+        self.counters: Counter[str] = Counter()
+        rx2_rate = region.data_rate(section.rx2_dr)
+        self._rx2_sf, self._rx2_bw_hz = rx2_rate.sf, rx2_rate.bw_hz
+
+    # --- what the application asks for ---------------------------------------------------------
+
+    def enqueue(self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False) -> None:
+        """Queue an application downlink (FPort 1..223); ValueError if the queue is full or FPort invalid."""
+        if not 1 <= fport <= 223:
+            raise ValueError(f"application FPort must be 1..223, got {fport}")
+        queue = self._queues.setdefault(dev_eui.value, deque())
+        if len(queue) >= MAX_QUEUE:
+            raise ValueError(f"downlink queue of {dev_eui} is full ({MAX_QUEUE})")
+        queue.append(QueuedDownlink(fport, payload, confirmed))
+
+    def queued(self, dev_eui: DevEui) -> int:
+        return len(self._queues.get(dev_eui.value, ()))
+
+    def set_class_c(self, dev_eui: DevEui, enabled: bool = True) -> None:
+        """Mark a device as class C (listening on RX2 whenever it is not transmitting)."""
+        if enabled:
+            self._class_c.add(dev_eui.value)
+        else:
+            self._class_c.discard(dev_eui.value)
+
+    # --- class A: after each accepted uplink ---------------------------------------------------
+
+    def on_uplink(self, up: UplinkData, *, gw_count: int = 1) -> DownlinkPlan | None:
+        """The downlink owed after an accepted uplink, or None when there is nothing to say.
+
+        ``gw_count`` is how many gateways heard the uplink (LinkCheckAns GwCnt).
+        """
+        session = self._sessions.by_dev_eui(up.dev_eui)
+        if session is None or session.session_tag != up.session_tag:
+            return None  # the session changed (a join) since the uplink was accepted
+        self.counters["uplinks"] += 1
+        ack_bit = self._uplink_ack_bit(up)
+        eui = up.dev_eui.value
+        if ack_bit and eui in self._awaiting_ack:
+            del self._awaiting_ack[eui]
+            self.counters["confirmed_acked"] += 1
+        answers = self._mac_answers(up, gw_count)
+        rx = up.frame.rx
+        tmst = rx.concentrator_tmst_us
+        if tmst is None:
+            if up.confirmed or answers or self.queued(up.dev_eui):
+                self.counters["no_timing"] += 1
+            return None
+        try:
+            rx1_dr: int | None = region.rx1_dr(region.dr_of(rx.sf, rx.bw_hz), self._section.rx1_dr_offset)
+        except ValueError:
+            rx1_dr = None
+        limit = min(
+            _MAX_MAC_PAYLOAD[rx1_dr if rx1_dr is not None else 6], _MAX_MAC_PAYLOAD[self._section.rx2_dr]
+        )
+        item = self._next_fitting(eui, limit - _FHDR_FPORT_BYTES - len(answers))
+        if item is None and not answers and not up.confirmed:
+            return None
+        phy_payload = self._build(session, item, answers, ack=up.confirmed)
+        delay_s = self._section.rx_delay_s
+        power = self._section.downlink_power_dbm
+        rx1: TxRequest | None = None
+        if rx1_dr is not None:
+            rate = region.data_rate(rx1_dr)
+            rx1 = TxRequest(
+                phy_payload=phy_payload,
+                freq_hz=rx.freq_hz,
+                sf=rate.sf,
+                bw_hz=rate.bw_hz,
+                power_dbm=power,
+                send_at_tmst_us=(tmst + delay_s * _US) % _TMST_WRAP,
+                gateway_eui=rx.gateway_eui,
+                dev_eui=up.dev_eui,
+            )
+        rx2 = TxRequest(
+            phy_payload=phy_payload,
+            freq_hz=self._section.rx2_freq_hz,
+            sf=self._rx2_sf,
+            bw_hz=self._rx2_bw_hz,
+            power_dbm=power,
+            send_at_tmst_us=(tmst + (delay_s + 1) * _US) % _TMST_WRAP,
+            gateway_eui=rx.gateway_eui,
+            dev_eui=up.dev_eui,
+        )
+        self.counters["class_a"] += 1
+        return DownlinkPlan(up.dev_eui, session.fcnt_down - 1, phy_payload, rx1, rx2)
+
+    # --- class C: any time ---------------------------------------------------------------------
+
+    def class_c_ready(self, gateway_eui: str | None = None) -> list[TxRequest]:
+        """One immediate RX2 downlink for each class C device with something queued."""
+        requests: list[TxRequest] = []
+        limit = _MAX_MAC_PAYLOAD[self._section.rx2_dr] - _FHDR_FPORT_BYTES
+        for eui in sorted(self._class_c):
+            if not self._queues.get(eui):
+                continue
+            session = self._sessions.by_dev_eui(DevEui(eui))
+            if session is None:
+                continue
+            item = self._next_fitting(eui, limit)
+            if item is None:
+                continue
+            phy_payload = self._build(session, item, b"", ack=False)
+            requests.append(
+                TxRequest(
+                    phy_payload=phy_payload,
+                    freq_hz=self._section.rx2_freq_hz,
+                    sf=self._rx2_sf,
+                    bw_hz=self._rx2_bw_hz,
+                    power_dbm=self._section.downlink_power_dbm,
+                    send_at_tmst_us=None,
+                    gateway_eui=gateway_eui,
+                    dev_eui=session.dev_eui,
+                )
+            )
+            self.counters["class_c"] += 1
+        return requests
+
+    # --- internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _uplink_ack_bit(up: UplinkData) -> bool:
+        # FCtrl is octet 5 of a data frame (MHDR 1 + DevAddr 4); the frame was parsed when accepted.
+        return bool(up.frame.phy_payload[5] & 0x20)
+
+    def _mac_answers(self, up: UplinkData, gw_count: int) -> bytes:
+        fopts_len = up.frame.phy_payload[5] & 0x0F
+        if up.fport == 0:
+            stream = up.payload  # decrypted with NwkSKey by the session table
+        elif fopts_len:
+            stream = up.frame.phy_payload[8 : 8 + fopts_len]
+        else:
+            return b""
+        commands, unread = mac.parse_commands(stream, uplink=True)
+        if unread:
+            self.counters["mac.unreadable"] += 1
+            logger.debug("unreadable MAC commands from %s: %s", up.dev_eui, unread.hex())
+        answers = bytearray()
+        for command in commands:
+            self.counters[f"mac.{command.name}"] += 1
+            if command.cid == mac.LINK_CHECK:
+                rx = up.frame.rx
+                answers += mac.link_check_ans(mac.link_margin_db(rx.snr_db, rx.sf), gw_count)
+            elif command.cid == mac.DEVICE_TIME:
+                if self._clock_synced():
+                    answers += mac.device_time_ans(mac.gps_time_s(up.frame.received_at_s))
+                else:
+                    self.counters["mac.device_time_unsynced"] += 1
+            else:
+                logger.debug("MAC command from %s: %s %s", up.dev_eui, command.name, command.payload.hex())
+        # FOpts hold at most 15 bytes (§4.3.1.6); LinkCheckAns (3) + DeviceTimeAns (6) always fit.
+        return bytes(answers[:15])
+
+    def _next_fitting(self, eui: bytes, room: int) -> QueuedDownlink | None:
+        queue = self._queues.get(eui)
+        while queue:
+            item = queue[0]
+            if len(item.payload) <= room:
+                return queue.popleft()
+            if len(item.payload) <= max(_MAX_MAC_PAYLOAD) - _FHDR_FPORT_BYTES:
+                self.counters["deferred_too_large"] += 1
+                return None  # fits a later window at a faster data rate; leave it queued
+            queue.popleft()
+            self.counters["dropped_too_large"] += 1
+            logger.warning(
+                "dropping a %d-byte downlink for %s: too large for EU868", len(item.payload), DevEui(eui)
+            )
+        return None
+
+    def _build(self, session: Session, item: QueuedDownlink | None, fopts: bytes, *, ack: bool) -> bytes:
+        eui = session.dev_eui.value
+        confirmed = item is not None and item.confirmed
+        fcnt = session.fcnt_down
+        frame = phy.build_data_frame(
+            session.keys,
+            mtype=MType.CONFIRMED_DATA_DOWN if confirmed else MType.UNCONFIRMED_DATA_DOWN,
+            dev_addr=session.dev_addr.value,
+            fcnt32=fcnt,
+            fport=item.fport if item is not None else None,
+            payload=item.payload if item is not None else b"",
+            fopts=fopts,
+            ack=ack,
+            fpending=bool(self._queues.get(eui)),
+        )
+        if confirmed:
+            if eui in self._awaiting_ack:
+                self.counters["confirmed_unacked"] += 1
+            self._awaiting_ack[eui] = fcnt
+        session.fcnt_down = fcnt + 1
+        self._pending[eui] = FcntDown(session.dev_eui, session.session_tag, session.fcnt_down)
+        return frame
+
+    # --- CommitSink: downlink counters ---------------------------------------------------------
+
+    def take(self) -> list[FcntDown] | None:
+        if not self._pending:
+            return None
+        taken = list(self._pending.values())
+        self._pending = {}
+        return taken
+
+    def write(self, conn: sqlite3.Connection, taken: list[FcntDown]) -> None:
+        conn.executemany(
+            "UPDATE sessions SET fcnt_down = ? WHERE dev_eui = ? AND session_tag = ? AND fcnt_down < ?",
+            [(c.fcnt_down, str(c.dev_eui), c.session_tag, c.fcnt_down) for c in taken],
+        )
+
+    def committed(self, taken: list[FcntDown]) -> None:
+        """Nothing to do: the in-memory counters are already ahead."""

@@ -1,0 +1,421 @@
+"""Batch registration from CSV, and export of the registry: what an installer's spreadsheet holds.
+
+Owns the CSV format (columns below), the validation of every line before anything
+is written, and the all-or-nothing import (one transaction). It does not own the
+``devices`` table (``registry``) nor where profile ids come from (the caller passes them).
+
+Columns (header row required, order free, ``#`` lines and blank lines ignored)::
+
+    dev_eui      16 hex digits (required)
+    profile      vendor/model id of a device profile (required)
+    activation   abp | otaa (required)
+    join_eui     OTAA: 16 hex digits (required for otaa)
+    app_key      OTAA: 32 hex digits; empty = generate one (CSPRNG) for a new device, keep for a known one
+    dev_addr     ABP: 8 hex digits
+    nwk_s_key    ABP: 32 hex digits
+    app_s_key    ABP: 32 hex digits
+    site         free text (optional)
+    lat, lon     WGS84 degrees (optional, both or neither)
+    param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm
+
+Re-importing a line that is already registered with the same keys changes nothing;
+non-empty site/position/parameter cells update the device; a different key,
+activation or profile is an error (remove the device first).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import RegistryError
+from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
+from gateway.provisioning import registry
+from gateway.provisioning.keystore import KeyStore
+
+KEY_COLUMNS = ("app_key", "nwk_s_key", "app_s_key")
+COLUMNS = (
+    "dev_eui",
+    "profile",
+    "activation",
+    "join_eui",
+    "app_key",
+    "dev_addr",
+    "nwk_s_key",
+    "app_s_key",
+    "site",
+    "lat",
+    "lon",
+)
+REQUIRED = ("dev_eui", "profile", "activation")
+PARAM_PREFIX = "param."
+_ABP_ONLY = ("dev_addr", "nwk_s_key", "app_s_key")
+_OTAA_ONLY = ("join_eui", "app_key")
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """One problem, with the line of the file (1 = header) and the column when known."""
+
+    line: int
+    message: str
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", {self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"line": self.line, "column": self.column, "message": self.message}
+
+
+class ImportFailed(RegistryError):
+    """The file has errors; nothing was written. ``errors`` lists all of them."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} error(s), nothing imported")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """One validated line; ``keys`` is None for an OTAA line with an empty app_key."""
+
+    line: int
+    dev_eui: DevEui
+    profile: str
+    activation: registry.Activation
+    keys: registry.AbpKeys | registry.OtaaKeys | None
+    join_eui: JoinEui | None
+    site: str | None
+    lat: float | None
+    lon: float | None
+    params: dict[str, registry.ParamValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    generated_app_keys: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "generated_app_keys": self.generated_app_keys,
+        }
+
+
+def parse_csv(text: str, profile_ids: Collection[str]) -> list[DeviceRow]:
+    """Validate every line of ``text``; ImportFailed listing all errors, else the rows."""
+    errors: list[LineError] = []
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    rows: list[DeviceRow] = []
+    seen_eui: dict[str, int] = {}
+    seen_addr: dict[str, int] = {}
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not record or all(cell.strip() == "" for cell in record) or record[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                header = [cell.strip().lower() for cell in record]
+                errors.extend(_check_header(header, line))
+                if errors:
+                    raise ImportFailed(errors)
+                continue
+            if len(record) != len(header):
+                errors.append(LineError(line, f"expected {len(header)} fields, got {len(record)}"))
+                continue
+            cells = {name: cell.strip() for name, cell in zip(header, record, strict=True)}
+            row, line_errors = _parse_row(line, cells, profile_ids)
+            errors.extend(line_errors)
+            if row is None:
+                continue
+            eui = str(row.dev_eui)
+            if eui in seen_eui:
+                errors.append(
+                    LineError(line, f"duplicate DevEUI {eui} (first on line {seen_eui[eui]})", "dev_eui")
+                )
+                continue
+            seen_eui[eui] = line
+            if isinstance(row.keys, registry.AbpKeys):
+                addr = str(row.keys.dev_addr)
+                if addr in seen_addr:
+                    errors.append(
+                        LineError(
+                            line, f"duplicate DevAddr {addr} (first on line {seen_addr[addr]})", "dev_addr"
+                        )
+                    )
+                    continue
+                seen_addr[addr] = line
+            rows.append(row)
+    except csv.Error as exc:
+        errors.append(LineError(reader.line_num, f"malformed CSV: {exc}"))
+    if header is None and not errors:
+        errors.append(LineError(1, "the file is empty (a header row is required)"))
+    if errors:
+        raise ImportFailed(errors)
+    return rows
+
+
+def _check_header(header: list[str], line: int) -> list[LineError]:
+    errors = []
+    for name in header:
+        if name in COLUMNS:
+            continue
+        if name.startswith(PARAM_PREFIX):
+            try:
+                registry.check_param(name[len(PARAM_PREFIX) :], "0")
+            except ValueError as exc:
+                errors.append(LineError(line, str(exc), name))
+            continue
+        errors.append(
+            LineError(line, f"unknown column {name!r} (known: {', '.join(COLUMNS)}, param.<name>)", name)
+        )
+    for name in REQUIRED:
+        if name not in header:
+            errors.append(LineError(line, f"missing required column {name!r}"))
+    dupes = sorted({n for n in header if header.count(n) > 1})
+    for name in dupes:
+        errors.append(LineError(line, "column appears more than once", name))
+    return errors
+
+
+def _parse_row(
+    line: int, cells: dict[str, str], profile_ids: Collection[str]
+) -> tuple[DeviceRow | None, list[LineError]]:
+    errors: list[LineError] = []
+
+    def hex_value(kind: type[Any], column: str, *, required: bool) -> Any:
+        text = cells.get(column, "")
+        if text == "":
+            if required:
+                errors.append(LineError(line, "is required here", column))
+            return None
+        try:
+            return kind.from_hex(text)
+        except ValueError as exc:
+            errors.append(LineError(line, str(exc), column))
+            return None
+
+    dev_eui = hex_value(DevEui, "dev_eui", required=True)
+    profile = cells.get("profile", "")
+    if profile not in profile_ids:
+        errors.append(LineError(line, f"unknown profile {profile!r}", "profile"))
+    activation = cells.get("activation", "").lower()
+    keys: registry.AbpKeys | registry.OtaaKeys | None = None
+    join_eui: JoinEui | None = None
+    if activation == "abp":
+        for column in _OTAA_ONLY:
+            if cells.get(column):
+                errors.append(LineError(line, "must be empty for an ABP device", column))
+        addr = hex_value(DevAddr, "dev_addr", required=True)
+        nwk = hex_value(AesKey, "nwk_s_key", required=True)
+        app = hex_value(AesKey, "app_s_key", required=True)
+        if addr is not None and nwk is not None and app is not None:
+            keys = registry.AbpKeys(addr, nwk, app)
+    elif activation == "otaa":
+        for column in _ABP_ONLY:
+            if cells.get(column):
+                errors.append(LineError(line, "must be empty for an OTAA device", column))
+        join_eui = hex_value(JoinEui, "join_eui", required=True)
+        app_key = hex_value(AesKey, "app_key", required=False)
+        if join_eui is not None and app_key is not None:
+            keys = registry.OtaaKeys(join_eui, app_key)
+    else:
+        errors.append(LineError(line, f"must be abp or otaa, got {activation!r}", "activation"))
+    lat = _float(cells.get("lat", ""), line, "lat", errors)
+    lon = _float(cells.get("lon", ""), line, "lon", errors)
+    if not any(e.column in ("lat", "lon") for e in errors):
+        try:
+            registry.check_position(lat, lon)
+        except ValueError as exc:
+            errors.append(LineError(line, str(exc), "lat"))
+    params: dict[str, registry.ParamValue] = {}
+    for column, text in cells.items():
+        if column.startswith(PARAM_PREFIX) and text != "":
+            try:
+                name, value = registry.check_param(column[len(PARAM_PREFIX) :], text)
+            except ValueError as exc:
+                errors.append(LineError(line, str(exc), column))
+                continue
+            params[name] = value
+    if errors or dev_eui is None:
+        return None, errors
+    return (
+        DeviceRow(
+            line=line,
+            dev_eui=dev_eui,
+            profile=profile,
+            activation="abp" if activation == "abp" else "otaa",
+            keys=keys,
+            join_eui=join_eui,
+            site=cells.get("site") or None,
+            lat=lat,
+            lon=lon,
+            params=params,
+        ),
+        [],
+    )
+
+
+def _float(text: str, line: int, column: str, errors: list[LineError]) -> float | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        errors.append(LineError(line, f"must be a number, got {text!r}", column))
+        return None
+
+
+def import_devices(
+    conn: sqlite3.Connection,
+    rows: Iterable[DeviceRow],
+    *,
+    keystore: KeyStore | None = None,
+    now: datetime | None = None,
+) -> ImportResult:
+    """Register ``rows`` in one transaction; ImportFailed (nothing written) on any conflict."""
+    result = ImportResult()
+    errors: list[LineError] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for row in rows:
+            _apply(conn, row, result, errors, keystore, now)
+        if errors:
+            raise ImportFailed(errors)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    row: DeviceRow,
+    result: ImportResult,
+    errors: list[LineError],
+    keystore: KeyStore | None,
+    now: datetime | None,
+) -> None:
+    eui = str(row.dev_eui)
+    try:
+        current = registry.get_device(conn, row.dev_eui)
+    except RegistryError:
+        current = None
+    if current is None:
+        keys = row.keys
+        if keys is None:
+            assert row.join_eui is not None  # parse_csv: OTAA lines always carry a JoinEUI
+            keys = registry.OtaaKeys(row.join_eui, registry.generate_app_key())
+            result.generated_app_keys += 1
+        try:
+            registry.insert_device(
+                conn,
+                dev_eui=row.dev_eui,
+                profile=row.profile,
+                keys=keys,
+                site=row.site or "",
+                lat=row.lat,
+                lon=row.lon,
+                params=row.params,
+                now=now,
+                keystore=keystore,
+            )
+        except RegistryError as exc:
+            errors.append(LineError(row.line, str(exc), "dev_addr" if "DevAddr" in str(exc) else "dev_eui"))
+            return
+        result.added.append(eui)
+        return
+    conflict = _conflict(conn, row, current, keystore)
+    if conflict:
+        errors.append(LineError(row.line, f"{eui} is already registered with {conflict} (remove it first)"))
+        return
+    site = row.site if row.site is not None else current.site
+    lat = row.lat if row.lat is not None else current.lat
+    lon = row.lon if row.lon is not None else current.lon
+    params = {**current.params, **row.params}
+    if (site, lat, lon, params) == (current.site, current.lat, current.lon, dict(current.params)):
+        result.unchanged.append(eui)
+        return
+    conn.execute(
+        "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ? WHERE dev_eui = ?",
+        (site, lat, lon, json.dumps(params, sort_keys=True), eui),
+    )
+    result.updated.append(eui)
+
+
+def _conflict(
+    conn: sqlite3.Connection, row: DeviceRow, current: registry.Device, keystore: KeyStore | None
+) -> str | None:
+    if current.activation != row.activation:
+        return f"activation {current.activation}"
+    if current.profile != row.profile:
+        return f"profile {current.profile}"
+    have = registry.device_keys(conn, row.dev_eui, keystore)
+    if isinstance(row.keys, registry.AbpKeys):
+        if str(current.dev_addr) != str(row.keys.dev_addr):
+            return f"DevAddr {current.dev_addr}"
+        if (have.get("nwk_s_key"), have.get("app_s_key")) != (
+            row.keys.nwk_s_key.reveal(),
+            row.keys.app_s_key.reveal(),
+        ):
+            return "different session keys"
+        return None
+    if row.join_eui is not None and have.get("join_eui") != str(row.join_eui):
+        return f"JoinEUI {have.get('join_eui')}"
+    if isinstance(row.keys, registry.OtaaKeys) and have.get("app_key") != row.keys.app_key.reveal():
+        return "a different AppKey"
+    return None
+
+
+def export_rows(
+    conn: sqlite3.Connection, *, with_keys: bool, keystore: KeyStore | None = None
+) -> list[dict[str, str]]:
+    """The registry as CSV-ready rows (columns of this module); keys only when asked."""
+    rows = []
+    for device in registry.list_devices(conn):
+        keys = registry.device_keys(conn, device.dev_eui, keystore) if with_keys else {}
+        row = {
+            "dev_eui": str(device.dev_eui),
+            "profile": device.profile,
+            "activation": device.activation,
+            "join_eui": str(device.join_eui) if device.join_eui else "",
+            "app_key": keys.get("app_key", ""),
+            "dev_addr": str(device.dev_addr) if device.activation == "abp" and device.dev_addr else "",
+            "nwk_s_key": keys.get("nwk_s_key", "") if device.activation == "abp" else "",
+            "app_s_key": keys.get("app_s_key", "") if device.activation == "abp" else "",
+            "site": device.site,
+            "lat": "" if device.lat is None else repr(device.lat),
+            "lon": "" if device.lon is None else repr(device.lon),
+        }
+        if not with_keys:
+            for column in KEY_COLUMNS:
+                del row[column]
+        for name, value in sorted(device.params.items()):
+            row[PARAM_PREFIX + name] = registry.format_param(value)
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict[str, str]], *, with_keys: bool) -> str:
+    columns = [c for c in COLUMNS if with_keys or c not in KEY_COLUMNS]
+    params = sorted({name for row in rows for name in row if name.startswith(PARAM_PREFIX)})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*columns, *params], restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

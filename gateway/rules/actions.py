@@ -1,0 +1,110 @@
+"""What the rules engine asks the rest of the gateway to do: its output values.
+
+Owns the output types of ``RuleEngine.evaluate`` and ``RuleEngine.tick`` — alert edges
+(``gateway.messages.Alert``), downlink command requests by name for a profile's
+encoder, display updates for bike totems, aggregate records — and their record
+bodies for the outbox (``to_record``).
+
+It does not encode downlinks (the device profile's encoder does), schedule them
+(the downlink scheduler does) or store records (the outbox does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.clock import iso_utc
+from gateway.messages import Alert, Priority, Record
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkRequest:
+    """Send ``command`` with ``params`` to ``dev_eui`` through its profile's encoder."""
+
+    dev_eui: str
+    command: str
+    params: Mapping[str, object]
+    at_s: float
+    reason: str
+    """Which rule, lighting group or display asked for it (for logs and `edgegw rules`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayUpdate:
+    """Show today's and the year-to-date passages on a class C display totem."""
+
+    dev_eui: str
+    command: str
+    today: int
+    year: int
+    at_s: float
+    today_param: str = "today"
+    year_param: str = "year"
+
+    def as_downlink(self) -> DownlinkRequest:
+        params = {self.today_param: self.today, self.year_param: self.year}
+        return DownlinkRequest(self.dev_eui, self.command, params, self.at_s, reason="display")
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRecord:
+    """One aggregate over ``[start_s, end_s)`` for one device: an LAeq, a day's Lden, counts.
+
+    ``kind`` names the series (``leq_900``, ``lden``, ``count_3600``, ``count_day``).
+    """
+
+    aggregate_id: str
+    kind: str
+    dev_eui: str
+    profile: str
+    start_s: float
+    end_s: float
+    values: Mapping[str, float | int | None] = field(default_factory=dict)
+
+    @property
+    def record_id(self) -> str:
+        # Stable: the same device, aggregate, series and period always give the same id.
+        return f"{self.dev_eui}-agg-{self.aggregate_id}-{self.kind}-{int(self.start_s)}"
+
+
+Output = Alert | DownlinkRequest | DisplayUpdate | AggregateRecord
+
+
+def to_record(out: Alert | AggregateRecord, *, time_quality: str = "ntp") -> Record:
+    """The outbox record of an alert edge (priority ALERT) or of an aggregate (priority READING)."""
+    body: dict[str, Any]
+    if isinstance(out, Alert):
+        body = {
+            "id": out.record_id,
+            "kind": "alert",
+            "dev_eui": out.dev_eui,
+            "received_at": iso_utc(out.at_s),
+            "time_quality": time_quality,
+            "data": {
+                "alert_id": out.alert_id,
+                "state": out.state,
+                "rule": out.rule_id,
+                "severity": out.severity,
+                "value": out.value,
+                "message": out.message,
+            },
+        }
+        return Record(record_id=out.record_id, kind="alert", priority=Priority.ALERT, body=body)
+    body = {
+        "id": out.record_id,
+        "kind": "reading",
+        "dev_eui": out.dev_eui,
+        "profile": out.profile,
+        "received_at": iso_utc(out.end_s),
+        "time_quality": time_quality,
+        "data": {
+            "aggregate": out.aggregate_id,
+            "series": out.kind,
+            "from": iso_utc(out.start_s),
+            "to": iso_utc(out.end_s),
+            **out.values,
+        },
+    }
+    return Record(record_id=out.record_id, kind="reading", priority=Priority.READING, body=body)

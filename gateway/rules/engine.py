@@ -1,0 +1,404 @@
+"""The rules engine: readings and clock ticks in, alerts, aggregates and commands out.
+
+Owns alert episodes (one ``raised`` when a condition starts, after its debounce; one
+``cleared`` when it ends; stable alert ids), the silence watchdog, the lighting
+groups' commanded levels, totem pushes, the device list it has seen, the safe
+swap of rule sets (state kept where a rule id is unchanged) and the persistence
+of all that state as a JSON-able dict.
+
+It is pure and sans-IO: no clock (``at_s``/``now_s`` are passed in), no sockets, no
+files except ``reload`` reading a rules file. It does not encode or send downlinks,
+nor store records: callers route the outputs (see docs/rules.md, "Integration").
+A rule that raises at evaluation is disabled and reported; the others keep running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from gateway.errors import ConfigError, StorageError
+from gateway.messages import Alert
+from gateway.rules import conditions, schedules
+from gateway.rules.actions import DisplayUpdate, DownlinkRequest, Output
+from gateway.rules.aggregates import DeviceAggregator
+from gateway.rules.model import Aggregate, LightingGroup, Rule, RuleSet, Silence
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingFacts:
+    """What the engine needs from one decoded uplink."""
+
+    dev_eui: str
+    profile: str
+    at_s: float
+    data: Mapping[str, Any]
+    site: str = ""
+
+
+@dataclass(slots=True)
+class _Episode:
+    """Per (rule, device) state: the open episode, the debounce counters, the leaves' state."""
+
+    open: bool = False
+    alert_id: str | None = None
+    pend_since: float | None = None
+    pend_n: int = 0
+    last_seen: float | None = None
+    leaves: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class RuleEngine:
+    """Evaluates a ``RuleSet``. Not thread-safe: call it from the event loop only."""
+
+    def __init__(self, rules: RuleSet | None = None) -> None:
+        self._rules = rules or RuleSet()
+        self._episodes: dict[tuple[str, str], _Episode] = {}
+        self._aggs: dict[tuple[str, str], DeviceAggregator] = {}
+        self._devices: dict[str, tuple[str, str]] = {}  # dev_eui -> (profile, site)
+        self._commanded: dict[tuple[str, str], int] = {}  # (group, dev_eui) -> level_pct
+        self._display_next: dict[str, float] = {}
+        self._display_last: dict[str, tuple[int, int]] = {}
+        self.disabled: dict[str, str] = {}
+        """Rule id -> why it was disabled (an exception at evaluation); cleared by the next swap."""
+        self._match_cache: dict[tuple[str, str, str], tuple[list[Rule], list[Aggregate]]] = {}
+        self._params_cache: dict[str, dict[str, float]] = {}
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    # -- rule sets ------------------------------------------------------------------------------
+
+    def swap(self, new: RuleSet, now_s: float) -> list[Output]:
+        """Use ``new`` from now on. State is kept for ids that remain; open episodes of removed
+        rules are cleared (returned as ``cleared`` alerts), their other state dropped."""
+        old = {r.id: r for r in self._rules.rules}
+        kept = {r.id: r for r in new.rules}
+        out: list[Output] = []
+        for (rule_id, dev), ep in list(self._episodes.items()):
+            rule = kept.get(rule_id)
+            if rule is None:
+                if ep.open and ep.alert_id is not None:
+                    prev = old.get(rule_id)
+                    out.append(
+                        Alert(
+                            ep.alert_id,
+                            "cleared",
+                            rule_id,
+                            dev,
+                            prev.severity if prev else "warning",
+                            now_s,
+                            message="rule removed",
+                        )
+                    )
+                del self._episodes[(rule_id, dev)]
+            elif old.get(rule_id) is not None and old[rule_id].condition != rule.condition:
+                ep.leaves.clear()  # the windows and hysteresis of another condition mean nothing here
+        for rule_id in list(self.disabled):
+            del self.disabled[rule_id]
+        old_aggs = {a.id: a for a in self._rules.aggregates}
+        new_aggs = {a.id: a for a in new.aggregates}
+        for key in list(self._aggs):
+            if old_aggs.get(key[0]) != new_aggs.get(key[0]) or new.location != self._rules.location:
+                del self._aggs[key]
+        groups = {g.id for g in new.lighting}
+        for key in list(self._commanded):
+            if key[0] not in groups:
+                del self._commanded[key]
+        self._rules = new
+        self._match_cache.clear()
+        self._params_cache.clear()
+        return out
+
+    def reload(self, path: Path | str, now_s: float) -> tuple[list[Output], ConfigError | None]:
+        """Load a rules file and swap it in; if it is invalid, keep the current rules, return the error."""
+        try:
+            new = RuleSet.load(path)
+        except ConfigError as exc:
+            log.error("rules file rejected, keeping the previous rules: %s", exc)
+            return [], exc
+        log.info("rules loaded from %s: %d rules, %d aggregates, %d lighting groups",
+                 path, len(new.rules), len(new.aggregates), len(new.lighting))  # fmt: skip
+        return self.swap(new, now_s), None
+
+    def register_device(self, dev_eui: str, profile: str, site: str = "") -> None:
+        """Tell the engine a device exists (from the registry at start), so silence and lighting see it."""
+        if self._devices.get(dev_eui) != (profile, site):
+            self._devices[dev_eui] = (profile, site)
+            self._match_cache.pop((dev_eui, profile, site), None)
+
+    # -- readings -------------------------------------------------------------------------------
+
+    def evaluate(self, reading: ReadingFacts) -> list[Output]:
+        """Run every rule and aggregate that selects this device over one reading."""
+        dev = reading.dev_eui
+        self.register_device(dev, reading.profile, reading.site)
+        rules, aggs = self._matching(dev, reading.profile, reading.site)
+        out: list[Output] = []
+        if rules:
+            params = self._params(dev, reading.profile)
+            for rule in rules:
+                if rule.id in self.disabled:
+                    continue
+                try:
+                    self._evaluate_rule(rule, reading, params, out)
+                except conditions.MissingParam:
+                    continue  # no threshold for this device: the rule does not apply to it
+                except Exception as exc:  # a rule must never stop the others (issue 6, "Bad input")
+                    out.append(self._disable(rule, dev, reading.at_s, exc))
+        for agg in aggs:
+            out.extend(self._aggregator(agg, dev, reading.profile).add(reading.at_s, dict(reading.data)))
+        return out
+
+    def _evaluate_rule(
+        self, rule: Rule, reading: ReadingFacts, params: Mapping[str, float], out: list[Output]
+    ) -> None:
+        ep = self._episodes.get((rule.id, reading.dev_eui))
+        if ep is None:
+            ep = self._episodes[(rule.id, reading.dev_eui)] = _Episode()
+        at_s = reading.at_s
+        if isinstance(rule.condition, Silence):
+            ep.last_seen = at_s if ep.last_seen is None else max(ep.last_seen, at_s)
+            if ep.open:
+                out.extend(self._close(rule, reading.dev_eui, ep, at_s, None))
+            return
+        updated, active, value = conditions.evaluate(
+            rule.condition, "c", ep.leaves, at_s, reading.data, params
+        )
+        if not updated:
+            return
+        if active != ep.open:  # a change is pending: debounce it
+            if ep.pend_since is None:
+                ep.pend_since, ep.pend_n = at_s, 0
+            ep.pend_n += 1
+            need_n, need_s = (
+                (rule.for_readings, rule.for_s) if active else (rule.clear_for_readings, rule.clear_for_s)
+            )
+            if ep.pend_n >= need_n and at_s - ep.pend_since >= need_s:
+                if active:
+                    out.extend(self._open(rule, reading.dev_eui, ep, at_s, value))
+                else:
+                    out.extend(self._close(rule, reading.dev_eui, ep, at_s, value))
+        else:
+            ep.pend_since, ep.pend_n = None, 0
+
+    def _open(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
+        ep.open, ep.pend_since, ep.pend_n = True, None, 0
+        ep.alert_id = f"{dev}-{rule.id}-{round(at_s * 1000)}"
+        out: list[Output] = [
+            Alert(ep.alert_id, "raised", rule.id, dev, rule.severity, at_s, value, rule.message)
+        ]
+        out.extend(
+            DownlinkRequest(d.to or dev, d.command, dict(d.params), at_s, f"rule {rule.id} raised")
+            for d in rule.on_raise
+        )
+        return out
+
+    def _close(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
+        alert_id = ep.alert_id or f"{dev}-{rule.id}-unknown"
+        ep.open, ep.alert_id, ep.pend_since, ep.pend_n = False, None, None, 0
+        out: list[Output] = [
+            Alert(alert_id, "cleared", rule.id, dev, rule.severity, at_s, value, rule.message)
+        ]
+        out.extend(
+            DownlinkRequest(d.to or dev, d.command, dict(d.params), at_s, f"rule {rule.id} cleared")
+            for d in rule.on_clear
+        )
+        return out
+
+    def _disable(self, rule: Rule, dev: str, at_s: float, exc: Exception) -> Alert:
+        log.error("rule %s disabled after an error on %s: %r", rule.id, dev, exc, exc_info=exc)
+        self.disabled[rule.id] = f"{type(exc).__name__}: {exc}"
+        return Alert(
+            f"{dev}-rule_disabled-{rule.id}", "raised", "rule_disabled", dev, "warning", at_s,
+            message=f"rule {rule.id} disabled: {self.disabled[rule.id]}",
+        )  # fmt: skip
+
+    # -- clock ----------------------------------------------------------------------------------
+
+    def tick(self, now_s: float) -> list[Output]:
+        """Time-driven work: silence watchdog, closing aggregate periods, lighting, totems."""
+        out: list[Output] = []
+        self._tick_silence(now_s, out)
+        for agg in self._aggs.values():
+            out.extend(agg.close_until(now_s))
+        for group in self._rules.lighting:
+            self._tick_lighting(group, now_s, out)
+        for spec in self._rules.aggregates:
+            if spec.display is not None:
+                self._tick_display(spec, now_s, out)
+        return out
+
+    def _tick_silence(self, now_s: float, out: list[Output]) -> None:
+        for rule in self._rules.rules:
+            if not isinstance(rule.condition, Silence) or rule.id in self.disabled:
+                continue
+            for dev, (profile, site) in self._devices.items():
+                if not rule.selector.matches(dev, profile, site):
+                    continue
+                ep = self._episodes.get((rule.id, dev))
+                if ep is None:
+                    # Never heard since we know of it: count the silence from now.
+                    ep = self._episodes[(rule.id, dev)] = _Episode(last_seen=now_s)
+                try:
+                    limit_s = conditions.resolve(rule.condition.interval_s, self._params(dev, profile))
+                except conditions.MissingParam:
+                    continue
+                last = ep.last_seen if ep.last_seen is not None else now_s
+                ep.last_seen = last
+                if not ep.open and now_s - last > limit_s * rule.condition.factor:
+                    out.extend(self._open(rule, dev, ep, now_s, now_s - last))
+
+    def _group_devices(self, group: LightingGroup) -> list[str]:
+        listed = set(group.selector.dev_euis)
+        found = {d for d, (p, s) in self._devices.items() if group.selector.matches(d, p, s)}
+        if not group.selector.profiles and not group.selector.sites:
+            found |= listed  # listed lamps are commanded even before they are heard
+        return sorted(found)
+
+    def _tick_lighting(self, group: LightingGroup, now_s: float, out: list[Output]) -> None:
+        state = schedules.level_at(group.steps, group.location, now_s)
+        if state is None:
+            return
+        level, since_s = state
+        for dev in self._group_devices(group):
+            if self._commanded.get((group.id, dev)) == level:
+                continue
+            self._commanded[(group.id, dev)] = level
+            params = {**group.extra_params, group.level_param: level}
+            out.append(
+                DownlinkRequest(dev, group.command, params, now_s, f"lighting {group.id} since {since_s:.0f}")
+            )
+
+    def _tick_display(self, spec: Aggregate, now_s: float, out: list[Output]) -> None:
+        display = spec.display
+        assert display is not None
+        if now_s < self._display_next.get(spec.id, 0.0):
+            return
+        self._display_next[spec.id] = now_s + display.every_s
+        today = sum(a.today_total(now_s) for (aid, _), a in self._aggs.items() if aid == spec.id)
+        year = sum(a.year_total(now_s) for (aid, _), a in self._aggs.items() if aid == spec.id)
+        if self._display_last.get(spec.id) == (today, year):
+            return  # nothing new to show: save the airtime
+        self._display_last[spec.id] = (today, year)
+        out.append(
+            DisplayUpdate(
+                display.to, display.command, today, year, now_s, display.today_param, display.year_param
+            )
+        )
+
+    def next_due_s(self, now_s: float) -> float | None:
+        """The next lighting switch time after ``now_s`` (the tick task may sleep until then)."""
+        times = [schedules.next_change_s(g.steps, g.location, now_s) for g in self._rules.lighting]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _matching(self, dev: str, profile: str, site: str) -> tuple[list[Rule], list[Aggregate]]:
+        key = (dev, profile, site)
+        hit = self._match_cache.get(key)
+        if hit is None:
+            if len(self._match_cache) > 50_000:
+                self._match_cache.clear()
+            hit = (
+                [r for r in self._rules.rules if r.selector.matches(dev, profile, site)],
+                [a for a in self._rules.aggregates if a.selector.matches(dev, profile, site)],
+            )
+            self._match_cache[key] = hit
+        return hit
+
+    def _params(self, dev: str, profile: str) -> dict[str, float]:
+        params = self._params_cache.get(dev)
+        if params is None:
+            params = self._params_cache[dev] = self._rules.params_for(dev, profile)
+        return params
+
+    def _aggregator(self, spec: Aggregate, dev: str, profile: str) -> DeviceAggregator:
+        agg = self._aggs.get((spec.id, dev))
+        if agg is None:
+            agg = DeviceAggregator(spec, dev, profile, ZoneInfo(self._rules.location.timezone))
+            self._aggs[(spec.id, dev)] = agg
+        return agg
+
+    def status(self) -> dict[str, Any]:
+        """Loaded rules and live state, for `edgegw rules` on a running agent."""
+        return {
+            "source": self._rules.source,
+            "rules": [
+                {
+                    "id": r.id,
+                    "severity": r.severity,
+                    "disabled": self.disabled.get(r.id),
+                    "open": sorted(d for (rid, d), ep in self._episodes.items() if rid == r.id and ep.open),
+                }
+                for r in self._rules.rules
+            ],
+            "aggregates": [a.id for a in self._rules.aggregates],
+            "lighting": {
+                g.id: {d: lvl for (gid, d), lvl in self._commanded.items() if gid == g.id}
+                for g in self._rules.lighting
+            },
+            "devices": len(self._devices),
+        }
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """All per-device state as a JSON-able dict (persist it; give it back to ``restore``)."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "episodes": [
+                [rule_id, dev, ep.open, ep.alert_id, ep.pend_since, ep.pend_n, ep.last_seen, ep.leaves]
+                for (rule_id, dev), ep in self._episodes.items()
+            ],
+            "aggregates": [[aid, dev, agg.snapshot()] for (aid, dev), agg in self._aggs.items()],
+            "devices": {dev: list(ps) for dev, ps in self._devices.items()},
+            "commanded": [[gid, dev, lvl] for (gid, dev), lvl in self._commanded.items()],
+            "display": {k: [self._display_next.get(k, 0.0), list(v)] for k, v in self._display_last.items()},
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a ``snapshot``; entries of rules, aggregates or groups no longer loaded are dropped.
+
+        StorageError if the snapshot is not one this version wrote (start fresh then).
+        """
+        try:
+            if state.get("v") != SNAPSHOT_VERSION:
+                raise StorageError(
+                    f"rules state snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}"
+                )
+            rule_ids = {r.id for r in self._rules.rules}
+            episodes: dict[tuple[str, str], _Episode] = {}
+            for rule_id, dev, is_open, alert_id, pend_since, pend_n, last_seen, leaves in state["episodes"]:
+                if rule_id in rule_ids:
+                    episodes[(str(rule_id), str(dev))] = _Episode(
+                        bool(is_open), alert_id, pend_since, int(pend_n), last_seen, dict(leaves)
+                    )
+            devices = {str(d): (str(p), str(s)) for d, (p, s) in state["devices"].items()}
+            specs = {a.id: a for a in self._rules.aggregates}
+            tz = ZoneInfo(self._rules.location.timezone)
+            aggs: dict[tuple[str, str], DeviceAggregator] = {}
+            for aid, dev, agg_state in state["aggregates"]:
+                if aid in specs:
+                    agg = DeviceAggregator(specs[aid], dev, str(agg_state["profile"]), tz)
+                    agg.restore(agg_state)
+                    aggs[(aid, dev)] = agg
+            groups = {g.id for g in self._rules.lighting}
+            commanded = {(g, d): int(lvl) for g, d, lvl in state["commanded"] if g in groups}
+            display_next = {str(k): float(v[0]) for k, v in state["display"].items()}
+            display_last = {str(k): (int(v[1][0]), int(v[1][1])) for k, v in state["display"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StorageError(f"rules state snapshot is unreadable: {exc!r}") from exc
+        self._episodes, self._devices, self._aggs = episodes, devices, aggs
+        self._commanded, self._display_next, self._display_last = commanded, display_next, display_last
+        self._match_cache.clear()

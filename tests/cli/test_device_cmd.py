@@ -1,0 +1,259 @@
+"""`edgegw device add | set | import | export | rekey`: argv → output and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway import db
+from gateway.cli.main import main
+from gateway.provisioning import keystore
+
+P = "milesight/em310-udl"
+NWK = "2b7e151628aed2a6abf7158809cf4f3c"
+APP = "000102030405060708090a0b0c0d0e0f"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("EDGEGW_")]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "edgegw.yaml"
+    path.write_text(
+        "gateway: {id: gw-test-1}\nmqtt: {host: 127.0.0.1, port: 1883, tls: false}\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+    )
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str) -> tuple[int, str, str]:
+    code = main(["--config", str(cfg), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_otaa_add_generates_app_key_shown_once(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        cfg,
+        "device",
+        "add",
+        "--dev-eui",
+        "0000000000000002",
+        "--profile",
+        P,
+        "--otaa",
+        "--join-eui",
+        "70b3d57ed0000000",
+        "--param",
+        "empty_distance_mm=1800",
+        "--param",
+        "lamp_group=A",
+        "--lat",
+        "43.52",
+        "--lon",
+        "5.44",
+        "--site",
+        "aix/a1",
+        "--json",
+    )
+    doc = json.loads(out)
+    key = doc["generated_app_key"]
+    assert code == 0 and len(key) == 32 and int(key, 16) >= 0
+    assert doc["params"] == {"empty_distance_mm": 1800.0, "lamp_group": "A"} and doc["lat"] == 43.52
+    code, out, _ = run(capsys, cfg, "device", "list", "--json")
+    assert key not in out and json.loads(out)["devices"][0]["site"] == "aix/a1"
+    code, out, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
+    assert json.loads(out)["devices"][0]["keys"]["app_key"] == key
+    code, out, _ = run(
+        capsys,
+        cfg,
+        "device",
+        "add",
+        "--dev-eui",
+        "0000000000000003",
+        "--profile",
+        P,
+        "--otaa",
+        "--join-eui",
+        "70b3d57ed0000000",
+    )
+    assert code == 0 and "shown only now" in out
+
+
+def test_set_changes_params_and_rejects_bad_ones(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    added, _, _ = run(
+        capsys,
+        cfg,
+        "device",
+        "add",
+        "--dev-eui",
+        "01" * 8,
+        "--profile",
+        P,
+        "--otaa",
+        "--join-eui",
+        "00" * 8,
+        "--appkey",
+        APP,
+        "--param",
+        "full_distance_mm=300",
+    )
+    assert added == 0
+    code, out, _ = run(capsys, cfg, "device", "set", "01" * 8, "--param", "empty_distance_mm=1750", "--json")
+    assert code == 0 and json.loads(out)["params"] == {"empty_distance_mm": 1750.0, "full_distance_mm": 300.0}
+    code, out, _ = run(capsys, cfg, "device", "set", "01" * 8, "--unset", "full_distance_mm")
+    assert code == 0 and "empty_distance_mm=1750" in out and "full_distance_mm" not in out
+    for argv, message in (
+        (["--param", "Bad-Name=1"], "--param: parameter name 'Bad-Name'"),
+        (["--param", "x"], "--param: expected name=value"),
+        (["--lat", "43"], "give both --lat and --lon"),
+        ([], "nothing to change"),
+        (["--unset", "nope"], "has no parameter 'nope'"),
+    ):
+        code, _, err = run(capsys, cfg, "device", "set", "01" * 8, *argv)
+        assert code == 2 and message in err, argv
+    code, _, err = run(capsys, cfg, "device", "set", "09" * 8, "--site", "x")
+    assert code == 2 and "not registered" in err
+
+
+def test_add_from_a_scanned_qr(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, cfg, "qr", "parse", "LW:D0:70B3D57ED0000001:A84041035660E3AA:000A0001")
+    body = "LW:D0:70B3D57ED0000001:A84041035660E3AA:000A0001"
+    code, out, _ = run(capsys, cfg, "device", "add", "--qr", body, "--profile", P, "--appkey", APP, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["dev_eui"] == "a84041035660e3aa" and doc["join_eui"] == "70b3d57ed0000001"
+    assert "generated_app_key" not in doc
+    code, _, err = run(capsys, cfg, "device", "add", "--qr", body + ":C0000", "--profile", P)
+    assert code == 2 and "QR checksum mismatch" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, cfg, "device", "add", "--qr", body, "--profile", P, "--abp")
+    assert code == 2 and "drop --abp" in err
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text(
+        "\n".join(
+            ["dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,site,param.empty_distance_mm", *lines]
+        )
+        + "\n"
+    )
+    return path
+
+
+def test_import_reports_all_errors_and_writes_nothing(
+    cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = write_csv(
+        tmp_path / "bad.csv",
+        [
+            f"0000000000000001,{P},abp,26011001,{NWK},{APP},a,1800",
+            f"0000000000000002,{P},abp,26011002,{NWK}00,{APP},a,1800",
+            f"0000000000000001,{P},abp,26011003,{NWK},{APP},a,1800",
+            f"0000000000000004,nope/x,abp,26011004,{NWK},{APP},a,1800",
+        ],
+    )
+    code, out, err = run(capsys, cfg, "device", "import", str(bad))
+    assert code == 2 and out == ""
+    assert f"{bad}: line 3, nwk_s_key: AesKey must be 16 bytes" in err
+    assert f"{bad}: line 4, dev_eui: duplicate DevEUI 0000000000000001 (first on line 2)" in err
+    assert f"{bad}: line 5, profile: unknown profile 'nope/x'" in err
+    assert err.strip().endswith("3 error(s), nothing imported")
+    code, out, _ = run(capsys, cfg, "device", "import", str(bad), "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["ok"] is False and [e["line"] for e in doc["errors"]] == [3, 4, 5]
+    _, out, _ = run(capsys, cfg, "device", "list", "--json")
+    assert json.loads(out) == {"devices": []}
+
+
+def test_import_export_round_trip_and_idempotence(
+    cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_csv(
+        tmp_path / "good.csv",
+        [
+            f"00000000000000{i:02x},{P},abp,260110{i:02x},{NWK},{APP},street-{i},{1700 + i}"
+            for i in range(1, 6)
+        ],
+    )
+    code, out, _ = run(capsys, cfg, "device", "import", str(good), "--dry-run", "--json")
+    assert code == 0 and json.loads(out) == {"ok": True, "dry_run": True, "lines": 5}
+    code, out, _ = run(capsys, cfg, "device", "import", str(good), "--json")
+    assert code == 0 and len(json.loads(out)["added"]) == 5
+    code, out, _ = run(capsys, cfg, "device", "import", str(good))
+    assert code == 0 and "0 added, 0 updated, 5 unchanged" in out
+    code, out, err = run(capsys, cfg, "device", "export")
+    assert code == 0 and NWK not in out and err == "" and out.count("\n") == 6
+    export = tmp_path / "export.csv"
+    code, _, err = run(capsys, cfg, "device", "export", "--with-keys", "-o", str(export))
+    assert code == 0 and "warning: this export contains device keys" in err
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600 and NWK in export.read_text()
+    code, out, err = run(capsys, cfg, "device", "export", "--json", "--with-keys")
+    assert code == 0 and json.loads(out)["devices"][0]["nwk_s_key"] == NWK and "warning" in err
+    # Into a fresh gateway: same registry.
+    cfg2 = tmp_path / "second.yaml"
+    cfg2.write_text(cfg.read_text().replace(str(tmp_path / "data"), str(tmp_path / "data2")))
+    code, out, _ = run(capsys, cfg2, "device", "import", str(export), "--json")
+    assert code == 0 and len(json.loads(out)["added"]) == 5
+    _, a, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
+    _, b, _ = run(capsys, cfg2, "device", "list", "--show-keys", "--json")
+
+    def strip(doc: str) -> list[dict[str, object]]:
+        return [{k: v for k, v in d.items() if k != "created_at"} for d in json.loads(doc)["devices"]]
+
+    assert strip(a) == strip(b)
+
+
+def test_rekey_encrypts_existing_rows(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    added, _, _ = run(
+        capsys,
+        cfg,
+        "device",
+        "add",
+        "--dev-eui",
+        "01" * 8,
+        "--profile",
+        P,
+        "--abp",
+        "--dev-addr",
+        "26011001",
+        "--nwkskey",
+        NWK,
+        "--appskey",
+        APP,
+    )
+    assert added == 0
+    code, out, _ = run(capsys, cfg, "device", "rekey", "--json")
+    assert code == 0 and json.loads(out)["encrypted_values"] == 2
+    conn = db.connect(db.db_path(tmp_path / "data"))
+    try:
+        raw = conn.execute("SELECT nwk_s_key FROM sessions").fetchone()[0]
+    finally:
+        conn.close()
+    assert raw.startswith("enc1:") and keystore.open_key(tmp_path / "data").decrypt_hex(raw) == NWK
+    _, out, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
+    assert json.loads(out)["devices"][0]["keys"]["nwk_s_key"] == NWK
+    # New devices are encrypted on write from now on.
+    added, _, _ = run(
+        capsys,
+        cfg,
+        "device",
+        "add",
+        "--dev-eui",
+        "02" * 8,
+        "--profile",
+        P,
+        "--abp",
+        "--dev-addr",
+        "26011002",
+        "--nwkskey",
+        NWK,
+        "--appskey",
+        APP,
+    )
+    assert added == 0
+    code, out, _ = run(capsys, cfg, "device", "rekey", "--json")
+    assert json.loads(out)["encrypted_values"] == 0

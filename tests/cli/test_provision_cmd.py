@@ -1,0 +1,128 @@
+"""`edgegw provision gateway`: argv → files, output and exit code (everything under tmp_path, never /etc)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gateway.cli.main import main
+from tests.provisioning.test_gateway_setup import issue
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("EDGEGW_")]:
+        monkeypatch.delenv(name)
+
+
+def test_provision_gateway_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    cfg = tmp_path / "edgegw.yaml"  # absent: --data-dir decides
+    code, out, err = run(
+        capsys,
+        "--config",
+        str(cfg),
+        "provision",
+        "gateway",
+        "--id",
+        "gw-aix-01",
+        "--data-dir",
+        str(data),
+        "--json",
+    )
+    doc = json.loads(out)
+    assert code == 0 and err == "" and doc["client_key_created"] is True and doc["certificate"] is None
+    key_pem = Path(doc["client_key"]).read_bytes()
+    assert stat.S_IMODE(Path(doc["client_key"]).stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" not in out.encode() and key_pem.decode() not in out
+
+    cert = tmp_path / "issued.pem"
+    cert.write_bytes(issue(Path(doc["csr"]).read_bytes()))
+    platform = tmp_path / "platform.pem"
+    platform.write_bytes(
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    unit = tmp_path / "edgegw.service"
+    code, out, _ = run(
+        capsys,
+        "--config",
+        str(cfg),
+        "provision",
+        "gateway",
+        "--id",
+        "gw-aix-01",
+        "--data-dir",
+        str(data),
+        "--install-cert",
+        str(cert),
+        "--platform-key",
+        str(platform),
+        "--unit-out",
+        str(unit),
+        "--exec-path",
+        "/opt/edgegw/.venv/bin/edgegw",
+        "--json",
+    )
+    doc = json.loads(out)
+    assert (
+        code == 0 and doc["client_key_created"] is False and "CN=gw-aix-01" in doc["certificate"]["subject"]
+    )
+    assert len(doc["platform_key_sha256"]) == 64 and Path(doc["client_key"]).read_bytes() == key_pem
+    text = unit.read_text()
+    assert "ExecStart=/opt/edgegw/.venv/bin/edgegw run --config " + str(cfg) in text
+    assert f"ReadWritePaths={data}" in text and "NoNewPrivileges=true" in text
+
+    code, out, _ = run(
+        capsys, "--config", str(cfg), "provision", "gateway", "--id", "gw-aix-01", "--data-dir", str(data)
+    )
+    assert code == 0 and "kept" in out and "valid until" in out
+
+
+def test_provision_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "none.yaml"
+    code, _, err = run(
+        capsys,
+        "--config",
+        str(cfg),
+        "provision",
+        "gateway",
+        "--id",
+        "bad id",
+        "--data-dir",
+        str(tmp_path / "d"),
+    )
+    assert code == 2 and "letters, digits" in err
+    other = tmp_path / "other.pem"
+    other.write_text("not a cert")
+    code, _, err = run(
+        capsys,
+        "--config",
+        str(cfg),
+        "provision",
+        "gateway",
+        "--id",
+        "gw1",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--install-cert",
+        str(other),
+    )
+    assert code == 2 and "not a PEM certificate" in err
+    code, _, err = run(
+        capsys, "--config", str(cfg), "provision", "gateway", "--id", "gw2", "--data-dir", str(tmp_path / "d")
+    )
+    assert code == 2 and "already provisioned as 'gw1'" in err

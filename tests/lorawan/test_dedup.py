@@ -1,0 +1,45 @@
+"""De-duplication: one uplink heard by several forwarders within the window is processed once."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.lorawan.dedup import Deduplicator
+from gateway.messages import RadioFrame, RxInfo
+
+
+def heard(payload: bytes, rssi_dbm: float, snr_db: float, gateway: str) -> RadioFrame:
+    return RadioFrame(
+        payload, RxInfo(868_100_000, rssi_dbm, snr_db, 7, 125_000, "4/5", True, "t", gateway), 0.0, 0.0
+    )
+
+
+def test_keeps_the_best_copy_and_counts_gateways() -> None:
+    d = Deduplicator(0.2)
+    a, b, c = heard(b"x", -110, 1, "g1"), heard(b"x", -90, -2, "g2"), heard(b"x", -90, 5, "g3")
+    assert d.add(a, 10.0) == [] and d.add(b, 10.05) == [] and d.add(c, 10.1) == []
+    assert d.add(heard(b"y", -100, 0, "g1"), 10.15) == []
+    assert d.next_due_s() == pytest.approx(10.2)
+    assert d.due(10.19) == []
+    (first,) = d.due(10.2)
+    assert first.frame is c and first.copies == 3 and first.gateways == 3  # RSSI tie broken by SNR
+    (second,) = d.due(11.0)
+    assert second.frame.phy_payload == b"y" and second.copies == 1
+    assert d.next_due_s() is None and len(d) == 0
+    assert d.counters["duplicates"] == 2 and d.counters["frames"] == 2
+
+
+def test_a_copy_after_the_window_is_a_new_frame() -> None:
+    d = Deduplicator(0.2)
+    d.add(heard(b"x", -100, 0, "g1"), 0.0)
+    assert len(d.due(0.3)) == 1
+    d.add(heard(b"x", -100, 0, "g2"), 0.31)
+    assert len(d.due(1.0)) == 1
+
+
+def test_zero_window_releases_at_once_and_memory_is_bounded() -> None:
+    assert len(Deduplicator(0).add(heard(b"x", -100, 0, "g"), 0.0)) == 1
+    d = Deduplicator(1.0, max_open=2)
+    assert d.add(heard(b"1", -100, 0, "g"), 0.0) == [] and d.add(heard(b"2", -100, 0, "g"), 0.0) == []
+    (early,) = d.add(heard(b"3", -100, 0, "g"), 0.0)
+    assert early.frame.phy_payload == b"1" and len(d) == 2 and d.counters["released_early"] == 1

@@ -1,0 +1,163 @@
+"""Batch import: every line validated first, all errors with line numbers, all or nothing, idempotent."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway import db
+from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.messages import DevEui
+from gateway.provisioning import csv_import, registry
+
+PROFILES = set(ProfileStore.load_dir(default_profiles_dir()).ids())
+P = "milesight/em310-udl"
+NWK = "2b7e151628aed2a6abf7158809cf4f3c"
+APP = "000102030405060708090a0b0c0d0e0f"
+HEADER = (
+    "dev_eui,profile,activation,join_eui,app_key,dev_addr,nwk_s_key,app_s_key,site,lat,lon,"
+    "param.empty_distance_mm"
+)
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = db.connect(db.db_path(tmp_path))
+    yield c
+    c.close()
+
+
+def good_file(n: int = 3) -> str:
+    lines = [HEADER, "# container batch, street A"]
+    for i in range(1, n + 1):
+        lines.append(
+            f"70b3d57ed00000{i:02x},{P},abp,,,260110{i:02x},{NWK},{APP},aix/a{i},43.5,5.4,{1500 + i}"
+        )
+    lines.append(f"70b3d57ed00001ff,{P},otaa,70b3d57ed0000000,{APP},,,,aix/b,,,")
+    return "\n".join(lines) + "\n"
+
+
+def load(conn: sqlite3.Connection, text: str) -> csv_import.ImportResult:
+    return csv_import.import_devices(conn, csv_import.parse_csv(text, PROFILES))
+
+
+def test_import_registers_everything_with_params(conn: sqlite3.Connection) -> None:
+    result = load(conn, good_file())
+    assert len(result.added) == 4 and not result.updated and not result.unchanged
+    dev = registry.get_device(conn, DevEui.from_hex("70b3d57ed0000002"))
+    assert dev.site == "aix/a2" and dev.lat == 43.5 and dev.params == {"empty_distance_mm": 1502.0}
+    assert registry.device_params(conn)["70b3d57ed0000001"] == {"empty_distance_mm": 1501.0}
+    assert "70b3d57ed00001ff" not in registry.device_params(conn)  # no params, not listed
+
+
+def test_every_error_is_reported_with_its_line_and_nothing_is_written(conn: sqlite3.Connection) -> None:
+    text = "\n".join(
+        [
+            HEADER,
+            f"70b3d57ed0000001,{P},abp,,,26011001,{NWK},{APP},,,,",  # line 2 ok
+            f"70b3d57ed000zz02,{P},abp,,,26011002,{NWK},{APP},,,,",  # 3 bad hex
+            f"70b3d57ed0000003,{P},abp,,,26011003,{NWK[:-2]},{APP},,,,",  # 4 short key
+            f"70b3d57ed0000001,{P},abp,,,26011004,{NWK},{APP},,,,",  # 5 duplicate DevEUI
+            f"70b3d57ed0000005,acme/nope,abp,,,26011005,{NWK},{APP},,,,",  # 6 unknown profile
+            f"70b3d57ed0000006,{P},abp,,,26011006",  # 7 too few fields
+            f"70b3d57ed0000007,{P},otaa,,,,,,,,,",  # 8 otaa without JoinEUI
+            f"70b3d57ed0000008,{P},abp,,,26011008,{NWK},{APP},,91,5,18OO",  # 9 lat out of range, typo
+        ]
+    )
+    with pytest.raises(csv_import.ImportFailed) as info:
+        csv_import.parse_csv(text, PROFILES)
+    got = [str(e) for e in info.value.errors]
+    assert got[0].startswith("line 3, dev_eui: DevEui must be hex")
+    assert got[1].startswith("line 4, nwk_s_key: AesKey must be 16 bytes")
+    assert got[2] == "line 5, dev_eui: duplicate DevEUI 70b3d57ed0000001 (first on line 2)"
+    assert got[3] == "line 6, profile: unknown profile 'acme/nope'"
+    assert got[4] == "line 7: expected 12 fields, got 6"
+    assert got[5] == "line 8, join_eui: is required here"
+    assert any(g.startswith("line 9, lat: latitude 91.0 is outside") for g in got)
+    assert "line 9, param.empty_distance_mm: parameter empty_distance_mm must be a number" in " ".join(got)
+    assert conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 0
+
+
+def test_bad_header_is_reported_before_lines() -> None:
+    with pytest.raises(csv_import.ImportFailed) as info:
+        csv_import.parse_csv("dev_eui,profile,appkey\n", PROFILES)
+    messages = [str(e) for e in info.value.errors]
+    assert messages[0].startswith("line 1, appkey: unknown column 'appkey'")
+    assert "line 1: missing required column 'activation'" in messages
+
+
+def test_conflicts_with_the_registry_fail_the_whole_import(conn: sqlite3.Connection) -> None:
+    load(conn, good_file(2))
+    other_key = "ff" * 16
+    text = "\n".join(
+        [
+            HEADER,
+            f"70b3d57ed0000009,{P},abp,,,26011009,{NWK},{APP},,,,",  # new, fine on its own
+            f"70b3d57ed0000001,{P},abp,,,26011001,{other_key},{APP},,,,",  # same DevEUI, other key
+            f"70b3d57ed000000a,{P},abp,,,26011002,{NWK},{APP},,,,",  # DevAddr taken in the registry
+        ]
+    )
+    with pytest.raises(csv_import.ImportFailed) as info:
+        load(conn, text)
+    got = [str(e) for e in info.value.errors]
+    assert got[0] == (
+        "line 3: 70b3d57ed0000001 is already registered with different session keys (remove it first)"
+    )
+    assert got[1].startswith("line 4, dev_addr: DevAddr 26011002 is already used")
+    assert len(got) == 2
+    assert len(registry.list_devices(conn)) == 3  # line 2 was not written either
+
+
+def test_reimport_is_idempotent_and_updates_installation_cells(conn: sqlite3.Connection) -> None:
+    load(conn, good_file())
+    again = load(conn, good_file())
+    assert len(again.unchanged) == 4 and not again.added and not again.updated
+    moved = good_file().replace("aix/a2,43.5,5.4,1502", "aix/a2-bis,43.5,5.4,1600")
+    result = load(conn, moved)
+    assert result.updated == ["70b3d57ed0000002"] and len(result.unchanged) == 3
+    dev = registry.get_device(conn, DevEui.from_hex("70b3d57ed0000002"))
+    assert dev.site == "aix/a2-bis" and dev.params == {"empty_distance_mm": 1600.0}
+
+
+def test_otaa_without_app_key_gets_a_generated_one_then_keeps_it(conn: sqlite3.Connection) -> None:
+    text = f"dev_eui,profile,activation,join_eui\n0000000000000042,{P},otaa,70b3d57ed0000000\n"
+    assert load(conn, text).generated_app_keys == 1
+    key = registry.device_keys(conn, DevEui.from_hex("0000000000000042"))["app_key"]
+    assert len(key) == 32 and key != "0" * 32
+    assert load(conn, text).unchanged == ["0000000000000042"]
+    assert registry.device_keys(conn, DevEui.from_hex("0000000000000042"))["app_key"] == key
+
+
+def test_export_import_round_trip(tmp_path: Path, conn: sqlite3.Connection) -> None:
+    load(conn, good_file(5))
+    registry.update_installation(conn, DevEui.from_hex("70b3d57ed0000003"), set_params={"lamp_group": "B"})
+    text = csv_import.to_csv(csv_import.export_rows(conn, with_keys=True), with_keys=True)
+    other = db.connect(db.db_path(tmp_path / "second"))
+    try:
+        assert len(load(other, text).added) == 6
+
+        def snapshot(c: sqlite3.Connection) -> list[tuple[object, ...]]:
+            out = []
+            for d in registry.list_devices(c):
+                j = d.as_json()
+                j.pop("created_at")
+                out.append((j, registry.device_keys(c, d.dev_eui)))
+            return out
+
+        assert snapshot(other) == snapshot(conn)
+        assert load(other, text).unchanged and not load(other, text).added
+    finally:
+        other.close()
+
+
+def test_export_without_keys_has_no_key_columns(conn: sqlite3.Connection) -> None:
+    load(conn, good_file(1))
+    text = csv_import.to_csv(csv_import.export_rows(conn, with_keys=False), with_keys=False)
+    assert NWK not in text and APP not in text
+    assert (
+        text.splitlines()[0]
+        == "dev_eui,profile,activation,join_eui,dev_addr,site,lat,lon,param.empty_distance_mm"
+    )

@@ -1,0 +1,147 @@
+"""Helpers of the reliability tests: a mosquitto that keeps its sessions across restarts,
+a durable MQTT subscriber, and the agent as a process that can be killed with SIGKILL.
+
+Everything talks to 127.0.0.1 only; every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import MOSQUITTO, Broker, free_port
+
+
+class PersistentBroker(Broker):
+    """mosquitto with persistence on: a SIGTERM restart keeps the subscriber's session and queue."""
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 0\n"
+            "log_type error\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        import socket
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start")
+
+    def restart(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)  # a clean stop saves the sessions
+        self.proc.wait(10)
+        self.start()
+
+
+@pytest.fixture
+def persistent_broker(tmp_path: Path) -> Iterator[PersistentBroker]:
+    workdir = tmp_path / "mosquitto-p"
+    workdir.mkdir()
+    broker = PersistentBroker(port=free_port(), workdir=workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class DurableSubscriber:
+    """A QoS 1 subscriber with a persistent session (clean_session false) that reconnects by itself."""
+
+    def __init__(self, broker: Broker, topic_filter: str, client_id: str = "reliability-sub") -> None:
+        self.ids: list[str] = []
+        self.topics: list[str] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic_filter, qos=1)
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not subscribed.wait(5):
+            raise RuntimeError("subscriber could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        doc = json.loads(msg.payload)
+        with self._lock:
+            if "records" in doc:
+                self.ids.extend(r["id"] for r in doc["records"])
+            elif "record" in doc:
+                self.ids.append(doc["record"]["id"])
+            self.topics.append(msg.topic)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.ids)
+
+    def wait_ids(self, expected: set[str], timeout_s: float) -> set[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = set(self.snapshot())
+            if expected <= got:
+                return got
+            time.sleep(0.05)
+        missing = expected - set(self.snapshot())
+        pytest.fail(f"{len(missing)} committed records never reached the broker, e.g. {sorted(missing)[:5]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+COMMIT_LOG = """
+CREATE TABLE IF NOT EXISTS test_committed (record_id TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS test_log_commit AFTER INSERT ON outbox
+BEGIN INSERT INTO test_committed (record_id) VALUES (NEW.record_id); END;
+"""
+
+
+def install_commit_log(db_file: Path) -> None:
+    """A trigger that logs every id inserted into the outbox, in the inserting transaction:
+    an id is in ``test_committed`` exactly when its record was committed (no hook in the agent)."""
+    with sqlite3.connect(db_file) as conn:
+        conn.executescript(COMMIT_LOG)
+
+
+def committed_ids(db_file: Path) -> list[str]:
+    conn = sqlite3.connect(db_file)
+    try:
+        return [r[0] for r in conn.execute("SELECT record_id FROM test_committed")]
+    finally:
+        conn.close()
+
+
+def integrity(db_file: Path) -> str:
+    conn = sqlite3.connect(db_file)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
