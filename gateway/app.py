@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -23,19 +24,26 @@ from gateway import __version__
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore, default_profiles_dir
 from gateway.config import Config
-from gateway.control import SOCKET_NAME
+from gateway.control import SOCKET_NAME, queries
 from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
 from gateway.inventory import Inventory
-from gateway.lorawan.sessions import SessionTable, load_sessions
+from gateway.lorawan.dedup import Deduplicator
+from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.join import JoinServer, load_otaa_devices
+from gateway.lorawan.sessions import SessionTable, load_sessions, plain
+from gateway.messages import TxRequest, TxStatus
 from gateway.outbox import Outbox
-from gateway.pipeline import UplinkPipeline
-from gateway.provisioning import registry
+from gateway.pipeline import DeviceInfo, UplinkPipeline
+from gateway.provisioning import keystore, registry
 from gateway.radio import RadioBackend, open_backend
+from gateway.rules.engine import RuleEngine
+from gateway.rules.model import RuleSet
 from gateway.uplink import envelope
 from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.health import publish_health
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 
@@ -45,6 +53,10 @@ SESSION_REFRESH_S = 10.0
 """A device registered with the CLI while the agent runs is served within this delay."""
 DRAIN_TIMEOUT_S = 5.0
 RATE_SAMPLE_S = 10.0
+CLASS_C_POLL_S = 1.0
+RULES_TICK_MAX_S = 30.0
+RULES_STATE_SAVE_S = 60.0
+RULES_STATE_FILE = "rules-state.json"
 
 
 @dataclass
@@ -55,6 +67,9 @@ class Agent:
     database: Database
     profiles: ProfileStore
     sessions: SessionTable
+    joins: JoinServer
+    downlinks: DownlinkScheduler
+    dedup: Deduplicator
     outbox: Outbox
     committer: GroupCommitter
     radio: RadioBackend
@@ -63,19 +78,25 @@ class Agent:
     pipeline: UplinkPipeline
     topics: Topics
     inventory: Inventory
+    rules: RuleEngine | None
+    keys: keystore.KeyStore
     control: ControlServer | None = None
     clock: SystemClock = field(default_factory=SystemClock)
     started_mono: float = field(default_factory=time.monotonic)
     frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
+    transmissions: set[asyncio.Task[None]] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
-        """Counters of every stage, for the periodic log line (and later `edgegw status`)."""
+        """Counters of every stage, for the periodic log line, `edgegw status` and health."""
         return {
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "radio": dict(self.radio.counters),
             "pipeline": dict(self.pipeline.counters),
+            "dedup": dict(self.dedup.counters),
+            "downlinks": dict(self.downlinks.counters),
             "outbox": dict(self.outbox.counters),
             "commits": self.committer.commits,
+            "disk_full": self.committer.disk_full,
             "uplink": {"connected": self.uplink.connected, **self.uplink.counters},
             "forwarder": dict(self.forwarder.counters),
         }
@@ -85,12 +106,20 @@ def build(config: Config) -> Agent:
     """Build every stage from the config (opens the database; starts nothing)."""
     profiles_dir = Path(config.profiles_dir) if config.profiles_dir else default_profiles_dir()
     profiles = ProfileStore.load_dir(profiles_dir)
+    keys = keystore.open_key(config.data_dir)
+    decrypt = keys.decrypt_hex
+    encrypt = keys.encrypt_hex if keys.enabled else plain
     database = Database(db_path(config.data_dir))
-    sessions = SessionTable(database.run_sync(load_sessions))
-    outbox = Outbox(database)
+    if database.quarantined is not None:
+        log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
+    clock = SystemClock()
+    sessions = SessionTable(database.run_sync(load_sessions, decrypt))
+    joins = JoinServer(config.lorawan, database.run_sync(load_otaa_devices, decrypt))
+    downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
+    outbox = Outbox(database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s)
     committer = GroupCommitter(
         database,
-        [sessions, outbox],
+        [sessions, downlinks, outbox],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
     )
@@ -109,33 +138,34 @@ def build(config: Config) -> Agent:
         batch_max_records=config.outbox.batch_max_records,
         batch_linger_ms=config.outbox.batch_linger_ms,
         max_inflight_batches=config.outbox.max_inflight_batches,
+        batch_max_bytes=config.outbox.batch_max_bytes,
+        drain_rate_records_s=config.mqtt.drain_rate_records_s,
+        compression=config.mqtt.compression,
     )
     radio = open_backend(config.radio.url)
-    clock = SystemClock()
-    pipeline = UplinkPipeline(sessions, profiles, outbox, clock)
+    rules = _load_rules(config)
+    if rules is not None:
+        _restore_rules_state(config, rules)
+    pipeline = UplinkPipeline(
+        sessions, profiles, outbox, clock,
+        joins=joins, database=database, downlinks=downlinks, rules=rules,
+        commit_now=lambda: committer.notify(0, urgent=True), encrypt_key=encrypt,
+    )  # fmt: skip
     inventory = Inventory()
     pipeline.listeners.append(inventory)
     agent = Agent(
-        config,
-        database,
-        profiles,
-        sessions,
-        outbox,
-        committer,
-        radio,
-        uplink,
-        forwarder,
-        pipeline,
-        topics,
-        inventory,
-        clock=clock,
-    )
-    agent.control = ControlServer(
+        config, database, profiles, sessions, joins, downlinks,
+        Deduplicator(config.lorawan.dedup_window_ms / 1000), outbox, committer, radio, uplink, forwarder,
+        pipeline, topics, inventory, rules, keys, clock=clock,
+    )  # fmt: skip
+    pipeline.send = lambda first, second: _spawn_transmit(agent, first, second)
+    control = ControlServer(
         config.data_path / SOCKET_NAME,
-        {"status": lambda _req: _status(agent), "devices": lambda _req: _devices(agent)},
+        {"status": lambda _req: queries.status(agent), "devices": lambda _req: queries.devices(agent)},
     )
-    control = agent.control
+    agent.control = control
     pipeline.listeners.append(lambda event: control.publish("tail", event))
+    agent.database.run_sync(_load_device_info, agent)
     return agent
 
 
@@ -145,15 +175,11 @@ async def run(
     """Run the agent until ``stop`` is set (SIGTERM/SIGINT in the CLI) or a stage fails."""
     agent = build(config)
     log.info(
-        "edgegw %s starting: gateway %s, radio %s, broker %s:%d, %d devices, %d profiles",
-        __version__,
-        config.gateway.id,
-        config.radio.url,
-        config.mqtt.host,
-        config.mqtt.port,
-        len(agent.sessions),
-        len(agent.profiles.ids()),
-    )
+        "edgegw %s starting: gateway %s, radio %s, broker %s:%d, %d sessions, %d OTAA devices, %d profiles%s",
+        __version__, config.gateway.id, config.radio.url, config.mqtt.host, config.mqtt.port,
+        len(agent.sessions), len(agent.joins), len(agent.profiles.ids()),
+        f", rules from {config.rules.path}" if agent.rules is not None else "",
+    )  # fmt: skip
     tasks: dict[str, asyncio.Task[None]] = {}
     failure: BaseException | None = None
     try:
@@ -162,17 +188,26 @@ async def run(
             await agent.control.start()
         agent.uplink.add_connect_hook(lambda: _publish_online(agent))
         await agent.uplink.start()
-        tasks = {
-            "radio": asyncio.create_task(_receive_loop(agent), name="radio"),
-            "commit": asyncio.create_task(agent.committer.run(), name="commit"),
-            "forward": asyncio.create_task(agent.forwarder.run(), name="forward"),
-            "sessions": asyncio.create_task(_every(SESSION_REFRESH_S, lambda: _refresh_sessions(agent))),
-            "rates": asyncio.create_task(_every(RATE_SAMPLE_S, lambda: _sample_rates(agent))),
+        loops: dict[str, Awaitable[None]] = {
+            "radio": _receive_loop(agent),
+            "commit": agent.committer.run(),
+            "forward": agent.forwarder.run(),
+            "sessions": _every(SESSION_REFRESH_S, lambda: _refresh_registry(agent)),
+            "rates": _every(RATE_SAMPLE_S, lambda: queries.sample_rates(agent)),
+            "class_c": _every(CLASS_C_POLL_S, lambda: _class_c(agent)),
         }
         if config.log.stats_interval_s > 0:
-            tasks["stats"] = asyncio.create_task(
-                _every(config.log.stats_interval_s, lambda: _log_summary(agent))
-            )
+            loops["stats"] = _every(config.log.stats_interval_s, lambda: _log_summary(agent))
+        if config.mqtt.health_interval_s > 0:
+            loops["health"] = publish_health(
+                agent.uplink, agent.uplink, agent.topics, config.gateway.id, agent.outbox.stats,
+                interval_s=config.mqtt.health_interval_s, extra=lambda: _health_extra(agent),
+            )  # fmt: skip
+        if agent.rules is not None:
+            loops["rules"] = _rules_loop(agent)
+            loops["rules_reload"] = _every(config.rules.reload_check_s, _rules_reloader(agent))
+            loops["rules_state"] = _every(RULES_STATE_SAVE_S, lambda: _save_rules_state(agent))
+        tasks = {name: asyncio.create_task(coro, name=name) for name, coro in loops.items()}  # type: ignore[arg-type]
         if on_ready is not None:
             on_ready(agent)
         stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -188,11 +223,154 @@ async def run(
         raise failure
 
 
+# --- the uplink side -------------------------------------------------------------------------
+
+
 async def _receive_loop(agent: Agent) -> None:
-    handle = agent.pipeline.handle
-    receive = agent.radio.receive
+    """Radio → de-duplication window → pipeline; one copy of each uplink, the best heard."""
+    receive, dedup, handle = agent.radio.receive, agent.dedup, agent.pipeline.handle
     while True:
-        handle(await receive())
+        due_s = dedup.next_due_s()
+        timeout_s = None if due_s is None else max(0.0, due_s - time.monotonic())
+        try:
+            frame = await asyncio.wait_for(receive(), timeout_s)
+        except TimeoutError:
+            frame = None
+        ready = dedup.add(frame, time.monotonic()) if frame is not None else []
+        ready.extend(dedup.due(time.monotonic()))
+        for heard in ready:
+            await handle(heard)
+
+
+def _spawn_transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
+    task = asyncio.get_running_loop().create_task(_transmit(agent, first, second))
+    agent.transmissions.add(task)
+    task.add_done_callback(agent.transmissions.discard)
+
+
+async def _transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
+    """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...)."""
+    for request in (first, second):
+        if request is None:
+            continue
+        result = await agent.radio.transmit(request)
+        if result.status is TxStatus.SENT:
+            return
+        log.debug("downlink to %s not sent at %d Hz: %s %s", request.dev_eui, request.freq_hz, result.status,
+                  result.detail)  # fmt: skip
+
+
+def _class_c(agent: Agent) -> None:
+    for request in agent.downlinks.class_c_ready():
+        _spawn_transmit(agent, request, None)
+
+
+# --- the registry and the rules --------------------------------------------------------------
+
+
+def _load_device_info(conn: Any, agent: Agent) -> None:
+    """Sites and numeric installation parameters (for profiles and rules), on the database thread."""
+    params = registry.device_params(conn)
+    info: dict[str, DeviceInfo] = {}
+    for device in registry.list_devices(conn):
+        eui = str(device.dev_eui)
+        numeric = {k: float(v) for k, v in params.get(eui, {}).items() if isinstance(v, (int, float))}
+        info[eui] = DeviceInfo(site=device.site, params=numeric)
+        if agent.rules is not None:
+            agent.rules.register_device(eui, device.profile, device.site)
+    agent.pipeline.devices = info
+
+
+async def _refresh_registry(agent: Agent) -> None:
+    decrypt = agent.keys.decrypt_hex
+    try:
+        fresh = await agent.database.run(load_sessions, decrypt)
+        otaa = await agent.database.run(load_otaa_devices, decrypt)
+        await agent.database.run(_load_device_info, agent)
+    except StorageError as exc:
+        log.warning("cannot reload the device registry: %s", exc)
+        return
+    before = len(agent.sessions)
+    agent.sessions.merge(fresh)
+    agent.joins.merge(otaa)
+    if len(agent.sessions) != before:
+        log.info("device registry changed: %d sessions (was %d)", len(agent.sessions), before)
+
+
+def _load_rules(config: Config) -> RuleEngine | None:
+    if not config.rules.path:
+        return None
+    try:
+        return RuleEngine(RuleSet.load(config.rules.path))
+    except ConfigError as exc:
+        # A bad rules file must not take the gateway (and its uplink) down: run without rules.
+        log.error("rules not loaded, running without rules: %s", exc)
+        return RuleEngine()
+
+
+def _rules_state_path(config: Config) -> Path:
+    return config.data_path / RULES_STATE_FILE
+
+
+def _restore_rules_state(config: Config, rules: RuleEngine) -> None:
+    path = _rules_state_path(config)
+    try:
+        rules.restore(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, StorageError) as exc:
+        log.error("rules state %s not restored (open alerts may be raised again): %s", path, exc)
+
+
+def _save_rules_state(agent: Agent) -> None:
+    if agent.rules is None:
+        return
+    path = _rules_state_path(agent.config)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(agent.rules.snapshot()))
+    os.replace(tmp, path)
+
+
+async def _rules_loop(agent: Agent) -> None:
+    """Time-driven rules: silence watchdogs, lighting schedules, interval aggregates."""
+    rules = agent.rules
+    assert rules is not None
+    while True:
+        now_s = time.time()
+        agent.pipeline.route(rules.tick(now_s))
+        due_s = rules.next_due_s(now_s)
+        await asyncio.sleep(
+            RULES_TICK_MAX_S if due_s is None else min(RULES_TICK_MAX_S, max(0.5, due_s - now_s))
+        )
+
+
+def _rules_reloader(agent: Agent) -> Callable[[], None]:
+    path = Path(agent.config.rules.path)
+    seen = {"mtime": _mtime(path)}
+
+    def check() -> None:
+        mtime = _mtime(path)
+        if mtime == seen["mtime"] or agent.rules is None:
+            return
+        seen["mtime"] = mtime
+        outputs, error = agent.rules.reload(path, time.time())
+        agent.pipeline.route(outputs)
+        if error is not None:
+            log.error("new rules refused, the previous rules stay: %s", error)
+        else:
+            log.info("rules reloaded from %s", path)
+
+    return check
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+# --- observation -----------------------------------------------------------------------------
 
 
 async def _every(interval_s: float, fn: Callable[[], Awaitable[None] | None]) -> None:
@@ -203,71 +381,14 @@ async def _every(interval_s: float, fn: Callable[[], Awaitable[None] | None]) ->
             await result
 
 
-async def _refresh_sessions(agent: Agent) -> None:
-    try:
-        fresh = await agent.database.run(load_sessions)
-    except StorageError as exc:
-        log.warning("cannot reload sessions: %s", exc)
-        return
-    before = len(agent.sessions)
-    agent.sessions.merge(fresh)
-    if len(agent.sessions) != before:
-        log.info("device registry changed: %d sessions (was %d)", len(agent.sessions), before)
-
-
-def _sample_rates(agent: Agent) -> None:
-    agent.frame_samples.append((time.monotonic(), agent.radio.counters.get("frames", 0)))
-
-
-def _frames_per_min(agent: Agent) -> float:
-    now, frames = time.monotonic(), agent.radio.counters.get("frames", 0)
-    since_mono, since_frames = agent.frame_samples[0] if agent.frame_samples else (agent.started_mono, 0)
-    elapsed_s = now - since_mono
-    return round(60.0 * (frames - since_frames) / elapsed_s, 1) if elapsed_s > 0 else 0.0
-
-
-async def _status(agent: Agent) -> dict[str, Any]:
-    """`edgegw status`: one screen of what a technician checks first."""
-    stats = await agent.outbox.stats()
-    oldest_s = None if stats.oldest_created_mono is None else time.monotonic() - stats.oldest_created_mono
+def _health_extra(agent: Agent) -> dict[str, Any]:
     summary = agent.summary()
     return {
-        "version": __version__,
-        "gateway_id": agent.config.gateway.id,
-        "uptime_s": summary["uptime_s"],
-        "radio": {
-            "url": agent.config.radio.url,
-            "frames_per_min": _frames_per_min(agent),
-            "counters": summary["radio"],
-        },
+        "agent": {"version": __version__, "uptime_s": summary["uptime_s"]},
+        "radio": agent.radio.health(),
         "pipeline": summary["pipeline"],
-        "uplink": {
-            "broker": f"{agent.config.mqtt.host}:{agent.config.mqtt.port}",
-            "connected": agent.uplink.connected,
-            "counters": {k: v for k, v in summary["uplink"].items() if k != "connected"},
-            "forwarder": summary["forwarder"],
-        },
-        "outbox": {
-            "depth": stats.depth,
-            "bytes": stats.bytes,
-            "oldest_age_s": oldest_s,
-            "commits": summary["commits"],
-        },
         "clock": {"time_quality": agent.clock.quality(None)},
-        "devices": {"registered": len(agent.sessions), "heard": len(agent.inventory.snapshot())},
     }
-
-
-async def _devices(agent: Agent) -> dict[str, Any]:
-    """`edgegw devices`: the registry joined with what was heard."""
-    registered = await agent.database.run(registry.list_devices)
-    heard = agent.inventory.snapshot()
-    rows = []
-    for device in registered:
-        row = device.as_json()
-        row.update(heard.get(str(device.dev_eui), {"last_seen_s": None, "frames": 0, "errors": 0}))
-        rows.append(row)
-    return {"devices": rows}
 
 
 def _log_summary(agent: Agent) -> None:
@@ -275,17 +396,12 @@ def _log_summary(agent: Agent) -> None:
     p, f = s["pipeline"], s["forwarder"]
     rejected = {k.removeprefix("rejected."): v for k, v in p.items() if k.startswith("rejected.")}
     log.info(
-        "frames in %d, accepted %d, decoded %d, rejected %s; committed %d; batches acked %d (%d records); "
-        "uplink %s",
-        agent.radio.counters.get("frames", 0),
-        p.get("accepted", 0),
-        p.get("decoded", 0),
-        rejected or "{}",
-        s["outbox"].get("committed", 0),
-        f.get("batches_acked", 0),
-        f.get("records_acked", 0),
-        "connected" if s["uplink"]["connected"] else "DISCONNECTED",
-    )
+        "frames in %d, accepted %d, decoded %d, joins %d, rejected %s; committed %d; "
+        "batches acked %d (%d records); uplink %s",
+        agent.radio.counters.get("frames", 0), p.get("accepted", 0), p.get("decoded", 0), p.get("joins", 0),
+        rejected or "{}", s["outbox"].get("committed", 0), f.get("batches_acked", 0),
+        f.get("records_acked", 0), "connected" if s["uplink"]["connected"] else "DISCONNECTED",
+    )  # fmt: skip
 
 
 def _publish_online(agent: Agent) -> None:
@@ -314,10 +430,12 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     log.info("stopping")
     if agent.control is not None:
         await agent.control.stop()
-    for name in ("radio", "sessions", "stats", "rates"):
+    for name in ("radio", "sessions", "stats", "rates", "class_c", "health", "rules", "rules_reload"):
         if name in tasks:
             tasks[name].cancel()
     await agent.radio.stop()
+    for task in list(agent.transmissions):
+        task.cancel()
     try:
         await agent.committer.flush()
     except StorageError as exc:
@@ -325,7 +443,12 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     await agent.forwarder.drain(DRAIN_TIMEOUT_S)
     for task in tasks.values():
         task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await asyncio.gather(*tasks.values(), *agent.transmissions, return_exceptions=True)
+    if agent.rules is not None:
+        try:
+            _save_rules_state(agent)
+        except OSError as exc:
+            log.error("rules state not saved: %s", exc)
     if agent.uplink.connected:
         try:
             payload = envelope.state(False, __version__, iso_utc(time.time()))

@@ -93,6 +93,9 @@ class MqttSection:
         "Backlog drain limit in records per second for 'up' batches (alerts are never limited); 0: no limit.",
         default=5000.0,
     )
+    health_interval_s: float = _doc(
+        "Publish gateway health on <prefix>/<id>/health this often; 0: never.", default=60.0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,16 @@ class LogSection:
     stats_interval_s: float = _doc(
         "Log a one-line summary of the counters this often; 0 turns it off.", default=60.0
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSection:
+    path: str = _doc(
+        "Edge rules file (YAML, docs/rules.md); empty means no rules. Re-read when it changes; "
+        "an invalid new file is refused and the previous rules stay.",
+        default="",
+    )
+    reload_check_s: float = _doc("How often to look for a changed rules file, in seconds.", default=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +189,9 @@ class Config:
     mqtt: MqttSection = _doc("Uplink to the central platform's MQTT broker.", default_factory=MqttSection)
     outbox: OutboxSection = _doc("Durable store-and-forward buffer.", default_factory=OutboxSection)
     log: LogSection = _doc("Logging.", default_factory=LogSection)
+    rules: RulesSection = _doc(
+        "Edge rules that run on the gateway, backhaul or not.", default_factory=RulesSection
+    )
     lorawan: LorawanSection = _doc(
         "LoRaWAN network server at the edge: joins and downlinks.", default_factory=LorawanSection
     )

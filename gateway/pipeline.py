@@ -1,34 +1,51 @@
-"""The uplink path, as one short readable function: frame → session → profile → record → outbox.
+"""The uplink path, as one short readable function: frame → MAC → profile → rules → outbox → downlink.
 
-Owns the order of the stages and the shape of a reading record (ARCHITECTURE.md
-§3.2), and the per-reason rejection counters. Rejected input is counted, logged
-once per reason at WARNING (then at DEBUG) and dropped; it never raises out.
-Edge rules (issue 6) will sit between decoding and the outbox.
+Owns the order of the stages, the shape of a reading record (ARCHITECTURE.md
+§3.2), the routing of rule outputs (alerts and aggregates to the outbox, commands
+to the downlink queue) and the per-reason rejection counters. Rejected input is
+counted, logged once per reason at WARNING (then at DEBUG) and dropped; it never
+raises out. Transmissions are handed to ``send`` (the app runs them as tasks:
+the radio may wait for a TX_ACK).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore
-from gateway.errors import DecodeError, InputError
-from gateway.messages import RadioFrame, Record, UplinkData
+from gateway.db.commit import Database
+from gateway.errors import DecodeError, EncodeError, InputError, StorageError
+from gateway.lorawan.dedup import HeardFrame
+from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.join import JoinServer, accept_join
+from gateway.lorawan.sessions import SessionTable, plain
+from gateway.messages import Alert, DevEui, MType, Priority, RadioFrame, Record, TxRequest, UplinkData
+from gateway.rules import actions
+from gateway.rules.engine import ReadingFacts, RuleEngine
 
 log = logging.getLogger(__name__)
 
-PRIORITY_READING = 50
+PRIORITY_READING = int(Priority.READING)
 
-
-class Acceptor(Protocol):
-    def accept(self, frame: RadioFrame) -> UplinkData: ...
+Send = Callable[[TxRequest | None, TxRequest | None], None]
+"""Transmit a downlink: try the first request, then the second if the first was refused."""
 
 
 class RecordSink(Protocol):
     def put(self, record: Record) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the registry says about a device beyond its keys: where it is and how it is installed."""
+
+    site: str = ""
+    params: Mapping[str, float] = field(default_factory=dict)
 
 
 def record_id(up: UplinkData) -> str:
@@ -37,37 +54,68 @@ def record_id(up: UplinkData) -> str:
 
 
 class UplinkPipeline:
-    """Runs each received frame through the stages; counts what happens."""
+    """Runs each heard frame through the stages; counts what happens."""
 
     def __init__(
-        self, sessions: Acceptor, profiles: ProfileStore, outbox: RecordSink, clock: SystemClock
+        self,
+        sessions: SessionTable,
+        profiles: ProfileStore,
+        outbox: RecordSink,
+        clock: SystemClock,
+        *,
+        joins: JoinServer | None = None,
+        database: Database | None = None,
+        downlinks: DownlinkScheduler | None = None,
+        rules: RuleEngine | None = None,
+        send: Send | None = None,
+        commit_now: Callable[[], None] | None = None,
+        encrypt_key: Callable[[str], str] = plain,
     ) -> None:
         self._sessions = sessions
         self._profiles = profiles
         self._outbox = outbox
         self._clock = clock
+        self._joins = joins
+        self._database = database
+        self._downlinks = downlinks
+        self.rules = rules
+        self.send = send
+        self._commit_now = commit_now
+        self._encrypt_key = encrypt_key
+        self.devices: dict[str, DeviceInfo] = {}
+        """Site and installation parameters per DevEUI hex, refreshed by the app from the registry."""
         self.counters: Counter[str] = Counter()
         self._logged: set[str] = set()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with a frame event (verdict, reason, device, signal, data) for every frame:
         the inventory and `edgegw tail` listen here. Listeners must be quick and must not raise."""
 
-    def handle(self, frame: RadioFrame) -> Record | None:
-        """The whole uplink path for one frame; returns the record put in the outbox, if any."""
+    async def handle(self, heard: HeardFrame) -> Record | None:
+        """The whole uplink path for one frame; returns the reading put in the outbox, if any."""
+        frame = heard.frame
         self.counters["frames"] += 1
+        if frame.phy_payload[:1] and frame.phy_payload[0] >> 5 == MType.JOIN_REQUEST:
+            await self._join(frame)
+            return None
         try:
             up = self._sessions.accept(frame)
         except InputError as exc:
             self._reject(exc, frame)
-            if self.listeners:
-                self._emit(
-                    frame, "rejected", reason=exc.reason, detail=str(exc), dev_addr=_dev_addr_hint(frame)
-                )
             return None
         self.counters["accepted"] += 1
         data, extra = self._decode(up)
         record = self._record(up, data, extra)
         self._outbox.put(record)
+        if data and self.rules is not None:
+            facts = ReadingFacts(str(up.dev_eui), up.profile, frame.received_at_s, data, self._site(up))
+            self.route(self.rules.evaluate(facts))
+        if self._downlinks is not None:
+            plan = self._downlinks.on_uplink(up, gw_count=heard.gateways)
+            if plan is not None:
+                # The downlink counter must be durable before the frame is on the air.
+                if self._commit_now is not None:
+                    self._commit_now()
+                self._transmit(plan.rx1, plan.rx2)
         if self.listeners:
             self._emit(
                 frame,
@@ -82,21 +130,74 @@ class UplinkPipeline:
             )
         return record
 
-    def _emit(self, frame: RadioFrame, verdict: str, **facts: Any) -> None:
-        rx = frame.rx
-        event = {
-            "at_s": frame.received_at_s,
-            "verdict": verdict,
-            "rssi_dbm": rx.rssi_dbm,
-            "snr_db": rx.snr_db,
-            "freq_hz": rx.freq_hz,
-            "sf": rx.sf,
-            "gateway_eui": rx.gateway_eui,
-            "phy_hex": frame.phy_payload.hex(),
-            **facts,
-        }
-        for listener in self.listeners:
-            listener(event)
+    def route(self, outputs: list[actions.Output]) -> None:
+        """Rule outputs: alerts and aggregates to the outbox, commands to the device's downlink queue."""
+        for out in outputs:
+            if isinstance(out, (Alert, actions.AggregateRecord)):
+                self.counters[f"rules.{'alert' if isinstance(out, Alert) else 'aggregate'}"] += 1
+                self._outbox.put(actions.to_record(out, time_quality=self._clock.quality(None)))
+            else:
+                request = out.as_downlink() if isinstance(out, actions.DisplayUpdate) else out
+                self._command(request)
+
+    def _command(self, request: actions.DownlinkRequest) -> None:
+        try:
+            session = self._sessions.by_dev_eui(DevEui.from_hex(request.dev_eui))
+        except ValueError:
+            session = None
+        if self._downlinks is None or session is None:
+            self.counters["rules.command_no_session"] += 1
+            self._log_once(
+                "command_no_session", "rule command %s for %s: no session", request.command, request.dev_eui
+            )
+            return
+        try:
+            downlink = self._profiles.get(session.profile).encode(request.command, request.params)
+        except (KeyError, EncodeError) as exc:
+            self.counters["rules.command_failed"] += 1
+            self._log_once(
+                f"command.{request.command}", "rule command %s cannot be encoded: %s", request.command, exc
+            )
+            return
+        self._downlinks.enqueue(session.dev_eui, downlink.fport, downlink.payload)
+        self.counters["rules.command_queued"] += 1
+
+    async def _join(self, frame: RadioFrame) -> None:
+        if self._joins is None or self._database is None:
+            self._reject(
+                InputError("join-request: OTAA is not enabled here", reason="join_not_served"), frame
+            )
+            return
+        try:
+            accepted = await accept_join(
+                self._joins,
+                frame,
+                self._sessions,
+                self._database,
+                self._encrypt_key,
+            )
+        except InputError as exc:
+            self._reject(exc, frame)
+            return
+        except StorageError as exc:
+            self.counters["rejected.storage"] += 1
+            log.error("join of a device not served: %s", exc)
+            return
+        self.counters["joins"] += 1
+        log.info("device %s joined as %s", accepted.dev_eui, accepted.session.dev_addr)
+        self._transmit(accepted.rx1, accepted.rx2)
+        if self.listeners:
+            self._emit(
+                frame, "joined", dev_eui=str(accepted.dev_eui), dev_addr=str(accepted.session.dev_addr)
+            )
+
+    def _transmit(self, first: TxRequest | None, second: TxRequest | None) -> None:
+        if self.send is not None and (first is not None or second is not None):
+            self.send(first, second)
+
+    def _site(self, up: UplinkData) -> str:
+        info = self.devices.get(str(up.dev_eui))
+        return info.site if info else ""
 
     def _decode(self, up: UplinkData) -> tuple[dict[str, Any], dict[str, Any]]:
         """Decoded data, and extra record keys (warnings, decode_error). A failure keeps the raw bytes."""
@@ -108,8 +209,11 @@ class UplinkPipeline:
         except KeyError:
             self.counters["rejected.unknown_profile"] += 1
             return {}, {"decode_error": f"unknown profile {up.profile}"}
+        info = self.devices.get(str(up.dev_eui))
         try:
-            decoded = profile.decode(up.fport, up.payload)
+            decoded = profile.decode(
+                up.fport, up.payload, info.params if info else None, recv_time_s=up.frame.received_at_s
+            )
         except DecodeError as exc:
             self.counters[f"decode_failed.{exc.reason}"] += 1
             self._log_once(
@@ -150,6 +254,24 @@ class UplinkPipeline:
         self.counters["rejected"] += 1
         self.counters[f"rejected.{exc.reason}"] += 1
         self._log_once(exc.reason, "frame rejected (%s): %s [%s]", exc.reason, exc, frame.phy_payload.hex())
+        if self.listeners:
+            self._emit(frame, "rejected", reason=exc.reason, detail=str(exc), dev_addr=_dev_addr_hint(frame))
+
+    def _emit(self, frame: RadioFrame, verdict: str, **facts: Any) -> None:
+        rx = frame.rx
+        event = {
+            "at_s": frame.received_at_s,
+            "verdict": verdict,
+            "rssi_dbm": rx.rssi_dbm,
+            "snr_db": rx.snr_db,
+            "freq_hz": rx.freq_hz,
+            "sf": rx.sf,
+            "gateway_eui": rx.gateway_eui,
+            "phy_hex": frame.phy_payload.hex(),
+            **facts,
+        }
+        for listener in self.listeners:
+            listener(event)
 
     def _log_once(self, key: str, msg: str, *args: Any) -> None:
         # zeroconf's quiet logger: the first of each kind at WARNING, the rest at DEBUG.

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,7 +35,7 @@ from gateway.db.commit import Database
 from gateway.errors import FrameError, MicMismatch, UnknownDevice
 from gateway.lorawan import phy, region
 from gateway.lorawan.crypto import SessionKeys, derive_session_keys, join_request_mic
-from gateway.lorawan.sessions import Session, SessionTable
+from gateway.lorawan.sessions import Session, SessionTable, plain, session_tag
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui, RadioFrame, TxRequest
 
 __all__ = [
@@ -95,14 +95,16 @@ _LOAD_DEVICES = (
 )
 
 
-def load_otaa_devices(conn: sqlite3.Connection) -> list[OtaaDevice]:
-    """Every OTAA device with its used DevNonces and last JoinNonce (on the database thread)."""
+def load_otaa_devices(conn: sqlite3.Connection, decrypt: Callable[[str], str] = plain) -> list[OtaaDevice]:
+    """Every OTAA device with its used DevNonces and last JoinNonce (on the database thread).
+
+    ``decrypt`` turns the stored AppKey column into hex (keys may be encrypted at rest)."""
     devices: dict[str, OtaaDevice] = {}
     for dev_eui, join_eui, app_key, profile in conn.execute(_LOAD_DEVICES):
         devices[dev_eui] = OtaaDevice(
             dev_eui=DevEui.from_hex(dev_eui),
             join_eui=JoinEui.from_hex(join_eui),
-            app_key=bytes.fromhex(app_key),
+            app_key=bytes.fromhex(decrypt(app_key)),
             profile=profile,
         )
     for dev_eui, dev_nonce, join_nonce in conn.execute(
@@ -115,7 +117,9 @@ def load_otaa_devices(conn: sqlite3.Connection) -> list[OtaaDevice]:
     return list(devices.values())
 
 
-def store_join(conn: sqlite3.Connection, accepted: JoinAccepted) -> None:
+def store_join(
+    conn: sqlite3.Connection, accepted: JoinAccepted, encrypt: Callable[[str], str] = plain
+) -> None:
     """Make a join durable in one transaction: its DevNonce, and the device's new session.
 
     The (dev_eui, dev_nonce) primary key is the last word on reuse: a DevNonce
@@ -148,8 +152,8 @@ def store_join(conn: sqlite3.Connection, accepted: JoinAccepted) -> None:
             (
                 str(accepted.dev_eui),
                 str(session.dev_addr),
-                accepted.nwk_s_key.reveal(),
-                accepted.app_s_key.reveal(),
+                encrypt(accepted.nwk_s_key.reveal()),
+                encrypt(accepted.app_s_key.reveal()),
                 session.session_tag,
                 accepted.joined_at,
             ),
@@ -158,12 +162,6 @@ def store_join(conn: sqlite3.Connection, accepted: JoinAccepted) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-def session_tag(dev_addr: DevAddr, nwk_s_key: AesKey) -> str:
-    """Same derivation as the registry's ABP tag (provisioning.registry.session_tag), kept here because
-    stage packages do not import each other: 4 bytes of SHA-256 over a label, DevAddr and NwkSKey."""
-    return hashlib.sha256(b"edgegw-session" + dev_addr.value + nwk_s_key.value).digest()[:4].hex()
 
 
 class JoinServer:
@@ -330,7 +328,11 @@ class JoinServer:
 
 
 async def accept_join(
-    server: JoinServer, frame: RadioFrame, sessions: SessionTable, database: Database
+    server: JoinServer,
+    frame: RadioFrame,
+    sessions: SessionTable,
+    database: Database,
+    encrypt: Callable[[str], str] = plain,
 ) -> JoinAccepted:
     """Decide, make durable, then serve: the one correct order for a join (raises ``FrameError``).
 
@@ -340,7 +342,7 @@ async def accept_join(
     """
     accepted = server.handle(frame, sessions)
     try:
-        await database.run(store_join, accepted)
+        await database.run(store_join, accepted, encrypt)
     except sqlite3.Error as exc:
         from gateway.errors import StorageError
 

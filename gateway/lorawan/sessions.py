@@ -17,15 +17,16 @@ downlinks (``downlink``).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gateway.errors import FrameError, MicMismatch, UnknownDevice
 from gateway.lorawan import fcnt, phy
 from gateway.lorawan.crypto import SessionKeys
-from gateway.messages import DevAddr, DevEui, RadioFrame, SessionCounter, UplinkData
+from gateway.messages import AesKey, DevAddr, DevEui, RadioFrame, SessionCounter, UplinkData
 
 
 @dataclass(slots=True)
@@ -49,8 +50,28 @@ _LOAD = (
 )
 
 
-def load_sessions(conn: sqlite3.Connection) -> list[Session]:
-    """Read every session from the database (on the database thread)."""
+def session_tag(dev_addr: DevAddr, nwk_s_key: AesKey) -> str:
+    """A short tag that changes with every session of a device (new DevAddr or keys).
+
+    Part of record ids (ARCHITECTURE.md §3.4): the same frame always gets the same
+    id, and a device that restarts its counters in a new session gets new ids.
+    Derived by a one-way hash, 32 bits of which reveal nothing usable about the key.
+    """
+    digest = hashlib.sha256(b"edgegw-session" + dev_addr.value + nwk_s_key.value).digest()
+    return digest[:4].hex()
+
+
+def plain(text: str) -> str:
+    """The identity key codec: keys stored as plain hex (no key file on this gateway)."""
+    return text
+
+
+def load_sessions(conn: sqlite3.Connection, decrypt: Callable[[str], str] = plain) -> list[Session]:
+    """Read every session from the database (on the database thread).
+
+    ``decrypt`` turns a stored key column into hex: keys may be encrypted at rest
+    (``gateway.provisioning.keystore``); this stage only receives the function.
+    """
     sessions = []
     for dev_eui, dev_addr, profile, tag, nwk_s_key, app_s_key, fcnt_up, fcnt_down in conn.execute(_LOAD):
         sessions.append(
@@ -59,7 +80,7 @@ def load_sessions(conn: sqlite3.Connection) -> list[Session]:
                 dev_addr=DevAddr.from_hex(dev_addr),
                 profile=profile,
                 session_tag=tag,
-                keys=SessionKeys(bytes.fromhex(nwk_s_key), bytes.fromhex(app_s_key)),
+                keys=SessionKeys(bytes.fromhex(decrypt(nwk_s_key)), bytes.fromhex(decrypt(app_s_key))),
                 fcnt_up=fcnt_up,
                 fcnt_down=fcnt_down,
             )

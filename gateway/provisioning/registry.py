@@ -12,7 +12,6 @@ It does not own CSV files or QR codes (``csv_import``, ``qr``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.errors import RegistryError
+from gateway.lorawan.sessions import session_tag
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning.keystore import KeyStore
 
@@ -143,17 +143,6 @@ class Device:
             "lon": self.lon,
             "params": dict(self.params),
         }
-
-
-def session_tag(dev_addr: DevAddr, nwk_s_key: AesKey) -> str:
-    """A short tag that changes with every session of a device (new DevAddr or keys).
-
-    Part of record ids (ARCHITECTURE.md §3.4): the same frame always gets the same
-    id, and a device that restarts its counters in a new session gets new ids.
-    Derived by a one-way hash, 32 bits of which reveal nothing usable about the key.
-    """
-    digest = hashlib.sha256(b"edgegw-session" + dev_addr.value + nwk_s_key.value).digest()
-    return digest[:4].hex()
 
 
 def add_device(

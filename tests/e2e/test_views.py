@@ -43,6 +43,7 @@ def test_status_devices_and_tail_show_what_the_agent_heard(
             time.sleep(1.0)  # let tail subscribe before the frames arrive
             first = dev1.uplink(em310(77, 1500, False), 85)
             fwd.send_frames([(first, {"rssi_dbm": -101.0, "snr_db": -4.0})])
+            time.sleep(0.5)  # past the de-duplication window: a second copy is now a replay
             fwd.send_frames([(first, {})])  # a replay: tail shows the verdict
             fwd.send_frames([(dev2.uplink(em310(55, 900, True), 85), {"rssi_dbm": -88.0, "snr_db": 3.0})])
             out, _ = tail.communicate(timeout=20)

@@ -1,0 +1,76 @@
+"""Answers of the control socket's queries, from the running agent's stages.
+
+Owns what `edgegw status` and `edgegw devices` show; reads the stages, changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+from gateway.provisioning import registry
+
+if TYPE_CHECKING:
+    from gateway.app import Agent
+
+
+def sample_rates(agent: Agent) -> None:
+    """Called every few seconds: keeps the recent frame counts for frames/min."""
+    agent.frame_samples.append((time.monotonic(), agent.radio.counters.get("frames", 0)))
+
+
+def frames_per_min(agent: Agent) -> float:
+    now, frames = time.monotonic(), agent.radio.counters.get("frames", 0)
+    since_mono, since_frames = agent.frame_samples[0] if agent.frame_samples else (agent.started_mono, 0)
+    elapsed_s = now - since_mono
+    return round(60.0 * (frames - since_frames) / elapsed_s, 1) if elapsed_s > 0 else 0.0
+
+
+async def status(agent: Agent) -> dict[str, Any]:
+    """`edgegw status`: one screen of what a technician checks first."""
+    stats = await agent.outbox.stats()
+    summary = agent.summary()
+    radio_health = agent.radio.health()
+    return {
+        "version": __version__,
+        "gateway_id": agent.config.gateway.id,
+        "uptime_s": summary["uptime_s"],
+        "radio": {
+            "url": agent.config.radio.url,
+            "frames_per_min": frames_per_min(agent),
+            "counters": summary["radio"],
+            "duty_cycle": radio_health.get("duty_cycle", {}),
+        },
+        "pipeline": summary["pipeline"],
+        "uplink": {
+            "broker": f"{agent.config.mqtt.host}:{agent.config.mqtt.port}",
+            "connected": agent.uplink.connected,
+            "counters": {k: v for k, v in summary["uplink"].items() if k != "connected"},
+            "forwarder": summary["forwarder"],
+        },
+        "outbox": {
+            "depth": stats.depth,
+            "bytes": stats.bytes,
+            "max_bytes": stats.max_bytes,
+            "oldest_age_s": stats.oldest_age_s,
+            "depth_by_class": stats.depth_by_class,
+            "evicted": stats.evicted_total,
+            "commits": summary["commits"],
+        },
+        "clock": {"time_quality": agent.clock.quality(None)},
+        "devices": {"registered": len(agent.sessions), "heard": len(agent.inventory.snapshot())},
+        "rules": agent.rules.status() if agent.rules is not None else None,
+    }
+
+
+async def devices(agent: Agent) -> dict[str, Any]:
+    """`edgegw devices`: the registry joined with what was heard."""
+    registered = await agent.database.run(registry.list_devices)
+    heard = agent.inventory.snapshot()
+    rows = []
+    for device in registered:
+        row = device.as_json()
+        row.update(heard.get(str(device.dev_eui), {"last_seen_s": None, "frames": 0, "errors": 0}))
+        rows.append(row)
+    return {"devices": rows}
