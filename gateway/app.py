@@ -29,6 +29,7 @@ from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import ConfigError, StorageError
+from gateway.history import ReadingHistory
 from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
@@ -159,9 +160,16 @@ def build(config: Config) -> Agent:
         pipeline, topics, inventory, rules, keys, clock=clock,
     )  # fmt: skip
     pipeline.send = lambda first, second: _spawn_transmit(agent, first, second)
+    history = ReadingHistory()
+    pipeline.listeners.append(history)
     control = ControlServer(
         config.data_path / SOCKET_NAME,
-        {"status": lambda _req: queries.status(agent), "devices": lambda _req: queries.devices(agent)},
+        {
+            "status": lambda _req: queries.status(agent),
+            "devices": lambda _req: queries.devices(agent),
+            "device": lambda req: queries.device(agent, history, req),
+            "recent_frames": lambda _req: queries.recent_frames(agent),
+        },
     )
     agent.control = control
     pipeline.listeners.append(lambda event: control.publish("tail", event))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,27 @@ def request(path: Path, cmd: str, timeout_s: float = 5.0, **args: Any) -> dict[s
     return answer
 
 
-def stream(path: Path, cmd: str, **args: Any) -> Iterator[dict[str, Any]]:
-    """Events of a streaming command, until the caller stops iterating or the agent stops."""
+def stream(
+    path: Path, cmd: str, *, deadline_mono: float | None = None, **args: Any
+) -> Iterator[dict[str, Any]]:
+    """Events of a streaming command, until the caller stops iterating, the agent stops,
+    or ``time.monotonic()`` reaches ``deadline_mono`` (then the iteration just ends)."""
     with _connect(path, None) as sock:
         sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         with sock.makefile("rb") as lines:
             first = json.loads(lines.readline() or b'{"ok": false, "error": "no answer"}')
             if not first.get("ok"):
                 raise GatewayError(f"agent: {first.get('error', 'unknown error')}")
-            for line in lines:
+            while True:
+                if deadline_mono is not None:
+                    left_s = deadline_mono - time.monotonic()
+                    if left_s <= 0:
+                        return
+                    sock.settimeout(left_s)
+                try:
+                    line = lines.readline()
+                except TimeoutError:
+                    return
+                if not line:
+                    return
                 yield json.loads(line)

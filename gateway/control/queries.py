@@ -1,18 +1,22 @@
 """Answers of the control socket's queries, from the running agent's stages.
 
-Owns what `edgegw status` and `edgegw devices` show; reads the stages, changes nothing.
+Owns what `edgegw status`, `devices`, `device show` and `diag` show; reads the stages, changes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.errors import RegistryError
+from gateway.messages import DevEui
 from gateway.provisioning import registry
 
 if TYPE_CHECKING:
     from gateway.app import Agent
+    from gateway.history import ReadingHistory
 
 
 def sample_rates(agent: Agent) -> None:
@@ -74,3 +78,32 @@ async def devices(agent: Agent) -> dict[str, Any]:
         row.update(heard.get(str(device.dev_eui), {"last_seen_s": None, "frames": 0, "errors": 0}))
         rows.append(row)
     return {"devices": rows}
+
+
+async def device(agent: Agent, history: ReadingHistory, request: dict[str, Any]) -> dict[str, Any]:
+    """`edgegw device show`: the registry entry, what was heard, and the last readings."""
+    try:
+        dev_eui = DevEui.from_hex(str(request.get("dev_eui", "")))
+    except ValueError as exc:
+        raise ValueError(f"dev_eui: {exc}") from exc
+    try:
+        entry = await agent.database.run(registry.get_device, dev_eui)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from exc
+    since_s = request.get("since_s")
+    heard = agent.inventory.snapshot().get(str(dev_eui))
+    return {
+        "device": entry.as_json(),
+        "heard": heard,
+        "readings": history.readings(str(dev_eui), float(since_s) if since_s is not None else None),
+    }
+
+
+async def recent_frames(agent: Agent) -> dict[str, Any]:
+    """`edgegw diag`: the radio's ring of raw frames (PHYPayload hex and RF metadata)."""
+    return {
+        "frames": [
+            {"received_at_s": f.received_at_s, "phy_hex": f.phy_payload_hex, "rx": dataclasses.asdict(f.rx)}
+            for f in agent.radio.recent
+        ]
+    }
