@@ -169,6 +169,8 @@ def build(config: Config) -> Agent:
             "devices": lambda _req: queries.devices(agent),
             "device": lambda req: queries.device(agent, history, req),
             "recent_frames": lambda _req: queries.recent_frames(agent),
+            "rules": lambda _req: queries.rules(agent),
+            "flush": lambda _req: queries.flush(agent),
         },
     )
     agent.control = control
@@ -449,6 +451,10 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     except StorageError as exc:
         log.error("final commit failed: %s", exc)
     await agent.forwarder.drain(DRAIN_TIMEOUT_S)
+    try:
+        await agent.committer.flush()  # the acks of the drained batches: their rows leave the file now
+    except StorageError as exc:
+        log.error("final commit of acknowledgements failed (those records will be sent again): %s", exc)
     for task in tasks.values():
         task.cancel()
     await asyncio.gather(*tasks.values(), *agent.transmissions, return_exceptions=True)

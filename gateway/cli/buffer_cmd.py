@@ -2,31 +2,50 @@
 
 Shows depth, stored bytes against ``outbox.max_bytes``, the oldest record's age,
 per-class counts, eviction totals and the estimated headroom at the recent ingest
-rate. It reads the file (the agent need not run); ``buffer flush`` (ask the agent to
-drain now) needs the control socket and is not offered: the agent already drains as
-soon as the broker is reachable, at ``mqtt.drain_rate_records_s``.
+rate. It reads the file (the agent need not run).
+
+``edgegw buffer flush`` asks the running agent, over its control socket, to drain now
+(``gateway.control.queries.flush``: commit at once, no retry wait, no drain-rate limit
+until the backlog is empty); ``--wait S`` then follows the depth until it is 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from gateway import config, db
+from gateway.control import SOCKET_NAME, client
 from gateway.outbox.inspect import read_buffer
+
+WAIT_POLL_S = 0.5
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("buffer", help="outbox depth, age, bytes, headroom, per-priority counts")
     p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+    p.add_argument(
+        "action", nargs="?", choices=["flush"], help="flush: ask the running agent to drain the backlog now"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="flush: wait up to SECONDS for the outbox to empty (exit 1 if it does not)",
+    )
     p.set_defaults(handler=show_buffer)
 
 
 def show_buffer(args: argparse.Namespace) -> int:
-    from gateway.cli.main import config_path, print_json
+    from gateway.cli.main import UsageError, config_path, print_json
 
     cfg = config.load(config_path(args))
+    if args.action == "flush":
+        return flush(args, cfg)
+    if args.wait is not None:
+        raise UsageError("--wait goes with 'buffer flush'")
     doc = read_buffer(db.db_path(cfg.data_dir))
     if args.json:
         print_json(doc)
@@ -67,3 +86,41 @@ def render(doc: dict[str, Any]) -> str:
             f"evicted (ever)    {evicted}",
         ]
     )
+
+
+def flush(args: argparse.Namespace, cfg: config.Config) -> int:
+    """Ask the agent to drain now; with ``--wait``, follow the depth (exit 1 if not empty in time)."""
+    from gateway.cli.main import CheckFailed, print_json
+
+    sock = cfg.data_path / SOCKET_NAME
+    try:
+        answer = client.request(sock, "flush")
+        depth = int(answer["depth"])
+        if args.wait is not None:
+            deadline = time.monotonic() + max(0.0, args.wait)
+            while depth > 0 and time.monotonic() < deadline:
+                time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+                depth = int(client.request(sock, "status")["outbox"]["depth"])
+    except client.AgentUnreachable as exc:
+        raise CheckFailed(f"{exc}; buffer flush needs the running agent") from exc
+    doc = {
+        "requested": True,
+        "depth": depth,
+        "connected": answer["connected"],
+        "drain_rate_records_s": answer["drain_rate_records_s"],
+    }
+    if args.json:
+        print_json(doc)
+    else:
+        print(render_flush(doc, waited=args.wait is not None))
+    return 1 if args.wait is not None and depth > 0 else 0
+
+
+def render_flush(doc: dict[str, Any], *, waited: bool) -> str:
+    if waited:
+        head = "outbox empty" if doc["depth"] == 0 else f"{doc['depth']} records still waiting"
+    else:
+        head = f"flush requested: {doc['depth']} records waiting, draining without the rate limit"
+    if not doc["connected"]:
+        head += "\nbroker not connected: the backlog drains as soon as it is back"
+    return head

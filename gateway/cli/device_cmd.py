@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config, db
+from gateway.cli import device_views
 from gateway.codec import ProfileStore, default_profiles_dir
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
@@ -87,6 +88,7 @@ def register(sub: Any) -> None:
     rk = dsub.add_parser("rekey", help="encrypt device keys at rest (creates the gateway key file)")
     rk.add_argument("--json", action="store_true")
     rk.set_defaults(handler=rekey)
+    device_views.register(dsub)  # show, verify: views of the running agent
 
 
 def _installation_args(p: argparse.ArgumentParser) -> None:

@@ -24,10 +24,12 @@ from gateway.cli import (
     demo_cmd,
     device_cmd,
     encode_cmd,
+    field_cmd,
     lorawan_cmd,
     profile_cmd,
     provision_cmd,
     qr_cmd,
+    rules_cmd,
     run_cmd,
     views_cmd,
 )
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         qr_cmd,
         provision_cmd,
         buffer_cmd,
+        field_cmd,
+        rules_cmd,
     ):
         module.register(sub)
     return parser

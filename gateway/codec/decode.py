@@ -64,6 +64,8 @@ class CompiledDecoder:
     family: str
     decode: Callable[[bytes], Decoded]
     outputs: tuple[Output, ...]
+    decode_port: Callable[[int, bytes], Decoded] | None = None
+    """Set when the layout depends on the fPort (``fixed`` with ``layouts`` selected by ``fport``)."""
 
 
 # ------------------------------------------------------------------ channel_tlv
@@ -79,26 +81,38 @@ def _channel_run(fields: list[CompiledField], specs: list[Spec] | None = None) -
     only feed ``{placeholders}`` of later names in the same record.
     """
     steps: list[tuple[str, int, Callable[[bytes, int], Any], bool, bool]] = []
+    expansions: dict[int, tuple[Callable[[int, int], list[int]], str, str, str]] = {}
     offset = 0
     size = 0
     hidden_names: set[str] = set()
+    earlier: set[str] = set()
     for index, compiled in enumerate(fields):
         at = compiled.at if compiled.at is not None else offset
         offset = at + compiled.size
         size = max(size, offset)
+        where = specs[index] if specs is not None else None
         for placeholder in compiled.placeholders:
             if placeholder not in hidden_names:
-                where = specs[index] if specs is not None else None
                 message = f"placeholder {{{placeholder}}} needs a hidden field of that name before it"
                 if where is not None:
                     raise where.fail(message)
                 raise ValueError(message)
+        if compiled.expand is not None:
+            assert compiled.count_from is not None  # compile_field sets both
+            if compiled.count_from not in earlier:
+                message = f"count {compiled.count_from!r} must name an earlier field of this record"
+                if where is not None:
+                    raise where.fail(message)
+                raise ValueError(message)
+            prefix, _, suffix = compiled.output.name.partition("{n}")
+            expansions[index] = (compiled.expand, compiled.count_from, prefix, suffix)
         if compiled.hidden:
             hidden_names.add(compiled.output.name)
+        earlier.add(compiled.output.name)
         steps.append((compiled.output.name, at, compiled.read, compiled.hidden, bool(compiled.placeholders)))
     frozen_steps = tuple(steps)
 
-    if not hidden_names:
+    if not hidden_names and not expansions:
         if len(frozen_steps) == 1 and frozen_steps[0][1] == 0:
             name, _at, read, _hidden, _templated = frozen_steps[0]
 
@@ -114,13 +128,21 @@ def _channel_run(fields: list[CompiledField], specs: list[Spec] | None = None) -
 
         return size, run_many
 
+    scoped = tuple((*step, expansions.get(index)) for index, step in enumerate(frozen_steps))
+
     def run_scoped(buf: bytes, pos: int, out: dict[str, Any]) -> None:
         scope: dict[str, Any] = {}
-        for name, field_offset, read, hidden, templated in frozen_steps:
+        for name, field_offset, read, hidden, templated, expansion in scoped:
             value = read(buf, pos + field_offset)
+            if expansion is not None:
+                expand, count_from, prefix, suffix = expansion
+                for number, item in enumerate(expand(value, scope[count_from]), start=1):
+                    out[f"{prefix}{number}{suffix}"] = item
+                continue
+            scope[name] = value
             if hidden:
-                scope[name] = value
-            elif templated:
+                continue
+            if templated:
                 out[name.format_map(scope)] = value
             else:
                 out[name] = value
@@ -397,7 +419,15 @@ _MAX_REPEAT: Final = 256
 
 
 def compile_fixed(spec: Spec) -> CompiledDecoder:
-    """Compile a ``family: fixed`` decoder section (fields at byte offsets, optional repeat)."""
+    """Compile a ``family: fixed`` decoder section (fields at byte offsets, optional repeat).
+
+    With ``layouts`` instead of ``fields``, each layout has a ``when`` (any of ``fport``,
+    ``length``, ``prefix`` hex) and its own ``fields``; the first layout whose every condition
+    holds decodes the payload (IMBuildings: a type/variant header of a given length, or a
+    header-less frame on a variant's own fPort).
+    """
+    if isinstance(spec.value, dict) and "layouts" in spec.value:
+        return _compile_layouts(spec)
     spec.mapping(required=("family", "fields"), optional=("endian", "lengths", "repeat", "description"))
     endian_spec = spec.get("endian")
     default_endian = endian_spec.as_choice(("le", "be")) if endian_spec is not None else None
@@ -476,6 +506,75 @@ def _fixed_decoder(
         return Decoded(data, warnings)
 
     return decode
+
+
+_Layout = tuple[int | None, int | None, bytes, int, _ChannelRun]
+"""(fport or None, length or None, prefix, size the fields need, run)."""
+
+
+def _compile_layouts(spec: Spec) -> CompiledDecoder:
+    spec.mapping(required=("family", "layouts"), optional=("endian", "description"))
+    endian_spec = spec.get("endian")
+    default_endian = endian_spec.as_choice(("le", "be")) if endian_spec is not None else None
+    outputs: dict[str, Output] = {}
+    layouts: list[_Layout] = []
+    items = list(spec["layouts"].items())
+    if not items:
+        raise spec["layouts"].fail("must list at least one layout")
+    for item in items:
+        item.mapping(required=("when", "fields"), optional=("description",))
+        when = item["when"].mapping(optional=("fport", "length", "prefix"))
+        if not when.value:
+            raise when.fail("needs at least one of fport, length, prefix")
+        fport_spec = when.get("fport")
+        length_spec = when.get("length")
+        prefix_spec = when.get("prefix")
+        fport = fport_spec.as_int(1, 223) if fport_spec is not None else None
+        length = length_spec.as_int(0, 242) if length_spec is not None else None
+        prefix = b""
+        if prefix_spec is not None:
+            try:
+                prefix = bytes.fromhex(prefix_spec.as_str())
+            except ValueError as exc:
+                raise prefix_spec.fail("is not hex") from exc
+        layout_outputs: dict[str, Output] = {}
+        size, run = _compile_fields(item["fields"], default_endian, layout_outputs)
+        if length is not None and length < size:
+            raise length_spec.fail(f"the fields need {size} bytes")  # type: ignore[union-attr]
+        for output in layout_outputs.values():
+            _merge_output(outputs, output, item)
+        layouts.append((fport, length, prefix, size, run))
+    frozen = tuple(layouts)
+
+    def decode_port(fport: int, payload: bytes) -> Decoded:
+        end = len(payload)
+        for want_port, want_length, prefix, size, run in frozen:
+            if want_port is not None and want_port != fport:
+                continue
+            if want_length is not None and want_length != end:
+                continue
+            if prefix and not payload.startswith(prefix):
+                continue
+            if end < size:
+                raise DecodeError(f"payload is {end} bytes, the layout needs {size}", reason="truncated")
+            data: dict[str, Any] = {}
+            run(payload, 0, data)
+            warnings = (
+                (f"{end - size} trailing bytes not decoded",) if want_length is None and end > size else ()
+            )
+            return Decoded(data, warnings)
+        raise DecodeError(
+            f"no layout of this profile matches a {end}-byte payload on fport {fport}",
+            reason="unknown_layout",
+        )
+
+    def decode(payload: bytes) -> Decoded:
+        # Without an fPort only layouts that do not ask for one can match.
+        return decode_port(0, payload)
+
+    return CompiledDecoder(
+        family="fixed", decode=decode, outputs=tuple(outputs.values()), decode_port=decode_port
+    )
 
 
 # ----------------------------------------------------------------------- families

@@ -202,9 +202,26 @@ def _version_bytes(raw: bytes) -> str:
     return f"v{raw[0]}.{raw[1]}"
 
 
+def _version_decimal_dotted(raw: bytes) -> str:
+    # Every byte in decimal, joined by dots, no "v": 1f 07 00 4b -> "31.7.0.75"
+    # (Milesight VS121_Decoder.js readVersion; README example FF1F1F07004B).
+    return ".".join(str(byte) for byte in raw)
+
+
+def _int16_be_tenths_fixed2(raw: bytes) -> str:
+    # Signed 16-bit big-endian tenths printed with two decimals: 01 05 -> "26.10", ff 3f -> "-19.30"
+    # (Dragino LDDS75_Decoder_V1.1.4.js: `(value/10).toFixed(2)`). A tenth has one decimal, so
+    # Python's fixed-point formatting and JavaScript's toFixed(2) agree on every input.
+    value = int.from_bytes(raw, "big", signed=True)
+    return f"{value / 10:.2f}"
+
+
 @dataclass(frozen=True, slots=True)
 class Format:
-    """A named transform of a fixed number of raw bytes into a string."""
+    """A named transform of a fixed number of raw bytes into a string.
+
+    ``size`` 0 means the profile gives the byte count with ``size:`` (a dotted version of 2 or 4 bytes).
+    """
 
     size: int
     apply: Callable[[bytes], str]
@@ -216,7 +233,27 @@ FORMATS: Final[Mapping[str, Format]] = {
     "version_hex_major_hi_nibble": Format(2, _version_hex_major_hi_nibble),
     "version_bytes": Format(2, _version_bytes),
     "version_major_hi_nibble": Format(2, _version_major_hi_nibble),
+    "version_decimal_dotted": Format(0, _version_decimal_dotted),
+    "int16_be_tenths_fixed2": Format(2, _int16_be_tenths_fixed2),
 }
+
+
+# ---------------------------------------------------------------------- expansions
+
+
+def bit_flags(mask: int, count: int) -> list[int]:
+    """Bit ``idx`` of ``mask`` for idx 0..count-1, as 0/1 (Milesight VS121 ``(region >> idx) & 1``).
+
+    JavaScript's ``>>`` shifts by ``idx mod 32`` (ECMA-262 §13.9.2 ShiftExpression), so a count
+    above 32 repeats the low bits, exactly as the vendor decoder prints them.
+    """
+    return [(mask >> (idx % 32)) & 1 for idx in range(count)]
+
+
+EXPANSIONS: Final[Mapping[str, Callable[[int, int], list[int]]]] = {
+    "bit_flags": bit_flags,
+}
+"""Named transforms of one integer into ``count`` numbered outputs (``region_{n}``, n = 1..count)."""
 
 
 # ------------------------------------------------------------------------- fields
@@ -256,6 +293,8 @@ _FIELD_KEYS: Final = (
     "bits",
     "hidden",
     "ops",
+    "expand",
+    "count",
     *_MEANING_KEYS,
 )
 _NAME_TEMPLATE_RE: Final = re.compile(r"^(?:[A-Za-z0-9_]|\{[a-z_][a-z0-9_]*\})+$")
@@ -289,6 +328,10 @@ class CompiledField:
     hidden: bool = False
     placeholders: tuple[str, ...] = ()
     """Hidden values the output name refers to (``L{freq}{time}``); empty for a plain name."""
+    expand: Callable[[int, int], list[int]] | None = None
+    """With ``expand``: the value becomes outputs ``name`` with ``{n}`` = 1..count (``EXPANSIONS``)."""
+    count_from: str | None = None
+    """With ``expand``: the earlier field of the same record that holds the count."""
 
 
 def compile_field(
@@ -311,7 +354,12 @@ def compile_field(
         if name[0].isdigit():
             raise spec["name"].fail(f"{name!r} is not valid: must not start with a digit")
     placeholders = tuple(_PLACEHOLDER_RE.findall(name))
+    expand, count_from = _compile_expand(spec, name)
+    if expand is not None:
+        placeholders = tuple(p for p in placeholders if p != "n")
     ftype = spec["type"].as_choice(FIELD_TYPES)
+    if expand is not None and ftype not in _INT_CODES:
+        raise spec["expand"].fail(f"needs an integer type, not {ftype}")
     if ftype in _INT_CODES or ftype in _FLOAT_CODES or ftype == "bool":
         size, read, numeric = _compile_int(spec, ftype, default_endian)
     else:
@@ -328,7 +376,40 @@ def compile_field(
         output = Output(name=name, quantity="hidden")
     else:
         output = _compile_output(spec, name, numeric=numeric)
-    return CompiledField(output=output, size=size, read=read, at=at, hidden=hidden, placeholders=placeholders)
+    return CompiledField(
+        output=output,
+        size=size,
+        read=read,
+        at=at,
+        hidden=hidden,
+        placeholders=placeholders,
+        expand=expand,
+        count_from=count_from,
+    )
+
+
+def _compile_expand(spec: Spec, name: str) -> tuple[Callable[[int, int], list[int]] | None, str | None]:
+    """``expand: bit_flags`` + ``count: <earlier field>``: one integer → outputs ``name`` for n = 1..count."""
+    expand_spec = spec.get("expand")
+    count_spec = spec.get("count")
+    if expand_spec is None:
+        if count_spec is not None:
+            raise count_spec.fail("only allowed together with 'expand'")
+        return None, None
+    expand = EXPANSIONS[expand_spec.as_choice(EXPANSIONS)]
+    if count_spec is None:
+        raise spec.fail(
+            "'expand' needs 'count': the name of an earlier field of the record holding the count"
+        )
+    count_from = count_spec.as_str(pattern=re.compile(r"[a-z_][a-z0-9_]*"), hint="a field name")
+    if "{n}" not in name:
+        raise spec["name"].fail(
+            f"{name!r} needs a {{n}} placeholder for the expanded index (e.g. region_{{n}})"
+        )
+    for key in ("scale", "offset", "enum", "ops"):
+        if spec.has(key):
+            raise spec[key].fail("not allowed together with 'expand'")
+    return expand, count_from
 
 
 def _compile_bits(spec: Spec, raw: Reader, bits: int, default: tuple[int, int] | None) -> tuple[Reader, int]:
@@ -517,10 +598,11 @@ def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
         fmt = FORMATS[spec["format"].as_choice(FORMATS)]
     size_spec = spec.get("size")
     if size_spec is not None:
-        size = size_spec.as_int(1, MAX_FIELD_BYTES)
-        if fmt is not None and size != fmt.size:
+        # A constant may read nothing: a vendor's fixed word such as Dragino's Node_type "LDDS75".
+        size = size_spec.as_int(0 if ftype == "constant" else 1, MAX_FIELD_BYTES)
+        if fmt is not None and fmt.size and size != fmt.size:
             raise size_spec.fail(f"format {spec['format'].value} reads {fmt.size} bytes, not {size}")
-    elif fmt is not None:
+    elif fmt is not None and fmt.size:
         size = fmt.size
     else:
         raise spec.fail(f"type {ftype} needs a 'size' in bytes")

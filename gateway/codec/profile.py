@@ -122,6 +122,7 @@ class Profile:
     derived: tuple[Derivation, ...] = ()
     downlinks: Downlinks | None = None
     _decode_js: Callable[[int, bytes, float], Decoded] | None = field(default=None, repr=False, compare=False)
+    _decode_port: Callable[[int, bytes], Decoded] | None = field(default=None, repr=False, compare=False)
     decode: DecodeFunction = field(init=False, repr=False, compare=False)
     """Decode one application payload received on ``fport`` (see ``DecodeFunction``)."""
 
@@ -180,6 +181,12 @@ def _runner(profile: Profile) -> DecodeFunction:
     fports = frozenset(profile.lorawan.uplink_fports)
     decode = profile._decode
     decode_js = profile._decode_js
+    decode_port = profile._decode_port
+    if decode_js is None and decode_port is not None:
+
+        def decode_js(fport: int, payload: bytes, recv_time_s: float) -> Decoded:
+            return decode_port(fport, payload)  # fPort-selected layouts (IMBuildings)
+
     derived = profile.derived
     # Derivations without installation parameters (DALI %) run on every payload.
     unconditional = tuple(d for d in derived if not d.params)
@@ -200,6 +207,8 @@ def _runner(profile: Profile) -> DecodeFunction:
         if fport not in fports:
             raise wrong_port(fport)
         decoded = decode(payload) if decode_js is None else decode_js(fport, payload, recv_time_s)
+        if not derived:
+            return decoded
         if params:
             for derivation in derived:
                 derivation.apply(decoded.data, params)
@@ -321,6 +330,7 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         derived=derived,
         downlinks=downlinks,
         _decode_js=decode_js,
+        _decode_port=compiled.decode_port,
     )
     return profile
 

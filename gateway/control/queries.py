@@ -107,3 +107,29 @@ async def recent_frames(agent: Agent) -> dict[str, Any]:
             for f in agent.radio.recent
         ]
     }
+
+
+async def rules(agent: Agent) -> dict[str, Any]:
+    """`edgegw rules`: loaded rules, live state (episodes, disabled rules), next lighting change."""
+    if agent.rules is None:
+        return {"enabled": False, "path": agent.config.rules.path}
+    return {"enabled": True, "path": agent.config.rules.path, **agent.rules.status(time.time())}
+
+
+async def flush(agent: Agent) -> dict[str, Any]:
+    """`edgegw buffer flush`: commit what is pending and drain the backlog now.
+
+    "Now" means: the pending group commit happens at once, the forwarder's wait after a
+    failed publish is cut short, and the drain-rate limit is lifted until the backlog is
+    empty (``Forwarder.flush``). It cannot reach a broker that is down: then the backlog
+    drains without the limit as soon as the connection is back.
+    """
+    agent.committer.notify(0, urgent=True)
+    agent.forwarder.flush()
+    stats = await agent.outbox.stats()
+    return {
+        "depth": stats.depth,
+        "depth_by_class": stats.depth_by_class,
+        "connected": agent.uplink.connected,
+        "drain_rate_records_s": agent.config.mqtt.drain_rate_records_s,
+    }

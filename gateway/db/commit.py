@@ -101,19 +101,31 @@ class GroupCommitter:
             self._full.set()
 
     async def run(self) -> None:
-        """Commit forever (until cancelled); each group waits at most ``interval_s``."""
-        while True:
-            await self._wake.wait()
-            if not self._full.is_set():
+        """Commit forever; each group waits at most ``interval_s``.
+
+        Cancelled while writes are pending (the outbox's acked deletes arrive until the
+        forwarder is drained), it commits them once more before ending.
+        """
+        try:
+            while True:
+                await self._wake.wait()
+                if not self._full.is_set():
+                    try:
+                        await asyncio.wait_for(self._full.wait(), timeout=self._interval_s)
+                    except TimeoutError:
+                        pass
                 try:
-                    await asyncio.wait_for(self._full.wait(), timeout=self._interval_s)
-                except TimeoutError:
-                    pass
-            try:
-                await self.flush()
-            except StorageError:
-                # Logged by flush(); keep committing later groups (the disk may recover).
-                await asyncio.sleep(self._interval_s)
+                    await self.flush()
+                except StorageError:
+                    # Logged by flush(); keep committing later groups (the disk may recover).
+                    await asyncio.sleep(self._interval_s)
+        except asyncio.CancelledError:
+            if self._wake.is_set():
+                try:
+                    await self.flush()
+                except (StorageError, RuntimeError) as exc:  # RuntimeError: database already closed
+                    log.error("final group commit on cancel failed: %s", exc)
+            raise
 
     async def flush(self) -> None:
         """Commit everything pending now (also used at shutdown)."""

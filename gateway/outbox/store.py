@@ -18,6 +18,14 @@ delivered again (at least once, §3.3). Per priority, an in-memory cursor on
 ``seq`` (AUTOINCREMENT, never reused) excludes the rows already leased, so a
 lease is one index seek per priority, whatever the backlog.
 
+Acking: ``ack`` takes the rows off the totals at once and hands their deletion to
+the next group commit (``DELETE ... BETWEEN`` per run of consecutive seqs, before
+that group's inserts). A delete in its own transaction rewrote every page it
+touched once more in the WAL; in the group's transaction the freed pages are
+reused by the inserts and written once (bench/bench_outbox.py: half the bytes per
+record). A delete lost to a crash only means a duplicate delivery with the same
+id, which §3.3 allows; a failed group keeps its deletes for the next one.
+
 Threads: counters, leases and the byte/row totals live on the event loop; the
 SQL runs on the database thread, which only reads the totals (under a lock).
 """
@@ -33,7 +41,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from itertools import groupby, repeat
+from operator import itemgetter
+from typing import NamedTuple, Protocol
 
 from gateway.db.commit import Database
 from gateway.errors import StorageError
@@ -49,10 +60,44 @@ CLOCK_SAVE_S = 10.0
 EXPIRY_CHECK_S = 10.0
 DEDUP_WINDOW = 65_536
 _MAX_PRIORITY = 1 << 30
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds one per call
+_ALERT = int(Priority.ALERT)
+_PRIORITY_OF, _SIZE_OF, _SEQ_OF = (
+    itemgetter(2),
+    itemgetter(4),
+    itemgetter(0),
+)  # of an _Row; _SEQ_OF of a Leased
+
+
+def _compact_encoder() -> Callable[[object], str]:
+    """``json.dumps(obj, separators=(",", ":"))`` without its per-call set-up.
+
+    ``JSONEncoder.encode`` builds the C encoder again on every call: half the cost of a
+    small record (bench/bench_outbox.py). Built once here; the pure-Python encoder when
+    the C one is missing. No cycle check: bodies are JSON-shaped data built by the pipeline.
+    """
+    compact = json.JSONEncoder(separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return compact.encode
+    try:
+        chunks = make(
+            None, compact.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+    except TypeError:  # another signature in another Python
+        return compact.encode
+
+    def encode(obj: object) -> str:
+        return "".join(chunks(obj, 0))
+
+    return encode
+
+
+_ENCODE = _compact_encoder()
 _Row = tuple[str, str, int, float, int, str]
 """An outbox row to insert: record_id, kind, priority, created_s, size, body."""
 
+_OVERHEAD = ROW_OVERHEAD_BYTES
+_DELETE_RANGE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
 _INSERT = "INSERT INTO outbox (record_id, kind, priority, created_s, size, body) VALUES (?, ?, ?, ?, ?, ?)"
 _UPSERT_META = (
     "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
@@ -86,14 +131,19 @@ class CommitNotify(Protocol):
     def __call__(self, count: int, *, urgent: bool) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Leased:
-    """One committed row handed to the uplink; ``body_json`` is the record as stored."""
+class Leased(NamedTuple):
+    """One committed row handed to the uplink; ``body_json`` is the record as stored.
+
+    A NamedTuple rather than a frozen dataclass: it is built straight from the SQL row
+    (``Leased._make``), thousands per second on the drain path.
+    """
 
     seq: int
     record_id: str
     priority: int
     body_json: str
+    size: int
+    """Bytes counted against ``max_bytes``: taken off the totals when acked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +176,14 @@ class PendingWrite:
     """What ``take()`` hands to the committer; ``write()`` fills in what it did."""
 
     records: list[tuple[Record, float]]
+    deleted: list[int] = field(default_factory=list)
+    """Seqs acked since the last commit: deleted first in this transaction."""
     inserted: int = 0
     duplicates: int = 0
     added: Counter[int] = field(default_factory=Counter)
     added_bytes: Counter[int] = field(default_factory=Counter)
-    removed: list[tuple[int, int]] = field(default_factory=list)
-    """(priority, size) of rows evicted or expired in this transaction."""
+    removed: list[tuple[int, int, int]] = field(default_factory=list)
+    """(seq, priority, size) of rows evicted or expired in this transaction."""
     evicted: Counter[str] = field(default_factory=Counter)
 
 
@@ -166,7 +218,9 @@ class Outbox:
         self._bytes: Counter[int] = Counter()
         self._capacity_bytes = max_bytes  # lowered after the disk itself was found full
         self._cursor: dict[int, int] = {}  # per priority: rows with seq <= cursor were leased since start
-        self._leased: dict[int, int] = {}  # seq -> priority
+        self._leased: dict[int, Leased] = {}
+        self._acked: list[int] = []  # acked seqs whose DELETE has not been committed yet
+        self._acked_set: set[int] = set()
         self._released: dict[int, list[int]] = {}
         self._maybe: dict[int, bool] = {}  # per priority: committed, unleased rows may exist
         self._generation: dict[int, int] = {}
@@ -212,14 +266,22 @@ class Outbox:
 
         A record whose id was put recently (the same frame heard twice) is dropped here.
         """
+        # Called for every record: _remember() and stored_priority() are inlined.
         self.counters["put"] += 1
-        if record.record_id in self._recent_set:
+        record_id = record.record_id
+        recent_set = self._recent_set
+        if record_id in recent_set:
             self.counters["duplicate"] += 1
             return
-        self._remember(record.record_id)
+        recent = self._recent
+        recent.append(record_id)
+        recent_set.add(record_id)
+        if len(recent) > DEDUP_WINDOW:
+            recent_set.discard(recent.popleft())
         self._pending.append((record, self._clock.now_s()))
-        if self.committer_notify is not None:
-            self.committer_notify(1, urgent=stored_priority(record) >= Priority.ALERT)
+        notify = self.committer_notify
+        if notify is not None:
+            notify(1, urgent=record.kind == "alert" or record.priority >= _ALERT)
 
     def now_s(self) -> float:
         """The outbox clock (seconds, only forward; see ``gateway.outbox.clock``)."""
@@ -234,29 +296,44 @@ class Outbox:
     # --- CommitSink ---------------------------------------------------------------
 
     def take(self) -> PendingWrite | None:
-        if not self._pending:
+        if not self._pending and not self._acked:
             return None
-        taken = PendingWrite(self._pending)
+        # The acked seqs stay in ``_acked`` until ``committed()``: a failed group leaves
+        # them for the next one (deleting a deleted row is harmless).
+        taken = PendingWrite(self._pending, list(self._acked))
         self._pending = []
         return taken
 
     def write(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
         # On the database thread, inside the group's transaction: serialising here keeps
-        # the JSON work off the loop.
+        # the JSON work off the loop. Written again after SQLITE_FULL: start from scratch.
+        taken.removed.clear()
+        taken.evicted.clear()
+        taken.added.clear()
+        taken.added_bytes.clear()
+        if taken.deleted:
+            conn.executemany(_DELETE_RANGE, _runs(taken.deleted))
         rows: list[_Row] = []
+        append = rows.append
         for record, created_s in taken.records:
             body = _ENCODE(record.body)
-            size = len(body) + len(record.record_id) + ROW_OVERHEAD_BYTES
-            rows.append((record.record_id, str(record.kind), stored_priority(record), created_s, size, body))
+            record_id = record.record_id
+            priority = record.priority
+            if record.kind == "alert" and priority < _ALERT:
+                priority = _ALERT  # as stored_priority()
+            size = len(body) + len(record_id) + _OVERHEAD
+            append((record_id, record.kind, priority, created_s, size, body))
         now_s = self._clock.now_s()
         if self.max_age_s > 0 and now_s - self._last_expiry_s >= EXPIRY_CHECK_S:
             self._expire(conn, now_s, taken)
         rows = self._make_room(conn, rows, taken)
         conn.executemany(_INSERT, rows)
         taken.inserted = len(rows)
-        for row in rows:
-            taken.added[row[2]] += 1
-            taken.added_bytes[row[2]] += row[4]
+        added, added_bytes = taken.added, taken.added_bytes
+        for priority, group in groupby(rows, _PRIORITY_OF):  # runs of one priority: C per row
+            sizes = list(map(_SIZE_OF, group))
+            added[priority] += len(sizes)
+            added_bytes[priority] += sum(sizes)
         if taken.evicted:
             conn.executemany(_ADD_META, list(taken.evicted.items()))
         if now_s - self._last_save_s >= CLOCK_SAVE_S:
@@ -273,11 +350,20 @@ class Outbox:
             )
             self._since_rate_bytes, self._rate_mark_s = 0, now_s
         with self._totals_lock:
-            for priority, size in taken.removed:
+            for seq, priority, size in taken.removed:
+                if seq in self._acked_set:
+                    continue  # acked after take(): its ack already took it off the totals
                 self._count[priority] -= 1
                 self._bytes[priority] -= size
             self._count.update(taken.added)
             self._bytes.update(taken.added_bytes)
+        for seq, _priority, _size in taken.removed:
+            self._leased.pop(seq, None)  # evicted while in flight: its ack must not count it again
+        if taken.deleted:
+            # By value, not by position: two groups in flight (a shutdown flush) may share seqs.
+            done = set(taken.deleted)
+            self._acked = [seq for seq in self._acked if seq not in done]
+            self._acked_set -= done
         self.counters["committed"] += taken.inserted
         for key, count in taken.evicted.items():
             self.counters[key] += count
@@ -322,7 +408,8 @@ class Outbox:
         ).fetchone()
         bound = first_kept[0] if first_kept else 1 << 62
         gone = conn.execute(
-            "DELETE FROM outbox WHERE seq < ? AND created_s < ? RETURNING priority, size", (bound, cutoff)
+            "DELETE FROM outbox WHERE seq < ? AND created_s < ? RETURNING seq, priority, size",
+            (bound, cutoff),
         ).fetchall()
         self._account(gone, "expired", taken)
 
@@ -330,8 +417,8 @@ class Outbox:
         """Evict (lowest priority, oldest first) until ``rows`` fit; incoming rows ranking lower go first."""
         with self._totals_lock:
             total = sum(self._bytes.values())
-        total -= sum(size for _p, size in taken.removed)
-        over = total + sum(row[4] for row in rows) - self._capacity_bytes
+        total -= sum(size for _s, _p, size in taken.removed)
+        over = total + sum(map(_SIZE_OF, rows)) - self._capacity_bytes
         if over <= 0:
             return rows
         keep = list(rows)
@@ -347,26 +434,26 @@ class Outbox:
                 index = next(i for i, row in enumerate(keep) if row[2] == low_in)
                 dropped = keep.pop(index)
                 over -= dropped[4]
-                self._account([(dropped[2], dropped[4])], "evicted", taken, stored=False)
+                self._account([(0, dropped[2], dropped[4])], "evicted", taken, stored=False)
                 continue
             with self._totals_lock:
                 avg = max(1, total // max(1, sum(self._count.values())))
             limit = max(1, min(4096, over // avg + 1))
             gone = conn.execute(
-                "DELETE FROM outbox WHERE seq IN "
-                "(SELECT seq FROM outbox WHERE priority = ? ORDER BY seq LIMIT ?) RETURNING priority, size",
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE priority = ? "
+                "ORDER BY seq LIMIT ?) RETURNING seq, priority, size",
                 (lowest[0], limit),
             ).fetchall()
-            over -= sum(size for _p, size in gone)
+            over -= sum(size for _s, _p, size in gone)
             self._account(gone, "evicted", taken)
         return keep
 
     def _account(
-        self, gone: Iterable[tuple[int, int]], why: str, taken: PendingWrite, *, stored: bool = True
+        self, gone: Iterable[tuple[int, int, int]], why: str, taken: PendingWrite, *, stored: bool = True
     ) -> None:
-        for priority, size in gone:
+        for seq, priority, size in gone:
             if stored:
-                taken.removed.append((priority, size))
+                taken.removed.append((seq, priority, size))
             taken.evicted[f"{why}.{priority_class(priority)}"] += 1
 
     def _clock_meta(self) -> list[tuple[str, float]]:
@@ -410,40 +497,56 @@ class Outbox:
             for p, again, _cursor in plan:
                 if p not in found and p not in exhausted:
                     continue  # not reached: n was filled by higher priorities
-                asked = set(again)
-                self._released[p] = [s for s in self._released.get(p, []) if s not in asked]
-                for seq, record_id, body in found.get(p, []):
-                    leased.append(Leased(seq, record_id, p, body))
-                    self._leased[seq] = p
-                    if seq > self._cursor.get(p, 0):
-                        self._cursor[p] = seq
-                if p in exhausted and generations[p] == self._generation.get(p, 0) and not self._released[p]:
+                if again:
+                    asked = set(again)
+                    self._released[p] = [s for s in self._released.get(p, []) if s not in asked]
+                rows = found.get(p)
+                if rows:
+                    leased.extend(rows)
+                    self._leased.update(zip(map(_SEQ_OF, rows), rows, strict=True))
+                    # Rows come in seq order, released ones (lower seqs) first.
+                    if rows[-1].seq > self._cursor.get(p, 0):
+                        self._cursor[p] = rows[-1].seq
+                unchanged = generations[p] == self._generation.get(p, 0)
+                if p in exhausted and unchanged and not self._released.get(p):
                     self._maybe[p] = False
             return leased
 
     async def ack(self, seqs: Sequence[int]) -> None:
-        """The broker has the rows: delete them (one transaction)."""
-        if not seqs:
+        """The broker has these leased rows: they leave the totals now and the file with the next
+        group commit (see the module docstring). Seqs not leased (any more) are ignored.
+
+        Without a committer (``committer_notify`` None) the rows are deleted at once instead.
+        """
+        leased = self._leased
+        mine = [row for row in map(leased.pop, seqs, repeat(None)) if row is not None]
+        if not mine:
             return
-        try:
-            gone = await self._db.run(_delete_rows, list(seqs))
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot delete acknowledged outbox rows: {exc}") from exc
         with self._totals_lock:
-            for priority, size in gone:
-                self._count[priority] -= 1
-                self._bytes[priority] -= size
-        for seq in seqs:
-            self._leased.pop(seq, None)
-        self.counters["acked"] += len(seqs)
+            count, size_by = self._count, self._bytes
+            for row in mine:
+                count[row.priority] -= 1
+                size_by[row.priority] -= row.size
+        self.counters["acked"] += len(mine)
+        gone = [row.seq for row in mine]
+        if self.committer_notify is None:
+            try:
+                await self._db.run(_delete_now, _runs(gone))
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot delete acknowledged outbox rows: {exc}") from exc
+            return
+        self._acked.extend(gone)
+        self._acked_set.update(gone)
+        self.committer_notify(0, urgent=False)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Give leased rows back (their publish failed); they are the next ones leased."""
         released = 0
         for seq in seqs:
-            priority = self._leased.pop(seq, None)
-            if priority is None:
+            row = self._leased.pop(seq, None)
+            if row is None:
                 continue
+            priority = row.priority
             self._released.setdefault(priority, []).append(seq)
             self._more_available(priority)
             released += 1
@@ -535,52 +638,58 @@ def _save_meta(conn: sqlite3.Connection, items: list[tuple[str, float]]) -> None
         raise
 
 
+_COLUMNS = "seq, record_id, priority, body, size"  # the fields of Leased, in order
+_SELECT_FRESH = f"SELECT {_COLUMNS} FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
 def _select_rows(
     conn: sqlite3.Connection, plan: list[tuple[int, list[int], int]], n: int
-) -> tuple[dict[int, list[tuple[int, str, str]]], set[int]]:
-    found: dict[int, list[tuple[int, str, str]]] = {}
+) -> tuple[dict[int, list[Leased]], set[int]]:
+    found: dict[int, list[Leased]] = {}
     exhausted: set[int] = set()
     remaining = n
+    make = partial(tuple.__new__, Leased)  # Leased._make without a Python frame per row
     for priority, again, cursor in plan:
         if remaining <= 0:
             break
-        rows: list[tuple[int, str, str]] = []
+        rows: list[Leased] = []
         if again:
             marks = ",".join("?" * len(again))
-            rows.extend(
-                conn.execute(
-                    f"SELECT seq, record_id, body FROM outbox WHERE seq IN ({marks}) ORDER BY seq", again
-                )
-            )
+            sql = f"SELECT {_COLUMNS} FROM outbox WHERE seq IN ({marks}) ORDER BY seq"
+            rows.extend(map(make, conn.execute(sql, again)))
         limit = remaining - len(rows)
-        fresh: list[tuple[int, str, str]] = []
         if limit > 0:
-            fresh = conn.execute(
-                "SELECT seq, record_id, body FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (priority, cursor, limit),
-            ).fetchall()
+            fresh = conn.execute(_SELECT_FRESH, (priority, cursor, limit)).fetchall()
             if len(fresh) < limit:
                 exhausted.add(priority)
-        rows.extend(fresh)
+            rows.extend(map(make, fresh))
         found[priority] = rows
         remaining -= len(rows)
     return found, exhausted
 
 
-def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> list[tuple[int, int]]:
-    # A lost delete only means a duplicate delivery (allowed, §3.3), so this transaction is
-    # not fsync'd by itself: the next group commit's fsync of the WAL makes it durable too.
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive seqs: one ``BETWEEN`` each (a batch is mostly one run)."""
+    ordered = sorted(seqs)
+    runs: list[tuple[int, int]] = []
+    first = last = ordered[0]
+    for seq in ordered:
+        if seq > last + 1:
+            runs.append((first, last))
+            first = seq
+        last = seq
+    runs.append((first, last))
+    return runs
+
+
+def _delete_now(conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> None:
+    # Only without a group committer. A lost delete only means a duplicate delivery (allowed,
+    # §3.3), so this transaction is not fsync'd by itself.
     conn.execute("PRAGMA synchronous=NORMAL")
-    gone: list[tuple[int, int]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, len(seqs), 500):
-                part = seqs[start : start + 500]
-                marks = ",".join("?" * len(part))
-                gone.extend(
-                    conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING priority, size", part)
-                )
+            conn.executemany(_DELETE_RANGE, runs)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
@@ -588,7 +697,6 @@ def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> list[tuple[int, i
             raise
     finally:
         conn.execute("PRAGMA synchronous=FULL")
-    return gone
 
 
 def _oldest_created(conn: sqlite3.Connection) -> float | None:

@@ -52,7 +52,8 @@ class DisplayUpdate:
 class AggregateRecord:
     """One aggregate over ``[start_s, end_s)`` for one device: an LAeq, a day's Lden, counts.
 
-    ``kind`` names the series (``leq_900``, ``lden``, ``count_3600``, ``count_day``).
+    ``kind`` names the series (``leq_900``, ``lden``, ``count_3600``, ``count_day``, ``fill``);
+    a ``fill`` record is a value as of one reading (``start_s == end_s``).
     """
 
     aggregate_id: str
@@ -61,7 +62,7 @@ class AggregateRecord:
     profile: str
     start_s: float
     end_s: float
-    values: Mapping[str, float | int | None] = field(default_factory=dict)
+    values: Mapping[str, float | int | str | None] = field(default_factory=dict)
 
     @property
     def record_id(self) -> str:

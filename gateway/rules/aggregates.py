@@ -1,4 +1,4 @@
-"""Aggregates computed at the edge: noise LAeq / percentiles / Lden, and passage counts.
+"""Aggregates computed at the edge: noise LAeq / percentiles / Lden, passage counts, fill rate.
 
 Owns the arithmetic (energetic averages of decibels, Lden with the French periods and
 penalties, LN percentiles, counter deltas with reset detection) and the per-device
@@ -17,22 +17,29 @@ Facts (research/domain.md §2.3, §4.4):
 - LN is the level exceeded N % of the time: L10 peaks, L50 median, L90 background.
 - Counts: hourly bins are the national standard; day and year totals in local time, the
   year total resets on 1 January; cumulative counters restart at power-up (negative step).
+- Fill rate: average filling speed (%/day) since the last emptying and the forecast full
+  date, as in LwM2M object 3435 (research/domain.md §1.4); a drop of the fill level is an
+  emptying and starts a new series.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
+from gateway.clock import iso_utc
+from gateway.rules import conditions
 from gateway.rules.actions import AggregateRecord
 from gateway.rules.model import Aggregate
 
 Period = Literal["day", "evening", "night"]
 PERIOD_HOURS: Final[dict[Period, int]] = {"day": 12, "evening": 4, "night": 8}
 PERIOD_PENALTY_DB: Final[dict[Period, float]] = {"day": 0.0, "evening": 5.0, "night": 10.0}
+MAX_FILL_POINTS: Final = 512
+"""Bound on the readings kept for a fill rate (a week at one reading every 20 min)."""
 MAX_PERCENTILE_SAMPLES: Final = 4096
 """Bound on the samples kept per interval for L10/L50/L90 (one hour of 1-s samples is 3600)."""
 
@@ -107,14 +114,24 @@ class DeviceAggregator:
         self._count_day: list[Any] | None = None  # [iso date, {field: n}]
         self._year: list[Any] | None = None  # [year, {field: n}]
         self._last_counter: dict[str, float] = {}
+        self._fill: list[list[float]] = []  # [at_s, fill %] since the last emptying
         self.late_readings = 0
 
     # -- input --------------------------------------------------------------------------------
 
-    def add(self, at_s: float, data: dict[str, Any]) -> list[AggregateRecord]:
-        """Account one reading; returns the records of the periods it closed."""
+    def add(
+        self, at_s: float, data: dict[str, Any], params: dict[str, float] | None = None
+    ) -> list[AggregateRecord]:
+        """Account one reading; returns the records of the periods it closed (and a fill record).
+
+        ``params`` are the device's parameters, for ``$name`` values of a fill spec.
+        """
         out = self.close_until(at_s)
         spec = self.spec
+        if spec.fill is not None:
+            record = self._add_fill(at_s, data, params or {})
+            if record is not None:
+                out.append(record)
         if spec.leq is not None:
             level = _number(data.get(spec.leq.field))
             if level is not None:
@@ -141,6 +158,49 @@ class DeviceAggregator:
             acc[2] += 1
             if self.spec.leq.percentiles and len(acc[3]) < MAX_PERCENTILE_SAMPLES:
                 acc[3].append(level)
+
+    def _add_fill(
+        self, at_s: float, data: dict[str, Any], params: dict[str, float]
+    ) -> AggregateRecord | None:
+        spec = self.spec.fill
+        assert spec is not None
+        try:
+            fill = conditions.read_value(spec.value, data, params)
+            full_pct = conditions.resolve(spec.full_pct, params)
+        except conditions.MissingParam:
+            return None  # no container geometry for this device
+        if fill is None:
+            return None
+        points = self._fill
+        if points and at_s <= points[-1][0]:
+            self.late_readings += 1
+            return None
+        if points and points[-1][1] - fill >= spec.emptied_drop_pct:
+            points.clear()  # an emptying: the filling speed starts again from here
+        points.append([at_s, fill])
+        horizon = at_s - spec.window_s
+        while points and (points[0][0] < horizon or len(points) > MAX_FILL_POINTS):
+            points.pop(0)
+        values: dict[str, float | int | str | None] = {
+            "fill_pct": round(fill, 1),
+            "rate_pct_per_day": None,
+            "full_in_h": None,
+            "full_at": None,
+            "points": len(points),
+            "since": iso_utc(points[0][0]),
+        }
+        slope = conditions.slope_per_s(points) if len(points) >= 2 else None
+        if slope is not None and at_s - points[0][0] >= spec.min_span_s:
+            rate = slope * 86400.0
+            values["rate_pct_per_day"] = round(rate, 2)
+            if fill >= full_pct:
+                values["full_in_h"], values["full_at"] = 0.0, iso_utc(at_s)
+            elif rate > 0:
+                full_in_s = (full_pct - fill) / rate * 86400.0
+                values["full_in_h"] = round(full_in_s / 3600.0, 1)
+                values["full_at"] = iso_utc(at_s + full_in_s)
+        # A value as of this reading: the record's period is the instant of the reading.
+        return self._record("fill", at_s, at_s, values)
 
     def _add_lden(self, at_s: float, level: float) -> None:
         local = datetime.fromtimestamp(at_s, self._tz)
@@ -241,7 +301,7 @@ class DeviceAggregator:
         return int(sum(self._year[1].values()))
 
     def _record(
-        self, kind: str, start_s: float, end_s: float, values: dict[str, float | int | None]
+        self, kind: str, start_s: float, end_s: float, values: Mapping[str, float | int | str | None]
     ) -> AggregateRecord:
         return AggregateRecord(self.spec.id, kind, self.dev_eui, self.profile, start_s, end_s, values)
 
@@ -256,6 +316,7 @@ class DeviceAggregator:
             "count_day": self._count_day,
             "year": self._year,
             "last_counter": self._last_counter,
+            "fill": self._fill,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -265,6 +326,7 @@ class DeviceAggregator:
         self._count_day = state["count_day"]
         self._year = state["year"]
         self._last_counter = {str(k): float(v) for k, v in state["last_counter"].items()}
+        self._fill = [[float(t), float(v)] for t, v in state.get("fill", [])]
 
 
 def _db(mean_energy: float) -> float:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from gateway.rules.model import (
     Combine,
     Condition,
+    Daylight,
     Flag,
+    Location,
     Num,
     Param,
     RateOfChange,
@@ -26,6 +30,7 @@ from gateway.rules.model import (
     ValueSpec,
 )
 
+_DEFAULT_LOCATION: Final = Location()
 MAX_WINDOW_POINTS: Final = 512
 """Bound on a rate-of-change window (a 15-min window at one reading per 2 s)."""
 
@@ -58,6 +63,19 @@ def read_value(spec: ValueSpec, data: Mapping[str, Any], params: Mapping[str, fl
     return value
 
 
+def is_daylight(location: Location, at_s: float, margin_s: float) -> bool:
+    """Between sunrise + margin and sunset - margin on the local day of ``at_s`` (polar cases: no sun
+    event that day counts as night, the safe side for a day-burner alert)."""
+    from gateway.rules.schedules import sun_times  # schedules imports astral; keep it off this path
+
+    day = datetime.fromtimestamp(at_s, ZoneInfo(location.timezone)).date()
+    times = sun_times(location, day)
+    rise, set_ = times.get("sunrise"), times.get("sunset")
+    if rise is None or set_ is None:
+        return False
+    return rise + margin_s <= at_s <= set_ - margin_s
+
+
 def _hysteresis(on: bool, value: float, direction: str, level: float, clear: float) -> bool:
     if direction == "above":
         return value >= clear if on else value >= level
@@ -82,14 +100,18 @@ def evaluate(
     at_s: float,
     data: Mapping[str, Any],
     params: Mapping[str, float],
+    location: Location = _DEFAULT_LOCATION,
 ) -> tuple[bool, bool, float | None]:
-    """(updated, active, value) of ``cond`` after this reading; leaf state lives in ``leaves[key...]``."""
+    """(updated, active, value) of ``cond`` after this reading; leaf state lives in ``leaves[key...]``.
+
+    ``location`` is where the sun is looked up for ``daylight`` leaves.
+    """
     if isinstance(cond, Combine):
         any_updated = False
         states: list[bool] = []
         first_value: float | None = None
         for i, part in enumerate(cond.parts):
-            updated, active, value = evaluate(part, f"{key}.{i}", leaves, at_s, data, params)
+            updated, active, value = evaluate(part, f"{key}.{i}", leaves, at_s, data, params, location)
             any_updated = any_updated or updated
             states.append(active)
             if first_value is None and updated:
@@ -97,6 +119,9 @@ def evaluate(
         active = all(states) if cond.op == "all" else any(states)
         return any_updated, active, first_value
     state = leaves.setdefault(key, {"on": False})
+    if isinstance(cond, Daylight):
+        state["on"] = is_daylight(location, at_s, cond.margin_s)
+        return True, state["on"], None
     if isinstance(cond, Flag):
         if cond.field not in data:
             return False, state["on"], None

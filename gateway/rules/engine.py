@@ -10,13 +10,16 @@ It is pure and sans-IO: no clock (``at_s``/``now_s`` are passed in), no sockets,
 files except ``reload`` reading a rules file. It does not encode or send downlinks,
 nor store records: callers route the outputs (see docs/rules.md, "Integration").
 A rule that raises at evaluation is disabled and reported; the others keep running.
+Debounce durations (``for_s``, ``clear_for_s``) complete on a reading or on a tick,
+whichever comes first after the duration. An optional ``trace`` callback sees every
+rule evaluation (``edgegw rules test --trace``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -44,6 +47,30 @@ class ReadingFacts:
     site: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class EvalTrace:
+    """One evaluation of one rule for one device, for the dry run's ``--trace``.
+
+    ``outcome``: ``raised``, ``cleared``, ``pending`` (a change waits for its debounce),
+    ``steady`` (nothing changes), ``skipped`` (the reading lacks the rule's fields),
+    ``no_param`` (a ``$parameter`` has no value for the device), ``disabled``, ``seen``
+    (a silence rule heard the device). ``source`` is ``reading`` or ``tick``.
+    """
+
+    at_s: float
+    rule_id: str
+    dev_eui: str
+    outcome: str
+    active: bool | None = None
+    value: float | None = None
+    pending_n: int = 0
+    pending_since_s: float | None = None
+    source: str = "reading"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(slots=True)
 class _Episode:
     """Per (rule, device) state: the open episode, the debounce counters, the leaves' state."""
@@ -54,6 +81,8 @@ class _Episode:
     pend_n: int = 0
     last_seen: float | None = None
     leaves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_value: float | None = None
+    opened_s: float | None = None
 
 
 class RuleEngine:
@@ -71,6 +100,11 @@ class RuleEngine:
         """Rule id -> why it was disabled (an exception at evaluation); cleared by the next swap."""
         self._match_cache: dict[tuple[str, str, str], tuple[list[Rule], list[Aggregate]]] = {}
         self._params_cache: dict[str, dict[str, float]] = {}
+        self._by_id: dict[str, Rule] = {r.id: r for r in self._rules.rules}
+        self.trace: Callable[[EvalTrace], None] | None = None
+        """Called with every rule evaluation when set (the dry run); None in the agent."""
+        self.last_reload: dict[str, Any] | None = None
+        """The last ``reload``: at_s, file, ok, error (None when it was applied)."""
 
     @property
     def rules(self) -> RuleSet:
@@ -115,6 +149,7 @@ class RuleEngine:
             if key[0] not in groups:
                 del self._commanded[key]
         self._rules = new
+        self._by_id = {r.id: r for r in new.rules}
         self._match_cache.clear()
         self._params_cache.clear()
         return out
@@ -125,7 +160,9 @@ class RuleEngine:
             new = RuleSet.load(path)
         except ConfigError as exc:
             log.error("rules file rejected, keeping the previous rules: %s", exc)
+            self.last_reload = {"at_s": now_s, "file": str(path), "ok": False, "error": str(exc)}
             return [], exc
+        self.last_reload = {"at_s": now_s, "file": str(path), "ok": True, "error": None}
         log.info("rules loaded from %s: %d rules, %d aggregates, %d lighting groups",
                  path, len(new.rules), len(new.aggregates), len(new.lighting))  # fmt: skip
         return self.swap(new, now_s), None
@@ -152,11 +189,19 @@ class RuleEngine:
                 try:
                     self._evaluate_rule(rule, reading, params, out)
                 except conditions.MissingParam:
-                    continue  # no threshold for this device: the rule does not apply to it
+                    # No threshold for this device: the rule does not apply to it.
+                    if self.trace is not None:
+                        self.trace(EvalTrace(reading.at_s, rule.id, dev, "no_param"))
+                    continue
                 except Exception as exc:  # a rule must never stop the others (issue 6, "Bad input")
                     out.append(self._disable(rule, dev, reading.at_s, exc))
-        for agg in aggs:
-            out.extend(self._aggregator(agg, dev, reading.profile).add(reading.at_s, dict(reading.data)))
+                    if self.trace is not None:
+                        self.trace(EvalTrace(reading.at_s, rule.id, dev, "disabled"))
+        if aggs:
+            params = self._params(dev, reading.profile)
+            for agg in aggs:
+                aggregator = self._aggregator(agg, dev, reading.profile)
+                out.extend(aggregator.add(reading.at_s, dict(reading.data), params))
         return out
 
     def _evaluate_rule(
@@ -168,31 +213,61 @@ class RuleEngine:
         at_s = reading.at_s
         if isinstance(rule.condition, Silence):
             ep.last_seen = at_s if ep.last_seen is None else max(ep.last_seen, at_s)
+            outcome = "seen"
             if ep.open:
                 out.extend(self._close(rule, reading.dev_eui, ep, at_s, None))
+                outcome = "cleared"
+            if self.trace is not None:
+                self.trace(EvalTrace(at_s, rule.id, reading.dev_eui, outcome, active=False))
             return
         updated, active, value = conditions.evaluate(
-            rule.condition, "c", ep.leaves, at_s, reading.data, params
+            rule.condition, "c", ep.leaves, at_s, reading.data, params, self._rules.location
         )
         if not updated:
+            if self.trace is not None:
+                self.trace(EvalTrace(at_s, rule.id, reading.dev_eui, "skipped"))
             return
+        ep.last_value = value
+        outcome = "steady"
         if active != ep.open:  # a change is pending: debounce it
             if ep.pend_since is None:
                 ep.pend_since, ep.pend_n = at_s, 0
             ep.pend_n += 1
-            need_n, need_s = (
-                (rule.for_readings, rule.for_s) if active else (rule.clear_for_readings, rule.clear_for_s)
-            )
-            if ep.pend_n >= need_n and at_s - ep.pend_since >= need_s:
-                if active:
-                    out.extend(self._open(rule, reading.dev_eui, ep, at_s, value))
-                else:
-                    out.extend(self._close(rule, reading.dev_eui, ep, at_s, value))
+            outcome = self._settle(rule, reading.dev_eui, ep, at_s, out) or "pending"
         else:
             ep.pend_since, ep.pend_n = None, 0
+        if self.trace is not None:
+            self.trace(
+                EvalTrace(at_s, rule.id, reading.dev_eui, outcome, active, value, ep.pend_n, ep.pend_since)
+            )
+
+    def _settle(self, rule: Rule, dev: str, ep: _Episode, now_s: float, out: list[Output]) -> str | None:
+        """Open or close the episode if its pending change has lasted its debounce; the edge or None."""
+        if ep.pend_since is None:
+            return None
+        opening = not ep.open
+        need_n, need_s = (
+            (rule.for_readings, rule.for_s) if opening else (rule.clear_for_readings, rule.clear_for_s)
+        )
+        if ep.pend_n < need_n or now_s - ep.pend_since < need_s:
+            return None
+        if opening:
+            out.extend(self._open(rule, dev, ep, now_s, ep.last_value))
+            return "raised"
+        out.extend(self._close(rule, dev, ep, now_s, ep.last_value))
+        return "cleared"
+
+    def _due_s(self, rule: Rule, ep: _Episode) -> float | None:
+        """When a pending change will have lasted its debounce (None: it waits for more readings)."""
+        if ep.pend_since is None:
+            return None
+        need_n, need_s = (
+            (rule.for_readings, rule.for_s) if not ep.open else (rule.clear_for_readings, rule.clear_for_s)
+        )
+        return ep.pend_since + need_s if ep.pend_n >= need_n else None
 
     def _open(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
-        ep.open, ep.pend_since, ep.pend_n = True, None, 0
+        ep.open, ep.pend_since, ep.pend_n, ep.opened_s = True, None, 0, at_s
         ep.alert_id = f"{dev}-{rule.id}-{round(at_s * 1000)}"
         out: list[Output] = [
             Alert(ep.alert_id, "raised", rule.id, dev, rule.severity, at_s, value, rule.message)
@@ -205,7 +280,7 @@ class RuleEngine:
 
     def _close(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
         alert_id = ep.alert_id or f"{dev}-{rule.id}-unknown"
-        ep.open, ep.alert_id, ep.pend_since, ep.pend_n = False, None, None, 0
+        ep.open, ep.alert_id, ep.pend_since, ep.pend_n, ep.opened_s = False, None, None, 0, None
         out: list[Output] = [
             Alert(alert_id, "cleared", rule.id, dev, rule.severity, at_s, value, rule.message)
         ]
@@ -226,8 +301,9 @@ class RuleEngine:
     # -- clock ----------------------------------------------------------------------------------
 
     def tick(self, now_s: float) -> list[Output]:
-        """Time-driven work: silence watchdog, closing aggregate periods, lighting, totems."""
+        """Time-driven work: debounce durations, silence watchdog, aggregate periods, lighting, totems."""
         out: list[Output] = []
+        self._tick_pending(now_s, out)
         self._tick_silence(now_s, out)
         for agg in self._aggs.values():
             out.extend(agg.close_until(now_s))
@@ -237,6 +313,21 @@ class RuleEngine:
             if spec.display is not None:
                 self._tick_display(spec, now_s, out)
         return out
+
+    def _tick_pending(self, now_s: float, out: list[Output]) -> None:
+        """Complete ``for_s``/``clear_for_s`` debounces whose duration has passed since the last reading.
+
+        The condition is taken as still holding: no reading since said otherwise.
+        """
+        for (rule_id, dev), ep in self._episodes.items():
+            if ep.pend_since is None or rule_id in self.disabled:
+                continue
+            rule = self._by_id.get(rule_id)
+            if rule is None or isinstance(rule.condition, Silence):
+                continue
+            edge = self._settle(rule, dev, ep, now_s, out)
+            if edge is not None and self.trace is not None:
+                self.trace(EvalTrace(now_s, rule_id, dev, edge, ep.open, ep.last_value, source="tick"))
 
     def _tick_silence(self, now_s: float, out: list[Output]) -> None:
         for rule in self._rules.rules:
@@ -257,6 +348,10 @@ class RuleEngine:
                 ep.last_seen = last
                 if not ep.open and now_s - last > limit_s * rule.condition.factor:
                     out.extend(self._open(rule, dev, ep, now_s, now_s - last))
+                    if self.trace is not None:
+                        self.trace(
+                            EvalTrace(now_s, rule.id, dev, "raised", True, now_s - last, source="tick")
+                        )
 
     def _group_devices(self, group: LightingGroup) -> list[str]:
         listed = set(group.selector.dev_euis)
@@ -297,10 +392,25 @@ class RuleEngine:
         )
 
     def next_due_s(self, now_s: float) -> float | None:
-        """The next lighting switch time after ``now_s`` (the tick task may sleep until then)."""
+        """The next lighting switch or debounce deadline after ``now_s`` (the tick task sleeps until then)."""
         times = [schedules.next_change_s(g.steps, g.location, now_s) for g in self._rules.lighting]
+        for (rule_id, _dev), ep in self._episodes.items():
+            rule = self._by_id.get(rule_id)
+            if rule is not None and ep.pend_since is not None:
+                times.append(self._due_s(rule, ep))
         known = [t for t in times if t is not None]
         return min(known) if known else None
+
+    def next_lighting_change(self, now_s: float) -> dict[str, Any] | None:
+        """The next scheduled lighting change of any group: when, which group, to which level."""
+        best: dict[str, Any] | None = None
+        for g in self._rules.lighting:
+            at_s = schedules.next_change_s(g.steps, g.location, now_s)
+            if at_s is None or (best is not None and at_s >= best["at_s"]):
+                continue
+            level = schedules.level_at(g.steps, g.location, at_s)
+            best = {"at_s": at_s, "group": g.id, "level_pct": None if level is None else level[0]}
+        return best
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -330,10 +440,28 @@ class RuleEngine:
             self._aggs[(spec.id, dev)] = agg
         return agg
 
-    def status(self) -> dict[str, Any]:
-        """Loaded rules and live state, for `edgegw rules` on a running agent."""
+    def status(self, now_s: float | None = None) -> dict[str, Any]:
+        """Loaded rules and live state, for `edgegw rules` on a running agent.
+
+        With ``now_s``, also the next scheduled lighting change.
+        """
+        episodes = [
+            {"rule": rid, "dev_eui": dev, "alert_id": ep.alert_id, "since_s": ep.opened_s,
+             "value": ep.last_value}
+            for (rid, dev), ep in sorted(self._episodes.items()) if ep.open
+        ]  # fmt: skip
+        pending = [
+            {"rule": rid, "dev_eui": dev, "to": "clear" if ep.open else "raise", "since_s": ep.pend_since,
+             "readings": ep.pend_n}
+            for (rid, dev), ep in sorted(self._episodes.items()) if ep.pend_since is not None
+        ]  # fmt: skip
         return {
             "source": self._rules.source,
+            "open_episodes": episodes,
+            "pending": pending,
+            "disabled": dict(self.disabled),
+            "last_reload": self.last_reload,
+            "next_lighting_change": None if now_s is None else self.next_lighting_change(now_s),
             "rules": [
                 {
                     "id": r.id,
@@ -358,7 +486,18 @@ class RuleEngine:
         return {
             "v": SNAPSHOT_VERSION,
             "episodes": [
-                [rule_id, dev, ep.open, ep.alert_id, ep.pend_since, ep.pend_n, ep.last_seen, ep.leaves]
+                [
+                    rule_id,
+                    dev,
+                    ep.open,
+                    ep.alert_id,
+                    ep.pend_since,
+                    ep.pend_n,
+                    ep.last_seen,
+                    ep.leaves,
+                    ep.last_value,
+                    ep.opened_s,
+                ]
                 for (rule_id, dev), ep in self._episodes.items()
             ],
             "aggregates": [[aid, dev, agg.snapshot()] for (aid, dev), agg in self._aggs.items()],
@@ -379,10 +518,13 @@ class RuleEngine:
                 )
             rule_ids = {r.id for r in self._rules.rules}
             episodes: dict[tuple[str, str], _Episode] = {}
-            for rule_id, dev, is_open, alert_id, pend_since, pend_n, last_seen, leaves in state["episodes"]:
+            for entry in state["episodes"]:
+                # Entries of the first layout have 8 items; last_value and opened_s came later.
+                rule_id, dev, is_open, alert_id, pend_since, pend_n, last_seen, leaves = entry[:8]
+                extra = [*entry[8:10], None, None][:2]
                 if rule_id in rule_ids:
                     episodes[(str(rule_id), str(dev))] = _Episode(
-                        bool(is_open), alert_id, pend_since, int(pend_n), last_seen, dict(leaves)
+                        bool(is_open), alert_id, pend_since, int(pend_n), last_seen, dict(leaves), *extra
                     )
             devices = {str(d): (str(p), str(s)) for d, (p, s) in state["devices"].items()}
             specs = {a.id: a for a in self._rules.aggregates}

@@ -123,6 +123,17 @@ class Flag:
 
 
 @dataclass(frozen=True, slots=True)
+class Daylight:
+    """Active between sunrise + ``margin_s`` and sunset - ``margin_s`` at the rule set's location.
+
+    For the day-burner check (a lamp drawing power in daylight, research/domain.md §5.6:
+    TALQ ``lampUnexpectedOn`` between sunrise + 30 min and sunset - 30 min).
+    """
+
+    margin_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
 class Combine:
     """``all`` (every part active) or ``any`` (at least one part active)."""
 
@@ -130,7 +141,7 @@ class Combine:
     parts: tuple[Leaf | Combine, ...]
 
 
-Leaf = Threshold | RateOfChange | Stuck | Flag
+Leaf = Threshold | RateOfChange | Stuck | Flag | Daylight
 Condition = Leaf | Combine
 
 
@@ -202,8 +213,25 @@ class DisplaySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FillSpec:
+    """Container fill rate (% per day) and predicted time to full, one record per reading.
+
+    The rate is the least-squares slope of the fill % over the readings since the last
+    emptying (a drop of ``emptied_drop_pct`` or more), at most ``window_s`` back; the
+    prediction is when that rate reaches ``full_pct`` (LwM2M 3435 "average filling speed",
+    "forecast full date"; research/domain.md §1.4).
+    """
+
+    value: ValueSpec
+    window_s: float = 7 * 86400.0
+    full_pct: Num = 100.0
+    emptied_drop_pct: float = 20.0
+    min_span_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregate:
-    """An aggregate computed at the edge and emitted as a record (noise levels, counts)."""
+    """An aggregate computed at the edge and emitted as a record (noise levels, counts, fill rate)."""
 
     id: str
     selector: Selector
@@ -211,6 +239,7 @@ class Aggregate:
     lden_field: str | None = None
     count: CountSpec | None = None
     display: DisplaySpec | None = None
+    fill: FillSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +551,7 @@ class _Reader:
         return "below", level, clear
 
     def condition(self, obj: object, path: str) -> Condition:
-        kinds = ("threshold", "rate_of_change", "stuck", "flag", "all", "any")
+        kinds = ("threshold", "rate_of_change", "stuck", "flag", "daylight", "all", "any")
         spec = self.mapping(obj, path, kinds)
         if len(spec) != 1:
             self.fail(path, f"give exactly one condition kind ({', '.join(kinds)})")
@@ -557,6 +586,9 @@ class _Reader:
                 clear=clear,
                 min_points=self.integer(r.get("min_points", 2), _join(where, "min_points"), minimum=2),
             )
+        if kind == "daylight":
+            d = self.mapping(body if body is not None else {}, where, ("margin_s",))
+            return Daylight(self.number(d.get("margin_s", 1800.0), _join(where, "margin_s"), minimum=0))
         if kind == "stuck":
             s = self.mapping(body, where, ("value", "readings", "tolerance"), ("value", "readings"))
             return Stuck(
@@ -651,10 +683,28 @@ class _Reader:
 
     def aggregate(self, obj: object, path: str) -> Aggregate:
         spec = self.mapping(
-            obj, path, ("id", "devices", "leq", "lden", "count", "display"), ("id", "devices")
+            obj, path, ("id", "devices", "leq", "lden", "count", "display", "fill"), ("id", "devices")
         )
-        if not any(k in spec for k in ("leq", "lden", "count")):
-            self.fail(path, "give at least one of leq, lden, count")
+        if not any(k in spec for k in ("leq", "lden", "count", "fill")):
+            self.fail(path, "give at least one of leq, lden, count, fill")
+        fill = None
+        if "fill" in spec:
+            where = _join(path, "fill")
+            s = self.mapping(
+                spec["fill"],
+                where,
+                ("value", "window_s", "full_pct", "emptied_drop_pct", "min_span_s"),
+                ("value",),
+            )
+            fill = FillSpec(
+                value=self.value(s["value"], _join(where, "value")),
+                window_s=self.number(s.get("window_s", 7 * 86400.0), _join(where, "window_s"), minimum=3600),
+                full_pct=self.num(s.get("full_pct", 100.0), _join(where, "full_pct")),
+                emptied_drop_pct=self.number(
+                    s.get("emptied_drop_pct", 20.0), _join(where, "emptied_drop_pct"), minimum=1
+                ),
+                min_span_s=self.number(s.get("min_span_s", 3600.0), _join(where, "min_span_s"), minimum=0),
+            )
         leq = None
         if "leq" in spec:
             where = _join(path, "leq")
@@ -708,6 +758,7 @@ class _Reader:
             lden_field=lden,
             count=count,
             display=display,
+            fill=fill,
         )
 
     def lighting(self, obj: object, path: str, location: Location) -> LightingGroup:

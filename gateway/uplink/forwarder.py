@@ -12,6 +12,11 @@ back to be leased again after the reconnect):
   most ``max_inflight_batches`` in flight, and paced by a token bucket at
   ``drain_rate_records_s`` so a backlog after an outage drains at a known rate.
 
+``flush()`` (``edgegw buffer flush``) means "drain now": the wait after a failed
+publish is cut short and the drain-rate limit is lifted until a lease comes back
+short of a full batch, i.e. the backlog is gone; then the limit applies again.
+The in-flight window and the batch bounds still hold.
+
 It does not own the storage (any ``OutboxLike``: the uplink may not import
 ``gateway.outbox``), the connection (``MqttUplink``) nor the formats (``topics``,
 ``envelope``).
@@ -145,6 +150,8 @@ class Forwarder:
         self._lease_tasks: list[asyncio.Task[None]] = []
         self._draining = False
         self._retry_at = 0.0  # loop time before which no new batch is leased (after a failure)
+        self._flushing = False  # flush(): no drain-rate limit until the backlog is empty
+        self._woken = asyncio.Event()  # cuts a retry or rate-limit wait short (flush)
         self.counters: Counter[str] = Counter()
 
     async def run(self) -> None:
@@ -181,6 +188,27 @@ class Forwarder:
         if still:
             log.warning("drain: %d batches not acknowledged within %.1f s", len(still), timeout_s)
             await asyncio.wait(still, timeout=1.0)
+
+    def flush(self) -> None:
+        """Drain now: no more retry wait, no drain-rate limit until the backlog is empty."""
+        self._flushing = True
+        self._retry_at = 0.0
+        self._woken.set()
+        self.counters["flushes"] += 1
+        log.info("flush requested: draining the backlog without the rate limit")
+
+    @property
+    def flushing(self) -> bool:
+        """A flush is under way (the backlog has not been found empty since ``flush()``)."""
+        return self._flushing
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep up to ``delay_s``; ``flush()`` ends it early."""
+        self._woken.clear()
+        try:
+            await asyncio.wait_for(self._woken.wait(), delay_s)
+        except TimeoutError:
+            pass
 
     # --- the alert lane ---------------------------------------------------------------
 
@@ -224,7 +252,8 @@ class Forwarder:
         while not self._draining:
             delay_s = self._retry_at - loop.time()
             if delay_s > 0:
-                await asyncio.sleep(delay_s)
+                await self._pause(delay_s)
+                continue  # a flush may have cut the wait short: look again
             await self._uplink.wait_connected()
             await self._outbox.wait_records(max_priority=below_alerts)
             await self._slots.acquire()
@@ -241,11 +270,11 @@ class Forwarder:
             if not batch:
                 self._slots.release()
                 continue
-            wait_s = self._bucket.delay_s(len(batch))
+            wait_s = 0.0 if self._flushing else self._bucket.delay_s(len(batch))
             if wait_s > 0:
                 self.counters["rate_limited"] += 1
                 try:
-                    await asyncio.sleep(wait_s)
+                    await self._pause(wait_s)
                 except BaseException:
                     self._outbox.release([item.seq for item in batch])
                     self._slots.release()
@@ -276,6 +305,9 @@ class Forwarder:
             # Cancelled (drain) or the store failed mid-linger: nothing was sent, give them back.
             self._outbox.release([item.seq for item in batch])
             raise
+        if self._flushing and len(batch) < self._batch_max:
+            self._flushing = False  # short of a full batch after the linger: the backlog is gone
+            log.info("flush done: backlog drained, drain rate limit applies again")
         size = 0
         for index, item in enumerate(batch):
             size += len(item.body_json) + 1

@@ -67,3 +67,24 @@ def test_buffer_without_a_database_is_exit_2(tmp_path: Path) -> None:
     config_file.write_text(f"gateway: {{id: gw-buf}}\ndata_dir: {tmp_path / 'none'}\n")
     result = run(config_file, "--json")
     assert result.returncode == 2 and "no database" in result.stderr
+
+
+def test_buffer_flush_without_a_running_agent_fails_with_a_reason(tmp_path: Path) -> None:
+    config_file = tmp_path / "edgegw.yaml"
+    config_file.write_text(f"gateway: {{id: gw-buf}}\ndata_dir: {tmp_path / 'data'}\n")
+
+    result = run(config_file, "flush")
+
+    assert result.returncode == 1
+    assert "not running" in result.stderr and "buffer flush needs the running agent" in result.stderr
+    assert result.stdout == ""
+
+
+def test_wait_without_flush_is_a_usage_error(tmp_path: Path) -> None:
+    config_file = tmp_path / "edgegw.yaml"
+    config_file.write_text(f"gateway: {{id: gw-buf}}\ndata_dir: {tmp_path / 'data'}\n")
+
+    result = run(config_file, "--wait", "1")
+
+    assert result.returncode == 2
+    assert "--wait goes with 'buffer flush'" in result.stderr

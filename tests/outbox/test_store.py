@@ -19,6 +19,7 @@ import pytest
 
 from gateway import db
 from gateway.db.commit import Database, GroupCommitter
+from gateway.errors import StorageError
 from gateway.messages import Record, RecordKind
 from gateway.outbox import Outbox
 from gateway.outbox.store import ROW_OVERHEAD_BYTES
@@ -146,7 +147,9 @@ async def test_released_rows_are_leased_again_next(database: Database) -> None:
     assert [item.record_id for item in await outbox.lease(10)] == [make_record(i).record_id for i in (6, 7)]
 
 
-async def test_ack_deletes_the_rows_in_the_file(database: Database, db_file: Path) -> None:
+async def test_ack_deletes_the_rows_in_the_file_with_the_next_group_commit(
+    database: Database, db_file: Path
+) -> None:
     outbox, committer = committed_and_notified(database)
     for i in range(6):
         outbox.put(make_record(i))
@@ -155,6 +158,10 @@ async def test_ack_deletes_the_rows_in_the_file(database: Database, db_file: Pat
 
     await outbox.ack([leased[0].seq, leased[2].seq])
 
+    # Off the totals at once; out of the file when the next group commits (module docstring).
+    assert (await outbox.stats()).depth == 4
+    assert len(rows_in_file(db_file)) == 6
+    await committer.flush()
     expected_left = [make_record(i).record_id for i in (1, 3, 4, 5)]
     assert rows_in_file(db_file) == expected_left
     assert (await outbox.stats()).depth == 4
@@ -230,6 +237,7 @@ async def test_unacked_rows_survive_a_restart(db_file: Path) -> None:
     await committer.flush()
     leased = await outbox.lease(10)
     await outbox.ack([item.seq for item in leased[:5]])  # 5 delivered, 5 in flight, 10 not sent yet
+    await committer.flush()
     database.close()
 
     database = Database(db_file)
@@ -266,4 +274,62 @@ async def test_stats_count_rows_bytes_and_oldest_age(database: Database) -> None
     assert stats.depth_by_class == {"alert": 0, "reading": 0, "event": 0, "diagnostics": 3}
     (first, *_rest) = await outbox.lease(1)
     await outbox.ack([first.seq])
+    await committer.flush()
     assert (await outbox.stats()).oldest_age_s == pytest.approx(3.0)
+
+
+class FailingOnce:
+    """A second commit sink whose first write fails with an SQLite error: the whole group rolls back."""
+
+    def __init__(self) -> None:
+        self.failures_left = 1
+
+    def take(self) -> bool:
+        return True
+
+    def write(self, conn: sqlite3.Connection, taken: bool) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            conn.execute("INSERT INTO no_such_table VALUES (1)")  # a real SQLite error
+
+    def committed(self, taken: bool) -> None:
+        pass
+
+
+async def test_a_failed_group_keeps_its_deletes_for_the_next_one(database: Database, db_file: Path) -> None:
+    outbox = Outbox(database)
+    committer = GroupCommitter(database, [outbox, FailingOnce()], interval_s=0.05, max_pending=500)
+    outbox.committer_notify = committer.notify
+    for i in range(4):
+        outbox.put(make_record(i))
+    sound = GroupCommitter(database, [outbox], interval_s=0.05, max_pending=500)
+    await sound.flush()
+    leased = await outbox.lease(4)
+    await outbox.ack([item.seq for item in leased[:3]])
+
+    with pytest.raises(StorageError):
+        await committer.flush()
+    assert len(rows_in_file(db_file)) == 4  # rolled back with the group
+    await committer.flush()
+
+    assert rows_in_file(db_file) == [make_record(3).record_id]
+    assert (await outbox.stats()).depth == 1
+
+
+async def test_a_leased_row_evicted_then_acked_is_counted_once(database: Database, db_file: Path) -> None:
+    size = len(json.dumps(make_record(0).body, separators=(",", ":"))) + 28 + ROW_OVERHEAD_BYTES
+    outbox, committer = committed_and_notified(database, max_bytes=3 * size + 10)
+    for i in range(3):
+        outbox.put(make_record(i))
+    await committer.flush()
+    leased = await outbox.lease(3)  # in flight
+    for i in range(3, 5):
+        outbox.put(make_record(i))
+    await committer.flush()  # evicts the two oldest, leased ones
+    await outbox.ack([item.seq for item in leased])  # their PUBACK arrives after all
+    await committer.flush()
+
+    stats = await outbox.stats()
+    assert rows_in_file(db_file) == [make_record(i).record_id for i in (3, 4)]
+    assert stats.depth == 2
+    assert stats.evicted_total == {"evicted.diagnostics": 2}  # make_record: priority 0

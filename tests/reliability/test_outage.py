@@ -33,7 +33,9 @@ pytestmark = pytest.mark.timeout(60)
 TOPICS = Topics("edgegw", "gw-outage")
 DEVICES = 500
 READINGS = DEVICES * 96  # one day at one reading per 15 minutes
-DRAIN_RATE = 20_000.0
+# Well below what a loaded 2-core machine drains unthrottled (~20k records/s), so the test
+# measures the limiter, not the machine's speed.
+DRAIN_RATE = 8_000.0
 
 
 def reading(i: int) -> Record:

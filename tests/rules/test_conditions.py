@@ -275,10 +275,10 @@ def test_a_rule_that_fails_is_disabled_and_reported_others_run(monkeypatch: pyte
     )
     real = conditions.evaluate
 
-    def broken(cond, key, leaves, at_s, data, params):  # type: ignore[no-untyped-def]
+    def broken(cond, key, leaves, at_s, data, params, *rest):  # type: ignore[no-untyped-def]
         if isinstance(cond, Threshold):
             raise ZeroDivisionError("boom")
-        return real(cond, key, leaves, at_s, data, params)
+        return real(cond, key, leaves, at_s, data, params, *rest)
 
     monkeypatch.setattr(conditions, "evaluate", broken)
     out = eng.evaluate(reading(T0, v=90, f=1))

@@ -138,7 +138,12 @@ async def agent_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[Agent] = []
 
     async def make(
-        broker: Any, *, batch_max_records: int, max_inflight_batches: int, gated: bool = False
+        broker: Any,
+        *,
+        batch_max_records: int,
+        max_inflight_batches: int,
+        gated: bool = False,
+        drain_rate_records_s: float = 0.0,
     ) -> Any:
         database = Database(db.db_path(tmp_path))
         outbox = Outbox(database)
@@ -157,6 +162,7 @@ async def agent_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             batch_max_records=batch_max_records,
             batch_linger_ms=20,
             max_inflight_batches=max_inflight_batches,
+            drain_rate_records_s=drain_rate_records_s,
         )
         await uplink.start()
         tasks = [asyncio.create_task(committer.run()), asyncio.create_task(forwarder.run())]
@@ -305,3 +311,37 @@ async def test_drain_waits_for_in_flight_batches_and_leases_no_more(
     await asyncio.sleep(0.2)
     assert agent.forwarder.counters["batches_sent"] == 2, "no batch may be leased once drain started"
     assert (await agent.outbox.stats()).depth == 5
+
+
+async def test_flush_lifts_the_drain_rate_until_the_backlog_is_empty(
+    mosquitto: Any, subscribe: Any, agent_factory: Any
+) -> None:
+    sub = subscribe(TOPICS.up)
+    agent, _ = await agent_factory(
+        mosquitto, batch_max_records=50, max_inflight_batches=4, drain_rate_records_s=50.0
+    )
+    backlog = [make_record(i) for i in range(1000)]
+    for record in backlog:
+        agent.outbox.put(record)
+    await asyncio.sleep(0.5)
+    # At 50 records/s (burst: one batch of 50) the backlog would take ~20 s.
+    assert agent.outbox.counters["acked"] <= 150
+    assert agent.forwarder.counters["rate_limited"] >= 1
+
+    agent.forwarder.flush()
+
+    assert agent.forwarder.flushing
+    await wait_for_ids(sub, {r.record_id for r in backlog}, timeout_s=5.0)
+
+    async def flush_over() -> bool:
+        return not agent.forwarder.flushing
+
+    await wait_until(flush_over, 5.0, "the flush to end on an empty backlog")
+    assert agent.forwarder.counters["flushes"] == 1
+    # The limit applies again: a new backlog is paced once more.
+    limited = agent.forwarder.counters["rate_limited"]
+    for i in range(1000, 1200):
+        agent.outbox.put(make_record(i))
+    await asyncio.sleep(0.5)
+    assert agent.forwarder.counters["rate_limited"] > limited
+    assert agent.outbox.counters["acked"] < 1200

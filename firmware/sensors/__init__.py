@@ -1,0 +1,1 @@
+"""Sensor drivers for edgegw nodes (MicroPython ``machine`` API); one module per sensor."""

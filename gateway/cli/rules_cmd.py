@@ -1,0 +1,338 @@
+"""``edgegw rules`` (the running agent's rules and their live state) and ``edgegw rules test`` (dry run).
+
+``rules test`` validates a rules file and replays a list of readings (JSON lines) through a
+fresh ``RuleEngine`` on a simulated clock: the engine is ticked every ``--tick-s`` seconds
+and at every lighting change or debounce deadline between readings, so an hour or a week
+of readings runs in a moment, and every alert edge, command and aggregate is printed with
+the time it would happen (``--trace`` adds every rule evaluation). Exit code 2 when the
+rules file or a reading is invalid (file, key path or line, and the reason on stderr).
+
+``rules`` asks the agent over its control socket; exit code 1 when the agent is not running.
+This module owns the readings-file format and the dry run's output; the rules are the
+engine's (gateway/rules/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway import config
+from gateway.control import SOCKET_NAME, client
+from gateway.messages import Alert
+from gateway.rules import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, ReadingFacts, RuleEngine
+from gateway.rules.engine import EvalTrace
+from gateway.rules.model import RuleSet
+
+DEFAULT_TICK_S = 60.0
+DEFAULT_SPAN_S = 86400.0
+"""Without readings nor --until, the dry run covers a day (one night of lighting)."""
+MAX_TICKS = 1_000_000
+"""Bound on simulated ticks (a year at one per minute is 525,600)."""
+
+
+def register(sub: Any) -> None:
+    rules = sub.add_parser("rules", help="loaded rules and their live state (running agent); `rules test`")
+    rules.add_argument("--json", action="store_true", help="one JSON document")
+    rules.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+    rules.set_defaults(handler=show_rules)
+    inner = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    test = inner.add_parser("test", help="dry run: validate a rules file and replay readings through it")
+    test.add_argument("--rules", required=True, metavar="FILE", help="the rules file (YAML)")
+    test.add_argument(
+        "--readings",
+        metavar="FILE.jsonl",
+        help="one reading per line: {dev_eui, profile, at (ISO 8601 or Unix s), data, site}",
+    )
+    test.add_argument("--trace", action="store_true", help="also print every rule evaluation")
+    test.add_argument("--json", action="store_true", help="one JSON document")
+    test.add_argument("--start", metavar="TIME", help="simulated start (default: first reading, or now)")
+    test.add_argument(
+        "--until", metavar="TIME", help="simulated end (default: last reading, or start + 24 h)"
+    )
+    test.add_argument(
+        "--tick-s", type=float, default=DEFAULT_TICK_S, metavar="S", help="clock tick between readings"
+    )
+    test.set_defaults(handler=run_test)
+
+
+# --- the dry run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of the dry run's output."""
+
+    at_s: float
+    kind: str  # alert | command | aggregate | eval | reload
+    body: dict[str, Any]
+
+
+def parse_time(text: str, what: str) -> float:
+    """ISO 8601 (a time without offset is UTC) or Unix seconds; UsageError otherwise."""
+    from gateway.cli.main import UsageError
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{what}: not an ISO 8601 time nor Unix seconds: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo("UTC"))
+    return moment.timestamp()
+
+
+def load_readings(path: Path) -> list[ReadingFacts]:
+    """Read a JSON-lines readings file; UsageError naming the line on the first bad one."""
+    from gateway.cli.main import UsageError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    out: list[ReadingFacts] = []
+    for number, line in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{where}: not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise UsageError(f"{where}: expected a JSON object")
+        dev = str(doc.get("dev_eui", "")).lower().replace(":", "").replace("-", "")
+        if len(dev) != 16 or any(c not in "0123456789abcdef" for c in dev):
+            raise UsageError(f"{where}: dev_eui: expected 16 hex digits, got {doc.get('dev_eui')!r}")
+        at = doc.get("at")
+        if isinstance(at, bool) or not isinstance(at, str | int | float):
+            raise UsageError(f"{where}: at: expected an ISO 8601 time or Unix seconds")
+        at_s = float(at) if not isinstance(at, str) else parse_time(at, f"{where}: at")
+        if not math.isfinite(at_s):
+            raise UsageError(f"{where}: at: not a finite time")
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: data: expected a JSON object of decoded fields")
+        profile, site = doc.get("profile", ""), doc.get("site", "")
+        if not isinstance(profile, str) or not isinstance(site, str):
+            raise UsageError(f"{where}: profile and site must be strings")
+        out.append(ReadingFacts(dev, profile, at_s, data, site))
+    return out
+
+
+def simulate(
+    rules: RuleSet,
+    readings: list[ReadingFacts],
+    *,
+    start_s: float,
+    until_s: float,
+    tick_s: float = DEFAULT_TICK_S,
+    trace: bool = False,
+) -> list[Event]:
+    """Replay ``readings`` (in time order) through a fresh engine on a simulated clock."""
+    engine = RuleEngine(rules)
+    events: list[Event] = []
+    if trace:
+        engine.trace = lambda t: events.append(_trace_event(t))
+    clock = {"now_s": start_s, "ticks": 0}
+
+    def advance(to_s: float) -> None:
+        while clock["ticks"] < MAX_TICKS:
+            now_s = clock["now_s"]
+            due_s = engine.next_due_s(now_s)
+            step_s = now_s + tick_s
+            nxt = min(step_s, due_s) if due_s is not None and due_s > now_s else step_s
+            if nxt > to_s:
+                break
+            clock["now_s"], clock["ticks"] = nxt, clock["ticks"] + 1
+            events.extend(_events(engine.tick(nxt)))
+
+    # The state at the start: lamps already on when the run starts after dusk.
+    events.extend(_events(engine.tick(start_s)))
+    for reading in sorted(readings, key=lambda r: r.at_s):
+        advance(reading.at_s)
+        events.extend(_events(engine.evaluate(reading)))
+    advance(until_s)
+    if clock["now_s"] < until_s:
+        events.extend(_events(engine.tick(until_s)))
+    return events
+
+
+def _events(outputs: list[Output]) -> Iterator[Event]:
+    for out in outputs:
+        if isinstance(out, Alert):
+            yield Event(
+                out.at_s,
+                "alert",
+                {
+                    "state": out.state, "rule": out.rule_id, "dev_eui": out.dev_eui, "severity": out.severity,
+                    "value": out.value, "message": out.message, "alert_id": out.alert_id,
+                },
+            )  # fmt: skip
+        elif isinstance(out, AggregateRecord):
+            yield Event(
+                out.end_s,
+                "aggregate",
+                {
+                    "aggregate": out.aggregate_id, "series": out.kind, "dev_eui": out.dev_eui,
+                    "from_s": out.start_s, "to_s": out.end_s, "values": dict(out.values),
+                },
+            )  # fmt: skip
+        else:
+            request = out.as_downlink() if isinstance(out, DisplayUpdate) else out
+            assert isinstance(request, DownlinkRequest)
+            yield Event(
+                request.at_s,
+                "command",
+                {
+                    "dev_eui": request.dev_eui, "command": request.command, "params": dict(request.params),
+                    "reason": request.reason,
+                },
+            )  # fmt: skip
+
+
+def _trace_event(t: EvalTrace) -> Event:
+    body = t.as_json()
+    del body["at_s"]
+    return Event(t.at_s, "eval", body)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from gateway.cli.main import UsageError, print_json
+
+    rules = RuleSet.load(args.rules)  # ConfigError (file: key path: reason) → exit 2
+    readings = load_readings(Path(args.readings)) if args.readings else []
+    if args.tick_s <= 0:
+        raise UsageError("--tick-s must be > 0")
+    times = sorted(r.at_s for r in readings)
+    start_s = parse_time(args.start, "--start") if args.start else (times[0] if times else time.time())
+    if args.until:
+        until_s = parse_time(args.until, "--until")
+    else:
+        until_s = times[-1] if times else start_s + DEFAULT_SPAN_S
+    if until_s < start_s:
+        raise UsageError("--until is before the start")
+    if times and times[0] < start_s:
+        raise UsageError(f"a reading is before --start ({_iso(times[0], ZoneInfo('UTC'))})")
+    events = simulate(rules, readings, start_s=start_s, until_s=until_s, tick_s=args.tick_s, trace=args.trace)
+    tz = ZoneInfo(rules.location.timezone)
+    summary = _summary(rules, readings, events)
+    if args.json:
+        print_json(
+            {
+                "rules_file": str(args.rules),
+                "from": _iso(start_s, tz),
+                "until": _iso(until_s, tz),
+                "summary": summary,
+                "events": [
+                    {"at": _iso(e.at_s, tz), "at_s": e.at_s, "kind": e.kind, **e.body} for e in events
+                ],
+            }
+        )
+        return 0
+    print(
+        f"rules {args.rules}: {len(rules.rules)} rules, {len(rules.aggregates)} aggregates, "
+        f"{len(rules.lighting)} lighting groups; simulated {_iso(start_s, tz)} .. {_iso(until_s, tz)}"
+    )
+    for event in events:
+        print(f"{_iso(event.at_s, tz)}  {event.kind:<9} {_describe(event)}")
+    print(
+        f"{summary['readings']} readings: {summary['alerts_raised']} alerts raised, "
+        f"{summary['alerts_cleared']} cleared, {summary['commands']} commands, "
+        f"{summary['aggregates']} aggregates"
+    )
+    return 0
+
+
+def _summary(rules: RuleSet, readings: list[ReadingFacts], events: list[Event]) -> dict[str, int]:
+    def count(kind: str, state: str | None = None) -> int:
+        return sum(1 for e in events if e.kind == kind and (state is None or e.body.get("state") == state))
+
+    return {
+        "rules": len(rules.rules),
+        "readings": len(readings),
+        "alerts_raised": count("alert", "raised"),
+        "alerts_cleared": count("alert", "cleared"),
+        "commands": count("command"),
+        "aggregates": count("aggregate"),
+        "evaluations": count("eval"),
+    }
+
+
+def _describe(event: Event) -> str:
+    b = event.body
+    if event.kind == "alert":
+        value = "" if b["value"] is None else f" value {b['value']:.4g}"
+        message = f" — {b['message']}" if b["message"] else ""
+        return f"{b['state']:<7} {b['rule']} {b['dev_eui']} {b['severity']}{value}{message}"
+    if event.kind == "command":
+        return f"{b['dev_eui']} {b['command']} {json.dumps(b['params'])} ({b['reason']})"
+    if event.kind == "aggregate":
+        return f"{b['aggregate']} {b['series']} {b['dev_eui']} {json.dumps(b['values'])}"
+    value = "" if b["value"] is None else f" value {b['value']:.4g}"
+    active = "" if b["active"] is None else f" active={str(b['active']).lower()}"
+    pending = f" pending {b['pending_n']} reading(s)" if b["outcome"] == "pending" else ""
+    via = " (tick)" if b["source"] == "tick" else ""
+    return f"{b['rule_id']} {b['dev_eui']} {b['outcome']}{active}{value}{pending}{via}"
+
+
+def at(at_s: float) -> str:
+    """Local time of the machine running the CLI (the gateway's), for the running agent's view."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at_s))
+
+
+def _iso(at_s: float, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(at_s, tz).isoformat(timespec="seconds")
+
+
+# --- the running agent ------------------------------------------------------------------------
+
+
+def show_rules(args: argparse.Namespace) -> int:
+    from gateway.cli.main import CheckFailed, config_path, print_json
+
+    socket_path = config.load(config_path(args)).data_path / SOCKET_NAME
+    try:
+        doc = client.request(socket_path, "rules")
+    except client.AgentUnreachable as exc:
+        raise CheckFailed(str(exc)) from exc
+    doc.pop("ok", None)
+    if args.json:
+        print_json(doc)
+        return 0
+    if not doc.get("enabled"):
+        print("no rules file configured (rules.path is empty)")
+        return 0
+    print(f"rules from {doc['source'] or doc['path']}: {len(doc['rules'])} rules, "
+          f"{len(doc['aggregates'])} aggregates, {len(doc['lighting'])} lighting groups, "
+          f"{doc['devices']} devices known")  # fmt: skip
+    reload = doc.get("last_reload")
+    if reload:
+        verdict = "applied" if reload["ok"] else f"REFUSED, previous rules kept: {reload['error']}"
+        print(f"last reload {at(reload['at_s'])}: {verdict}")
+    for rule in doc["rules"]:
+        state = f"DISABLED: {rule['disabled']}" if rule["disabled"] else f"{len(rule['open'])} open"
+        print(f"  {rule['id']:<28} {rule['severity']:<8} {state}")
+    if doc["open_episodes"]:
+        print("open episodes:")
+        for ep in doc["open_episodes"]:
+            since = at(ep["since_s"]) if ep["since_s"] else "?"
+            value = "" if ep["value"] is None else f" value {ep['value']:.4g}"
+            print(f"  {ep['rule']} {ep['dev_eui']} since {since}{value}")
+    for item in doc["pending"]:
+        print(f"  pending {item['to']}: {item['rule']} {item['dev_eui']} since {at(item['since_s'])}")
+    nxt = doc.get("next_lighting_change")
+    if nxt:
+        print(f"next lighting change: {at(nxt['at_s'])} group {nxt['group']} to {nxt['level_pct']} %")
+    return 0
