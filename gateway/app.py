@@ -313,9 +313,12 @@ def _load_rules(config: Config) -> RuleEngine | None:
     try:
         return RuleEngine(RuleSet.load(config.rules.path))
     except ConfigError as exc:
-        # A bad rules file must not take the gateway (and its uplink) down: run without rules.
+        # A bad rules file must not take the gateway (and its uplink) down: run without rules,
+        # with the refusal recorded for `edgegw rules`; a fixed file is picked up by the reloader.
         log.error("rules not loaded, running without rules: %s", exc)
-        return RuleEngine()
+        engine = RuleEngine()
+        engine.reload(config.rules.path, time.time())
+        return engine
 
 
 def _rules_state_path(config: Config) -> Path:
