@@ -19,7 +19,8 @@ never stops a loop::
         │   ├── UnknownDevice  no session for the DevAddr / DevEUI
         │   └── ReplayedFrame  the frame counter is not ahead of the last accepted one
         ├── DecodeError        an application payload does not match its device profile
-        └── EncodeError        a downlink command or its parameters do not fit the profile
+        ├── EncodeError        a downlink command or its parameters do not fit the profile
+        └── CommandRejected    a platform command envelope is unsigned, forged, misaddressed, replayed, ...
 """
 
 from __future__ import annotations
@@ -119,5 +120,18 @@ class QrCodeError(InputError):
     reason = "bad_qr"
 
 
+class CommandRejected(InputError):
+    """A signed command or configuration envelope from the platform was refused (``gateway.fleet``).
+
+    ``reason`` is one of ``gateway.fleet.envelope.Rejection`` and is sent back on ``cmd-result``.
+    """
+
+    reason = "malformed"
+
+
 class ProvisioningError(GatewayError):
     """A gateway provisioning step cannot be done (bad id, certificate for another key, wrong key type)."""
+
+
+class NodeError(ProvisioningError):
+    """A node on USB serial does not answer its raw REPL, refuses a command, or a file read back differs."""

@@ -25,6 +25,7 @@ from gateway.cli import (
     device_cmd,
     encode_cmd,
     field_cmd,
+    fleet_cmd,
     lorawan_cmd,
     profile_cmd,
     provision_cmd,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         buffer_cmd,
         field_cmd,
         rules_cmd,
+        fleet_cmd,
     ):
         module.register(sub)
     return parser

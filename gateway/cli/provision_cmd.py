@@ -1,9 +1,13 @@
-"""``edgegw provision gateway``: identity, MQTT client key + CSR, certificate, platform key, systemd unit.
+"""``edgegw provision gateway | node``: a gateway's identity and unit; a node's firmware and config.
+
+``gateway``: identity, MQTT client key + CSR, certificate, platform key, systemd unit.
 
 Run once per gateway by the installer (as root, or as the agent's user for the
 data directory). Each step is idempotent: running it again keeps the key and
 rewrites the CSR. The private key never leaves the gateway and is never printed.
-``provision node`` (firmware over USB, issue 10) is not built yet.
+``node``: the MicroPython firmware and the node's ``config.json`` (keys from the registry) onto a
+node over USB serial, read back and verified (``gateway.provisioning.node``). Keys go to the node
+only: never printed, never written on the gateway's disk.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import config
-from gateway.provisioning import gateway_setup
+from gateway import config, db
+from gateway.errors import NodeError
+from gateway.messages import DevEui
+from gateway.provisioning import gateway_setup, keystore, node, raw_repl, registry
 
 DEFAULT_DATA_DIR = "/var/lib/edgegw"
 
@@ -36,6 +42,19 @@ def register(sub: Any) -> None:
     gw.add_argument("--user", default="edgegw", help="system user the unit runs as (default edgegw)")
     gw.add_argument("--json", action="store_true")
     gw.set_defaults(handler=provision_gateway)
+
+    nd = psub.add_parser("node", help="firmware and config.json onto a node over USB serial, verified")
+    nd.add_argument("--port", required=True, metavar="DEV", help="the node's serial port (/dev/ttyUSB0)")
+    nd.add_argument("--dev-eui", required=True, metavar="HEX", help="a registered device")
+    nd.add_argument("--baud", type=int, default=115200, help="default 115200")
+    nd.add_argument("--board", choices=sorted(node.PINS), default="esp32", help="pin map (default esp32)")
+    nd.add_argument("--dr", type=int, default=5, help="uplink data rate, EU868 DR0..DR5 (default 5)")
+    nd.add_argument("--report-interval-s", type=int, metavar="S", help="override the reporting interval")
+    nd.add_argument("--firmware-dir", metavar="DIR", help="default: firmware/ of this source checkout")
+    nd.add_argument("--config-only", action="store_true", help="write config.json only, not the firmware")
+    nd.add_argument("--timeout-s", type=float, default=5.0, help="per-command answer timeout (default 5)")
+    nd.add_argument("--json", action="store_true")
+    nd.set_defaults(handler=provision_node)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -103,3 +122,56 @@ def provision_gateway(args: argparse.Namespace) -> int:
         print(f"  systemd unit {doc['unit']}")
     print(f"  config: mqtt.cert_file: {files.cert}  mqtt.key_file: {files.key}")
     return 0
+
+
+def provision_node(args: argparse.Namespace) -> int:
+    from gateway.cli.main import CheckFailed, UsageError, config_path, print_json
+
+    try:
+        dev_eui = DevEui.from_hex(args.dev_eui)
+    except ValueError as exc:
+        raise UsageError(f"--dev-eui: {exc}") from exc
+    cfg = config.load(config_path(args))
+    conn = db.connect(db.db_path(cfg.data_dir))
+    try:
+        device = registry.get_device(conn, dev_eui)
+        keys = registry.device_keys(conn, dev_eui, keystore.open_key(cfg.data_dir))
+    finally:
+        conn.close()
+    settings = {"report_interval_s": args.report_interval_s} if args.report_interval_s else None
+    doc = node.node_config(device, keys, board=args.board, dr=args.dr, settings=settings)
+    files = [] if args.config_only else _firmware(args)
+    files.append(node.config_file(doc))
+    del keys, doc  # from here on only hashes and paths are shown
+    port = node.open_port(args.port, baud=args.baud)
+    try:
+        repl = raw_repl.RawRepl(port, timeout_s=args.timeout_s)
+        installed = node.install(repl, files)
+    except NodeError as exc:
+        raise CheckFailed(f"{args.port}: {exc}") from exc
+    finally:
+        port.close()
+    if args.json:
+        print_json(
+            {
+                "ok": True,
+                "dev_eui": str(dev_eui),
+                "port": args.port,
+                "files": [{"path": f.path, "size": f.size_bytes, "sha256": f.sha256} for f in installed],
+            }
+        )
+        return 0
+    for f in installed:
+        print(f"  {f.path:<36} {f.size_bytes:>7} B  sha256 {f.sha256[:16]}  verified")
+    total = sum(f.size_bytes for f in installed)
+    print(f"node {dev_eui} on {args.port}: {len(installed)} file(s), {total} B written and read back")
+    return 0
+
+
+def _firmware(args: argparse.Namespace) -> list[node.NodeFile]:
+    from gateway.cli.main import UsageError
+
+    root = Path(args.firmware_dir) if args.firmware_dir else node.default_firmware_dir()
+    if root is None:
+        raise UsageError("no firmware/ next to this installation: give --firmware-dir")
+    return node.firmware_files(root)

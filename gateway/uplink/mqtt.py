@@ -4,7 +4,8 @@ Owns the one paho client of the agent (the only module that imports paho):
 MQTT 3.1.1 or 5, connecting with TLS (verification on) and credentials, the last
 will, reconnecting with capped, jittered exponential backoff in its own network
 thread, a liveness watchdog, the bounded in-flight window, and turning a QoS 1
-publish into an awaitable that resolves on the broker's PUBACK. It does not own
+publish into an awaitable that resolves on the broker's PUBACK, and subscriptions
+renewed after every reconnect (their handlers run on the loop). It does not own
 topics, payloads, what to publish when, nor any retry of a failed publish
 (``gateway.uplink.forwarder`` releases the rows and tries again after the reconnect).
 
@@ -100,6 +101,7 @@ class MqttUplink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self._rand = rand
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,6 +110,8 @@ class MqttUplink:
         self._window = asyncio.Semaphore(settings.max_inflight_messages)
         self._pending: dict[int, tuple[asyncio.Future[None], float]] = {}
         self._hooks: list[Callable[[], None]] = []
+        # Replaced, never mutated: the network thread reads it in its callbacks without a lock.
+        self._subscriptions: dict[str, tuple[Callable[[str, bytes], None], int]] = {}
         self._started = False
         self._stopping = False
         self._stop_flag = threading.Event()
@@ -165,6 +169,18 @@ class MqttUplink:
     def add_connect_hook(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` on the loop after each (re)connect (e.g. to publish the retained 'online')."""
         self._hooks.append(fn)
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None], *, qos: int = 1) -> None:
+        """Subscribe to ``topic_filter`` now (if connected) and again after every reconnect.
+
+        The sessions are clean (no broker-side state survives a reconnect), so the
+        filter is subscribed in each CONNACK callback, before any message can arrive.
+        ``handler(topic, payload)`` runs on the loop (``call_soon_threadsafe``); it must
+        not block, and an exception from it is logged and counted, never fatal.
+        """
+        self._subscriptions = {**self._subscriptions, topic_filter: (handler, qos)}
+        if self._connected:
+            self._client.subscribe(topic_filter, qos)
 
     async def publish(
         self,
@@ -325,6 +341,8 @@ class MqttUplink:
             self._to_loop(self._handle_connect_failed, str(reason))
             return
         self._session_ok = True
+        for topic_filter, (_handler, qos) in self._subscriptions.items():
+            client.subscribe(topic_filter, qos)
         self._to_loop(self._handle_connected)
 
     def _on_disconnect(
@@ -345,7 +363,21 @@ class MqttUplink:
     ) -> None:
         self._to_loop(self._handle_puback, mid, reason.is_failure, str(reason))
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, (handler, _qos) in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                self._to_loop(self._handle_message, handler, msg.topic, bytes(msg.payload))
+
     # --- back on the loop -------------------------------------------------------------
+
+    def _handle_message(self, handler: Callable[[str, bytes], None], topic: str, payload: bytes) -> None:
+        self.counters["received"] += 1
+        try:
+            handler(topic, payload)
+        except Exception:
+            # The handler is the app's code; a bad message must not stop the uplink.
+            self.counters["handler_errors"] += 1
+            log.exception("MQTT message handler for %s failed", topic)
 
     def _handle_connected(self) -> None:
         if self._stopping:

@@ -217,6 +217,54 @@ def test_layout_needs_a_condition() -> None:
         compile_spec(bad)
 
 
+def test_layout_with_repeat_reads_blocks_to_the_end() -> None:
+    # NAS UL20xx manual_dimming (nasys/nas-codecs decodeDimmingCommand): 01, then (address, level) pairs.
+    spec: dict[str, Any] = {
+        "family": "fixed",
+        "layouts": [
+            {
+                "when": {"fport": 60, "prefix": "01"},
+                "fields": [{"name": "t", "type": "constant", "size": 1, "value": "dim", "quantity": "q"}],
+                "repeat": {
+                    "name": "destination",
+                    "quantity": "q",
+                    "fields": [
+                        {"name": "address", "type": "uint8", "quantity": "q", "unit": "1"},
+                        {"name": "level", "type": "uint8", "quantity": "q", "unit": "%"},
+                    ],
+                },
+            }
+        ],
+    }
+    decoder = compile_spec(spec)
+    assert decoder.decode_port is not None
+    decoded = decoder.decode_port(60, bytes.fromhex("0104320864"))
+    assert decoded.data == {
+        "t": "dim",
+        "destination": [{"address": 4, "level": 50}, {"address": 8, "level": 100}],
+    }
+    assert decoded.warnings == ()
+    short = decoder.decode_port(60, bytes.fromhex("01fe6412"))
+    assert short.data["destination"] == [{"address": 0xFE, "level": 100}]
+    assert short.warnings == ("1 trailing bytes do not fill a 2-byte block",)
+    bad = dict(spec, layouts=[dict(spec["layouts"][0], repeat=dict(spec["layouts"][0]["repeat"], name="t"))])
+    with pytest.raises(ConfigError, match="duplicate output 't'"):
+        compile_spec(bad)
+
+
+def test_nasys_ul20xx_status_frames_are_refused_not_guessed() -> None:
+    # The status packet (fPort 23, nas-codecs 'status from DS') is not expressible: refused, raw kept.
+    ul20xx = STORE.get("nasys/ul20xx")
+    with pytest.raises(DecodeError) as info:
+        ul20xx.decode(
+            23, bytes.fromhex("01F37F205E 8244 32 09 16 20 07 01 D2 02 9455 04 01 FE 50 19 00 12 50 19 00")
+        )
+    assert info.value.reason == "unexpected_fport"
+    with pytest.raises(DecodeError) as info:
+        ul20xx.decode(61, bytes.fromhex("81200079"))  # ldr notification: left out on purpose
+    assert info.value.reason == "unknown_layout"
+
+
 # ------------------------------------------------------------ shipped profiles
 
 
