@@ -29,6 +29,7 @@ from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import ConfigError, StorageError
+from gateway.fleet.commands import CommandDispatcher
 from gateway.history import ReadingHistory
 from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
@@ -38,6 +39,7 @@ from gateway.lorawan.sessions import SessionTable, load_sessions, plain
 from gateway.messages import TxRequest, TxStatus
 from gateway.outbox import Outbox
 from gateway.pipeline import DeviceInfo, UplinkPipeline
+from gateway.platform_commands import build_dispatcher
 from gateway.provisioning import keystore, registry
 from gateway.radio import RadioBackend, open_backend
 from gateway.rules.engine import RuleEngine
@@ -82,6 +84,7 @@ class Agent:
     rules: RuleEngine | None
     keys: keystore.KeyStore
     control: ControlServer | None = None
+    commands: CommandDispatcher | None = None
     clock: SystemClock = field(default_factory=SystemClock)
     started_mono: float = field(default_factory=time.monotonic)
     frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
@@ -100,6 +103,7 @@ class Agent:
             "disk_full": self.committer.disk_full,
             "uplink": {"connected": self.uplink.connected, **self.uplink.counters},
             "forwarder": dict(self.forwarder.counters),
+            "fleet": dict(self.commands.counters) if self.commands is not None else {},
         }
 
 
@@ -174,6 +178,11 @@ def build(config: Config) -> Agent:
         },
     )
     agent.control = control
+    # Signed platform commands on <prefix>/<id>/cmd/<name>, answers on cmd-result (docs/fleet.md).
+    agent.commands = build_dispatcher(agent)
+    agent.uplink.subscribe(
+        topics.cmd_filter, agent.commands.mqtt_handler(lambda data: uplink.publish(topics.cmd_result, data))
+    )
     pipeline.listeners.append(lambda event: control.publish("tail", event))
     agent.database.run_sync(_load_device_info, agent)
     return agent
