@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from gateway.clock import iso_utc
 from gateway.errors import GatewayError
 from gateway.uplink import envelope
+from gateway.uplink.forwarder import PublisherLike
 from gateway.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ class UplinkStatus(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-class HealthPublisher(Protocol):
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        content_type: str | None = None,
-    ) -> None: ...
-
-
 def sections(buffer: BufferStats, uplink: UplinkStatus) -> dict[str, Any]:
     """The ``buffer`` and ``uplink`` sections of ``health``."""
     oldest = buffer.oldest_age_s
@@ -72,7 +61,7 @@ def sections(buffer: BufferStats, uplink: UplinkStatus) -> dict[str, Any]:
 
 
 async def publish_health(
-    uplink: HealthPublisher,
+    uplink: PublisherLike,
     status: UplinkStatus,
     topics: Topics,
     gateway_id: str,
