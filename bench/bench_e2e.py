@@ -113,7 +113,9 @@ def register(data_dir: Path, count: int) -> None:
         conn.close()
 
 
-def write_config(workdir: Path, mqtt_port: int, udp_port: int, *, dedup_ms: int = 200) -> config_mod.Config:
+def write_config(
+    workdir: Path, mqtt_port: int, udp_port: int, *, dedup_ms: int = 200, outbox: str = ""
+) -> config_mod.Config:
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
     path = workdir / "edgegw.yaml"
@@ -123,7 +125,8 @@ def write_config(workdir: Path, mqtt_port: int, udp_port: int, *, dedup_ms: int 
         f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, tls: false}}\n"
         f"lorawan: {{dedup_window_ms: {dedup_ms}}}\n"
         f"rules: {{path: {rules}}}\n"
-        f"data_dir: {workdir / 'data'}\n"
+        + (f"outbox: {{{outbox}}}\n" if outbox else "")
+        +         f"data_dir: {workdir / 'data'}\n"
     )
     return config_mod.load(path)
 
@@ -270,10 +273,12 @@ async def wait_result(proc: Any, out: Any, timeout_s: float) -> dict[str, Any]:
     return result
 
 
-def throughput_run(mqtt_port: int, devices: int, frames: list[bytes], window: int) -> dict[str, Any]:
+def throughput_run(
+    mqtt_port: int, devices: int, frames: list[bytes], window: int, outbox: str
+) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         udp_port = free_port(socket.SOCK_DGRAM)
-        cfg = write_config(Path(tmp), mqtt_port, udp_port)
+        cfg = write_config(Path(tmp), mqtt_port, udp_port, outbox=outbox)
         register(cfg.data_path, devices)
 
         async def body(agent: app.Agent) -> dict[str, Any]:
@@ -437,6 +442,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000, help="registered devices of the throughput run")
     parser.add_argument("--window", type=int, default=64, help="PUSH_DATA in flight in the throughput run")
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each paced run")
+    parser.add_argument(
+        "--outbox", default="", help='outbox settings of the throughput run, e.g. "max_inflight_batches: 32"'
+    )
     parser.add_argument("--quick", action="store_true", help="one run each, shorter (a smoke test)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mqtt-port", type=int, help=argparse.SUPPRESS)
@@ -473,7 +481,7 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
     for _ in range(args.runs):
         costs = bare_costs_us()
         per_frame_us = costs["aes_cmac_us"] + costs["aes_decrypt_us"] + costs["sqlite_insert_us"] + costs["json_dumps_us"]
-        tp = throughput_run(mqtt_port, args.devices, frames, args.window)
+        tp = throughput_run(mqtt_port, args.devices, frames, args.window, args.outbox)
         tp["bare_costs_us"] = {k: round(v, 2) for k, v in costs.items()}
         tp["limit_frames_per_s"] = round(1e6 / per_frame_us)
         tp["distance_to_limit"] = round(tp["limit_frames_per_s"] / tp["frames_per_s"], 1)
@@ -485,6 +493,7 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
         "limit_frames_per_s": spread(limits),
         "distance_to_limit": spread([r["distance_to_limit"] for r in tp_runs]),
         "target_frames_per_s": 25_000,
+        "outbox_settings": args.outbox or "shipped defaults",
     }
     for name, dedup_ms, runs in (("alert_latency_dedup_0ms", 0, args.runs), ("alert_latency_dedup_200ms", 200, 1)):
         lat_runs = [

@@ -16,6 +16,8 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -166,3 +168,19 @@ def _statements(script: str) -> list[str]:
     """Split a schema file into statements (ours have no '--' or ';' inside literals)."""
     body = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
     return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` and re-raise on any exception.
+
+    IMMEDIATE takes the write lock at once, so a CLI command and the running agent
+    never interleave half-done writes on the shared file.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.config import LorawanSection
+from gateway.db import transaction
 from gateway.db.commit import Database
 from gateway.errors import FrameError, MicMismatch, UnknownDevice
 from gateway.lorawan import phy, region
@@ -126,8 +127,7 @@ def store_join(
     that another path stored meanwhile raises ``FrameError(reason="reused_dev_nonce")``.
     """
     session = accepted.session
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         try:
             conn.execute(
                 "INSERT INTO lorawan_joins (dev_eui, dev_nonce, join_nonce, dev_addr, joined_at)"
@@ -158,10 +158,6 @@ def store_join(
                 accepted.joined_at,
             ),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class JoinServer:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.db import transaction
 from gateway.errors import RegistryError
 from gateway.lorawan.sessions import session_tag
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
@@ -159,8 +160,7 @@ def add_device(
     keystore: KeyStore | None = None,
 ) -> Device:
     """Register a device (and its ABP session); RegistryError if the DevEUI is known."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         insert_device(
             conn,
             dev_eui=dev_eui,
@@ -173,10 +173,6 @@ def add_device(
             now=now,
             keystore=keystore,
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return get_device(conn, dev_eui)
 
 
@@ -265,8 +261,7 @@ def update_installation(
         check_position(lat, lon)
     except ValueError as exc:
         raise RegistryError(str(exc)) from exc
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         current = get_device(conn, dev_eui)
         params = dict(current.params)
         for name in unset_params:
@@ -286,10 +281,6 @@ def update_installation(
         )
         if keystore is not None and keystore.enabled:
             _reseal(conn, keystore, dev_eui=str(dev_eui))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return get_device(conn, dev_eui)
 
 
@@ -297,13 +288,8 @@ def rekey(conn: sqlite3.Connection, keystore: KeyStore) -> int:
     """Encrypt every plain-hex key column under ``keystore``; returns how many values changed."""
     if not keystore.enabled:
         raise RegistryError("rekey needs a key file")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         changed = _reseal(conn, keystore, dev_eui=None)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return changed
 
 
