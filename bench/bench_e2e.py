@@ -7,7 +7,8 @@ so the sender's CPU is not charged to the agent. Each figure is compared in the 
 a baseline (perf-anchors.md: these machines are noisy, absolute times alone mean little):
 
 1. ``throughput``: frames/s from the first UDP send until every record is PUBACKed
-   (the forwarder's ``records_acked``), closed loop (``--window`` PUSH_DATA un-acked at most).
+   (the forwarder's ``records_acked``), in a closed loop: at most ``--window`` frames sent and not
+   yet through the pipeline (the backend acks PUSH_DATA on receipt: PUSH_ACKs are no back-pressure).
    Baseline: the sum of the bare costs of the unavoidable parts per frame, measured now —
    AES-CMAC (MIC) + AES block (FRMPayload decrypt) + 1/100 of one batched SQLite insert of 100
    records (WAL, synchronous=FULL, real schema) + ``json.dumps`` of a record. The ratio
@@ -37,7 +38,6 @@ import os
 import platform
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from gateway import app, config as config_mod, db
+from gateway import app, db
+from gateway import config as config_mod
 from gateway.messages import AesKey, DevAddr, DevEui
 from gateway.provisioning import registry
 from gateway.radio.semtech_udp.packets import PushData, make_rxpk
@@ -96,7 +97,8 @@ def device(n: int) -> AbpDevice:
 
 def datagram(phy: bytes, token: int) -> bytes:
     rxpk = make_rxpk(phy, freq_hz=868_100_000, sf=7, rssi_dbm=-60.0, snr_db=7.0, tmst_us=token * 1000)
-    return PushData(token & 0xFFFF, GATEWAY_EUI, [rxpk]).to_bytes()
+    raw: bytes = PushData(token & 0xFFFF, GATEWAY_EUI, [rxpk]).to_bytes()
+    return raw
 
 
 def register(data_dir: Path, count: int) -> None:
@@ -126,7 +128,7 @@ def write_config(
         f"lorawan: {{dedup_window_ms: {dedup_ms}}}\n"
         f"rules: {{path: {rules}}}\n"
         + (f"outbox: {{{outbox}}}\n" if outbox else "")
-        +         f"data_dir: {workdir / 'data'}\n"
+        + f"data_dir: {workdir / 'data'}\n"
     )
     return config_mod.load(path)
 
@@ -145,7 +147,9 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "max_inflight_messages 0\nmax_queued_messages 100000\n"
     )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -160,24 +164,26 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
 # --- sender processes (own CPU, own GIL) ---------------------------------------------------------
 
 
-def closed_loop_sender(port: int, datagrams: list[bytes], window: int, out: Any) -> None:
-    """Send every datagram, at most ``window`` without PUSH_ACK; report the first send time."""
+def closed_loop_sender(port: int, datagrams: list[bytes], window: int, handled: Any, out: Any) -> None:
+    """Send every datagram, keeping at most ``window`` frames not yet handled by the pipeline.
+
+    The backend acknowledges PUSH_DATA on receipt, before the pipeline runs, so PUSH_ACKs are no
+    back-pressure: the agent publishes its pipeline's frame count in ``handled`` instead (a
+    closed loop: the rate measured is what the agent sustains, with no frame dropped).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.connect(("127.0.0.1", port))
-    sock.settimeout(0.5)
-    sent = acked = 0
+    sent = 0
     first_s = time.monotonic()
     deadline = first_s + 120
     while sent < len(datagrams) and time.monotonic() < deadline:
-        while sent < len(datagrams) and sent - acked < window:
+        room = window - (sent - handled.value)
+        if room <= 0:
+            time.sleep(0.0002)
+            continue
+        for _ in range(min(room, len(datagrams) - sent)):
             sock.send(datagrams[sent])
             sent += 1
-        try:
-            sock.recv(64)
-            acked += 1
-        except TimeoutError:
-            acked = sent  # a lost ack must not stall the loop (counted by the receiver anyway)
     out.put({"first_send_s": first_s, "sent": sent})
     sock.close()
 
@@ -189,10 +195,11 @@ def paced_sender(
     """``rate_hz`` readings from ``background`` devices, plus tilt/normal frames from the alert
     devices at ``alert_hz``; a subscriber here takes each alert's arrival time."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     arrivals: list[tuple[float, str]] = []
     subscribed = multiprocessing.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-e2e-sub")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-e2e-sub")
     client.on_message = lambda _c, _u, msg: arrivals.append((time.monotonic(), msg.payload.decode()))
     client.on_subscribe = lambda *_a: subscribed.set()
     client.on_connect = lambda c, *_a: c.subscribe(f"edgegw/{GATEWAY_ID}/alert", qos=1)
@@ -273,6 +280,28 @@ async def wait_result(proc: Any, out: Any, timeout_s: float) -> dict[str, Any]:
     return result
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat: is the machine itself saturated?"""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / tick
+    return out
+
+
 def throughput_run(
     mqtt_port: int, devices: int, frames: list[bytes], window: int, outbox: str
 ) -> dict[str, Any]:  # fmt: skip
@@ -282,14 +311,23 @@ def throughput_run(
         register(cfg.data_path, devices)
 
         async def body(agent: app.Agent) -> dict[str, Any]:
-            proc, out = spawn(closed_loop_sender, udp_port, frames, window)
-            cpu0 = time.process_time()
-            deadline = time.monotonic() + 120
-            while agent.forwarder.counters["records_acked"] < len(frames) and time.monotonic() < deadline:
+            handled = multiprocessing.get_context("spawn").Value("q", 0, lock=False)
+            proc, out = spawn(closed_loop_sender, udp_port, frames, window, handled)
+            cpu0, busy0, threads0 = time.process_time(), machine_busy(), thread_cpu_s()
+            # Until every frame is acknowledged, or nothing moved for 3 s (frames lost: reported).
+            last, last_change_s = -1, time.monotonic()
+            while (acked := agent.forwarder.counters["records_acked"]) < len(frames):
+                if acked != last:
+                    last, last_change_s = acked, time.monotonic()
+                elif time.monotonic() - last_change_s > 3.0:
+                    break
+                handled.value = agent.pipeline.counters["frames"]
                 await asyncio.sleep(0.005)
-            end_s, cpu1 = time.monotonic(), time.process_time()
+            end_s, cpu1 = last_change_s if acked < len(frames) else time.monotonic(), time.process_time()
+            busy1, threads1 = machine_busy(), thread_cpu_s()
             sender = await wait_result(proc, out, 30)
             wall_s = end_s - sender["first_send_s"]
+            per_thread = {k: round(100 * (v - threads0.get(k, 0.0)) / wall_s, 1) for k, v in threads1.items()}
             acked = agent.forwarder.counters["records_acked"]
             return {
                 "frames_sent": sender["sent"],
@@ -297,6 +335,11 @@ def throughput_run(
                 "wall_s": round(wall_s, 3),
                 "frames_per_s": round(acked / wall_s),
                 "agent_cpu_pct_of_wall": round(100 * (cpu1 - cpu0) / wall_s, 1),
+                "agent_threads_cpu_pct": {k: v for k, v in per_thread.items() if v > 0.5},
+                "machine_busy_pct_all_cpus": round(
+                    100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1
+                ),
+                "radio": dict(agent.radio.counters),
                 "pipeline": dict(agent.pipeline.counters),
             }
 
@@ -367,7 +410,9 @@ def bare_costs_us(samples: int = 20_000) -> dict[str, float]:
     json_us = (time.perf_counter() - t) / samples * 1e6
     with tempfile.TemporaryDirectory(prefix="bench-e2e-sql-") as tmp:
         conn = db.connect(db.db_path(tmp))
-        insert = "INSERT INTO outbox (record_id, kind, priority, created_s, size, body) VALUES (?, ?, ?, ?, ?, ?)"
+        insert = (
+            "INSERT INTO outbox (record_id, kind, priority, created_s, size, body) VALUES (?, ?, ?, ?, ?, ?)"
+        )
         batches = 200
         t = time.perf_counter()
         for b in range(batches):
@@ -378,7 +423,12 @@ def bare_costs_us(samples: int = 20_000) -> dict[str, float]:
             conn.execute("COMMIT")
         sql_us = (time.perf_counter() - t) / (batches * 100) * 1e6
         conn.close()
-    return {"aes_cmac_us": cmac_us, "aes_decrypt_us": aes_us, "sqlite_insert_us": sql_us, "json_dumps_us": json_us}
+    return {
+        "aes_cmac_us": cmac_us,
+        "aes_decrypt_us": aes_us,
+        "sqlite_insert_us": sql_us,
+        "json_dumps_us": json_us,
+    }
 
 
 # --- memory: a fresh process per device count -------------------------------------------------------
@@ -432,7 +482,12 @@ def machine() -> dict[str, Any]:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.machine(),
     )  # fmt: skip
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def main() -> None:
@@ -440,7 +495,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--frames", type=int, default=30_000, help="frames per throughput run")
     parser.add_argument("--devices", type=int, default=1_000, help="registered devices of the throughput run")
-    parser.add_argument("--window", type=int, default=64, help="PUSH_DATA in flight in the throughput run")
+    parser.add_argument(
+        "--window", type=int, default=2_000, help="frames sent and not yet handled, at most (throughput run)"
+    )
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each paced run")
     parser.add_argument(
         "--outbox", default="", help='outbox settings of the throughput run, e.g. "max_inflight_batches: 32"'
@@ -480,7 +537,12 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
     tp_runs, limits = [], []
     for _ in range(args.runs):
         costs = bare_costs_us()
-        per_frame_us = costs["aes_cmac_us"] + costs["aes_decrypt_us"] + costs["sqlite_insert_us"] + costs["json_dumps_us"]
+        per_frame_us = (
+            costs["aes_cmac_us"]
+            + costs["aes_decrypt_us"]
+            + costs["sqlite_insert_us"]
+            + costs["json_dumps_us"]
+        )
         tp = throughput_run(mqtt_port, args.devices, frames, args.window, args.outbox)
         tp["bare_costs_us"] = {k: round(v, 2) for k, v in costs.items()}
         tp["limit_frames_per_s"] = round(1e6 / per_frame_us)
@@ -495,7 +557,10 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
         "target_frames_per_s": 25_000,
         "outbox_settings": args.outbox or "shipped defaults",
     }
-    for name, dedup_ms, runs in (("alert_latency_dedup_0ms", 0, args.runs), ("alert_latency_dedup_200ms", 200, 1)):
+    for name, dedup_ms, runs in (
+        ("alert_latency_dedup_0ms", 0, args.runs),
+        ("alert_latency_dedup_200ms", 200, 1),
+    ):
         lat_runs = [
             paced_run(mqtt_port, rate_hz=1000, duration_s=args.seconds, alert_hz=20, dedup_ms=dedup_ms)
             for _ in range(runs)
@@ -504,15 +569,18 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
         p99 = [percentile(r["latencies_ms"], 0.99) for r in lat_runs if r["latencies_ms"]]
         res[name] = {
             "dedup_window_ms": dedup_ms,
-            "runs": [{k: v for k, v in r.items() if k != "latencies_ms"} | {"samples": len(r["latencies_ms"])}
-                     for r in lat_runs],  # fmt: skip
+            "runs": [
+                {k: v for k, v in r.items() if k != "latencies_ms"} | {"samples": len(r["latencies_ms"])}
+                for r in lat_runs
+            ],
             "background_frames_per_s": spread([r["frames"] / r["wall_s"] for r in lat_runs]),
             "p50_ms": spread(p50) if p50 else None,
             "p99_ms": spread(p99) if p99 else None,
             "target_p99_ms": 50,
         }
     cpu_runs = [
-        paced_run(mqtt_port, rate_hz=110, duration_s=args.seconds, alert_hz=0, dedup_ms=200) for _ in range(args.runs)
+        paced_run(mqtt_port, rate_hz=110, duration_s=args.seconds, alert_hz=0, dedup_ms=200)
+        for _ in range(args.runs)
     ]
     res["cpu_110_fps"] = {
         "runs": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in cpu_runs],
@@ -526,7 +594,7 @@ def run_all(args: argparse.Namespace, mqtt_port: int, frames: list[bytes]) -> di
 def fmt(s: dict[str, float] | None, unit: str = "", digits: int = 0) -> str:
     if s is None:
         return "n/a"
-    return f"{s['median']:,.{digits}f}{unit} [{s['min']:,.{digits}f}–{s['max']:,.{digits}f}]"
+    return f"{s['median']:,.{digits}f}{unit} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}]"
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -551,7 +619,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nmachine: {r['machine']['nproc']} x {r['machine']['cpu']}, Python {r['machine']['python']}")
     for key, value, note in rows:
         print(f"{key:<{width}}  {value:<32}  {note}")
-    print(f"(median [min–max] of {len(tp['runs'])} run(s); total {r['total_s']} s)")
+    print(f"(median [min-max] of {len(tp['runs'])} run(s); total {r['total_s']} s)")
 
 
 if __name__ == "__main__":
