@@ -167,7 +167,8 @@ class LorawanSection:
         "Transmit power of downlinks (EU868 RX1 bands allow 14 dBm).", default=14.0
     )
     dedup_window_ms: int = _doc(
-        "The same uplink heard by several forwarders within this window is processed once (best RSSI/SNR).",
+        "The same uplink heard by several forwarders within this window is processed once (best RSSI/SNR); "
+        "with a single forwarder heard in the last hour, frames are processed at once.",
         default=200,
     )
 

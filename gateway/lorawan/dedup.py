@@ -46,12 +46,18 @@ def _better(a: RadioFrame, b: RadioFrame) -> bool:
 class Deduplicator:
     """Groups identical PHYPayloads for ``window_s`` after the first copy, then releases the best one."""
 
-    def __init__(self, window_s: float, *, max_open: int = 10_000) -> None:
+    def __init__(self, window_s: float, *, max_open: int = 10_000, sources_memory_s: float = 3600.0) -> None:
         if window_s < 0:
             raise ValueError("window_s must not be negative")
         self._window_s = window_s
         self._max_open = max_open
         self._open: dict[bytes, _Group] = {}
+        self._sources: dict[str | None, float] = {}
+        """Packet forwarders (gateway EUIs) heard, with when last: the window is only worth its
+        delay when a copy can come from another forwarder. One concentrator never sends an uplink
+        twice (its antennas are merged into one rxpk), so with a single forwarder heard in the
+        last ``sources_memory_s`` every frame is released at once: no 200 ms on every alert."""
+        self._sources_memory_s = sources_memory_s
         self.counters: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -72,12 +78,24 @@ class Deduplicator:
         self.counters["frames"] += 1
         if self._window_s == 0:
             return self.due(now_s)
+        if self._single_source(frame.rx.gateway_eui, now_s):
+            self.counters["released_single_source"] += 1
+            return [*self.due(now_s), self._release(key)]
         if len(self._open) > self._max_open:
             # Bounded memory under a flood: release the oldest group early.
             oldest = next(iter(self._open))
             self.counters["released_early"] += 1
             return [self._release(oldest)]
         return []
+
+    def _single_source(self, gateway_eui: str | None, now_s: float) -> bool:
+        sources = self._sources
+        sources[gateway_eui] = now_s
+        if len(sources) > 1:
+            for eui, seen_s in list(sources.items()):
+                if now_s - seen_s > self._sources_memory_s:
+                    del sources[eui]
+        return len(sources) <= 1
 
     def next_due_s(self) -> float | None:
         """When the oldest open group is due (insertion order is due order: one window for all)."""
