@@ -129,12 +129,10 @@ def _salvage(conn: sqlite3.Connection, old: Path) -> None:
             if not rows:
                 continue
             marks = ",".join("?" * len(rows[0]))
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
-                conn.execute("COMMIT")
+                with transaction(conn):
+                    conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
                 log.error("salvaged rows of %s could not be written: %s", table, exc)
             else:
                 log.warning("salvaged %d rows of %s from %s", len(rows), table, old)
@@ -153,15 +151,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     for target in range(version + 1, SCHEMA_VERSION + 1):
         script = resources.files(__package__).joinpath(f"schema_v{target}.sql").read_text(encoding="utf-8")
         log.info("migrating %s to schema version %d", path, target)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def _statements(script: str) -> list[str]:
@@ -175,12 +168,14 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` and re-raise on any exception.
 
     IMMEDIATE takes the write lock at once, so a CLI command and the running agent
-    never interleave half-done writes on the shared file.
+    never interleave half-done writes on the shared file. SQLITE_FULL (and a few other
+    errors) roll the transaction back by themselves: ROLLBACK only when one is still open.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

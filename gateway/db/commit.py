@@ -159,15 +159,9 @@ class GroupCommitter:
 
 
 def _write_all(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with db.transaction(conn):
         for sink, item in taken:
             sink.write(conn, item)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _relieve_full(conn: sqlite3.Connection, sinks: list[CommitSink]) -> None:

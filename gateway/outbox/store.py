@@ -46,6 +46,7 @@ from itertools import groupby, repeat
 from operator import itemgetter
 from typing import NamedTuple, Protocol
 
+from gateway.db import transaction
 from gateway.db.commit import Database
 from gateway.errors import StorageError
 from gateway.messages import Priority, Record
@@ -628,14 +629,8 @@ def _load_state(conn: sqlite3.Connection, window: int) -> _State:
 
 
 def _save_meta(conn: sqlite3.Connection, items: list[tuple[str, float]]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         conn.executemany(_UPSERT_META, items)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
-            conn.execute("ROLLBACK")
-        raise
 
 
 _COLUMNS = "seq, record_id, priority, body, size"  # the fields of Leased, in order
@@ -687,14 +682,8 @@ def _delete_now(conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> None:
     # §3.3), so this transaction is not fsync'd by itself.
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             conn.executemany(_DELETE_RANGE, runs)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLITE_FULL and others roll back by themselves
-                conn.execute("ROLLBACK")
-            raise
     finally:
         conn.execute("PRAGMA synchronous=FULL")
 

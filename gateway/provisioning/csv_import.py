@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.db import transaction
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import registry
@@ -290,16 +291,11 @@ def import_devices(
     """Register ``rows`` in one transaction; ImportFailed (nothing written) on any conflict."""
     result = ImportResult()
     errors: list[LineError] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):  # ImportFailed rolls it all back: nothing half-written
         for row in rows:
             _apply(conn, row, result, errors, keystore, now)
         if errors:
             raise ImportFailed(errors)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return result
 
 
