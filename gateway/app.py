@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -89,6 +90,8 @@ class Agent:
     started_mono: float = field(default_factory=time.monotonic)
     frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
     transmissions: set[asyncio.Task[None]] = field(default_factory=set)
+    registry_version: int | None = None
+    """``PRAGMA data_version`` when the registry was last read (see ``_refresh_registry``)."""
 
     def summary(self) -> dict[str, Any]:
         """Counters of every stage, for the periodic log line, `edgegw status` and health."""
@@ -115,6 +118,7 @@ def build(config: Config) -> Agent:
     decrypt = keys.decrypt_hex
     encrypt = keys.encrypt_hex if keys.enabled else plain
     database = Database(db_path(config.data_dir))
+    registry_version = database.run_sync(_data_version)  # before reading: a change meanwhile is seen
     if database.quarantined is not None:
         log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
     clock = SystemClock()
@@ -185,6 +189,7 @@ def build(config: Config) -> Agent:
     )
     pipeline.listeners.append(lambda event: control.publish("tail", event))
     agent.database.run_sync(_load_device_info, agent)
+    agent.registry_version = registry_version
     return agent
 
 
@@ -300,15 +305,31 @@ def _load_device_info(conn: Any, agent: Agent) -> None:
     agent.pipeline.devices = info
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    # Changes only when another connection (the CLI, an import) committed to the file:
+    # the agent's own group commits every 50 ms do not move it.
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
 async def _refresh_registry(agent: Agent) -> None:
+    """Re-read the registry, only when another process changed the database.
+
+    Re-reading rebuilds every session's cipher contexts and re-registers every device
+    with the rules: 10,000 devices every 10 s would be wasted work on a Pi.
+    """
     decrypt = agent.keys.decrypt_hex
     try:
+        version = await agent.database.run(_data_version)
+        if version == agent.registry_version:
+            return
         fresh = await agent.database.run(load_sessions, decrypt)
         otaa = await agent.database.run(load_otaa_devices, decrypt)
         await agent.database.run(_load_device_info, agent)
-    except StorageError as exc:
+    except (StorageError, sqlite3.Error) as exc:
         log.warning("cannot reload the device registry: %s", exc)
         return
+    agent.registry_version = version
     before = len(agent.sessions)
     agent.sessions.merge(fresh)
     agent.joins.merge(otaa)

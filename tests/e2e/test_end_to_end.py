@@ -20,7 +20,7 @@ import pytest
 
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
-from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, em310, wait_ready
+from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, make_device, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +123,29 @@ def test_replay_window_stays_closed_across_a_restart(
     got = records(sub)
     assert [r["fcnt"] for r in got] == [0, 1, 2, 3]
     assert agent.final_counters()["pipeline"]["rejected.replayed_fcnt"] == 1
+
+
+def test_a_device_registered_while_the_agent_runs_is_served(
+    setup: tuple[Path, int, list[AbpDevice]], subscribe: Any
+) -> None:
+    config_file, udp_port, _devices = setup
+    late = make_device(7)
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/up")
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            added = cli(
+                config_file, "device", "add", "--dev-eui", late.dev_eui.hex(), "--profile", late.profile,
+                "--abp", "--dev-addr", late.dev_addr.hex(), "--nwkskey", late.nwk_s_key.hex(),
+                "--appskey", late.app_s_key.hex(),
+            )  # fmt: skip
+            assert added.returncode == 0, added.stderr
+            deadline = time.monotonic() + 15  # the agent re-reads a changed registry every 10 s
+            while not records(sub) and time.monotonic() < deadline:
+                fwd.send_frames([(late.uplink(em310(70, 700, False), 85), {})])
+                time.sleep(1.0)
+    finally:
+        assert agent.stop() == 0
+    got = records(sub)
+    assert got and got[0]["dev_eui"] == late.dev_eui.hex() and got[0]["data"]["battery"] == 70
