@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.clock import SystemClock, iso_utc
-from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.codec import ProfileStore, load_profiles
 from gateway.config import Config
 from gateway.control import SOCKET_NAME, queries
 from gateway.control.server import ControlServer
@@ -112,8 +112,7 @@ class Agent:
 
 def build(config: Config) -> Agent:
     """Build every stage from the config (opens the database; starts nothing)."""
-    profiles_dir = Path(config.profiles_dir) if config.profiles_dir else default_profiles_dir()
-    profiles = ProfileStore.load_dir(profiles_dir)
+    profiles = load_profiles(config.profiles_dir)
     keys = keystore.open_key(config.data_dir)
     decrypt = keys.decrypt_hex
     encrypt = keys.encrypt_hex if keys.enabled else plain

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.cli.profile_cmd import get_profile, profiles_from_args
 from gateway.errors import DecodeError
 
 
@@ -44,11 +43,7 @@ def handle(args: argparse.Namespace) -> int:
             sep = ""
         if not sep or not name:
             raise UsageError(f"--param takes NAME=NUMBER, got {item!r}")
-    store = ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
-    try:
-        profile = store.get(args.profile)
-    except KeyError as exc:
-        raise UsageError(f"unknown profile {args.profile!r} (known: {', '.join(store.ids())})") from exc
+    profile = get_profile(profiles_from_args(args), args.profile)
     try:
         decoded = profile.decode(args.fport, payload, params or None)
     except DecodeError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway import config, db
 from gateway.cli import device_views
-from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.codec import ProfileStore, load_profiles
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import csv_import, keystore, qr, registry
@@ -119,7 +119,7 @@ def _registry(
 
 
 def _profiles(cfg: config.Config) -> ProfileStore:
-    return ProfileStore.load_dir(Path(cfg.profiles_dir) if cfg.profiles_dir else default_profiles_dir())
+    return load_profiles(cfg.profiles_dir)
 
 
 def _value(kind: type[Any], text: str | None, option: str) -> Any:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.cli.profile_cmd import get_profile, profiles_from_args
 from gateway.errors import EncodeError
 
 
@@ -39,11 +38,7 @@ def handle(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise UsageError(f"parameters are PARAM=VALUE, got {item!r}")
         values[name] = _value(text)
-    store = ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
-    try:
-        profile = store.get(args.profile)
-    except KeyError as exc:
-        raise UsageError(f"unknown profile {args.profile!r} (known: {', '.join(store.ids())})") from exc
+    profile = get_profile(profiles_from_args(args), args.profile)
     try:
         downlink = profile.encode(args.command, values)
     except EncodeError as exc:

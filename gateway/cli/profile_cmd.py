@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.codec import Profile, ProfileStore, default_profiles_dir
+from gateway.codec import Profile, ProfileStore, load_profiles
 from gateway.codec.ttn_import import import_ttn
 
 
@@ -37,11 +37,13 @@ def register(sub: Any) -> None:
     imp.set_defaults(handler=import_profile)
 
 
-def _store(args: argparse.Namespace) -> ProfileStore:
-    return ProfileStore.load_dir(Path(args.profiles_dir) if args.profiles_dir else default_profiles_dir())
+def profiles_from_args(args: argparse.Namespace) -> ProfileStore:
+    """The store named by ``--profiles-dir`` (the shipped profiles without it)."""
+    return load_profiles(args.profiles_dir)
 
 
-def _get(store: ProfileStore, profile_id: str) -> Profile:
+def get_profile(store: ProfileStore, profile_id: str) -> Profile:
+    """The profile, or a usage error (exit 2) listing the known ones."""
     from gateway.cli.main import UsageError
 
     try:
@@ -53,7 +55,7 @@ def _get(store: ProfileStore, profile_id: str) -> Profile:
 def list_profiles(args: argparse.Namespace) -> int:
     from gateway.cli.main import print_json
 
-    store = _store(args)
+    store = profiles_from_args(args)
     rows = [
         {
             "id": p.id,
@@ -122,7 +124,7 @@ def describe(profile: Profile) -> dict[str, Any]:
 def show_profile(args: argparse.Namespace) -> int:
     from gateway.cli.main import print_json
 
-    doc = describe(_get(_store(args), args.profile_id))
+    doc = describe(get_profile(profiles_from_args(args), args.profile_id))
     if args.json:
         print_json(doc)
         return 0
@@ -169,8 +171,8 @@ def run_examples(profile: Profile) -> list[dict[str, Any]]:
 def test_profiles(args: argparse.Namespace) -> int:
     from gateway.cli.main import CheckFailed, print_json
 
-    store = _store(args)
-    profiles = [_get(store, pid) for pid in args.profile_ids] if args.profile_ids else list(store)
+    store = profiles_from_args(args)
+    profiles = [get_profile(store, pid) for pid in args.profile_ids] if args.profile_ids else list(store)
     results = [result for profile in profiles for result in run_examples(profile)]
     failed = [r for r in results if not r["ok"]]
     if args.json:

@@ -21,6 +21,7 @@ from gateway.codec.profile import (
     ProfileStore,
     default_profiles_dir,
     load_profile,
+    load_profiles,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "ProfileStore",
     "default_profiles_dir",
     "load_profile",
+    "load_profiles",
 ]

@@ -501,3 +501,8 @@ def default_profiles_dir() -> Path:
     if in_checkout.is_dir():
         return in_checkout
     return Path(sys.prefix) / "share" / "edgegw" / "device_profiles"
+
+
+def load_profiles(profiles_dir: str | None) -> ProfileStore:
+    """The profiles of ``profiles_dir`` (a config value or a CLI option); the shipped ones when empty."""
+    return ProfileStore.load_dir(Path(profiles_dir) if profiles_dir else default_profiles_dir())
