@@ -18,26 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import small_record, write_bytes
 from tinydb import TinyDB
-
-
-def write_bytes() -> int:
-    with open("/proc/self/io") as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
-
-
-def record(i: int) -> dict[str, object]:
-    return {
-        "id": f"70b3d5e75e000001-abcd0123-{i}",
-        "kind": "reading",
-        "dev_eui": "70b3d5e75e000001",
-        "fcnt": i,
-        "data": {"battery": 92, "distance": 2116, "position": "normal"},
-        "raw": "01755c03824408040000",
-    }
 
 
 def measure(name: str, fn: Callable[[Path, int], None], n: int) -> tuple[float, float]:
@@ -53,7 +35,7 @@ def measure(name: str, fn: Callable[[Path, int], None], n: int) -> tuple[float, 
 def tinydb_one_by_one(d: Path, n: int) -> None:
     db = TinyDB(d / "buffer.json")  # TinyDB's durable path: it rewrites the whole file on each write
     for i in range(n):
-        db.insert(record(i))
+        db.insert(small_record(i))
     while len(db):
         docs = db.all()[:100]
         db.remove(doc_ids=[doc.doc_id for doc in docs])
@@ -70,7 +52,7 @@ def sqlite_group_commit(d: Path, n: int, group: int = 100) -> None:
         conn.executemany(
             "INSERT INTO outbox (record_id, body) VALUES (?, ?)",
             [
-                (f"r{i}", json.dumps(record(i), separators=(",", ":")))
+                (f"r{i}", json.dumps(small_record(i), separators=(",", ":")))
                 for i in range(start, min(n, start + group))
             ],
         )

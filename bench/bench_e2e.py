@@ -36,7 +36,6 @@ import logging
 import multiprocessing
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import free_port, start_broker
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -59,7 +59,6 @@ from gateway.provisioning import registry
 from gateway.radio.semtech_udp.packets import PushData, make_rxpk
 from simulator.devices import AbpDevice
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 GATEWAY_ID = "gw-bench"
 GATEWAY_EUI = bytes.fromhex("b827ebfffe00be12")
 PROFILE = "milesight/em310-udl"
@@ -131,34 +130,6 @@ def write_config(
         + f"data_dir: {workdir / 'data'}\n"
     )
     return config_mod.load(path)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """mosquitto on a free loopback port, configured like tests/conftest.py's Broker."""
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 100000\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start")
 
 
 # --- sender processes (own CPU, own GIL) ---------------------------------------------------------

@@ -19,55 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import full_record, small_record, write_bytes
 from tinydb import TinyDB
 
 from gateway import db
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
-
-
-def write_bytes() -> int:
-    with open("/proc/self/io") as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
-
-
-def small(i: int) -> dict[str, Any]:
-    return {
-        "id": f"70b3d5e75e000001-abcd0123-{i}",
-        "kind": "reading",
-        "dev_eui": "70b3d5e75e000001",
-        "fcnt": i,
-        "data": {"battery": 92, "distance": 2116, "position": "normal"},
-        "raw": "01755c0382440804",
-    }
-
-
-def full(i: int) -> dict[str, Any]:
-    return {
-        "id": f"70b3d5e75e{i % 1000:06x}-c365c836-{i}",
-        "kind": "reading",
-        "dev_eui": f"70b3d5e75e{i % 1000:06x}",
-        "profile": "milesight/em310-udl",
-        "received_at": "2026-11-25T18:03:58.989Z",
-        "time_quality": "ntp",
-        "fcnt": i,
-        "fport": 85,
-        "rx": {
-            "rssi_dbm": -76.0,
-            "snr_db": 7.0,
-            "freq_hz": 868100000,
-            "sf": 7,
-            "bw_hz": 125000,
-            "backend": "semtech-udp",
-            "gateway_eui": "b827ebfffe000001",
-        },
-        "data": {"battery": 100, "distance": 1427 + i % 100, "position": "normal"},
-        "raw": "01756403829305040000",
-    }
 
 
 def bench_outbox(bodies: list[dict[str, Any]], group: int, lease_n: int) -> dict[str, float]:
@@ -147,7 +105,7 @@ def main() -> None:
     parser.add_argument("--tinydb-records", type=int, default=1000)
     args = parser.parse_args()
     results: dict[str, Any] = {}
-    for name, make in (("small_record", small), ("full_record", full)):
+    for name, make in (("small_record", small_record), ("full_record", full_record)):
         bodies = [make(i) for i in range(args.records)]
         size = sum(len(json.dumps(b, separators=(",", ":"))) for b in bodies[:100]) / 100
         results[name] = {

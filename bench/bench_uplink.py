@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import full_record, start_broker
 
 from gateway import db
 from gateway.config import MqttSection
@@ -33,50 +32,6 @@ from gateway.uplink import envelope
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def body(i: int, kind: str = "reading") -> dict[str, Any]:
-    return {
-        "id": f"70b3d5e75e{i % 1000:06x}-c365c836-{i}",
-        "kind": kind,
-        "dev_eui": f"70b3d5e75e{i % 1000:06x}",
-        "profile": "milesight/em310-udl",
-        "received_at": "2026-11-25T18:03:58.989Z",
-        "time_quality": "ntp",
-        "fcnt": i,
-        "fport": 85,
-        "rx": {
-            "rssi_dbm": -76.0,
-            "snr_db": 7.0,
-            "freq_hz": 868100000,
-            "sf": 7,
-            "bw_hz": 125000,
-            "backend": "semtech-udp",
-            "gateway_eui": "b827ebfffe000001",
-        },
-        "data": {"battery": 100, "distance": 1427, "position": "normal"},
-        "raw": "01756403829305040000",
-    }
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n")
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.01)
-    return proc, port
 
 
 async def throughput(port: int, payloads: list[bytes], window: int, records: int) -> float:
@@ -133,11 +88,11 @@ async def alert_latency(port: int, data_dir: Path, seconds: float, load_per_s: i
     while time.perf_counter() < t_end:
         for _ in range(load_per_s // 100):  # background readings, 100 per 10 ms tick
             i += 1
-            b = body(i)
+            b = full_record(i)
             outbox.put(Record(b["id"], "reading", Priority.READING, b))
         if i % (load_per_s // 20) < load_per_s // 100:  # an alert every 50 ms
             n_alert += 1
-            a = body(10_000_000 + n_alert, "alert")
+            a = full_record(10_000_000 + n_alert, "alert")
             put_at[a["id"]] = time.perf_counter()
             outbox.put(Record(a["id"], "alert", Priority.ALERT, a))
         await asyncio.sleep(0.01)
@@ -162,7 +117,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         proc, port = start_broker(Path(d))
         try:
-            bodies = [json.dumps(body(i), separators=(",", ":")) for i in range(args.batch)]
+            bodies = [json.dumps(full_record(i), separators=(",", ":")) for i in range(args.batch)]
             batch = envelope.up_batch("bench", bodies, "2026-11-25T18:03:59.000Z")
             n_batches = args.records // args.batch
             batched = await throughput(port, [batch] * n_batches, args.window, n_batches * args.batch)
