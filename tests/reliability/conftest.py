@@ -7,6 +7,8 @@ Everything talks to 127.0.0.1 only; every wait is bounded in time.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import signal
 import sqlite3
 import subprocess
@@ -30,6 +32,10 @@ class PersistentBroker(Broker):
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # Run as root, mosquitto drops to its own user unless told otherwise, and that user
+            # cannot write the persistence file into a private test directory: the sessions
+            # would be silently lost on restart.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
@@ -52,10 +58,16 @@ class PersistentBroker(Broker):
                 time.sleep(0.02)
         raise RuntimeError("mosquitto did not start")
 
-    def restart(self) -> None:
+    def stop_saving(self) -> None:
+        """A clean stop (SIGTERM), which saves the sessions; fails if nothing was saved."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)  # a clean stop saves the sessions
+        self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(10)
+        saved = self.workdir / "mosquitto.db"
+        assert saved.exists(), f"mosquitto saved no sessions in {self.workdir}: the test premise is broken"
+
+    def restart(self) -> None:
+        self.stop_saving()
         self.start()
 
 
