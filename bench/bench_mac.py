@@ -33,6 +33,7 @@ import struct
 import time
 import timeit
 from collections.abc import Callable
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
@@ -124,7 +125,8 @@ def main() -> None:
     scheduler = DownlinkScheduler(LorawanSection(), table)
     rx = RxInfo(868_100_000, -90.0, 7.0, 7, 125_000, "4/5", True, "bench", "aa555a0000000001", 1_000_000)
     radio_frame = RadioFrame(raw, rx, time.time(), time.monotonic())
-    twin = RadioFrame(raw, rx, time.time(), time.monotonic())
+    # The copy comes from a second forwarder: with one forwarder only, the window does not apply.
+    twin = RadioFrame(raw, replace(rx, gateway_eui="aa555a0000000002"), time.time(), time.monotonic())
     dedup = Deduplicator(0.2)
 
     def accept() -> bytes:

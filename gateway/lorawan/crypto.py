@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
+from typing import ClassVar
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
@@ -81,21 +83,56 @@ class SessionKeys:
     a join), one CMAC update, one ECB update and one big-integer XOR
     (bench/bench_mac.py measures it against the bare ``cryptography`` calls).
 
-    Not thread-safe: the cached encryptors must be used by one thread at a time
-    (the event loop).
+    The OpenSSL contexts cost ~2.9 KiB per session, most of an agent's memory per
+    registered device, so only the ``WARM_SESSIONS`` sessions that built theirs most
+    recently keep them (first in, first out: a check of one attribute on the hot
+    path, where least-recently-used bookkeeping would cost every frame); the others
+    hold their two keys (32 bytes) and rebuild the contexts on their next frame
+    (~10-20 µs, for a device that sends every few minutes at most). With 10,000
+    devices that saves ~25 MiB (docs/performance.md).
+
+    Not thread-safe: the cached encryptors and the warm set must be used by one
+    thread at a time (the event loop).
     """
 
-    __slots__ = ("_app_ecb", "_nwk_cmac", "_nwk_ecb")
+    __slots__ = ("_app_ecb", "_app_key", "_nwk_cmac", "_nwk_ecb", "_nwk_key")
+
+    WARM_SESSIONS: ClassVar[int] = 1024
+    """Sessions whose contexts stay built; beyond, the first built gives its up."""
+    _warm: ClassVar[deque[SessionKeys]] = deque()
 
     def __init__(self, nwk_s_key: bytes, app_s_key: bytes) -> None:
         _check_key(nwk_s_key, "nwk_s_key")
         _check_key(app_s_key, "app_s_key")
-        self._nwk_cmac = CMAC(algorithms.AES(nwk_s_key))
-        self._nwk_ecb: CipherContext = Cipher(algorithms.AES(nwk_s_key), modes.ECB()).encryptor()
-        self._app_ecb: CipherContext = Cipher(algorithms.AES(app_s_key), modes.ECB()).encryptor()
+        self._nwk_key = bytes(nwk_s_key)
+        self._app_key = bytes(app_s_key)
+        self._nwk_cmac: CMAC | None = None
+        self._nwk_ecb: CipherContext | None = None
+        self._app_ecb: CipherContext | None = None
 
     def __repr__(self) -> str:
         return "SessionKeys(<secret>)"
+
+    @property
+    def warm(self) -> bool:
+        """The contexts are built (the session is among the ``WARM_SESSIONS``)."""
+        return self._nwk_cmac is not None
+
+    def _warm_up(self) -> tuple[CMAC, CipherContext, CipherContext]:
+        contexts = (
+            CMAC(algorithms.AES(self._nwk_key)),
+            Cipher(algorithms.AES(self._nwk_key), modes.ECB()).encryptor(),
+            Cipher(algorithms.AES(self._app_key), modes.ECB()).encryptor(),
+        )
+        self._nwk_cmac, self._nwk_ecb, self._app_ecb = contexts
+        # The deque holds the instance itself: a session dropped from the table leaves within
+        # WARM_SESSIONS warm-ups. An instance is in it at most once (only a cold one warms up).
+        warm = SessionKeys._warm
+        warm.append(self)
+        while len(warm) > SessionKeys.WARM_SESSIONS:
+            cold = warm.popleft()
+            cold._nwk_cmac = cold._nwk_ecb = cold._app_ecb = None
+        return contexts
 
     def data_mic(self, msg: bytes, dev_addr: bytes, fcnt32: int, uplink: bool) -> bytes:
         """4-byte MIC of a data frame (LoRaWAN 1.0.4 §4.4): CMAC(NwkSKey, B0 | msg)[0:4].
@@ -117,7 +154,10 @@ class SessionKeys:
             raise ValueError(f"msg too long for B0's length octet: {size} bytes") from None
         except struct.error as exc:
             raise _bad_frame_ids(dev_addr, fcnt32) from exc
-        mac = self._nwk_cmac.copy()
+        cmac = self._nwk_cmac
+        if cmac is None:
+            cmac = self._warm_up()[0]
+        mac = cmac.copy()
         mac.update(block)
         return mac.finalize()[:MIC_BYTES]
 
@@ -144,7 +184,11 @@ class SessionKeys:
         except IndexError:
             raise ValueError(f"payload too long for one-octet block counter: {size} bytes") from None
         # All A_i in one ECB call (ECB keeps no state between blocks, so the encryptor is reused as is).
-        keystream = (self._app_ecb if fport else self._nwk_ecb).update(mid.join(separators))
+        ecb = self._app_ecb if fport else self._nwk_ecb
+        if ecb is None:
+            _cmac, nwk_ecb, app_ecb = self._warm_up()
+            ecb = app_ecb if fport else nwk_ecb
+        keystream = ecb.update(mid.join(separators))
         # One big-integer XOR is faster in CPython than a per-byte loop; the shift drops the keystream's
         # unused tail instead of slicing a copy of it.
         mixed = int.from_bytes(payload) ^ (int.from_bytes(keystream) >> _TAIL_BITS[size])

@@ -411,6 +411,23 @@ def test_cached_contexts_do_not_leak_state_between_frames() -> None:
         assert port0_keys.crypt_frm_payload(v_port0.frm_payload, v_port0.dev_addr, 16, True, 0) == b"\x02"
 
 
+def test_sessions_beyond_the_warm_set_give_up_their_contexts_and_still_verify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only the WARM_SESSIONS last warmed sessions keep their OpenSSL contexts (memory per
+    # registered device); a cold one rebuilds them and must compute exactly the same MIC and plaintext.
+    monkeypatch.setattr(SessionKeys, "WARM_SESSIONS", 3)
+    monkeypatch.setattr(SessionKeys, "_warm", type(SessionKeys._warm)())  # an empty deque
+    v = UPLINKS[1]
+    sessions = [SessionKeys(v.nwk_s_key, v.app_s_key) for _ in range(8)]
+    for _ in range(2):
+        for keys in sessions:
+            assert keys.data_mic(v.mic_input, v.dev_addr, 4, True) == v.mic
+            assert keys.crypt_frm_payload(v.frm_payload, v.dev_addr, 4, True, 1) == v.plaintext
+    assert len(SessionKeys._warm) == 3
+    assert [k.warm for k in sessions] == [False] * 5 + [True] * 3  # the last warmed stay warm
+
+
 def test_empty_payload_is_empty() -> None:
     assert _keys(UPLINKS[0]).crypt_frm_payload(b"", bytes(4), 0, True, 1) == b""
 
