@@ -12,10 +12,13 @@ and the reporting policy: a report every ``report_interval_s``, and an early one
 state changes, when the temperature reaches ``fire_alarm_c``, or when the distance moved by
 ``distance_delta_mm`` since the last report. Measurements happen every
 ``measure_interval_s``; between them the board sleeps (``main`` on the board, not here).
+Downlink: ``set_interval`` (nodes/commands.py) sets ``report_interval_s``.
 It does not own LoRaWAN (``lorawan.device``) nor the sensor protocols (``sensors``).
 """
 
 import struct
+
+from nodes import commands
 
 FPORT = 10
 NO_DISTANCE = 0xFFFF
@@ -116,4 +119,14 @@ class FillLevelNode:
             downlink = self.device.send(FPORT, payload)
             self.last_report = (reading["distance_mm"], reading["tilt"])
             self.since_report_s = 0
+            if downlink is not None and downlink.fport:
+                self.on_downlink(downlink.fport, downlink.payload)
         return reading, reason, downlink
+
+    def on_downlink(self, fport, payload):
+        """Apply a command; True when it was one for this node."""
+        seconds = commands.interval_s(fport, payload)
+        if seconds is None:
+            return False
+        self.config["report_interval_s"] = seconds
+        return True
