@@ -13,7 +13,7 @@ ESP32) but a node encrypts a handful of blocks per uplink.
 try:
     import cryptolib  # type: ignore[import-not-found]
 except ImportError:  # the WebAssembly port, CPython
-    cryptolib = None
+    cryptolib = None  # type: ignore[assignment]
 
 _MODE_ECB = 1
 

@@ -123,15 +123,28 @@ def data_mic(nwk_aes, dev_addr, fcnt32, uplink, msg):
 
 
 def build_uplink(
-    nwk_aes, app_aes, dev_addr, fcnt32, fport, payload, confirmed=False, fopts=b"", adr=False, ack=False
+    nwk_aes,
+    app_aes,
+    dev_addr,
+    fcnt32,
+    fport,
+    payload,
+    confirmed=False,
+    fopts=b"",
+    adr=False,
+    ack=False,
+    adr_ack_req=False,
 ):
-    """A data uplink (§4): MHDR | DevAddr | FCtrl | FCnt | FOpts | FPort | FRMPayload | MIC."""
+    """A data uplink (§4): MHDR | DevAddr | FCtrl | FCnt | FOpts | FPort | FRMPayload | MIC.
+
+    FCtrl (uplink, §4.3.1): ADR bit 7, ADRACKReq bit 6, ACK bit 5, FOptsLen bits 3..0.
+    """
     if len(fopts) > MAX_FOPTS_BYTES:
         raise ValueError("FOpts holds at most 15 bytes")
     if not 0 <= fcnt32 <= 0xFFFFFFFF:
         raise ValueError("fcnt32 out of range")
     mtype = MTYPE_CONFIRMED_UP if confirmed else MTYPE_UNCONFIRMED_UP
-    fctrl = (0x80 if adr else 0) | (0x20 if ack else 0) | len(fopts)
+    fctrl = (0x80 if adr else 0) | (0x40 if adr_ack_req else 0) | (0x20 if ack else 0) | len(fopts)
     msg = (
         bytes((mtype << 5,))
         + _rev(dev_addr)

@@ -16,6 +16,17 @@ DUTY_CYCLE_DIVISOR = 100  # 1 %: after t on air, wait 99 t on the same sub-band
 MAX_EIRP_DBM = 16
 DEFAULT_TX_POWER_DBM = 14
 
+# Sub-bands of 863-870 MHz with their duty-cycle off-time divisor (ETSI EN 300 220-2 / ERC Rec 70-03
+# Annex 1 bands h1.3..h1.7, as listed in RP002 §2.1.2): 1000 = 0.1 %, 100 = 1 %, 10 = 10 %.
+SUB_BANDS = (
+    (863000000, 865000000, 1000),
+    (865000000, 868000000, 100),
+    (868000000, 868600000, 100),
+    (868700000, 869200000, 1000),
+    (869400000, 869650000, 10),
+    (869700000, 870000000, 100),
+)
+
 # DR -> (SF, bandwidth Hz): RP002 Table "EU863-870 Data Rate" (DR6 SF7/250 kHz, DR7 FSK omitted).
 DATA_RATES = ((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000), (7, 125000), (7, 250000))
 
@@ -44,3 +55,11 @@ def airtime_us(sf, bw_hz, phy_bytes, preamble_symbols=8, crc=True, explicit_head
     payload_symbols = 8 + n * (coding_rate + 4)
     # Preamble: (n_preamble + 4.25) symbols, in quarter symbols to stay in integers.
     return ((4 * preamble_symbols + 17) * t_sym_us) // 4 + payload_symbols * t_sym_us
+
+
+def sub_band(freq_hz):
+    """Index in ``SUB_BANDS`` of the sub-band holding ``freq_hz``, or None (outside every band)."""
+    for i, band in enumerate(SUB_BANDS):
+        if band[0] <= freq_hz < band[1]:
+            return i
+    return None

@@ -12,7 +12,7 @@ import json
 try:
     import os
 except ImportError:  # pragma: no cover - every MicroPython port has os
-    os = None
+    os = None  # type: ignore[assignment]
 
 
 class MemoryStorage:

@@ -18,7 +18,7 @@ except AttributeError:  # CPython tooling
     import time
 
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython only
 
     def _ticks_diff(a, b):
         return a - b

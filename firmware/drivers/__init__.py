@@ -1,0 +1,1 @@
+"""Radio drivers for the node firmware (MicroPython): the SX127x LoRa transceiver."""
