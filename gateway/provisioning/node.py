@@ -30,7 +30,8 @@ from gateway.provisioning.registry import Device, ParamValue
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = "/config.json"
-FIRMWARE_PACKAGES = ("lorawan", "sensors", "nodes")
+FIRMWARE_PACKAGES = ("drivers", "lorawan", "sensors", "nodes")
+MAIN_PATH = "/main.py"
 CONFIG_FORMAT = 1
 # Data bytes per exec: hex doubles them; the raw REPL is fed in 256-byte pieces anyway.
 DATA_BYTES_PER_EXEC = 2048
@@ -38,35 +39,60 @@ HEX_BYTES_PER_LINE = 256
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
 
 # The applications the firmware has (profile id → module under nodes/) and the settings each takes
-# (firmware/nodes/fill_level.py DEFAULTS; an installation parameter of that name overrides one).
-APPLICATIONS = {"edgegw/fill-level": "fill_level"}
-SETTINGS = {
+# (the DEFAULTS of firmware/nodes/<module>.py; an installation parameter of that name overrides one).
+APPLICATIONS = {
+    "edgegw/fill-level": "fill_level",
+    "edgegw/noise": "noise",
+    "edgegw/water-level": "water_level",
+    "edgegw/counter": "counter",
+    "edgegw/lamp-controller": "lamp_controller",
+    "edgegw/display": "display",
+}
+SETTINGS: dict[str, dict[str, float]] = {
     "fill_level": {
         "report_interval_s": 3600,
         "measure_interval_s": 900,
         "fire_alarm_c": 60.0,
         "distance_delta_mm": 150,
-    }
+    },
+    "noise": {"report_interval_s": 900, "sample_period_s": 1, "loud_laeq_db": 70.0, "loud_min_s": 60},
+    "water_level": {"report_interval_s": 900, "measure_interval_s": 300, "rise_mm": 50},
+    "counter": {"report_interval_s": 900},
+    "lamp_controller": {"report_interval_s": 900, "wh_per_pulse": 1.0, "default_dim_pct": 100},
+    "display": {"report_interval_s": 3600},
 }
 REQUIRED_PARAMS = {"fill_level": ("empty_distance_mm", "full_distance_mm")}
 
-# Wiring of firmware/README.md ("Boards and wiring").
-PINS = {
+# Wiring of firmware/README.md: the radio and battery of every node ("Boards and wiring"), then
+# each application's own pins (its section in the README).
+PINS: dict[str, dict[str, Any]] = {
     "esp32": {
         "spi": {"id": 2, "sck": 18, "mosi": 23, "miso": 19},
         "sx127x": {"nss": 5, "reset": 14, "dio0": 26},
-        "ultrasonic": {"trig": 25, "echo": 33},
-        "ds18b20": 4,
-        "tilt": 27,
         "battery": {"adc": 34, "divider_ratio": 2.0},
     },
     "rp2": {
         "spi": {"id": 0, "sck": 18, "mosi": 19, "miso": 16},
         "sx127x": {"nss": 17, "reset": 20, "dio0": 21},
-        "ultrasonic": {"trig": 2, "echo": 3},
-        "ds18b20": 4,
-        "tilt": 5,
         "battery": {"adc": 26, "divider_ratio": 2.0},
+    },
+}
+APPLICATION_PINS: dict[str, dict[str, dict[str, Any]]] = {
+    "esp32": {
+        "fill_level": {"ultrasonic": {"trig": 25, "echo": 33}, "ds18b20": 4, "tilt": 27},
+        "noise": {"sound_level": {"adc": 36}},
+        "water_level": {"current_loop": {"adc": 36, "range_mm": 5000, "power": 25}, "ds18b20": 4},
+        "counter": {"pulse_in": 32, "pulse_out": 33},
+        "lamp_controller": {"lamp": {"relay": 25, "pwm": 27}, "meter": 32},
+        "display": {"max7219": {"cs": 27, "chips": 2}, "mains": 33},
+    },
+    "rp2": {
+        "fill_level": {"ultrasonic": {"trig": 2, "echo": 3}, "ds18b20": 4, "tilt": 5},
+        "noise": {"sound_level": {"adc": 27}},
+        "water_level": {"current_loop": {"adc": 27, "range_mm": 5000, "power": 6}, "ds18b20": 4},
+        "counter": {"pulse_in": 14, "pulse_out": 15},
+        "lamp_controller": {"lamp": {"relay": 6, "pwm": 7}, "meter": 8},
+        "display": {"max7219": {"cs": 13, "chips": 2}, "mains": 14},
     },
 }
 
@@ -93,7 +119,7 @@ class Installed:
 
 
 def firmware_files(firmware_dir: Path) -> list[NodeFile]:
-    """Every ``.py`` of the firmware packages, for ``/lib/<package>/...`` on the node."""
+    """Every ``.py`` of the firmware packages, for ``/lib/<package>/...`` on the node, and ``/main.py``."""
     files: list[NodeFile] = []
     for package in FIRMWARE_PACKAGES:
         root = firmware_dir / package
@@ -102,6 +128,10 @@ def firmware_files(firmware_dir: Path) -> list[NodeFile]:
         for source in sorted(root.rglob("*.py")):
             rel = source.relative_to(firmware_dir).as_posix()
             files.append(NodeFile(f"/lib/{rel}", source.read_bytes()))
+    main = firmware_dir / "main.py"
+    if not main.is_file():
+        raise ProvisioningError(f"{firmware_dir} has no main.py: not the edgegw firmware directory")
+    files.append(NodeFile(MAIN_PATH, main.read_bytes()))  # what the board runs after boot.py
     return files
 
 
@@ -176,7 +206,7 @@ def node_config(
     doc["settings"] = node_settings
     doc["params"] = {k: _plain_param(v) for k, v in sorted(params.items())}
     doc["board"] = board
-    doc["pins"] = PINS[board]
+    doc["pins"] = {**PINS[board], **APPLICATION_PINS[board][application]}
     return doc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import threading
 import traceback
@@ -202,7 +203,8 @@ def test_firmware_files_are_every_package_module_under_lib() -> None:
     files = node.firmware_files(FIRMWARE)
     paths = {f.path for f in files}
     assert {"/lib/lorawan/device.py", "/lib/nodes/fill_level.py", "/lib/sensors/ultrasonic.py"} <= paths
-    assert all(p.startswith("/lib/") and p.endswith(".py") for p in paths)
+    assert {"/lib/drivers/sx127x.py", "/lib/nodes/lamp_controller.py", "/main.py"} <= paths
+    assert all((p.startswith("/lib/") or p == "/main.py") and p.endswith(".py") for p in paths)
     aes = next(f for f in files if f.path == "/lib/lorawan/aes.py")
     assert aes.data == (FIRMWARE / "lorawan" / "aes.py").read_bytes()
 
@@ -246,6 +248,24 @@ def test_abp_config_carries_session_keys() -> None:
         doc["abp"]["dev_addr"] == "26011bda" and doc["abp"]["app_s_key"] == "2b7e151628aed2a6abf7158809cf4f3c"
     )
     assert "otaa" not in doc
+
+
+@pytest.mark.parametrize(("profile", "application"), sorted(node.APPLICATIONS.items()))
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_every_node_application_gets_its_settings_and_the_pins_main_py_reads(
+    profile: str, application: str, board: str
+) -> None:
+    device = fill_level_device()
+    device = Device(**{**{s: getattr(device, s) for s in Device.__slots__}, "profile": profile})
+    doc = node.node_config(device, otaa_keys(), board=board)
+    assert doc["application"] == application
+    defaults = (FIRMWARE / "nodes" / f"{application}.py").read_text()
+    assert all(f'"{name}"' in defaults for name in doc["settings"])  # the node's own DEFAULTS keys
+    # firmware/main.py reads these pin keys for the application (its _<application> builder).
+    main = (FIRMWARE / "main.py").read_text()
+    builder = main[main.index(f"def _{application}(") :].split("\ndef ", 1)[0]
+    used = set(re.findall(r'\bp\["(\w+)"\]', builder)) | {"spi", "sx127x"}
+    assert used <= set(doc["pins"]), used - set(doc["pins"])
 
 
 @pytest.mark.parametrize(
