@@ -2,7 +2,8 @@
 
 Owns turning an application payload into the vendor-compatible decoded object
 of its device model. ``profile.py`` loads and validates profile files and holds
-the store, ``decode.py`` the payload layouts, ``fields.py`` the field types,
+the store, ``decode.py`` the payload layouts, ``nested.py`` the nested and variable
+ones (objects, lists, tlv blocks, conditional fields), ``fields.py`` the field types,
 ``derive.py`` the derived values (fill level, water stage, DALI %), ``encode.py``
 the downlink commands, ``js.py`` the QuickJS sandbox for vendor JavaScript codecs
 and ``ttn_import.py`` the TTN device-repository import. It

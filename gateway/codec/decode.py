@@ -9,7 +9,8 @@ Owns the ``Decoded`` result and the payload layouts a profile may choose with
   sensor flags (uint16 BE, bit i = sensor group i present), then each present group's
   big-endian uint16 words, each value computed from one word by named ``ops``;
 * ``fixed`` — fields at fixed byte offsets (Dragino-style), optionally followed by a
-  repeated block filling the rest of the payload.
+  repeated block filling the rest of the payload; a field list with objects, lists,
+  tlv blocks or ``if``/``optional`` fields is read by ``nested.py``'s cursor instead.
 
 Each family compiles its
 section once into a ``CompiledDecoder`` whose ``decode(payload)`` only runs
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.codec.fields import CompiledField, Output, Spec, compile_field, compile_transform
+from gateway.codec.nested import Sequence, compile_sequence, needs_sequence
 from gateway.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -207,6 +209,12 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
             field_specs = list(channel["fields"].items())
             if not field_specs:
                 raise channel["fields"].fail("must list at least one field")
+            if needs_sequence(field_specs):
+                # Objects or conditional fields (WS558 delayed-switch answer): the cursor reader.
+                nested_entry = _sequence_entry(channel, default_endian, outputs)
+                for channel_id in channel_ids:
+                    _add_channel(table, where, (channel_id << 8) | channel_type, nested_entry, channel)
+                continue
             for field_spec in field_specs:
                 fields.append(compile_field(field_spec, default_endian=default_endian))
             names = [compiled.output.name for compiled in fields]
@@ -226,16 +234,41 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
         single = len(fields) == 1 and fields[0].at in (None, 0) and not fields[0].hidden
         entry: _TlvEntry = (size, fields[0].output.name if single else None, fields[0].read, run)
         for channel_id in channel_ids:
-            key = (channel_id << 8) | channel_type
-            if key in table:
-                raise channel.fail(
-                    f"duplicate channel {channel_id:02x} {channel_type:02x} (already at {where[key]})"
-                )
-            table[key] = entry
-            where[key] = channel.path
+            _add_channel(table, where, (channel_id << 8) | channel_type, entry, channel)
 
     decode = _type_tlv_decoder(table) if type_only else _tlv_decoder(table)
     return CompiledDecoder(family="channel_tlv", decode=decode, outputs=tuple(outputs.values()))
+
+
+def _add_channel(
+    table: dict[int, _TlvEntry], where: dict[int, str], key: int, entry: _TlvEntry, channel: Spec
+) -> None:
+    if key in table:
+        raise channel.fail(f"duplicate channel {key >> 8:02x} {key & 0xFF:02x} (already at {where[key]})")
+    table[key] = entry
+    where[key] = channel.path
+
+
+def _sequence_entry(channel: Spec, default_endian: str | None, outputs: dict[str, Output]) -> _TlvEntry:
+    """A channel whose fields use ``nested.py`` constructs; the header implies its fixed size."""
+    channel_outputs: dict[str, Output] = {}
+    compiled = compile_sequence(
+        channel["fields"], default_endian=default_endian, outputs=channel_outputs, fixed_size=True
+    )
+    for output in channel_outputs.values():
+        _merge_output(outputs, output, channel)
+    sequence = compiled.sequence
+    size = compiled.size or 0
+    no_warnings: list[str] = []  # a fixed-size record holds no tlv region, so it never warns
+
+    def run(buf: bytes, pos: int, out: dict[str, Any]) -> None:
+        sequence.run(buf, pos, pos, pos + size, out, {}, no_warnings)
+
+    return (size, None, _never_read, run)
+
+
+def _never_read(buf: bytes, pos: int) -> Any:  # pragma: no cover - entries with a run never read inline
+    raise AssertionError("a sequence channel is read by its run()")
 
 
 def _field_specs(channel: Spec) -> list[Spec]:
@@ -449,7 +482,10 @@ def compile_fixed(spec: Spec) -> CompiledDecoder:
     endian_spec = spec.get("endian")
     default_endian = endian_spec.as_choice(("le", "be")) if endian_spec is not None else None
     outputs: dict[str, Output] = {}
-    size, run = _compile_fields(spec["fields"], default_endian, outputs)
+    sequence = _maybe_sequence(spec["fields"], default_endian, outputs)
+    size, run = (
+        (0, _no_run) if sequence is not None else _compile_fields(spec["fields"], default_endian, outputs)
+    )
     lengths_spec = spec.get("lengths")
     lengths = (
         frozenset(item.as_int(0, 242) for item in lengths_spec.items()) if lengths_spec is not None else None
@@ -458,8 +494,35 @@ def compile_fixed(spec: Spec) -> CompiledDecoder:
         raise lengths_spec.fail(f"the fields need {size} bytes; every length must be at least that")  # type: ignore[union-attr]
     repeat = _compile_repeat(spec.get("repeat"), default_endian, outputs)
     return CompiledDecoder(
-        family="fixed", decode=_fixed_decoder(size, run, lengths, repeat), outputs=tuple(outputs.values())
+        family="fixed",
+        decode=_fixed_decoder(size, run, lengths, repeat, sequence),
+        outputs=tuple(outputs.values()),
     )
+
+
+def _maybe_sequence(spec: Spec, default_endian: str | None, outputs: dict[str, Output]) -> Sequence | None:
+    """The cursor reader of ``nested.py`` when the fields need it (objects, lists, ``if``), else None."""
+    if not needs_sequence(list(spec.items())):
+        return None
+    return compile_sequence(spec, default_endian=default_endian, outputs=outputs).sequence
+
+
+def _no_run(buf: bytes, pos: int, out: dict[str, Any]) -> None:
+    """The flat reader of a layout that uses a sequence instead (it reads nothing itself)."""
+
+
+def _run_sequence(
+    sequence: Sequence, payload: bytes, data: dict[str, Any], repeat: _Repeat | None, check_tail: bool
+) -> Decoded:
+    """Decode with a sequence; then the ``repeat`` blocks or a warning for trailing bytes."""
+    warnings: list[str] = []
+    end = len(payload)
+    pos = sequence.run(payload, 0, 0, end, data, {}, warnings)
+    if repeat is not None:
+        warnings.extend(_read_blocks(payload, pos, repeat, data))
+    elif check_tail and pos < end:
+        warnings.append(f"{end - pos} trailing bytes not decoded")
+    return Decoded(data, tuple(warnings))
 
 
 _Repeat = tuple[str, int, _ChannelRun]
@@ -520,6 +583,7 @@ def _fixed_decoder(
     run: _ChannelRun,
     lengths: frozenset[int] | None,
     repeat: _Repeat | None,
+    sequence: Sequence | None = None,
 ) -> Callable[[bytes], Decoded]:
     def decode(payload: bytes) -> Decoded:
         end = len(payload)
@@ -528,6 +592,8 @@ def _fixed_decoder(
                 f"payload is {end} bytes; this model sends {'/'.join(map(str, sorted(lengths)))}",
                 reason="bad_length",
             )
+        if sequence is not None:
+            return _run_sequence(sequence, payload, {}, repeat, lengths is None)
         if end < size:
             raise DecodeError(f"payload is {end} bytes, the layout needs {size}", reason="truncated")
         data: dict[str, Any] = {}
@@ -542,8 +608,9 @@ def _fixed_decoder(
     return decode
 
 
-_Layout = tuple[int | None, int | None, bytes, int, _ChannelRun, _Repeat | None]
-"""(fport or None, length or None, prefix, size the fields need, run, repeat after the fields)."""
+_Layout = tuple[int | None, int | None, bytes, int, _ChannelRun, _Repeat | None, Sequence | None]
+"""(fport or None, length or None, prefix, size the fields need, run, repeat after the fields,
+the cursor reader that replaces size and run when the fields are nested or conditional)."""
 
 
 def _compile_layouts(spec: Spec) -> CompiledDecoder:
@@ -572,24 +639,31 @@ def _compile_layouts(spec: Spec) -> CompiledDecoder:
             except ValueError as exc:
                 raise prefix_spec.fail("is not hex") from exc
         layout_outputs: dict[str, Output] = {}
-        size, run = _compile_fields(item["fields"], default_endian, layout_outputs)
+        sequence = _maybe_sequence(item["fields"], default_endian, layout_outputs)
+        size, run = (
+            (0, _no_run)
+            if sequence is not None
+            else _compile_fields(item["fields"], default_endian, layout_outputs)
+        )
         if length is not None and length < size:
             raise length_spec.fail(f"the fields need {size} bytes")  # type: ignore[union-attr]
         repeat = _compile_repeat(item.get("repeat"), default_endian, layout_outputs)
         for output in layout_outputs.values():
             _merge_output(outputs, output, item)
-        layouts.append((fport, length, prefix, size, run, repeat))
+        layouts.append((fport, length, prefix, size, run, repeat, sequence))
     frozen = tuple(layouts)
 
     def decode_port(fport: int, payload: bytes) -> Decoded:
         end = len(payload)
-        for want_port, want_length, prefix, size, run, repeat in frozen:
+        for want_port, want_length, prefix, size, run, repeat, sequence in frozen:
             if want_port is not None and want_port != fport:
                 continue
             if want_length is not None and want_length != end:
                 continue
             if prefix and not payload.startswith(prefix):
                 continue
+            if sequence is not None:
+                return _run_sequence(sequence, payload, {}, repeat, want_length is None)
             if end < size:
                 raise DecodeError(f"payload is {end} bytes, the layout needs {size}", reason="truncated")
             data: dict[str, Any] = {}

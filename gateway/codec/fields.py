@@ -42,7 +42,11 @@ it follow the previous one), ``bits: [lsb, width]`` (an integer's bit field),
 with ``{placeholders}`` filled from hidden values (Milesight WS302 builds ``LAF``
 from its weighting byte). ``ops`` is a list of ``{sub|add|mul|div: number}`` applied
 in order with JavaScript number semantics, so a vendor formula such as
-``(x - 384) * 0.003125 - 50`` gives the very same double as the vendor's decoder.
+``(x - 384) * 0.003125 - 50`` gives the very same double as the vendor's decoder;
+``{round: N}`` is ``Math.round(x * 10^N) / 10^N``. ``sentinels`` maps reserved raw values
+to fixed outputs (NAS dimming level 0xFF = "resume") while other values stay numbers;
+``flags`` turns an integer into the list of the names of its set bits. Objects, lists and
+conditional fields are ``nested.py``'s.
 
 Formats are a closed table of named, tested functions (``FORMATS``); there is no
 ``eval`` and no Python in YAML (STYLE.md "Device knowledge is data").
@@ -51,11 +55,13 @@ Formats are a closed table of named, tested functions (``FORMATS``); there is no
 from __future__ import annotations
 
 import logging
+import math
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 from gateway.errors import ConfigError, DecodeError
@@ -216,6 +222,42 @@ def _int16_be_tenths_fixed2(raw: bytes) -> str:
     return f"{value / 10:.2f}"
 
 
+# NAS UL20xx decodeUnixEpoch(): a clock before 2015-01-01 has not been set yet.
+_UNSET_CLOCK_BEFORE_S: Final = 1_420_070_400
+
+
+def _unix_time_le_iso8601(raw: bytes) -> str:
+    # uint32 LE Unix seconds as JavaScript's Date.toISOString() prints them ("2020-01-16T15:23:31.000Z");
+    # earlier than 2015 -> "invalid_timestamp" (NAS nas-codecs decodeUnixEpoch).
+    seconds = int.from_bytes(raw, "little")
+    if seconds < _UNSET_CLOCK_BEFORE_S:
+        return "invalid_timestamp"
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _uint32_le_hex_upper(raw: bytes) -> str:
+    # uint32 LE printed as 8 uppercase hex digits: 0d 00 83 50 -> "5083000D" (NAS intToHexStr(x, 8)).
+    return f"{int.from_bytes(raw, 'little'):08X}"
+
+
+def js_to_fixed(value: float, digits: int) -> str:
+    """JavaScript ``Number.prototype.toFixed`` for |value| < 1e21: exact decimal, ties away from zero."""
+    exact = Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return f"{exact:f}"
+
+
+def _light_lx_log_le(raw: bytes) -> str:
+    # NAS UL20xx calcLightLx()/formatLightLx(): uint16 LE, 0xFFFF = "unavailable", else the low
+    # 15 bits v give 10^(v/4000)/1000 lx, printed with 3 - trunc(clamp(log10(lx), 0, 3)) decimals
+    # (4 significant digits up to 1000 lx). pow and log10 are libm's, as in JavaScript engines.
+    value = int.from_bytes(raw, "little")
+    if value == 0xFFFF:
+        return "unavailable"
+    lux = math.pow(10, (value & 0x7FFF) / 4000.0) / 1000.0
+    magnitude = min(max(math.log10(lux), 0.0), 3.0)
+    return js_to_fixed(lux, 3 - math.trunc(magnitude))
+
+
 @dataclass(frozen=True, slots=True)
 class Format:
     """A named transform of a fixed number of raw bytes into a string.
@@ -235,6 +277,9 @@ FORMATS: Final[Mapping[str, Format]] = {
     "version_major_hi_nibble": Format(2, _version_major_hi_nibble),
     "version_decimal_dotted": Format(0, _version_decimal_dotted),
     "int16_be_tenths_fixed2": Format(2, _int16_be_tenths_fixed2),
+    "unix_time_le_iso8601": Format(4, _unix_time_le_iso8601),
+    "uint32_le_hex_upper": Format(4, _uint32_le_hex_upper),
+    "light_lx_log_le": Format(2, _light_lx_log_le),
 }
 
 
@@ -269,11 +314,29 @@ _INT_CODES: Final[Mapping[str, str]] = {
 _FLOAT_CODES: Final[Mapping[str, str]] = {"float16": "e", "float32": "f"}
 _SIZED_TYPES: Final = ("hex", "bytes", "constant", "bcd")
 FIELD_TYPES: Final[tuple[str, ...]] = (*_INT_CODES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
+
+
+def js_round(value: float) -> int:
+    """JavaScript ``Math.round``: the nearest integer, ties toward +infinity (ECMA-262 §21.3.2.28).
+
+    Not ``floor(x + 0.5)``, which is wrong for 0.49999999999999994; ``x - floor(x)`` is exact.
+    """
+    low = math.floor(value)
+    return low + 1 if value - low >= 0.5 else low
+
+
+def _round_op(value: Any, digits: Any) -> Any:
+    # {round: N} is the vendors' Math.round(x * 10^N) / 10^N, step for step (N = 0: Math.round(x)).
+    factor = 10**digits
+    return js_round(value * factor) / factor
+
+
 OPS: Final[Mapping[str, Callable[[Any, Any], Any]]] = {
     "sub": lambda x, n: x - n,
     "add": lambda x, n: x + n,
     "mul": lambda x, n: x * n,
     "div": lambda x, n: x / n,
+    "round": _round_op,
 }
 ENDIANS: Final[Mapping[str, str]] = {"le": "<", "be": ">"}
 MAX_FIELD_BYTES: Final = 64
@@ -295,6 +358,8 @@ _FIELD_KEYS: Final = (
     "ops",
     "expand",
     "count",
+    "sentinels",
+    "flags",
     *_MEANING_KEYS,
 )
 _NAME_TEMPLATE_RE: Final = re.compile(r"^(?:[A-Za-z0-9_]|\{[a-z_][a-z0-9_]*\})+$")
@@ -315,6 +380,8 @@ class Output:
     unit: str | None = None
     sdm: str | None = None
     description: str = ""
+    fields: tuple[Output, ...] = ()
+    """The outputs inside a nested value (``type: object``, ``list`` or ``tlv``); empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +473,7 @@ def _compile_expand(spec: Spec, name: str) -> tuple[Callable[[int, int], list[in
         raise spec["name"].fail(
             f"{name!r} needs a {{n}} placeholder for the expanded index (e.g. region_{{n}})"
         )
-    for key in ("scale", "offset", "enum", "ops"):
+    for key in ("scale", "offset", "enum", "ops", "sentinels", "flags"):
         if spec.has(key):
             raise spec[key].fail("not allowed together with 'expand'")
     return expand, count_from
@@ -451,7 +518,7 @@ def compile_transform(spec: Spec) -> Callable[[Any], Any]:
             raise item.fail(f"must be one of {{{' | '.join(OPS)}: number}}")
         (op,) = item.value
         Spec(op, file=item.file, path=item.path).as_choice(OPS)
-        number = item[op].as_number()
+        number = item[op].as_int(0, 9) if op == "round" else item[op].as_number()
         if op == "div" and number == 0:
             raise item[op].fail("must not be 0")
         steps.append((OPS[op], number))
@@ -486,8 +553,12 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
         for key in ("enum", "enum_default", *(("bits",) if is_float else ())):
             if spec.has(key):
                 raise spec[key].fail(f"not allowed with type {ftype}")
+    if is_float:
+        for key in ("sentinels", "flags"):
+            if spec.has(key):
+                raise spec[key].fail(f"not allowed with type {ftype}")
     if ftype == "bool":
-        for key in ("scale", "offset", "ops", "endian"):
+        for key in ("scale", "offset", "ops", "endian", "flags"):
             if spec.has(key):
                 raise spec[key].fail("not allowed with type bool")
         read_bit, _width = _compile_bits(spec, lambda buf, pos: buf[pos], 8, (0, 1))
@@ -495,7 +566,9 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
         def read_bool(buf: bytes, pos: int) -> Any:
             return read_bit(buf, pos) != 0
 
-        return 1, read_bool, False
+        # A bool's own bit has two values only: its sentinels match the whole byte
+        # (NAS UL20xx daliStatus(): a status byte 0xFF means "no answer", every flag false).
+        return 1, _compile_sentinels(spec, lambda buf, pos: buf[pos], read_bool, 0, 0xFF), False
     code = _FLOAT_CODES[ftype] if is_float else _INT_CODES[ftype]
     size = struct.calcsize(code)
     endian_spec = spec.get("endian")
@@ -523,21 +596,86 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
             bits = width
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
+    if is_float:
+        read, numeric = _compile_value(spec, raw, low, high)
+        return size, read, numeric
+    if spec.has("flags"):
+        for key in ("scale", "offset", "enum", "enum_default", "ops", "sentinels"):
+            if spec.has(key):
+                raise spec[key].fail("not allowed together with 'flags'")
+        return size, _compile_flags(spec, raw, bits), False
+    read, numeric = _compile_value(spec, raw, low, high)
+    return size, _compile_sentinels(spec, raw, read, low, high), numeric
+
+
+def _compile_value(spec: Spec, raw: Reader, low: int, high: int) -> tuple[Reader, bool]:
+    """``ops``, ``enum`` or ``scale``/``offset`` on a number read by ``raw``; (reader, numeric)."""
     if spec.has("ops"):
         for key in ("scale", "offset", "enum"):
             if spec.has(key):
                 raise spec[key].fail("not allowed together with 'ops'")
-        return size, _compile_ops(spec, raw), True
+        return _compile_ops(spec, raw), True
     if spec.has("enum"):
         for key in ("scale", "offset"):
             if spec.has(key):
                 raise spec[key].fail("not allowed together with 'enum'")
-        return size, _compile_enum(spec, raw, low, high), False
+        return _compile_enum(spec, raw, low, high), False
     if spec.has("enum_default"):
         raise spec["enum_default"].fail("only allowed together with 'enum'")
     if spec.has("scale") or spec.has("offset"):
-        return size, _compile_linear(spec, raw), True
-    return size, raw, True
+        return _compile_linear(spec, raw), True
+    return raw, True
+
+
+def _compile_sentinels(spec: Spec, raw: Reader, read: Reader, low: int, high: int) -> Reader:
+    """``sentinels: {0xff: resume}``: these raw values print as given, every other one as ``read`` says.
+
+    Vendors reserve a value for "no reading" or a command word (NAS UL20xx dimming level 0xFF =
+    "resume", Milesight 0xFFFF = no sensor); unlike ``enum``, the other values stay numbers.
+    """
+    sentinels_spec = spec.get("sentinels")
+    if sentinels_spec is None:
+        return read
+    if not isinstance(sentinels_spec.value, dict) or not sentinels_spec.value:
+        raise sentinels_spec.fail("must be a non-empty mapping of integer → value")
+    table: dict[int, Any] = {}
+    for key, value in sentinels_spec.value.items():
+        entry = Spec(value, file=spec.file, path=f"{sentinels_spec.path}.{key}")
+        Spec(key, file=spec.file, path=entry.path).as_int(low, high)
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise entry.fail(f"must be a string, a number, true/false or null, got {_kind(value)}")
+        table[key] = value
+    frozen = dict(table)
+
+    def read_sentinel(buf: bytes, pos: int) -> Any:
+        value = raw(buf, pos)
+        if value in frozen:
+            return frozen[value]
+        return read(buf, pos)
+
+    return read_sentinel
+
+
+def _compile_flags(spec: Spec, raw: Reader, bits: int) -> Reader:
+    """``flags: {0: reset_0, 1: watchdog_reset}``: the names of the set bits, lowest bit first.
+
+    NAS UL20xx resetReasonParse() and the days of a profile list the set bits this way.
+    """
+    flags_spec = spec["flags"]
+    if not isinstance(flags_spec.value, dict) or not flags_spec.value:
+        raise flags_spec.fail("must be a non-empty mapping of bit number → name")
+    names: dict[int, str] = {}
+    for key, label in flags_spec.value.items():
+        entry = Spec(label, file=spec.file, path=f"{flags_spec.path}.{key}")
+        Spec(key, file=spec.file, path=entry.path).as_int(0, bits - 1)
+        names[key] = entry.as_str()
+    ordered = tuple(sorted(names.items()))
+
+    def read_flags(buf: bytes, pos: int) -> Any:
+        value = raw(buf, pos)
+        return [name for bit, name in ordered if (value >> bit) & 1]
+
+    return read_flags
 
 
 def _compile_enum(spec: Spec, raw: Reader, low: int, high: int) -> Reader:

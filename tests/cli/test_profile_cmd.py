@@ -35,6 +35,7 @@ def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
         "reboot",
         "set_collection_interval",
         "set_report_interval",
+        "set_distance_alarm_config",
     }
     code, out, _ = run(capsys, "profile", "show", "milesight/em310-udl")
     assert code == 0 and "fill_level" in out

@@ -75,11 +75,37 @@ def test_unknown_channel_warns_and_keeps_what_came_before() -> None:
     assert "last 8 bytes" in decoded.warnings[0]
 
 
-def test_distance_alarm_config_is_not_decoded_yet_but_does_not_fail() -> None:
-    # ff 06: condition byte + 4 x int16/uint16 (em310-udl-decoder.js handle_downlink_response 0x06).
+def test_distance_alarm_config_answer_decodes_to_the_vendor_object() -> None:
+    # ff 06: condition byte + 4 x int16/uint16 (EM310-UDL_Decoder.js handle_downlink_response 0x06):
+    # 0x0a = condition 2 (above) | bit 3, release bit 7 clear; 300, 1000, 0, 0.
     decoded = EM310.decode(FPORT, bytes.fromhex("017564 ff060a 2c01 e803 0000 0000"))
-    assert decoded.data == {"battery": 100}
-    assert "ff 06" in decoded.warnings[0]
+    assert decoded.data == {
+        "battery": 100,
+        "distance_alarm_config": {
+            "condition": "above",
+            "alarm_release_enable": "disable",
+            "min_threshold": 300,
+            "max_threshold": 1000,
+            "lock_time": 0,
+            "continue_time": 0,
+        },
+    }
+    assert decoded.warnings == ()
+    # The answer to the encoder's own bytes decodes back to its values (x 10 as the vendor prints).
+    encoded = EM310.encode(
+        "set_distance_alarm_config",
+        {
+            "condition": "outside",
+            "min_threshold": -5,
+            "max_threshold": 20,
+            "lock_time": 3,
+            "continue_time": 4,
+            "alarm_release_enable": "enable",
+        },
+    ).payload
+    assert encoded.hex() == "ff068cceffc80003000400"
+    config = EM310.decode(FPORT, encoded).data["distance_alarm_config"]
+    assert config["condition"] == "outside" and config["min_threshold"] == -50
 
 
 def test_unexpected_fport_is_a_decode_error() -> None:

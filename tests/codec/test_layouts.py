@@ -252,17 +252,17 @@ def test_layout_with_repeat_reads_blocks_to_the_end() -> None:
         compile_spec(bad)
 
 
-def test_nasys_ul20xx_status_frames_are_refused_not_guessed() -> None:
-    # The status packet (fPort 23, nas-codecs 'status from DS') is not expressible: refused, raw kept.
+def test_nasys_ul20xx_frames_it_does_not_describe_are_refused_not_guessed() -> None:
+    # nas-codecs 'custom_dali_request response from DS' (fPort 60, header 03) and the light-sensor
+    # step notification (fPort 61, header 85) have no layout in the profile: refused, raw kept.
     ul20xx = STORE.get("nasys/ul20xx")
+    for fport, payload in ((60, "0348A1FE48A2A848A3FE48A4FE48A507"), (61, "8503")):
+        with pytest.raises(DecodeError) as info:
+            ul20xx.decode(fport, bytes.fromhex(payload))
+        assert info.value.reason == "unknown_layout"
     with pytest.raises(DecodeError) as info:
-        ul20xx.decode(
-            23, bytes.fromhex("01F37F205E 8244 32 09 16 20 07 01 D2 02 9455 04 01 FE 50 19 00 12 50 19 00")
-        )
+        ul20xx.decode(50, bytes.fromhex("0701"))  # fPort 50 carries downlink configuration only
     assert info.value.reason == "unexpected_fport"
-    with pytest.raises(DecodeError) as info:
-        ul20xx.decode(61, bytes.fromhex("81200079"))  # ldr notification: left out on purpose
-    assert info.value.reason == "unknown_layout"
 
 
 # ------------------------------------------------------------ shipped profiles

@@ -1,0 +1,531 @@
+"""Nested and variable payload layouts: objects, lists, type-tagged regions, conditional fields.
+
+Owns ``compile_sequence``: a profile's field list compiled into a ``Sequence`` that reads its
+fields one after another with a cursor, for payloads whose layout is decided by the bytes
+themselves (NAS UL20xx status, usage and boot packets):
+
+* ``type: object`` + ``fields`` — a nested mapping; inside it, ``at`` counts from the object's
+  first byte (a sub-record), so several bit fields of one byte can sit at a cursor position;
+* ``type: list`` + ``fields`` — a list of mappings, one per item; ``count: <earlier field>``
+  items, or items up to the end of the enclosing region;
+* ``type: tlv`` + ``channels`` — records of one type byte and that type's fields, collected
+  into one mapping, within ``length: <earlier field>`` bytes or up to the end of the region;
+  an unknown type skips the rest of the region with a warning (the vendor decoders stop
+  there too);
+* ``if: <earlier field>`` — the field is present only when that value is true; an absent
+  field with an ``at`` keeps its place, one without ``at`` takes no bytes;
+* ``optional: true`` — the field (or list) is left out when the region has ended before it.
+
+Names in ``if``, ``count`` and ``length`` refer to earlier fields of the same record (hidden
+ones included); an object shares its record's names, a list item and a tlv record start afresh.
+
+It does not own scalar field types (``fields.py``) nor the families that use a sequence
+(``decode.py``). Pure: bytes in, values out, ``DecodeError`` (reason ``truncated``, ...) on a
+payload that does not fit. Only profiles that use these constructs pay for the cursor; plain
+fixed-size records keep the flat readers of ``decode.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gateway.codec.fields import Output, Reader, Spec, compile_field
+from gateway.errors import DecodeError
+
+logger = logging.getLogger(__name__)
+
+STRUCTURES: Final = ("object", "list", "tlv")
+MAX_ITEMS: Final = 256
+"""Upper bound on the items of one list (a LoRaWAN payload has at most 242 bytes)."""
+
+_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REF_RE: Final = re.compile(r"[a-z_][a-z0-9_]*")
+_STRUCT_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    # type: (required keys besides name/type/quantity, optional keys)
+    "object": (("fields",), ("if", "description")),
+    "list": (("fields",), ("count", "if", "optional", "description")),
+    "tlv": (("channels",), ("length", "if", "description")),
+}
+
+Scope = dict[str, Any]
+
+
+def needs_sequence(items: list[Spec]) -> bool:
+    """True when a field list uses a construct of this module (so it needs the cursor reader)."""
+    for item in items:
+        value = item.value
+        if isinstance(value, dict) and (
+            value.get("type") in STRUCTURES or "if" in value or "optional" in value
+        ):
+            return True
+    return False
+
+
+class Sequence:
+    """A compiled field list; ``run`` reads it from ``pos`` and returns the cursor after it."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[_Step, ...]) -> None:
+        self.steps = steps
+
+    def run(
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        """Read the fields into ``out``; ``base`` is where ``at`` counts from, ``end`` the region's end."""
+        for step in self.steps:
+            if step.cond is not None and not scope.get(step.cond):
+                if step.at is not None:
+                    pos = base + step.at + step.size  # an absent field with an `at` keeps its place
+                continue
+            pos = step.read_into(buf, base, pos, end, out, scope, warnings)
+        return pos
+
+
+class _Step:
+    """One entry of a sequence (scalar field, object, list or tlv region)."""
+
+    __slots__ = ("at", "cond", "name", "size")
+
+    def __init__(self, name: str, cond: str | None, at: int | None = None, size: int = 0) -> None:
+        self.name = name
+        self.cond = cond
+        self.at = at
+        self.size = size
+
+    def read_into(  # pragma: no cover - every step kind overrides it
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        raise NotImplementedError
+
+
+class _Scalar(_Step):
+    __slots__ = ("expansion", "hidden", "optional", "read", "templated")
+
+    def __init__(
+        self,
+        name: str,
+        cond: str | None,
+        at: int | None,
+        size: int,
+        read: Reader,
+        *,
+        hidden: bool,
+        templated: bool,
+        optional: bool,
+        expansion: tuple[Callable[[int, int], list[int]], str, str, str] | None,
+    ) -> None:
+        super().__init__(name, cond, at, size)
+        self.read = read
+        self.hidden = hidden
+        self.templated = templated
+        self.optional = optional
+        self.expansion = expansion
+
+    def read_into(
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        start = base + self.at if self.at is not None else pos
+        if start + self.size > end:
+            if self.optional and start >= end:
+                return pos
+            raise DecodeError(
+                f"field {self.name!r} at byte {start} needs {self.size} bytes, {max(end - start, 0)} left",
+                reason="truncated",
+            )
+        value = self.read(buf, start)
+        if self.expansion is not None:
+            expand, count_from, prefix, suffix = self.expansion
+            for number, item in enumerate(expand(value, scope[count_from]), start=1):
+                out[f"{prefix}{number}{suffix}"] = item
+            return start + self.size
+        scope[self.name] = value
+        if not self.hidden:
+            out[self.name.format_map(scope) if self.templated else self.name] = value
+        return start + self.size
+
+
+class _Object(_Step):
+    __slots__ = ("body",)
+
+    def __init__(self, name: str, cond: str | None, body: Sequence) -> None:
+        super().__init__(name, cond)
+        self.body = body
+
+    def read_into(
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        child: dict[str, Any] = {}
+        pos = self.body.run(buf, pos, pos, end, child, scope, warnings)
+        out[self.name] = child
+        return pos
+
+
+class _List(_Step):
+    __slots__ = ("body", "count_from", "optional")
+
+    def __init__(
+        self, name: str, cond: str | None, body: Sequence, count_from: str | None, *, optional: bool = False
+    ) -> None:
+        super().__init__(name, cond)
+        self.body = body
+        self.count_from = count_from
+        self.optional = optional
+
+    def read_into(
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        if self.optional and pos >= end:
+            return pos  # NAS decodeStatusRequest: no `drivers` key when no byte follows
+        count: int | None = None
+        if self.count_from is not None:
+            count = scope[self.count_from]
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise DecodeError(f"{self.name}: count {count!r} is not a number", reason="bad_count")
+        items: list[dict[str, Any]] = []
+        while pos < end if count is None else len(items) < count:
+            if len(items) >= MAX_ITEMS:
+                raise DecodeError(f"{self.name}: more than {MAX_ITEMS} items", reason="too_many_items")
+            item: dict[str, Any] = {}
+            after = self.body.run(buf, pos, pos, end, item, {}, warnings)
+            if after <= pos:  # every item field absent: stop rather than loop forever
+                raise DecodeError(f"{self.name}: an item at byte {pos} reads no bytes", reason="bad_layout")
+            items.append(item)
+            pos = after
+        out[self.name] = items
+        return pos
+
+
+class _Tlv(_Step):
+    __slots__ = ("length_from", "table")
+
+    def __init__(
+        self, name: str, cond: str | None, table: dict[int, Sequence], length_from: str | None
+    ) -> None:
+        super().__init__(name, cond)
+        self.table = table
+        self.length_from = length_from
+
+    def read_into(
+        self,
+        buf: bytes,
+        base: int,
+        pos: int,
+        end: int,
+        out: dict[str, Any],
+        scope: Scope,
+        warnings: list[str],
+    ) -> int:
+        region_end = end
+        if self.length_from is not None:
+            length = scope[self.length_from]
+            if not isinstance(length, int) or isinstance(length, bool):
+                raise DecodeError(f"{self.name}: length {length!r} is not a number", reason="bad_count")
+            region_end = pos + length
+            if region_end > end:
+                raise DecodeError(
+                    f"{self.name} announces {length} bytes at byte {pos}, {end - pos} left",
+                    reason="truncated",
+                )
+        records: dict[str, Any] = {}
+        lookup = self.table.get
+        while pos < region_end:
+            body = lookup(buf[pos])
+            if body is None:
+                # The length (or the payload's end) still frames what follows: skip, keep going.
+                warnings.append(
+                    f"{self.name}: unknown type {buf[pos]:02x} at byte {pos}, "
+                    f"{region_end - pos} bytes skipped"
+                )
+                pos = region_end
+                break
+            pos = body.run(buf, pos + 1, pos + 1, region_end, records, {}, warnings)
+        out[self.name] = records
+        return pos
+
+
+# ------------------------------------------------------------------------ compile
+
+
+@dataclass(slots=True)
+class _Layout:
+    """Compile-time state of one record: names in scope and the static cursor (None once variable)."""
+
+    known: set[str]
+    hidden: set[str]
+    cursor: int | None = 0
+    extent: int | None = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSequence:
+    """A sequence and, for a record of fixed size (``fixed_size=True``), that size."""
+
+    sequence: Sequence
+    size: int | None
+
+
+def compile_sequence(
+    spec: Spec,
+    *,
+    default_endian: str | None,
+    outputs: dict[str, Output],
+    fixed_size: bool = False,
+    extra_keys: tuple[str, ...] = (),
+) -> CompiledSequence:
+    """Compile a list of field descriptions (``spec``) into a ``Sequence``.
+
+    ``outputs`` receives the outputs of this level. With ``fixed_size`` (a ``channel_tlv``
+    record, whose size the header implies) constructs whose size depends on the payload are
+    refused.
+    """
+    items = list(spec.items())
+    if not items:
+        raise spec.fail("must list at least one field")
+    layout = _Layout(known=set(), hidden=set())
+    sequence = _compile_items(
+        items, default_endian, outputs, layout, fixed_size=fixed_size, extra_keys=extra_keys
+    )
+    return CompiledSequence(sequence, layout.extent if fixed_size else None)
+
+
+def _compile_items(
+    items: list[Spec],
+    default_endian: str | None,
+    outputs: dict[str, Output],
+    layout: _Layout,
+    *,
+    fixed_size: bool,
+    extra_keys: tuple[str, ...] = (),
+) -> Sequence:
+    steps: list[_Step] = []
+    for item in items:
+        if not isinstance(item.value, dict):
+            raise item.fail("must be a mapping describing a field")
+        cond = _reference(item, "if", layout.known)
+        kind = item.value.get("type")
+        if kind in STRUCTURES:
+            if fixed_size and (kind != "object" or cond is not None):
+                raise item.fail(
+                    f"type {kind}{' with if' if kind == 'object' else ''} is not allowed in a channel_tlv "
+                    "record (its size is fixed); use family fixed"
+                )
+            step: _Step = _compile_structure(
+                item, str(kind), cond, default_endian, outputs, layout, fixed_size
+            )
+        else:
+            step = _compile_scalar(item, cond, default_endian, outputs, layout, fixed_size, extra_keys)
+        steps.append(step)
+    return Sequence(tuple(steps))
+
+
+def _reference(item: Spec, key: str, known: set[str]) -> str | None:
+    ref_spec = item.get(key)
+    if ref_spec is None:
+        return None
+    name = ref_spec.as_str(pattern=_REF_RE, hint="the name of an earlier field")
+    if name not in known:
+        raise ref_spec.fail(f"{name!r} must name an earlier field of this record")
+    return name
+
+
+def _add_output(outputs: dict[str, Output], output: Output, item: Spec) -> None:
+    if output.name in outputs:
+        raise item["name"].fail(f"duplicate output {output.name!r}")
+    outputs[output.name] = output
+
+
+def _advance(layout: _Layout, at: int | None, size: int, *, variable: bool) -> None:
+    """Move the static cursor past a field of ``size`` bytes (at ``at`` or the cursor)."""
+    start = at if at is not None else layout.cursor
+    if start is None:
+        layout.cursor = layout.extent = None
+        return
+    if layout.extent is not None:
+        layout.extent = max(layout.extent, start + size)
+    layout.cursor = None if variable and at is None else start + size
+
+
+def _compile_scalar(
+    item: Spec,
+    cond: str | None,
+    default_endian: str | None,
+    outputs: dict[str, Output],
+    layout: _Layout,
+    fixed_size: bool,
+    extra_keys: tuple[str, ...],
+) -> _Scalar:
+    compiled = compile_field(item, default_endian=default_endian, extra_keys=("if", "optional", *extra_keys))
+    optional_spec = item.get("optional")
+    optional = optional_spec.as_bool() if optional_spec is not None else False
+    if fixed_size and (optional or (cond is not None and compiled.at is None)):
+        raise item.fail(
+            "in a channel_tlv record (fixed size) 'optional' is not allowed "
+            "and a field with 'if' needs an 'at'"
+        )
+    name = compiled.output.name
+    for placeholder in compiled.placeholders:
+        if placeholder not in layout.hidden:
+            raise item.fail(f"placeholder {{{placeholder}}} needs a hidden field of that name before it")
+    expansion = None
+    if compiled.expand is not None:
+        assert compiled.count_from is not None  # compile_field sets both
+        if compiled.count_from not in layout.known:
+            raise item.fail(f"count {compiled.count_from!r} must name an earlier field of this record")
+        prefix, _, suffix = name.partition("{n}")
+        expansion = (compiled.expand, compiled.count_from, prefix, suffix)
+    if compiled.hidden:
+        layout.hidden.add(name)
+    else:
+        _add_output(outputs, compiled.output, item)
+    layout.known.add(name)
+    _advance(layout, compiled.at, compiled.size, variable=optional or cond is not None)
+    return _Scalar(
+        name,
+        cond,
+        compiled.at,
+        compiled.size,
+        compiled.read,
+        hidden=compiled.hidden,
+        templated=bool(compiled.placeholders),
+        optional=optional,
+        expansion=expansion,
+    )
+
+
+def _compile_structure(
+    item: Spec,
+    kind: str,
+    cond: str | None,
+    default_endian: str | None,
+    outputs: dict[str, Output],
+    layout: _Layout,
+    fixed_size: bool,
+) -> _Step:
+    required, optional = _STRUCT_KEYS[kind]
+    item.mapping(required=("name", "type", "quantity", *required), optional=optional)
+    name = item["name"].as_str(pattern=_NAME_RE, hint="letters, digits and _")
+    children: dict[str, Output] = {}
+    step: _Step
+    if kind == "object":
+        # An object is a sub-record: `at` inside counts from its first byte; it shares the names.
+        inner = _Layout(known=layout.known, hidden=layout.hidden)
+        body = _compile_items(
+            _non_empty(item["fields"]), default_endian, children, inner, fixed_size=fixed_size
+        )
+        step = _Object(name, cond, body)
+        if layout.cursor is None or inner.cursor is None or inner.extent is None:
+            layout.cursor = layout.extent = None
+        else:
+            if layout.extent is not None:
+                layout.extent = max(layout.extent, layout.cursor + inner.extent)
+            layout.cursor = None if cond is not None else layout.cursor + inner.cursor
+    elif kind == "list":
+        count_from = _reference(item, "count", layout.known)
+        inner = _Layout(known=set(), hidden=set())
+        body = _compile_items(_non_empty(item["fields"]), default_endian, children, inner, fixed_size=False)
+        optional_spec = item.get("optional")
+        step = _List(
+            name,
+            cond,
+            body,
+            count_from,
+            optional=optional_spec.as_bool() if optional_spec is not None else False,
+        )
+        layout.cursor = layout.extent = None
+    else:
+        length_from = _reference(item, "length", layout.known)
+        step = _Tlv(name, cond, _compile_tlv_table(item["channels"], default_endian, children), length_from)
+        layout.cursor = layout.extent = None
+    description_spec = item.get("description")
+    _add_output(
+        outputs,
+        Output(
+            name=name,
+            quantity=item["quantity"].as_str(),
+            description=description_spec.as_str() if description_spec is not None else "",
+            fields=tuple(children.values()),
+        ),
+        item,
+    )
+    layout.known.add(name)
+    return step
+
+
+def _non_empty(spec: Spec) -> list[Spec]:
+    items = list(spec.items())
+    if not items:
+        raise spec.fail("must list at least one field")
+    return items
+
+
+def _compile_tlv_table(
+    spec: Spec, default_endian: str | None, outputs: dict[str, Output]
+) -> dict[int, Sequence]:
+    """``channels`` of a tlv region: one type byte each, a single inline field or ``fields``."""
+    table: dict[int, Sequence] = {}
+    channels = _non_empty(spec)
+    for channel in channels:
+        if not isinstance(channel.value, dict):
+            raise channel.fail("must be a mapping with channel_type and a field")
+        type_byte = channel["channel_type"].as_int(0, 0xFF)
+        if type_byte in table:
+            raise channel["channel_type"].fail(f"duplicate channel_type {type_byte:02x}")
+        record_outputs: dict[str, Output] = {}
+        inner = _Layout(known=set(), hidden=set())
+        if channel.has("fields"):
+            channel.mapping(required=("channel_type", "fields"))
+            items = _non_empty(channel["fields"])
+            extra: tuple[str, ...] = ()
+        else:
+            items, extra = [channel], ("channel_type",)
+        table[type_byte] = _compile_items(
+            items, default_endian, record_outputs, inner, fixed_size=False, extra_keys=extra
+        )
+        for output in record_outputs.values():
+            known = outputs.get(output.name)
+            if known is not None and (known.quantity, known.unit) != (output.quantity, output.unit):
+                raise channel.fail(
+                    f"output {output.name!r} is declared earlier with another quantity or unit"
+                )
+            outputs[output.name] = output
+    return table
