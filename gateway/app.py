@@ -31,6 +31,7 @@ from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import ConfigError, StorageError
 from gateway.fleet.commands import CommandDispatcher
+from gateway.fleet.remote_config import EXIT_RESTART, ConfigApplier
 from gateway.history import ReadingHistory
 from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
@@ -41,6 +42,7 @@ from gateway.messages import TxRequest, TxStatus
 from gateway.outbox import Outbox
 from gateway.pipeline import DeviceInfo, UplinkPipeline
 from gateway.platform_commands import build_dispatcher
+from gateway.platform_config import build_config_applier
 from gateway.provisioning import keystore, registry
 from gateway.radio import RadioBackend, open_backend
 from gateway.rules.engine import RuleEngine
@@ -86,6 +88,9 @@ class Agent:
     keys: keystore.KeyStore
     control: ControlServer | None = None
     commands: CommandDispatcher | None = None
+    remote_config: ConfigApplier | None = None
+    restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to stop gracefully and exit with ``EXIT_RESTART`` (a pushed configuration needs a restart)."""
     clock: SystemClock = field(default_factory=SystemClock)
     started_mono: float = field(default_factory=time.monotonic)
     frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
@@ -106,7 +111,10 @@ class Agent:
             "disk_full": self.committer.disk_full,
             "uplink": {"connected": self.uplink.connected, **self.uplink.counters},
             "forwarder": dict(self.forwarder.counters),
-            "fleet": dict(self.commands.counters) if self.commands is not None else {},
+            "fleet": {
+                **(self.commands.counters if self.commands is not None else {}),
+                "config": dict(self.remote_config.counters) if self.remote_config is not None else {},
+            },
         }
 
 
@@ -186,16 +194,20 @@ def build(config: Config) -> Agent:
     agent.uplink.subscribe(
         topics.cmd_filter, agent.commands.mqtt_handler(lambda data: uplink.publish(topics.cmd_result, data))
     )
+    # Pushed configuration on the retained <prefix>/<id>/config, answers on config-state (docs/fleet.md).
+    agent.remote_config = build_config_applier(agent, agent.commands.trust)
     pipeline.listeners.append(lambda event: control.publish("tail", event))
     agent.database.run_sync(_load_device_info, agent)
     agent.registry_version = registry_version
     return agent
 
 
-async def run(
-    config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent], None] | None = None
-) -> None:
-    """Run the agent until ``stop`` is set (SIGTERM/SIGINT in the CLI) or a stage fails."""
+async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent], None] | None = None) -> int:
+    """Run the agent until ``stop`` is set (SIGTERM/SIGINT in the CLI) or a stage fails.
+
+    Returns the exit code: 0, or ``EXIT_RESTART`` (75) when a pushed configuration asked for a
+    restart (the agent stopped the same graceful way; systemd starts it again).
+    """
     agent = build(config)
     log.info(
         "edgegw %s starting: gateway %s, radio %s, broker %s:%d, %d sessions, %d OTAA devices, %d profiles%s",
@@ -219,6 +231,8 @@ async def run(
             "rates": _every(RATE_SAMPLE_S, lambda: queries.sample_rates(agent)),
             "class_c": _every(CLASS_C_POLL_S, lambda: _class_c(agent)),
         }
+        if agent.remote_config is not None:
+            loops["remote_config"] = agent.remote_config.run()
         if config.log.stats_interval_s > 0:
             loops["stats"] = _every(config.log.stats_interval_s, lambda: _log_summary(agent))
         if config.mqtt.health_interval_s > 0:
@@ -234,16 +248,24 @@ async def run(
         if on_ready is not None:
             on_ready(agent)
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED)
+        restarter = asyncio.create_task(agent.restart_requested.wait(), name="restart")
+        done, _ = await asyncio.wait(
+            [*tasks.values(), stopper, restarter], return_when=asyncio.FIRST_COMPLETED
+        )
         stopper.cancel()
+        restarter.cancel()
         for task in done:
-            if task is not stopper and not task.cancelled() and task.exception() is not None:
+            if task not in (stopper, restarter) and not task.cancelled() and task.exception() is not None:
                 failure = task.exception()
                 log.error("stage %s failed: %r", task.get_name(), failure)
     finally:
         await _shutdown(agent, tasks)
     if failure is not None:
         raise failure
+    if agent.restart_requested.is_set():
+        log.warning("exit code %d: restart me (a pushed configuration to apply or revert)", EXIT_RESTART)
+        return EXIT_RESTART
+    return 0
 
 
 # --- the uplink side -------------------------------------------------------------------------

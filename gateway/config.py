@@ -17,6 +17,7 @@ for a top-level key. Values are read as YAML scalars (``true``, ``1883``, ``text
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -142,6 +143,16 @@ class RulesSection:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSection:
+    revert_after_s: float = _doc(
+        "After a pushed configuration changed the uplink settings and the agent restarted with it, "
+        "go back to the last known good one if the broker is not reached within this many seconds "
+        "(docs/fleet.md).",
+        default=300.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LorawanSection:
     net_id: str = _doc(
         "NetID sent in join-accepts, 6 hex digits (000000 and 000001 are for private networks).",
@@ -196,6 +207,10 @@ class Config:
     lorawan: LorawanSection = _doc(
         "LoRaWAN network server at the edge: joins and downlinks.", default_factory=LorawanSection
     )
+    fleet: FleetSection = _doc(
+        "Configuration pushed by the central platform (signed, with automatic revert).",
+        default_factory=FleetSection,
+    )
     data_dir: str = _doc(
         "Directory for the database (device registry, sessions, outbox). Must be writable by the agent.",
         default="/var/lib/edgegw",
@@ -237,6 +252,10 @@ def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | Non
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(f"not valid YAML: {where}{getattr(exc, 'problem', exc)}", file=file) from exc
+    except ValueError as exc:  # PyYAML builds timestamps with datetime: 2001-02-30 raises ValueError
+        raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -311,7 +330,15 @@ def _coerce(tp: Any, value: Any, file: str, path: str) -> Any:
         raise ConfigError(f"expected an integer, got {_show(value)}", file=file, key_path=path)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # a YAML integer has no size limit; a float has
+                number = math.inf
+            # YAML has .nan and .inf; every float here is a duration, rate or power, and NaN passes
+            # every range check below (all comparisons with it are false).
+            if not math.isfinite(number):
+                raise ConfigError(f"expected a finite number, got {_show(value)}", file=file, key_path=path)
+            return number
         raise ConfigError(f"expected a number, got {_show(value)}", file=file, key_path=path)
     if tp is str:
         if isinstance(value, str):
@@ -363,6 +390,8 @@ def _check(config: Config, file: str) -> None:
         raise ConfigError("must not be negative", file=file, key_path="log.stats_interval_s")
     if not config.data_dir:
         raise ConfigError("must not be empty", file=file, key_path="data_dir")
+    if not config.fleet.revert_after_s > 0:
+        raise ConfigError("must be more than 0 seconds", file=file, key_path="fleet.revert_after_s")
     if "://" not in config.radio.url:
         raise ConfigError(
             "expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url"

@@ -3,7 +3,9 @@
 Runs on the platform or a technician's machine, never needs the agent. ``sign`` wraps a
 command JSON (``{"cmd": "flush", "params": {}}``) in an envelope signed with the
 platform's private key (``gateway.fleet.sign``, the reference signer of docs/fleet.md)
-and prints it; publish it on ``<prefix>/<gateway id>/cmd/<cmd>``. ``send`` and ``watch``
+and prints it; publish it on ``<prefix>/<gateway id>/cmd/<cmd>``. A desired configuration
+(``{"config": {"version": ..., "settings": {...}, "rules": ...}}``) is signed the same way, to be
+published retained on ``<prefix>/<gateway id>/config``. ``send`` and ``watch``
 (publish, follow results and health) are not built yet.
 """
 
@@ -19,7 +21,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.fleet import sign
+from gateway.errors import CommandRejected
+from gateway.fleet import desired, sign
 
 
 def register(sub: Any) -> None:
@@ -74,11 +77,19 @@ def sign_command(args: argparse.Namespace) -> int:
         doc = json.loads(text)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{args.command_file}: not a JSON file ({exc})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("cmd"), str):
+    payload: dict[str, Any]
+    if isinstance(doc, dict) and "config" in doc:
+        try:
+            payload = {"config": desired.from_payload(doc).to_dict()}
+        except CommandRejected as exc:
+            raise UsageError(f"{args.command_file}: {exc}") from exc
+    elif not isinstance(doc, dict) or not isinstance(doc.get("cmd"), str):
         raise UsageError(f'{args.command_file}: expected {{"cmd": "<name>", "params": {{...}}}}')
-    params = doc.get("params", {})
-    if not isinstance(params, dict) or set(doc) - {"cmd", "params"}:
-        raise UsageError(f"{args.command_file}: only 'cmd' and an object 'params' are allowed")
+    else:
+        params = doc.get("params", {})
+        if not isinstance(params, dict) or set(doc) - {"cmd", "params"}:
+            raise UsageError(f"{args.command_file}: only 'cmd' and an object 'params' are allowed")
+        payload = sign.command(doc["cmd"], params)
     if args.ttl_s <= 0:
         raise UsageError("--ttl-s must be positive")
     try:
@@ -87,7 +98,7 @@ def sign_command(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.key}: {exc}") from exc
     envelope = sign.sign_envelope(
         key,
-        sign.command(doc["cmd"], params),
+        payload,
         target=args.target,
         seq=args.seq,
         issued_at=args.issued_at,

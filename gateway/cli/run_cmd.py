@@ -1,4 +1,8 @@
-"""``edgegw run``: the agent in the foreground (systemd runs it so); SIGTERM stops it cleanly."""
+"""``edgegw run``: the agent in the foreground (systemd runs it so); SIGTERM stops it cleanly.
+
+It runs the local file with the configuration pushed by the platform laid over it
+(``gateway.fleet.remote_config.startup_config``); exit code 75 asks systemd for a restart.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import signal
 from typing import Any
 
 from gateway import app, config
+from gateway.fleet.remote_config import startup_config
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +25,20 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import config_path, setup_logging
+    from gateway.cli.main import TRACE, config_path, setup_logging
 
-    cfg = config.load(config_path(args))
-    setup_logging(cfg.log.level)
-    asyncio.run(_run(cfg))
-    return 0
+    path = config_path(args)
+    local = config.load(path)
+    setup_logging(local.log.level)  # first, so that the choice of configuration below is logged
+    cfg = startup_config(path)
+    if cfg.log.level != local.log.level:  # a pushed log.level
+        logging.getLogger().setLevel(TRACE if cfg.log.level == "TRACE" else cfg.log.level)
+    return asyncio.run(_run(cfg))
 
 
-async def _run(cfg: config.Config) -> None:
+async def _run(cfg: config.Config) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await app.run(cfg, stop)
+    return await app.run(cfg, stop)
