@@ -1,28 +1,37 @@
-"""``edgegw fleet``: the platform-side tool — ``keygen`` (a platform signing key) and ``sign``.
+"""``edgegw fleet``: the platform-side tool — ``keygen``, ``sign``, ``send`` and ``watch``.
 
 Runs on the platform or a technician's machine, never needs the agent. ``sign`` wraps a
 command JSON (``{"cmd": "flush", "params": {}}``) in an envelope signed with the
 platform's private key (``gateway.fleet.sign``, the reference signer of docs/fleet.md)
 and prints it; publish it on ``<prefix>/<gateway id>/cmd/<cmd>``. A desired configuration
 (``{"config": {"version": ..., "settings": {...}, "rules": ...}}``) is signed the same way, to be
-published retained on ``<prefix>/<gateway id>/config``. ``send`` and ``watch``
-(publish, follow results and health) are not built yet.
+published retained on ``<prefix>/<gateway id>/config``. ``send`` publishes a signed envelope
+where it belongs and waits for each gateway's answer (``cmd-result`` with the envelope's seq, or
+``config-state`` with its version); ``watch`` prints what gateways report (results, config
+states, health, online/offline) as one JSON line per message. Both talk MQTT through the agent's
+own adapter (``gateway.uplink.mqtt``), so TLS and credentials work as on a gateway.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.errors import CommandRejected
-from gateway.fleet import desired, sign
+from gateway.config import MqttSection
+from gateway.errors import CommandRejected, UplinkError
+from gateway.fleet import desired, envelope, sign
+from gateway.uplink.topics import Topics
+
+WATCHED = ("cmd-result", "config-state", "health", "state")
 
 
 def register(sub: Any) -> None:
@@ -43,6 +52,53 @@ def register(sub: Any) -> None:
     sg.add_argument("--issued-at", type=int, metavar="UNIX_S", help="default: now")
     sg.add_argument("--ttl-s", type=int, default=sign.DEFAULT_TTL_S, help="validity in seconds (default 300)")
     sg.set_defaults(handler=sign_command)
+
+    sd = fsub.add_parser("send", help="publish a signed envelope and wait for the gateways' answers")
+    sd.add_argument("envelope_file", metavar="ENVELOPE_JSON", help="output of `fleet sign`; - for stdin")
+    sd.add_argument(
+        "--gateway", action="append", default=[], metavar="ID",
+        help="gateway to send to (repeat; required for a group:<name> target, default: the target)",
+    )  # fmt: skip
+    sd.add_argument(
+        "--wait-s", type=float, default=30.0, help="how long to wait for the answers (default 30)"
+    )
+    _broker_args(sd)
+    sd.set_defaults(handler=send_envelope)
+
+    wt = fsub.add_parser("watch", help="print what gateways report: results, config states, health, state")
+    wt.add_argument("--gateway", default="+", metavar="ID", help="one gateway (default: all)")
+    wt.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: Ctrl-C)")
+    wt.add_argument("--count", type=int, default=0, help="stop after this many messages")
+    _broker_args(wt)
+    wt.set_defaults(handler=watch)
+
+
+def _broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="localhost", help="the platform's broker")
+    p.add_argument("--port", type=int, default=8883)
+    p.add_argument("--no-tls", action="store_true", help="plain MQTT (tests, a local broker)")
+    p.add_argument("--ca-file", default="", help="CA bundle to verify the broker")
+    p.add_argument("--cert-file", default="", help="client certificate (mutual TLS)")
+    p.add_argument("--key-file", default="", help="client private key (mutual TLS)")
+    p.add_argument("--username", default="")
+    p.add_argument("--password-env", default="", metavar="VAR", help="read the password from this variable")
+    p.add_argument("--prefix", default="edgegw", help="topic prefix (default edgegw)")
+
+
+def _mqtt(args: argparse.Namespace) -> MqttSection:
+    return MqttSection(
+        host=args.host,
+        port=args.port,
+        tls=not args.no_tls,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        username=args.username,
+        password=os.environ.get(args.password_env, "") if args.password_env else "",
+        topic_prefix=args.prefix,
+        reconnect_min_s=0.2,
+        reconnect_max_s=2.0,
+    )
 
 
 def keygen(args: argparse.Namespace) -> int:
@@ -106,3 +162,142 @@ def sign_command(args: argparse.Namespace) -> int:
     )
     print_json(envelope)
     return 0
+
+
+# --- send and watch: the platform's side of the MQTT contract ------------------------------------
+
+
+def _read_json(path: str) -> Any:
+    from gateway.cli.main import UsageError
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a JSON file ({exc})") from exc
+
+
+def _answers(env: envelope.Envelope) -> tuple[str, str, bool, Any]:
+    """(topic leaf to publish on, answer topic leaf, retained, the key that pairs an answer)."""
+    payload = env.payload
+    if "config" in payload:
+        return "config", "config-state", True, payload["config"].get("version")
+    return f"cmd/{payload.get('cmd')}", "cmd-result", False, env.seq
+
+
+def send_envelope(args: argparse.Namespace) -> int:
+    from gateway.cli.main import CheckFailed, UsageError, print_json
+
+    raw = _read_json(args.envelope_file)
+    try:
+        env = envelope.parse(json.dumps(raw).encode())
+    except CommandRejected as exc:
+        raise UsageError(f"{args.envelope_file}: {exc}") from exc
+    gateways = args.gateway or ([] if env.target.startswith(envelope.GROUP_PREFIX) else [env.target])
+    if not gateways:
+        raise UsageError(f"target {env.target} is a group: name its gateways with --gateway")
+    leaf, answer_leaf, retained, key = _answers(env)
+    answers = asyncio.run(_send(_mqtt(args), raw, gateways, leaf, answer_leaf, retained, key, args.wait_s))
+    print_json({"target": env.target, "seq": env.seq, "sent_to": gateways, "answers": answers})
+    missing = [g for g in gateways if g not in answers]
+    if missing:
+        raise CheckFailed(f"no answer within {args.wait_s:g} s from {', '.join(missing)}")
+    refused = [
+        g for g, a in answers.items() if a.get("ok") is False or a.get("status") in ("rejected", "reverted")
+    ]
+    if refused:
+        raise CheckFailed(f"refused by {', '.join(refused)}")
+    return 0
+
+
+async def _send(
+    settings: MqttSection,
+    raw: Any,
+    gateways: list[str],
+    leaf: str,
+    answer_leaf: str,
+    retained: bool,
+    key: Any,
+    wait_s: float,
+) -> dict[str, Any]:
+    from gateway.uplink.mqtt import MqttUplink
+
+    answers: dict[str, Any] = {}
+    done = asyncio.Event()
+    roots = {f"{Topics(settings.topic_prefix, g).root}/{answer_leaf}": g for g in gateways}
+
+    def on_answer(topic: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        paired = doc.get("version") if answer_leaf == "config-state" else doc.get("seq")
+        gateway = roots.get(topic)
+        # A retained config-state may be an older version's: only this envelope's answer counts,
+        # and for a configuration only a final status (not "pending").
+        if gateway is None or paired != key or doc.get("status") == "pending":
+            return
+        answers[gateway] = doc
+        if len(answers) == len(gateways):
+            done.set()
+
+    uplink = MqttUplink(settings, client_id=f"edgegw-fleet-{os.getpid()}-{int(time.time())}", will=None)
+    for topic in roots:
+        uplink.subscribe(topic, on_answer, qos=1)
+    await uplink.start()
+    try:
+        if not await uplink.wait_connected(min(wait_s, 15.0)):
+            raise UplinkError(f"broker {settings.host}:{settings.port} not reached")
+        await asyncio.sleep(0.2)  # the SUBACKs, before anything can answer
+        data = json.dumps(raw).encode()
+        for g in gateways:
+            await uplink.publish(
+                f"{Topics(settings.topic_prefix, g).root}/{leaf}", data, qos=1, retain=retained
+            )
+        try:
+            await asyncio.wait_for(done.wait(), wait_s)
+        except TimeoutError:
+            pass
+    finally:
+        await uplink.stop()
+    return answers
+
+
+def watch(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_watch(_mqtt(args), args.gateway, args.seconds, args.count))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _watch(settings: MqttSection, gateway: str, seconds: float, count: int) -> None:
+    from gateway.uplink.mqtt import MqttUplink
+
+    seen = 0
+    finished = asyncio.Event()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        nonlocal seen
+        parts = topic.split("/")
+        try:
+            doc: Any = json.loads(payload)
+        except ValueError:
+            doc = payload.decode("utf-8", "replace")
+        line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "gateway": parts[-2],
+                "kind": parts[-1], "message": doc}  # fmt: skip
+        print(json.dumps(line, separators=(",", ":")), flush=True)
+        seen += 1
+        if count and seen >= count:
+            finished.set()
+
+    uplink = MqttUplink(settings, client_id=f"edgegw-watch-{os.getpid()}-{int(time.time())}", will=None)
+    for leaf in WATCHED:
+        uplink.subscribe(f"{settings.topic_prefix}/{gateway}/{leaf}", on_message, qos=1)
+    await uplink.start()
+    try:
+        await asyncio.wait_for(finished.wait(), seconds if seconds > 0 else None)
+    except TimeoutError:
+        pass
+    finally:
+        await uplink.stop()
