@@ -123,10 +123,17 @@ def register(data_dir: Path, count: int) -> None:
 
 
 def write_config(
-    workdir: Path, mqtt_port: int, udp_port: int, *, dedup_ms: int = 200, outbox: str = "", mqtt: str = ""
+    workdir: Path,
+    mqtt_port: int,
+    udp_port: int,
+    *,
+    dedup_ms: int = 200,
+    outbox: str = "",
+    mqtt: str = "",
+    rules_text: str = RULES,
 ) -> config_mod.Config:
     rules = workdir / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(rules_text)
     path = workdir / "edgegw.yaml"
     path.write_text(
         f"gateway: {{id: {GATEWAY_ID}}}\n"
@@ -282,11 +289,12 @@ def thread_cpu_s() -> dict[str, float]:
 
 
 def throughput_run(
-    mqtt_port: int, devices: int, frames: list[bytes], window: int, outbox: str, mqtt: str = NO_DRAIN_LIMIT
+    mqtt_port: int, devices: int, frames: list[bytes], window: int, outbox: str, mqtt: str = NO_DRAIN_LIMIT,
+    rules_text: str = RULES,
 ) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         udp_port = free_port(socket.SOCK_DGRAM)
-        cfg = write_config(Path(tmp), mqtt_port, udp_port, outbox=outbox, mqtt=mqtt)
+        cfg = write_config(Path(tmp), mqtt_port, udp_port, outbox=outbox, mqtt=mqtt, rules_text=rules_text)
         register(cfg.data_path, devices)
 
         async def body(agent: app.Agent) -> dict[str, Any]:
