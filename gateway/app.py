@@ -29,16 +29,17 @@ from gateway.control import SOCKET_NAME, queries
 from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, StorageError, UplinkError
 from gateway.fleet.commands import CommandDispatcher
 from gateway.fleet.remote_config import EXIT_RESTART, ConfigApplier
 from gateway.history import ReadingHistory
+from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinServer, load_otaa_devices
 from gateway.lorawan.sessions import SessionTable, load_sessions, plain
-from gateway.messages import TxRequest, TxStatus
+from gateway.messages import DevEui, TxRequest, TxStatus
 from gateway.outbox import Outbox
 from gateway.pipeline import DeviceInfo, UplinkPipeline
 from gateway.platform_commands import build_dispatcher
@@ -92,6 +93,7 @@ class Agent:
     restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to stop gracefully and exit with ``EXIT_RESTART`` (a pushed configuration needs a restart)."""
     clock: SystemClock = field(default_factory=SystemClock)
+    host: HostInfo | None = None
     started_mono: float = field(default_factory=time.monotonic)
     frame_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=8))
     transmissions: set[asyncio.Task[None]] = field(default_factory=set)
@@ -172,7 +174,7 @@ def build(config: Config) -> Agent:
     agent = Agent(
         config, database, profiles, sessions, joins, downlinks,
         Deduplicator(config.lorawan.dedup_window_ms / 1000), outbox, committer, radio, uplink, forwarder,
-        pipeline, topics, inventory, rules, keys, clock=clock,
+        pipeline, topics, inventory, rules, keys, clock=clock, host=HostInfo(config.data_path),
     )  # fmt: skip
     pipeline.send = lambda first, second: _spawn_transmit(agent, first, second)
     history = ReadingHistory()
@@ -235,6 +237,8 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
             loops["remote_config"] = agent.remote_config.run()
         if config.log.stats_interval_s > 0:
             loops["stats"] = _every(config.log.stats_interval_s, lambda: _log_summary(agent))
+        if config.mqtt.inventory_interval_s > 0:
+            loops["inventory"] = _every(config.mqtt.inventory_interval_s, lambda: _publish_inventory(agent))
         if config.mqtt.health_interval_s > 0:
             loops["health"] = publish_health(
                 agent.uplink, agent.uplink, agent.topics, config.gateway.id, agent.outbox.stats,
@@ -449,10 +453,35 @@ def _health_extra(agent: Agent) -> dict[str, Any]:
     summary = agent.summary()
     return {
         "agent": {"version": __version__, "uptime_s": summary["uptime_s"]},
+        "host": agent.host.section() if agent.host is not None else None,
         "radio": agent.radio.health(),
         "pipeline": summary["pipeline"],
         "clock": {"time_quality": agent.clock.quality(None)},
     }
+
+
+async def _publish_inventory(agent: Agent) -> None:
+    """The devices heard since the start (docs/mqtt.md ``inventory``); skipped while offline."""
+    if not agent.uplink.connected:
+        return
+    now_s = time.time()
+    devices = []
+    for eui, seen in sorted(agent.inventory.snapshot(now_s).items()):
+        session = agent.sessions.by_dev_eui(DevEui.from_hex(eui))
+        info = agent.pipeline.devices.get(eui)
+        devices.append({
+            "dev_eui": eui,
+            "profile": session.profile if session is not None else None,
+            "site": info.site if info is not None else None,
+            "last_seen": iso_utc(seen["last_seen_s"]) if seen["last_seen_s"] else None,
+            **{k: v for k, v in seen.items() if k != "last_seen_s"},
+        })  # fmt: skip
+    for page in envelope.inventory(agent.config.gateway.id, iso_utc(now_s), devices):
+        try:
+            await agent.uplink.publish(agent.topics.inventory, page, qos=1)
+        except UplinkError as exc:
+            log.debug("inventory not published: %s", exc)
+            return
 
 
 def _log_summary(agent: Agent) -> None:

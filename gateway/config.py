@@ -97,6 +97,11 @@ class MqttSection:
     health_interval_s: float = _doc(
         "Publish gateway health on <prefix>/<id>/health this often; 0: never.", default=60.0
     )
+    inventory_interval_s: float = _doc(
+        "Publish the devices heard (last seen, RSSI/SNR, battery) on <prefix>/<id>/inventory this often; "
+        "0: never.",
+        default=900.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +384,8 @@ def _check(config: Config, file: str) -> None:
             raise ConfigError("must be at least 1", file=file, key_path=f"outbox.{key}")
     if config.mqtt.max_inflight_messages < 1:
         raise ConfigError("must be at least 1", file=file, key_path="mqtt.max_inflight_messages")
-    for key in ("reconnect_min_s", "publish_timeout_s", "drain_rate_records_s"):
+    intervals = ("health_interval_s", "inventory_interval_s")
+    for key in ("reconnect_min_s", "publish_timeout_s", "drain_rate_records_s", *intervals):
         if getattr(config.mqtt, key) < 0:
             raise ConfigError("must not be negative", file=file, key_path=f"mqtt.{key}")
     if config.outbox.max_age_s < 0:

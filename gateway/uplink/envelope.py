@@ -1,7 +1,8 @@
 """MQTT payloads of the uplink (ARCHITECTURE.md §3.2, schemas in ``gateway/schemas/``), pure.
 
 Owns the byte layout of the ``up`` batch envelope, the ``alert`` message, the
-``health`` message, the ``state`` message and the optional zlib compression of batches.
+``health`` message, the ``inventory`` pages, the ``state`` message and the optional zlib
+compression of batches.
 It does not own the record shape (the pipeline builds record bodies; the outbox
 stores them already serialised), topics, nor clocks: times are passed in.
 """
@@ -59,3 +60,22 @@ def health(gateway_id: str, at: str, sections: Mapping[str, Any]) -> bytes:
     doc: dict[str, Any] = {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at}
     doc.update(sections)
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+INVENTORY_PAGE_DEVICES = 500
+"""Devices per ``inventory`` message: a city gateway's list stays a few tens of kB per page."""
+
+
+def inventory(gateway_id: str, at: str, devices: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """The ``inventory`` messages: ``{"v":1,"gateway_id","at","page","pages","devices":[...]}``,
+    ``INVENTORY_PAGE_DEVICES`` devices per page (one empty page when nothing was heard)."""
+    size = INVENTORY_PAGE_DEVICES
+    chunks = [devices[i : i + size] for i in range(0, len(devices), size)] or [[]]
+    return [
+        json.dumps(
+            {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at, "page": n, "pages": len(chunks),
+             "devices": list(chunk)},
+            separators=(",", ":"),
+        ).encode()
+        for n, chunk in enumerate(chunks, start=1)
+    ]  # fmt: skip

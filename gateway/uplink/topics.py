@@ -64,6 +64,11 @@ class Topics:
     def health(self) -> str:
         return f"{self.root}/health"
 
+    @property
+    def inventory(self) -> str:
+        """Devices heard: last seen, signal, battery (paged, QoS 1, not retained)."""
+        return f"{self.root}/inventory"
+
     def cmd(self, name: str) -> str:
         """Inbound signed command ``name``."""
         _check_part(name, "command name", slash_ok=False)
