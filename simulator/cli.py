@@ -4,6 +4,8 @@
     edgegw-sim send --server 127.0.0.1:1700 --count 6 --duration-s 60 --rate-hz 2
     edgegw-sim devices --scenario simulator/scenarios/flood-day.yaml > fleet.csv  # edgegw device import
     edgegw-sim run --scenario simulator/scenarios/flood-day.yaml --target 127.0.0.1:1700 --truth truth.jsonl
+    edgegw-sim city --scenario simulator/scenarios/first-deployment-week.yaml \
+        --rules simulator/scenarios/first-deployment-rules.yaml --workdir /tmp/city   # agent + broker + check
 
 Devices are derived from ``--seed`` so `fleet` and `send` agree without a shared
 file. Uplink counters start at 0 unless ``--state FILE`` keeps them between runs
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from simulator import scenario
+from simulator import city, runner, scenario
 from simulator.fleet import FleetMember, make_fleet, traffic
 from simulator.forwarder import PacketForwarder
 
@@ -64,8 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     run.add_argument("--truth", type=Path, metavar="OUT.jsonl", help="write the ground truth here")
     run.add_argument("--gateway-eui", default="b827ebfffe000001")
+    run.add_argument(
+        "--clock", type=Path, metavar="FILE", help="drive this simulated clock (simulator.simclock)"
+    )
+    run.add_argument("--rules", type=Path, metavar="FILE", help="rules file: expected alerts in the truth")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     run.set_defaults(handler=cmd_run)
+
+    whole = sub.add_parser("city", help="run a scenario against a real agent and broker, check the truth")
+    whole.add_argument("--scenario", type=Path, required=True, metavar="FILE")
+    whole.add_argument("--rules", type=Path, metavar="FILE", help="the agent's rules file")
+    whole.add_argument("--workdir", type=Path, required=True, metavar="DIR", help="config, data, truth")
+    whole.add_argument("--speed", type=float, help="simulated seconds per wall second")
+    whole.add_argument("--seed", type=int)
+    whole.add_argument("--broker", type=_server, metavar="HOST:PORT", help="default: start a mosquitto")
+    whole.add_argument("--json", action="store_true")
+    whole.set_defaults(handler=cmd_city)
+
+    rec = sub.add_parser("record", help="relay packet forwarders to a server and record the traffic (JSONL)")
+    rec.add_argument("--listen", type=_server, default=("127.0.0.1", 1700), metavar="HOST:PORT")
+    rec.add_argument("--target", type=_server, required=True, metavar="HOST:PORT")
+    rec.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl")
+    rec.add_argument("--duration-s", type=float, default=3600.0, help="stop recording after this long")
+    rec.set_defaults(handler=cmd_record)
+
+    rep = sub.add_parser("replay", help="send a recorded trace's uplink datagrams to a server")
+    rep.add_argument("trace", type=Path, metavar="FILE.jsonl")
+    rep.add_argument("--target", type=_server, default=("127.0.0.1", 1700), metavar="HOST:PORT")
+    rep.add_argument("--speed", type=float, default=1.0, help="recorded seconds per wall second")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(handler=cmd_replay)
 
     devices = sub.add_parser("devices", help="a scenario's devices as CSV for `edgegw device import`")
     devices.add_argument("--scenario", type=Path, required=True, metavar="FILE")
@@ -80,14 +110,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edgegw-sim: {exc}", file=sys.stderr)
         return 2
-    summary = scenario.run(
-        loaded,
-        args.target,
-        speed=args.speed,
-        seed=args.seed,
-        truth=args.truth,
-        gateway_eui=bytes.fromhex(args.gateway_eui),
-    )
+    from simulator.simclock import SharedClock
+
+    clock = SharedClock(args.clock, city.epoch_s(loaded)) if args.clock is not None else None
+    try:
+        summary = runner.run(
+            loaded,
+            args.target,
+            speed=args.speed,
+            seed=args.seed,
+            truth=args.truth,
+            gateway_eui=bytes.fromhex(args.gateway_eui),
+            clock=clock,
+            rules_file=args.rules,
+        )
+    finally:
+        if clock is not None:
+            clock.close()
     if args.json:
         json.dump(summary.as_json(), sys.stdout)
         print()
@@ -102,8 +141,91 @@ def cmd_devices(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edgegw-sim: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(scenario.registration_csv(scenario.build_fleet(loaded, args.seed)))
+    sys.stdout.write(city.registration_csv(city.build_fleet(loaded, args.seed)))
     return 0
+
+
+def cmd_city(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from simulator.citylab import run_city
+
+    try:
+        loaded = scenario.load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(f"edgegw-sim: {exc}", file=sys.stderr)
+        return 2
+    broker = args.broker
+    proc: subprocess.Popen[bytes] | None = None
+    if broker is None:
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        from simulator.citylab import free_udp_port
+
+        port = free_udp_port()  # a free UDP port is very likely a free TCP port too
+        conf = args.workdir / "mosquitto.conf"
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n")
+        proc = subprocess.Popen(
+            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(0.5)
+        broker = ("127.0.0.1", port)
+    try:
+        result = run_city(
+            loaded, args.workdir, broker, rules_file=args.rules, speed=args.speed, seed=args.seed
+        )
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+    report = {
+        "summary": result.summary.as_json(),
+        "drain_s": round(result.drain_s, 2),
+        "check": result.comparison.as_json(),
+    }
+    if args.json:
+        json.dump(report, sys.stdout)
+        print()
+    else:
+        c = result.comparison
+        print(result.summary.text())
+        print(
+            f"check: {'OK' if c.ok else 'MISMATCH'}; frames received {c.frames_received}, "
+            f"alerts {c.alerts_received}, Lden days {c.lden_checked} "
+            f"(max error {c.lden_max_error_db:.2f} dB), passage days {c.passages_checked}"
+        )
+        if not c.ok:
+            print(json.dumps(c.as_json(), indent=1)[:4000])
+    return 0 if result.comparison.ok else 1
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from simulator.trace import record
+
+    with args.out.open("w", encoding="utf-8") as out:
+        lines = record(args.listen, args.target, out, args.duration_s)
+    print(f"{lines} datagrams recorded to {args.out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulator.trace import replay
+
+    if args.speed <= 0:
+        print("edgegw-sim: --speed must be > 0", file=sys.stderr)
+        return 2
+    try:
+        summary = replay(args.trace, args.target, args.speed)
+    except (OSError, ValueError) as exc:
+        print(f"edgegw-sim: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(summary.as_json(), sys.stdout)
+        print()
+    else:
+        print(f"sent {summary.sent} datagrams in {summary.wall_s:.1f} s, {summary.answers} answers")
+    return 0 if summary.answers >= summary.sent else 1
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

@@ -75,3 +75,43 @@ class Em310Container:
             + distance.to_bytes(2, "little")
             + bytes([0x04, 0x00, 1 if tilt else 0])
         )
+
+
+@dataclass
+class OtaaIdentity:
+    """What an OTAA device holds before it has a session: its root key, JoinEUI and DevNonce counter.
+
+    LoRaWAN 1.0.4 §6.2.4: DevNonce is a counter that never repeats for a JoinEUI (a 1.0.3 random
+    nonce would work too; the gateway refuses any nonce it has seen). The session (DevAddr, keys)
+    lives in the ``AbpDevice`` that sends the uplinks once the join-accept arrived.
+    """
+
+    app_key: bytes
+    join_eui: bytes
+    dev_nonce: int = 0
+    joined: bool = False
+    pending_nonce: bytes | None = None
+
+    def join_request(self, dev_eui: bytes) -> bytes:
+        self.dev_nonce = (self.dev_nonce + 1) & 0xFFFF
+        self.pending_nonce = self.dev_nonce.to_bytes(2, "big")
+        return phy.build_join_request(
+            self.app_key, join_eui=self.join_eui, dev_eui=dev_eui, dev_nonce=self.pending_nonce
+        )
+
+    def accept(self, frame: phy.JoinAccept, session: AbpDevice) -> bool:
+        """Open a join-accept for the pending request and start the session in ``session``."""
+        from gateway.errors import MicMismatch
+        from gateway.lorawan.crypto import derive_session_keys
+
+        if self.pending_nonce is None:
+            return False
+        try:
+            payload = phy.open_join_accept(frame, self.app_key)
+        except MicMismatch:
+            return False  # for another device
+        nwk, app = derive_session_keys(self.app_key, payload.join_nonce, payload.net_id, self.pending_nonce)
+        session.dev_addr, session.nwk_s_key, session.app_s_key = payload.dev_addr, nwk, app
+        session.fcnt_up, session._keys = 0, None
+        self.joined, self.pending_nonce = True, None
+        return True

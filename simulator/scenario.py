@@ -1,46 +1,61 @@
-"""Scenarios: a fleet, a simulated duration and faults in YAML, turned into frames and ground truth.
+"""Scenarios: a fleet, a simulated duration, radio conditions and faults, read from YAML.
 
-Owns the scenario file format (docs/simulator.md), its loader (errors name the file,
-the key path and the reason, as ``gateway.errors.ConfigError``), the fleet it
-describes (keys derived from the seed, so a run and its registration CSV agree),
-the time-ordered schedule of frames including the faults, the ground-truth JSONL
-and the paced sending through a Semtech UDP packet forwarder.
+Owns the scenario file format (docs/simulator.md) and its loader: errors name the file, the key
+path and the reason, as ``gateway.errors.ConfigError``; unknown keys are errors. The values it
+returns are plain frozen dataclasses.
 
-It does not own the physics (``simulator.models``), LoRaWAN framing
-(``simulator.devices.AbpDevice``) nor the UDP protocol (``simulator.forwarder``).
+It does not build devices nor frames (``simulator.city``), run anything (``simulator.runner``)
+nor compute the ground truth (``simulator.truth``).
 """
 
 from __future__ import annotations
 
-import csv
-import heapq
-import io
-import json
-import logging
-import random
 import re
-import time
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 
 from gateway.errors import ConfigError
-from simulator.devices import AbpDevice
-from simulator.forwarder import PacketForwarder
-from simulator.models import SECONDS_PER_DAY, ContainerModel, FloodEvent, Measurement, RiverModel
+from simulator.models.base import SECONDS_PER_DAY
+from simulator.models.counter import COUNTER_KINDS, CounterKind
+from simulator.models.lighting import DIM_PROFILES, DimProfile
+from simulator.models.noise import SITE_TYPES, SiteType
 
-log = logging.getLogger(__name__)
-
-FrameKind = Literal["reading", "bad_mic", "replay", "device_flood"]
-FaultKind = Literal["bad_mic", "replay", "device_flood"]
-_FAULT_KINDS: tuple[FaultKind, ...] = ("bad_mic", "replay", "device_flood")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+FaultKind = Literal[
+    "bad_mic",
+    "replay",
+    "device_flood",
+    "garbage",
+    "lamp_failure",
+    "circuit_loss",
+    "clock_jump",
+    "broker_outage",
+    "gateway_kill",
+]
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = (
+    "bad_mic",
+    "replay",
+    "device_flood",
+    "garbage",
+    "lamp_failure",
+    "circuit_loss",
+    "clock_jump",
+    "broker_outage",
+    "gateway_kill",
+)
+_DEVICE_FAULTS: Final = ("bad_mic", "replay", "device_flood", "lamp_failure", "circuit_loss")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": float(SECONDS_PER_DAY)}
-_MAX_FRAMES = 1_000_000  # a scenario bigger than this is a typo, not a test
+DEVICE_KINDS: Final = ("container", "river", "noise", "bike", "pedestrian", "cabinet", "lamp")
+DEFAULT_START: Final = date(2026, 6, 1)
+"""A Monday, with no daylight-saving change in the following weeks."""
+DEFAULT_LAT_DEG, DEFAULT_LON_DEG = 43.2965, 5.3698
+"""The gateway on a roof in central Marseille (the rules examples use the same point)."""
 
 
 # --- the scenario file -------------------------------------------------------------------
@@ -68,6 +83,56 @@ class RiverGroup:
     rise_cm_per_15min: tuple[float, float]
     peak_rise_cm: tuple[float, float]
     recession_s: float
+    name: str = "river"
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseGroup:
+    sites: tuple[tuple[SiteType, int], ...]
+    """(site type, how many) in file order."""
+    report_interval_s: float
+    offset_db: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterGroup:
+    counters: tuple[tuple[CounterKind, int, tuple[float, float]], ...]
+    """(kind, how many, weekday total range) in file order."""
+    report_interval_s: float
+    rain_days: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Commune:
+    name: str
+    cabinets: int
+    lamps_per_cabinet: int
+    profile: DimProfile
+
+
+@dataclass(frozen=True, slots=True)
+class LightingGroup:
+    communes: tuple[Commune, ...]
+    rated_w: tuple[float, float]
+    report_interval_s: float
+    cabinet_report_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RadioConditions:
+    """Log-distance path loss and the forwarders that hear the fleet (docs/simulator.md, "Radio")."""
+
+    forwarders: int = 1
+    path_loss_exponent: float = 3.0
+    shadowing_db: float = 6.0
+    loss: float = 0.0
+    """Extra loss probability per frame and forwarder, on top of the SNR-driven loss."""
+    crc_errors: float = 0.0
+    """Probability that a forwarder also reports a corrupted copy (stat -1) of a frame."""
+    retransmissions: float = 0.0
+    """Probability that a device sends a frame twice (NbTrans 2, LoRaWAN 1.0.x §5.3): the copy is refused."""
+    realistic: bool = False
+    """False: every frame heard at -60 dBm / 7 dB SNR, SF7, no loss (exact counts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +143,7 @@ class Fault:
     device: str | None = None
     interval_s: float = 1.0
     duration_s: float = 60.0
+    jump_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +153,40 @@ class Scenario:
     duration_s: float
     speed: float
     containers: ContainerGroup | None
-    rivers: RiverGroup | None
+    rivers: tuple[RiverGroup, ...]
     faults: tuple[Fault, ...]
     source: str = "<scenario>"
+    start: date = DEFAULT_START
+    timezone: str = "Europe/Paris"
+    lat_deg: float = DEFAULT_LAT_DEG
+    lon_deg: float = DEFAULT_LON_DEG
+    noise: NoiseGroup | None = None
+    counters: CounterGroup | None = None
+    lighting: LightingGroup | None = None
+    radio: RadioConditions = RadioConditions()
+    otaa: frozenset[str] = frozenset()
+    """Device kinds that join by OTAA (``noise``, ``bike``, ``lamp``, ...); the others are ABP."""
+
+    def device_names(self) -> list[str]:
+        """Every device's name in fleet order (``simulator.city.build_fleet`` keeps this order)."""
+        names = [f"container-{i + 1}" for i in range(self.containers.count if self.containers else 0)]
+        names += [f"river-{i + 1}" for i in range(sum(r.count for r in self.rivers))]
+        if self.noise is not None:
+            names += [f"noise-{i + 1}" for i in range(sum(n for _, n in self.noise.sites))]
+        if self.counters is not None:
+            k = 0
+            for kind, n, _ in self.counters.counters:
+                for _ in range(n):
+                    k += 1
+                    names.append(f"{kind}-{k}")
+        if self.lighting is not None:
+            for commune in self.lighting.communes:
+                for c in range(commune.cabinets):
+                    names.append(f"cabinet-{commune.name}-{c + 1}")
+                    names += [
+                        f"lamp-{commune.name}-{c + 1}-{m + 1}" for m in range(commune.lamps_per_cabinet)
+                    ]
+        return names
 
 
 class _Reader:
@@ -169,13 +266,13 @@ class _Reader:
 
 
 def parse_duration_s(value: Any, error: ConfigError) -> float:
-    """Seconds from a number (seconds) or a text like ``90s``, ``15m``, ``6h``, ``1d``."""
+    """Seconds from a number (seconds) or a text like ``90s``, ``15m``, ``6h``, ``1d``, ``2d6h30m``."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_S[match.group(2)]
+        text = value.replace(" ", "")
+        if _DURATION.match(text):
+            return sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
     raise error
 
 
@@ -203,13 +300,44 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     speed = top.number("speed", 3600.0)
     if speed <= 0:
         raise top.error("speed", "must be > 0")
+    start = top.raw("start", DEFAULT_START)
+    if isinstance(start, str):
+        try:
+            start = date.fromisoformat(start)
+        except ValueError as exc:
+            raise top.error("start", f"expected a date like 2026-06-01: {start!r}") from exc
+    if not isinstance(start, date) or start.weekday() != 0:
+        raise top.error("start", f"expected a Monday (YYYY-MM-DD), got {start!r}")
+    timezone, lat, lon = "Europe/Paris", DEFAULT_LAT_DEG, DEFAULT_LON_DEG
+    where = top.child("location")
+    if where is not None:
+        lat = where.number("lat", DEFAULT_LAT_DEG, minimum=-90.0)
+        lon = where.number("lon", DEFAULT_LON_DEG, minimum=-180.0)
+        tz = where.raw("timezone", timezone)
+        if not isinstance(tz, str):
+            raise where.error("timezone", "expected a text like Europe/Paris")
+        timezone = tz
+        where.done()
     fleet = top.child("fleet")
     if fleet is None:
         raise top.error("fleet", "missing required key")
     containers = _containers(fleet.child("containers"))
-    rivers = _rivers(fleet.child("rivers"), duration_s)
+    rivers = _river_groups(fleet, duration_s)
+    noise = _noise(fleet.child("noise"))
+    counters = _counters(fleet.child("counters"))
+    lighting = _lighting(fleet.child("lighting"))
     fleet.done()
-    names = _device_names(containers, rivers)
+    radio = _radio(top.child("radio"))
+    otaa = top.raw("otaa", [])
+    if not isinstance(otaa, list) or not all(kind in DEVICE_KINDS for kind in otaa):
+        raise top.error(
+            "otaa", f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}, got {otaa!r}"
+        )
+    scenario = Scenario(
+        name, seed, duration_s, speed, containers, rivers, (), file, start, timezone, lat, lon,
+        noise, counters, lighting, radio,
+    )  # fmt: skip
+    names = scenario.device_names()
     faults: list[Fault] = []
     raw_faults = top.raw("faults", [])
     if not isinstance(raw_faults, list):
@@ -217,7 +345,10 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     for index, item in enumerate(raw_faults):
         faults.append(_fault(_Reader(item, file, f"faults[{index}]"), duration_s, names))
     top.done()
-    return Scenario(name, seed, duration_s, speed, containers, rivers, tuple(faults), file)
+    return Scenario(
+        name, seed, duration_s, speed, containers, rivers, tuple(faults), file, start, timezone, lat,
+        lon, noise, counters, lighting, radio, frozenset(otaa),
+    )  # fmt: skip
 
 
 def _containers(r: _Reader | None) -> ContainerGroup | None:
@@ -250,9 +381,24 @@ def _containers(r: _Reader | None) -> ContainerGroup | None:
     return group
 
 
-def _rivers(r: _Reader | None, duration_s: float) -> RiverGroup | None:
-    if r is None:
-        return None
+def _river_groups(fleet: _Reader, duration_s: float) -> tuple[RiverGroup, ...]:
+    """``rivers`` is one river (a mapping) or several (a list of mappings, each with a name)."""
+    raw = fleet.raw("rivers")
+    if raw is None:
+        return ()
+    path = fleet.key("rivers")
+    if isinstance(raw, list):
+        groups = [
+            _rivers(_Reader(item, fleet.file, f"{path}[{i}]"), duration_s) for i, item in enumerate(raw)
+        ]
+        return tuple(groups)
+    return (_rivers(_Reader(raw, fleet.file, path), duration_s),)
+
+
+def _rivers(r: _Reader, duration_s: float) -> RiverGroup:
+    name = r.raw("name", "river")
+    if not isinstance(name, str):
+        raise r.error("name", "expected a text")
     flood = r.child("flood")
     start: float | None = None
     rise, peak, recession = (20.0, 40.0), (150.0, 250.0), 3 * 3600.0
@@ -277,6 +423,7 @@ def _rivers(r: _Reader | None, duration_s: float) -> RiverGroup | None:
         rise_cm_per_15min=rise,
         peak_rise_cm=peak,
         recession_s=recession,
+        name=name,
     )
     if min(group.report_interval_s, group.flood_report_interval_s) < 1:
         raise r.error("report_interval", "must be at least 1 s")
@@ -284,23 +431,133 @@ def _rivers(r: _Reader | None, duration_s: float) -> RiverGroup | None:
     return group
 
 
-def _device_names(containers: ContainerGroup | None, rivers: RiverGroup | None) -> list[str]:
-    names = [f"container-{i + 1}" for i in range(containers.count if containers else 0)]
-    return names + [f"river-{i + 1}" for i in range(rivers.count if rivers else 0)]
+def _noise(r: _Reader | None) -> NoiseGroup | None:
+    if r is None:
+        return None
+    sites = r.child("sites")
+    if sites is None:
+        raise r.error("sites", "missing required key")
+    counts: list[tuple[SiteType, int]] = []
+    for site_type in list(sites.doc):
+        if site_type not in SITE_TYPES:
+            raise sites.error(str(site_type), f"expected one of {', '.join(SITE_TYPES)}")
+        counts.append((site_type, sites.integer(site_type)))
+    sites.done()
+    group = NoiseGroup(
+        sites=tuple(counts),
+        report_interval_s=r.duration("report_interval", 900.0),
+        offset_db=_signed_span(r, "offset_db", (-2.0, 2.0)),
+    )
+    if group.report_interval_s < 60:
+        raise r.error("report_interval", "must be at least 1 min (the model has one level per minute)")
+    r.done()
+    return group
+
+
+def _signed_span(r: _Reader, name: str, default: tuple[float, float]) -> tuple[float, float]:
+    value = r.raw(name, default)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), float(value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        if value[0] > value[1]:
+            raise r.error(name, f"expected min <= max, got {list(value)}")
+        return float(value[0]), float(value[1])
+    raise r.error(name, f"expected a number or [min, max], got {value!r}")
+
+
+def _counters(r: _Reader | None) -> CounterGroup | None:
+    if r is None:
+        return None
+    kinds: list[tuple[CounterKind, int, tuple[float, float]]] = []
+    plural = {"bikes": "bike", "pedestrians": "pedestrian"}
+    for key, kind in plural.items():
+        sub = r.child(key)
+        if sub is None:
+            continue
+        assert kind in COUNTER_KINDS
+        default_total = (800.0, 2500.0) if kind == "bike" else (3000.0, 6000.0)
+        kinds.append((kind, sub.integer("count"), sub.span("daily_total", default_total)))
+        sub.done()
+    rain = r.raw("rain_days", [])
+    if not isinstance(rain, list) or not all(isinstance(d, int) and d >= 0 for d in rain):
+        raise r.error("rain_days", f"expected a list of day numbers (0 = the first day), got {rain!r}")
+    group = CounterGroup(tuple(kinds), r.duration("report_interval", 900.0), frozenset(rain))
+    if group.report_interval_s < 60:
+        raise r.error("report_interval", "must be at least 1 min")
+    r.done()
+    return group
+
+
+def _lighting(r: _Reader | None) -> LightingGroup | None:
+    if r is None:
+        return None
+    raw = r.raw("communes", required=True)
+    if not isinstance(raw, list) or not raw:
+        raise r.error("communes", "expected a non-empty list")
+    communes: list[Commune] = []
+    for i, item in enumerate(raw):
+        c = _Reader(item, r.file, f"{r.key('communes')}[{i}]")
+        name = c.raw("name", required=True)
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]+", name):
+            raise c.error("name", f"expected lowercase letters and digits, got {name!r}")
+        profile = c.raw("profile", "reduced")
+        if profile not in DIM_PROFILES:
+            raise c.error("profile", f"expected one of {', '.join(DIM_PROFILES)}, got {profile!r}")
+        communes.append(
+            Commune(
+                name, c.integer("cabinets", minimum=1), c.integer("lamps_per_cabinet", minimum=1), profile
+            )
+        )
+        c.done()
+    group = LightingGroup(
+        communes=tuple(communes),
+        rated_w=r.span("rated_w", (30.0, 90.0)),
+        report_interval_s=r.duration("report_interval", 3600.0),
+        cabinet_report_interval_s=r.duration("cabinet_report_interval", 900.0),
+    )
+    if min(group.report_interval_s, group.cabinet_report_interval_s) < 60:
+        raise r.error("report_interval", "must be at least 1 min")
+    r.done()
+    return group
+
+
+def _radio(r: _Reader | None) -> RadioConditions:
+    if r is None:
+        return RadioConditions()
+    radio = RadioConditions(
+        forwarders=r.integer("forwarders", 1, minimum=1),
+        path_loss_exponent=r.number("path_loss_exponent", 3.0, minimum=2.0),
+        shadowing_db=r.number("shadowing_db", 6.0),
+        loss=r.number("loss", 0.0),
+        crc_errors=r.number("crc_errors", 0.0),
+        retransmissions=r.number("retransmissions", 0.0),
+        realistic=True,
+    )
+    if radio.forwarders > 4:
+        raise r.error("forwarders", "at most 4")
+    for name in ("loss", "crc_errors", "retransmissions"):
+        if getattr(radio, name) >= 1:
+            raise r.error(name, "must be a probability below 1")
+    r.done()
+    return radio
 
 
 def _fault(r: _Reader, duration_s: float, names: list[str]) -> Fault:
     kind = r.raw("kind", required=True)
-    if kind not in _FAULT_KINDS:
-        raise r.error("kind", f"expected one of {', '.join(_FAULT_KINDS)}, got {kind!r}")
+    if kind not in FAULT_KINDS:
+        raise r.error("kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
     at_s = r.duration("at")
     if at_s >= duration_s:
         raise r.error("at", "is after the end of the scenario")
     device = r.raw("device")
     if device is not None and device not in names:
-        raise r.error("device", f"no device {device!r} in the fleet (names: container-N, river-N)")
-    if not names:
+        raise r.error("device", f"no device {device!r} in the fleet (names: container-N, river-N, ...)")
+    if kind in _DEVICE_FAULTS and not names:
         raise r.error("kind", "a fault needs at least one device in the fleet")
+    if kind == "lamp_failure" and device is not None and not device.startswith("lamp-"):
+        raise r.error("device", "a lamp_failure needs a lamp (lamp-COMMUNE-C-N)")
+    if kind == "circuit_loss" and (device is None or not device.startswith("cabinet-")):
+        raise r.error("device", "a circuit_loss needs a cabinet (cabinet-COMMUNE-N)")
     fault = Fault(
         at_s=at_s,
         kind=kind,
@@ -308,306 +565,9 @@ def _fault(r: _Reader, duration_s: float, names: list[str]) -> Fault:
         device=device,
         interval_s=r.duration("interval", 1.0),
         duration_s=r.duration("duration", 60.0),
+        jump_s=r.number("jump_s", 0.0, minimum=-365 * 86400.0) if kind == "clock_jump" else 0.0,
     )
     if fault.interval_s <= 0:
         raise r.error("interval", "must be > 0")
     r.done()
     return fault
-
-
-# --- the fleet -----------------------------------------------------------------------------
-
-
-@dataclass
-class SimDevice:
-    name: str
-    device: AbpDevice
-    model: ContainerModel | RiverModel
-    report_interval_s: float
-    flood_report_interval_s: float
-    params: dict[str, int]
-    last_good: bytes | None = None
-
-    def interval_at(self, t_s: float) -> float:
-        if isinstance(self.model, RiverModel) and self.model.in_flood(t_s):
-            return self.flood_report_interval_s  # the probe's alarm mode (domain.md §3.5)
-        return self.report_interval_s
-
-
-def build_fleet(scenario: Scenario, seed: int | None = None) -> list[SimDevice]:
-    """The scenario's devices, keys and models, all derived from the seed."""
-    rng = random.Random(scenario.seed if seed is None else seed)
-    fleet: list[SimDevice] = []
-    c = scenario.containers
-    for i in range(c.count if c else 0):
-        assert c is not None
-        empty_mm = int(rng.uniform(*c.empty_mm))
-        first = c.collection_hour * 3600 + i * c.collection_stagger_s
-        period = c.collection_every_days * SECONDS_PER_DAY
-        collections = [first + k * period for k in range(int(scenario.duration_s // period) + 1)]
-        model = ContainerModel(
-            rng=random.Random(rng.getrandbits(64)),
-            empty_mm=empty_mm,
-            full_mm=c.full_mm,
-            fill_mm_per_day=rng.uniform(*c.fill_mm_per_day),
-            collections_s=[t for t in collections if t < scenario.duration_s],
-            battery_pct=rng.randint(80, 100),
-            distance_mm=rng.uniform(c.full_mm + 200, empty_mm),
-        )
-        params = {"empty_distance_mm": empty_mm, "full_distance_mm": c.full_mm}
-        fleet.append(_member(rng, len(fleet), f"container-{i + 1}", "milesight/em310-udl", model, params, c))
-    r = scenario.rivers
-    for i in range(r.count if r else 0):
-        assert r is not None
-        floods = []
-        if r.flood_start_s is not None:
-            floods.append(
-                FloodEvent(
-                    start_s=r.flood_start_s + i * 600.0,  # downstream stations see it later
-                    rise_cm_per_15min=rng.uniform(*r.rise_cm_per_15min),
-                    peak_rise_cm=rng.uniform(*r.peak_rise_cm),
-                    recession_tau_s=r.recession_s,
-                )
-            )
-        river = RiverModel(base_cm=rng.uniform(*r.base_cm), floods=floods, battery_pct=rng.randint(80, 100))
-        params = {"probe_level_cm": 0}
-        fleet.append(_member(rng, len(fleet), f"river-{i + 1}", "milesight/em500-swl", river, params, r))
-    return fleet
-
-
-def _member(
-    rng: random.Random,
-    index: int,
-    name: str,
-    profile: str,
-    model: ContainerModel | RiverModel,
-    params: dict[str, int],
-    group: ContainerGroup | RiverGroup,
-) -> SimDevice:
-    device = AbpDevice(
-        dev_eui=bytes.fromhex("70b3d5e75f") + index.to_bytes(3, "big"),
-        dev_addr=bytes([0x26, 0x01, 0x20 + (index >> 8 & 0x0F), index & 0xFF]),
-        nwk_s_key=rng.randbytes(16),
-        app_s_key=rng.randbytes(16),
-        profile=profile,
-    )
-    flood_interval = (
-        group.flood_report_interval_s if isinstance(group, RiverGroup) else group.report_interval_s
-    )
-    return SimDevice(name, device, model, group.report_interval_s, flood_interval, params)
-
-
-def registration_csv(fleet: list[SimDevice]) -> str:
-    """The fleet as a CSV for ``edgegw device import`` (gateway/provisioning/csv_import.py)."""
-    param_names = sorted({p for d in fleet for p in d.params})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["dev_eui", "profile", "activation", "dev_addr", "nwk_s_key", "app_s_key", "site"]
-        + [f"param.{p}" for p in param_names]
-    )
-    for d in fleet:
-        a = d.device
-        writer.writerow(
-            [
-                a.dev_eui.hex(),
-                a.profile,
-                "abp",
-                a.dev_addr.hex(),
-                a.nwk_s_key.hex(),
-                a.app_s_key.hex(),
-                d.name,
-            ]
-            + [str(d.params.get(p, "")) for p in param_names]
-        )
-    return out.getvalue()
-
-
-# --- the schedule --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledFrame:
-    """One frame to send at simulated second ``t_s``, with what it should become at the gateway."""
-
-    t_s: float
-    device: str
-    dev_eui: bytes
-    kind: FrameKind
-    phy_payload: bytes
-    accepted: bool
-    """True when the gateway must forward it; False for frames it must refuse."""
-    fcnt: int | None = None
-    fport: int | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def truth(self) -> dict[str, Any]:
-        return {
-            "type": "frame",
-            "t_s": round(self.t_s, 3),
-            "device": self.device,
-            "dev_eui": self.dev_eui.hex(),
-            "kind": self.kind,
-            "expect": "accepted" if self.accepted else "refused",
-            "fcnt": self.fcnt,
-            "fport": self.fport,
-            "values": self.values,
-            "phy_payload": self.phy_payload.hex(),
-        }
-
-
-def schedule(scenario: Scenario, fleet: list[SimDevice], seed: int | None = None) -> Iterator[ScheduledFrame]:
-    """Every frame of the run in simulated-time order: readings, collection frames and faults."""
-    rng = random.Random((scenario.seed if seed is None else seed) ^ 0x5EED)
-    by_name = {d.name: d for d in fleet}
-    # (t_s, tie-break, action, device index, fault index)
-    queue: list[tuple[float, int, str, int, int]] = []
-    order = 0
-
-    def push(t_s: float, action: str, device: int, fault: int = -1) -> None:
-        nonlocal order
-        if t_s < scenario.duration_s:
-            heapq.heappush(queue, (t_s, order, action, device, fault))
-            order += 1
-
-    for index, d in enumerate(fleet):
-        push(rng.uniform(0, d.report_interval_s), "report", index)
-        if isinstance(d.model, ContainerModel):
-            for start in d.model.collections_s:
-                push(start + 1.0, "event", index)  # the tilt frame, sent at once
-                push(start + d.model.tilt_s + 30.0, "event", index)  # the drop back to empty
-    for f_index, fault in enumerate(scenario.faults):
-        push(fault.at_s, "fault", -1, f_index)
-
-    for _ in range(_MAX_FRAMES):
-        if not queue:
-            return
-        t_s, _, action, index, f_index = heapq.heappop(queue)
-        if action in ("report", "event", "flood_frame"):
-            d = fleet[index]
-            kind: FrameKind = "device_flood" if action == "flood_frame" else "reading"
-            yield _reading(d, t_s, kind)
-            if action == "report":
-                push(t_s + d.interval_at(t_s), "report", index)
-            continue
-        fault = scenario.faults[f_index]
-        target_name = fault.device or rng.choice(sorted(by_name))
-        target = by_name[target_name]
-        if fault.kind == "device_flood":
-            target_index = fleet.index(target)
-            for k in range(int(fault.duration_s / fault.interval_s)):
-                push(t_s + k * fault.interval_s, "flood_frame", target_index)
-        elif fault.kind == "bad_mic":
-            for _ in range(fault.count):
-                yield _forged(target, t_s, rng)
-        elif target.last_good is not None:
-            for _ in range(fault.count):
-                yield ScheduledFrame(
-                    t_s, target.name, target.device.dev_eui, "replay", target.last_good, False
-                )
-    raise RuntimeError(f"scenario {scenario.name} makes more than {_MAX_FRAMES} frames")
-
-
-def _reading(d: SimDevice, t_s: float, kind: FrameKind) -> ScheduledFrame:
-    m: Measurement = d.model.measure(t_s)
-    fcnt = d.device.fcnt_up
-    phy = d.device.uplink(m.payload, m.fport)
-    d.last_good = phy
-    return ScheduledFrame(t_s, d.name, d.device.dev_eui, kind, phy, True, fcnt, m.fport, m.values)
-
-
-def _forged(d: SimDevice, t_s: float, rng: random.Random) -> ScheduledFrame:
-    """Right DevAddr and next counter, wrong NwkSKey: the MIC cannot verify (LoRaWAN 1.0.x §4.4)."""
-    forged = AbpDevice(
-        d.device.dev_eui,
-        d.device.dev_addr,
-        rng.randbytes(16),
-        d.device.app_s_key,
-        d.device.profile,
-        d.device.fcnt_up,
-    )
-    phy = forged.uplink(b"\x01\x75\x00", 85)
-    return ScheduledFrame(t_s, d.name, d.device.dev_eui, "bad_mic", phy, False)
-
-
-# --- a run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Summary:
-    scenario: str
-    seed: int
-    simulated_s: float
-    wall_s: float = 0.0
-    frames: Counter[str] = field(default_factory=Counter)
-    push_acks: int = 0
-    no_push_acks: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "seed": self.seed,
-            "simulated_s": self.simulated_s,
-            "wall_s": round(self.wall_s, 3),
-            "frames": dict(sorted(self.frames.items())),
-            "push_acks": self.push_acks,
-            "no_push_acks": self.no_push_acks,
-        }
-
-    def text(self) -> str:
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.frames.items()))
-        return (
-            f"scenario {self.scenario} (seed {self.seed}): {self.simulated_s / 3600:.1f} h simulated "
-            f"in {self.wall_s:.1f} s; frames: {kinds}; PUSH_ACK {self.push_acks}, missing {self.no_push_acks}"
-        )
-
-
-def run(
-    scenario: Scenario,
-    target: tuple[str, int],
-    *,
-    speed: float | None = None,
-    seed: int | None = None,
-    truth: Path | None = None,
-    gateway_eui: bytes = bytes.fromhex("b827ebfffe000001"),
-    ack_timeout_s: float = 1.0,
-) -> Summary:
-    """Send the scenario's frames to ``target``, paced at ``speed`` simulated s per wall s."""
-    pace = scenario.speed if speed is None else speed
-    used_seed = scenario.seed if seed is None else seed
-    fleet = build_fleet(scenario, used_seed)
-    summary = Summary(scenario.name, used_seed, scenario.duration_s)
-    out = truth.open("w", encoding="utf-8") if truth is not None else None
-    try:
-        if out is not None:
-            header = {
-                "type": "scenario",
-                "name": scenario.name,
-                "seed": used_seed,
-                "duration_s": scenario.duration_s,
-                "devices": [
-                    {"device": d.name, "dev_eui": d.device.dev_eui.hex(), "profile": d.device.profile}
-                    for d in fleet
-                ],
-            }
-            out.write(json.dumps(header) + "\n")
-        with PacketForwarder(gateway_eui, target) as forwarder:
-            started = time.monotonic()
-            for frame in schedule(scenario, fleet, used_seed):
-                delay_s = started + frame.t_s / pace - time.monotonic()
-                if delay_s > 0:
-                    time.sleep(delay_s)
-                token = forwarder.send_frames([(frame.phy_payload, {})])
-                if forwarder.wait_ack(token, ack_timeout_s):
-                    summary.push_acks += 1
-                else:
-                    summary.no_push_acks += 1
-                summary.frames[frame.kind] += 1
-                if out is not None:
-                    out.write(json.dumps(frame.truth()) + "\n")
-            summary.wall_s = time.monotonic() - started
-    finally:
-        if out is not None:
-            out.close()
-    log.info("%s", summary.text())
-    return summary

@@ -17,9 +17,11 @@ import pytest
 
 from gateway.errors import ConfigError
 from simulator import cli as sim_cli
+from simulator.city import ScheduledFrame, build_fleet, registration_csv
+from simulator.city import schedule as city_schedule
 from simulator.forwarder import PacketForwarder
 from simulator.models import ContainerModel, RiverModel
-from simulator.scenario import build_fleet, load_scenario, parse_scenario, registration_csv, schedule
+from simulator.scenario import load_scenario, parse_scenario
 from tests.conftest import Broker
 from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, wait_ready
 
@@ -64,6 +66,20 @@ def small(**overrides: Any) -> dict[str, Any]:
         ({"faults": [{"at": "2d", "kind": "bad_mic"}]}, "faults[0].at", "after the end"),
         ({"faults": [{"at": "1h", "kind": "meteor"}]}, "faults[0].kind", "expected one of"),
         ({"faults": [{"at": "1h", "kind": "replay", "device": "lamp-1"}]}, "faults[0].device", "no device"),
+        ({"start": "2026-06-02"}, "start", "expected a Monday"),
+        ({"otaa": ["toaster"]}, "otaa", "device kinds"),
+        ({"radio": {"loss": 1.5}}, "radio.loss", "probability"),
+        ({"fleet": {"noise": {"sites": {"airport": 1}}}}, "fleet.noise.sites.airport", "expected one of"),
+        (
+            {"fleet": {"lighting": {"communes": [{"name": "A b", "cabinets": 1, "lamps_per_cabinet": 1}]}}},
+            "fleet.lighting.communes[0].name",
+            "lowercase",
+        ),
+        (
+            {"faults": [{"at": "1h", "kind": "circuit_loss", "device": "river-1"}]},
+            "faults[0].device",
+            "cabinet",
+        ),
         ({"faults": [{"kind": "replay"}]}, "faults[0].at", "missing required key"),
     ],
 )
@@ -95,6 +111,11 @@ def test_the_shipped_scenario_loads() -> None:
 # --- determinism ----------------------------------------------------------------------------
 
 
+def schedule(scenario: Any, fleet: Any, seed: int | None = None) -> list[ScheduledFrame]:
+    """The frames of a schedule (these scenarios have no control events)."""
+    return [e for e in city_schedule(scenario, fleet, seed) if isinstance(e, ScheduledFrame)]
+
+
 def frames_of(seed: int | None = None) -> list[tuple[float, str, bytes]]:
     scenario = parse_scenario(small())
     fleet = build_fleet(scenario, seed)
@@ -113,7 +134,7 @@ def test_same_seed_same_frames_and_another_seed_others() -> None:
 def test_registration_csv_matches_the_fleet() -> None:
     fleet = build_fleet(parse_scenario(small()))
     lines = registration_csv(fleet).splitlines()
-    assert lines[0].startswith("dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,site")
+    assert lines[0].startswith("dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,site,lat,lon")
     assert len(lines) == 1 + 4
     assert len({d.device.dev_addr for d in fleet}) == 4
     assert lines[1].split(",")[:3] == [fleet[0].device.dev_eui.hex(), "milesight/em310-udl", "abp"]

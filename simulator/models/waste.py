@@ -1,35 +1,21 @@
-"""Physical models of what field devices measure, and the payload bytes their profiles carry.
+"""Waste containers under a Milesight EM310-UDL (research/domain.md §1.3).
 
-Owns the physics (research/domain.md §1.3 for waste containers, §3.2 for rivers) and
-the encoding of one measurement into the vendor payload of the device's profile
-(device_profiles/milesight/em310-udl.yaml, em500-swl.yaml). It owns no LoRaWAN
-(frames are built by ``simulator.devices.AbpDevice``), no schedule and no clock: a
-model is asked "what do you measure at simulated second ``t_s``", with ``t_s`` never
-going backwards, and keeps its own state between questions.
+Owns the fill physics and the EM310-UDL payload (device_profiles/milesight/em310-udl.yaml).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
-SECONDS_PER_DAY = 86_400
+from simulator.models.base import SECONDS_PER_DAY, Measurement
+
 # Deposits mostly happen between 7 h and 21 h (domain.md §1.3, "fill growth model"):
 # 90 % of a day's waste in those 14 hours, 10 % in the 10 night hours.
 _DAY_START_H, _DAY_END_H = 7, 21
 _DAY_WEIGHT = 0.9 * 24 / 14
 _NIGHT_WEIGHT = 0.1 * 24 / 10
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """What a device really measured (``values``, in its decoder's output keys) and its payload."""
-
-    values: dict[str, Any]
-    payload: bytes
-    fport: int = 85
 
 
 def em310_payload(battery_pct: int, distance_mm: int, tilt: bool) -> bytes:
@@ -39,11 +25,6 @@ def em310_payload(battery_pct: int, distance_mm: int, tilt: bool) -> bytes:
         + distance_mm.to_bytes(2, "little")
         + bytes([0x04, 0x00, 1 if tilt else 0])
     )
-
-
-def em500_swl_payload(battery_pct: int, level_cm: int) -> bytes:
-    """Milesight EM500-SWL TLV (TTN em500-swl.js): 01 75 battery, 03 77 level (uint16 LE, cm)."""
-    return bytes([0x01, 0x75, battery_pct, 0x03, 0x77]) + level_cm.to_bytes(2, "little")
 
 
 def _daytime_weighted_s(t0_s: float, t1_s: float) -> float:
@@ -109,47 +90,3 @@ class ContainerModel:
             "position": "tilt" if tilt else "normal",
         }
         return Measurement(values, em310_payload(self.battery_pct, distance, tilt))
-
-
-@dataclass(frozen=True, slots=True)
-class FloodEvent:
-    """A flash flood: a rise at ``rise_cm_per_15min`` from ``start_s`` by ``peak_rise_cm``, then recession."""
-
-    start_s: float
-    rise_cm_per_15min: float
-    peak_rise_cm: float
-    recession_tau_s: float
-
-    @property
-    def peak_s(self) -> float:
-        return self.start_s + self.peak_rise_cm / self.rise_cm_per_15min * 900.0
-
-    def rise_cm(self, t_s: float) -> float:
-        """Water above base level at ``t_s``: linear rise, then exponential recession (domain.md §3.2)."""
-        if t_s <= self.start_s:
-            return 0.0
-        if t_s <= self.peak_s:
-            return (t_s - self.start_s) / 900.0 * self.rise_cm_per_15min
-        return self.peak_rise_cm * math.exp(-(t_s - self.peak_s) / self.recession_tau_s)
-
-
-@dataclass
-class RiverModel:
-    """An EM500-SWL submersible probe in a river: base level, ±1 cm diurnal swing, flash floods."""
-
-    base_cm: float
-    floods: list[FloodEvent]
-    battery_pct: int = 100
-    diurnal_cm: float = 1.0
-
-    def level_cm(self, t_s: float) -> float:
-        diurnal = self.diurnal_cm * math.sin(2 * math.pi * t_s / SECONDS_PER_DAY)
-        return self.base_cm + diurnal + sum(f.rise_cm(t_s) for f in self.floods)
-
-    def in_flood(self, t_s: float) -> bool:
-        return any(f.start_s <= t_s < f.peak_s + 3 * f.recession_tau_s for f in self.floods)
-
-    def measure(self, t_s: float) -> Measurement:
-        level = max(0, min(0xFFFF, round(self.level_cm(t_s))))
-        values: dict[str, Any] = {"battery": self.battery_pct, "level": level}
-        return Measurement(values, em500_swl_payload(self.battery_pct, level))

@@ -1,0 +1,639 @@
+"""The city of a scenario: its devices (keys, positions, models) and the schedule of their frames.
+
+Owns the fleet a ``Scenario`` describes (keys and positions derived from the seed, so a run and
+its registration CSV agree), the registration CSV, the time-ordered schedule of frames
+(readings, collection events, faults, lost frames and CRC-error copies from the radio model)
+and the effect of a downlink on a device (a lamp follows the dim level it is sent).
+
+It does not send anything (``simulator.runner``) nor judge what the gateway must do with a
+frame beyond "accepted" or "refused" (``simulator.truth`` computes alerts and aggregates).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo
+
+from simulator import radio
+from simulator.devices import AbpDevice, OtaaIdentity
+from simulator.models import (
+    SECONDS_PER_DAY,
+    CabinetModel,
+    CircuitLoss,
+    ContainerModel,
+    CounterModel,
+    FloodEvent,
+    LampModel,
+    Measurement,
+    Model,
+    NoiseModel,
+    RiverModel,
+    SunDay,
+)
+from simulator.models.noise import draw_events
+from simulator.scenario import Fault, RiverGroup, Scenario
+
+log = logging.getLogger(__name__)
+
+FrameKind = Literal["reading", "bad_mic", "replay", "device_flood", "garbage", "retransmission", "join"]
+JOIN_EUI: Final = bytes.fromhex("70b3d57ed0000001")
+ControlKind = Literal["clock_jump", "broker_outage", "gateway_kill"]
+MAX_FRAMES: Final = 2_000_000
+"""A scenario bigger than this is a typo, not a test."""
+_PROFILE: Final = {
+    "container": "milesight/em310-udl",
+    "river": "milesight/em500-swl",
+    "noise": "milesight/ws302",
+    "bike": "imbuildings/people-counter",
+    "pedestrian": "imbuildings/people-counter",
+    "cabinet": "milesight/ws558",
+    "lamp": "nasys/ul20xx",
+}
+_USE_CASE: Final = {
+    "container": "waste",
+    "river": "river",
+    "noise": "noise",
+    "bike": "counting",
+    "pedestrian": "counting",
+    "cabinet": "lighting",
+    "lamp": "lighting",
+}
+
+
+# --- the fleet -----------------------------------------------------------------------------
+
+
+@dataclass
+class SimDevice:
+    name: str
+    device: AbpDevice
+    model: Model
+    report_interval_s: float
+    flood_report_interval_s: float
+    params: dict[str, int]
+    lat_deg: float = 0.0
+    lon_deg: float = 0.0
+    links: list[radio.Link] = field(default_factory=list)
+    sf: int = 7
+    cabinet: CabinetModel | None = None
+    """A lamp's cabinet: no supply on the circuit, no report."""
+    otaa: OtaaIdentity | None = None
+    """Set for an OTAA device: it joins before its first uplink (and again if a join is lost)."""
+    last_good: bytes | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-", 1)[0]
+
+    @property
+    def site(self) -> str:
+        return f"{_USE_CASE[self.kind]}/{self.name}"
+
+    def interval_at(self, t_s: float) -> float:
+        if isinstance(self.model, RiverModel) and self.model.in_flood(t_s):
+            return self.flood_report_interval_s  # the probe's alarm mode (domain.md §3.5)
+        return self.report_interval_s
+
+    def silent(self, t_s: float) -> bool:
+        return self.cabinet is not None and not self.cabinet.supplied(t_s)
+
+
+def epoch_s(scenario: Scenario) -> float:
+    """Unix time of simulated second 0: local midnight of the scenario's first day."""
+    s = scenario.start
+    return datetime(s.year, s.month, s.day, tzinfo=ZoneInfo(scenario.timezone)).timestamp()
+
+
+def sun_days(scenario: Scenario) -> list[SunDay]:
+    """Sunrise and sunset of every simulated day at the gateway (NOAA via the gateway's astral)."""
+    from gateway.rules.model import Location
+    from gateway.rules.schedules import sun_times
+
+    tz = ZoneInfo(scenario.timezone)
+    where = Location(scenario.lat_deg, scenario.lon_deg, scenario.timezone)
+    out: list[SunDay] = []
+    for k in range(math.ceil(scenario.duration_s / SECONDS_PER_DAY) + 1):
+        day = scenario.start + timedelta(days=k)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        times = sun_times(where, day)
+        out.append(
+            SunDay(
+                times.get("sunrise", midnight + 6 * 3600) - midnight,
+                times.get("sunset", midnight + 20 * 3600) - midnight,
+            )
+        )
+    return out
+
+
+class _Builder:
+    """Draws devices in a fixed order from one generator, so the same seed gives the same city."""
+
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        self.scenario = scenario
+        self.rng = random.Random(seed)
+        self.place = random.Random(seed ^ 0x9E0C)  # positions: kept apart so keys do not move
+        self.air = random.Random(seed ^ 0xA1F)
+        self.roots = random.Random(seed ^ 0x0AA)  # OTAA root keys: apart, so ABP keys do not move
+        self.fleet: list[SimDevice] = []
+        self.gateways = [(scenario.lat_deg, scenario.lon_deg)] + [
+            (scenario.lat_deg + 0.02 * math.cos(k * 2.1), scenario.lon_deg + 0.03 * math.sin(k * 2.1))
+            for k in range(1, scenario.radio.forwarders)
+        ]
+
+    def near(self, lat: float, lon: float, radius_m: float) -> tuple[float, float]:
+        r = radius_m * math.sqrt(self.place.random())
+        a = self.place.uniform(0, 2 * math.pi)
+        return lat + r * math.cos(a) / 111_320.0, lon + r * math.sin(a) / (
+            111_320.0 * math.cos(math.radians(lat))
+        )
+
+    def add(
+        self,
+        name: str,
+        model: Model,
+        params: dict[str, int],
+        interval_s: float,
+        where: tuple[float, float],
+        *,
+        flood_interval_s: float | None = None,
+        cabinet: CabinetModel | None = None,
+    ) -> None:
+        index = len(self.fleet)
+        device = AbpDevice(
+            dev_eui=bytes.fromhex("70b3d5e75f") + index.to_bytes(3, "big"),
+            dev_addr=bytes([0x26, 0x01, 0x20 + (index >> 8 & 0x0F), index & 0xFF]),
+            nwk_s_key=self.rng.randbytes(16),
+            app_s_key=self.rng.randbytes(16),
+            profile=_PROFILE[name.split("-", 1)[0]],
+        )
+        radio_cfg = self.scenario.radio
+        links = [
+            radio.Link(
+                radio.path_loss_db(radio.distance_m(*where, *gw), radio_cfg.path_loss_exponent)
+                + self.air.gauss(0.0, radio_cfg.shadowing_db)
+            )
+            for gw in self.gateways
+        ]
+        best = max(link.snr_db for link in links)
+        otaa = None
+        if name.split("-", 1)[0] in self.scenario.otaa:
+            otaa = OtaaIdentity(self.roots.randbytes(16), JOIN_EUI, self.roots.randrange(0, 0x8000))
+            device.dev_addr, device.nwk_s_key, device.app_s_key = bytes(4), bytes(16), bytes(16)
+        member = SimDevice(
+            name,
+            device,
+            model,
+            interval_s,
+            interval_s if flood_interval_s is None else flood_interval_s,
+            params,
+            round(where[0], 6),
+            round(where[1], 6),
+            links,
+            radio.settle_sf(best),
+            cabinet,
+            otaa,
+        )
+        self.fleet.append(member)
+
+
+def build_fleet(scenario: Scenario, seed: int | None = None) -> list[SimDevice]:
+    """The scenario's devices, keys, positions and models, all derived from the seed."""
+    b = _Builder(scenario, scenario.seed if seed is None else seed)
+    rng = b.rng
+    lat0, lon0 = scenario.lat_deg, scenario.lon_deg
+    c = scenario.containers
+    for i in range(c.count if c else 0):
+        assert c is not None
+        empty_mm = int(rng.uniform(*c.empty_mm))
+        first = c.collection_hour * 3600 + i * c.collection_stagger_s
+        period = c.collection_every_days * SECONDS_PER_DAY
+        collections = [first + k * period for k in range(int(scenario.duration_s // period) + 1)]
+        container = ContainerModel(
+            rng=random.Random(rng.getrandbits(64)),
+            empty_mm=empty_mm,
+            full_mm=c.full_mm,
+            fill_mm_per_day=rng.uniform(*c.fill_mm_per_day),
+            collections_s=[t for t in collections if t < scenario.duration_s],
+            battery_pct=rng.randint(80, 100),
+            distance_mm=rng.uniform(c.full_mm + 200, empty_mm),
+        )
+        params = {"empty_distance_mm": empty_mm, "full_distance_mm": c.full_mm}
+        b.add(f"container-{i + 1}", container, params, c.report_interval_s, b.near(lat0, lon0, 6000))
+    station = 0
+    for r in scenario.rivers:
+        _rivers(b, r, station)
+        station += r.count
+    _noise(b)
+    _counters(b)
+    _lighting(b)
+    return b.fleet
+
+
+def _rivers(b: _Builder, r: RiverGroup, first_station: int) -> None:
+    rng = b.rng
+    # A river runs through town: stations along a line, upstream first.
+    source = b.near(b.scenario.lat_deg, b.scenario.lon_deg, 5000)
+    heading = b.place.uniform(0, 2 * math.pi)
+    for i in range(r.count):
+        floods = []
+        if r.flood_start_s is not None:
+            floods.append(
+                FloodEvent(
+                    start_s=r.flood_start_s + i * 600.0,  # downstream stations see it later
+                    rise_cm_per_15min=rng.uniform(*r.rise_cm_per_15min),
+                    peak_rise_cm=rng.uniform(*r.peak_rise_cm),
+                    recession_tau_s=r.recession_s,
+                )
+            )
+        river = RiverModel(base_cm=rng.uniform(*r.base_cm), floods=floods, battery_pct=rng.randint(80, 100))
+        where = (
+            source[0] + i * 0.012 * math.cos(heading),
+            source[1] + i * 0.016 * math.sin(heading),
+        )
+        b.add(
+            f"river-{first_station + i + 1}",
+            river,
+            {"probe_level_cm": 0},
+            r.report_interval_s,
+            where,
+            flood_interval_s=r.flood_report_interval_s,
+        )
+
+
+def _noise(b: _Builder) -> None:
+    group = b.scenario.noise
+    if group is None:
+        return
+    n = 0
+    for site_type, count in group.sites:
+        for _ in range(count):
+            n += 1
+            model_rng = random.Random(b.rng.getrandbits(64))
+            model = NoiseModel(
+                rng=model_rng,
+                site=site_type,
+                offset_db=b.rng.uniform(*group.offset_db),
+                events=draw_events(model_rng, site_type, b.scenario.duration_s),
+                battery_pct=b.rng.randint(70, 100),
+                interval_s=group.report_interval_s,
+            )
+            b.add(
+                f"noise-{n}",
+                model,
+                {},
+                group.report_interval_s,
+                b.near(b.scenario.lat_deg, b.scenario.lon_deg, 4000),
+            )
+
+
+def _counters(b: _Builder) -> None:
+    group = b.scenario.counters
+    if group is None:
+        return
+    k = 0
+    for kind, count, totals in group.counters:
+        for _ in range(count):
+            k += 1
+            model = CounterModel(
+                rng=random.Random(b.rng.getrandbits(64)),
+                kind=kind,
+                daily_total=b.rng.uniform(*totals),
+                rain_days=group.rain_days,
+                battery_v=round(b.rng.uniform(3.3, 3.6), 2),
+            )
+            b.add(
+                f"{kind}-{k}",
+                model,
+                {},
+                group.report_interval_s,
+                b.near(b.scenario.lat_deg, b.scenario.lon_deg, 3000),
+            )
+
+
+def _lighting(b: _Builder) -> None:
+    group = b.scenario.lighting
+    if group is None:
+        return
+    sun = sun_days(b.scenario)
+    faults = b.scenario.faults
+    for commune in group.communes:
+        centre = b.near(b.scenario.lat_deg, b.scenario.lon_deg, 8000)
+        for c in range(commune.cabinets):
+            cabinet_name = f"cabinet-{commune.name}-{c + 1}"
+            losses = [
+                CircuitLoss(f.at_s, f.duration_s)
+                for f in faults
+                if f.kind == "circuit_loss" and f.device == cabinet_name
+            ]
+            cabinet = CabinetModel(random.Random(b.rng.getrandbits(64)), [], losses)
+            spot = b.near(*centre, 800)
+            b.add(cabinet_name, cabinet, {}, group.cabinet_report_interval_s, spot)
+            for m in range(commune.lamps_per_cabinet):
+                name = f"lamp-{commune.name}-{c + 1}-{m + 1}"
+                lamp = LampModel(
+                    rng=random.Random(b.rng.getrandbits(64)),
+                    rated_w=round(b.rng.uniform(*group.rated_w)),
+                    profile=commune.profile,
+                    sun=sun,
+                )
+                cabinet.lamps.append(lamp)
+                b.add(name, lamp, {}, group.report_interval_s, b.near(*spot, 400), cabinet=cabinet)
+    _fail_lamps(b, faults)
+
+
+def _fail_lamps(b: _Builder, faults: tuple[Fault, ...]) -> None:
+    lamps = [d for d in b.fleet if isinstance(d.model, LampModel)]
+    pick = random.Random(b.scenario.seed ^ 0x1A3B)
+    for f in faults:
+        if f.kind != "lamp_failure" or not lamps:
+            continue
+        target = next((d for d in lamps if d.name == f.device), None) if f.device else pick.choice(lamps)
+        if target is not None and isinstance(target.model, LampModel):
+            target.model.failure_s = f.at_s
+
+
+def registration_csv(fleet: list[SimDevice]) -> str:
+    """The fleet as a CSV for ``edgegw device import`` (gateway/provisioning/csv_import.py)."""
+    param_names = sorted({p for d in fleet for p in d.params})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    otaa = any(d.otaa is not None for d in fleet)
+    writer.writerow(
+        ["dev_eui", "profile", "activation", "dev_addr", "nwk_s_key", "app_s_key", "site", "lat", "lon"]
+        + (["join_eui", "app_key"] if otaa else [])
+        + [f"param.{p}" for p in param_names]
+    )
+    for d in fleet:
+        a = d.device
+        abp = d.otaa is None
+        writer.writerow(
+            [
+                a.dev_eui.hex(),
+                a.profile,
+                "abp" if abp else "otaa",
+                a.dev_addr.hex() if abp else "",
+                a.nwk_s_key.hex() if abp else "",
+                a.app_s_key.hex() if abp else "",
+                d.site,
+                d.lat_deg,
+                d.lon_deg,
+            ]
+            + (
+                []
+                if not otaa
+                else ["", ""]
+                if d.otaa is None
+                else [d.otaa.join_eui.hex(), d.otaa.app_key.hex()]
+            )
+            + [str(d.params.get(p, "")) for p in param_names]
+        )
+    return out.getvalue()
+
+
+# --- the schedule --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledFrame:
+    """One frame to send at simulated second ``t_s``, with what it should become at the gateway."""
+
+    t_s: float
+    device: str
+    dev_eui: bytes
+    kind: FrameKind
+    phy_payload: bytes
+    accepted: bool
+    """True when the gateway must forward it; False for frames it must refuse."""
+    fcnt: int | None = None
+    fport: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    receptions: tuple[radio.Reception, ...] = ()
+    """What each forwarder heard; empty: the frame was lost on the air (never reaches the gateway)."""
+    corrupted: bytes = b""
+    """The bytes a forwarder reports with a failed CRC, when a reception has ``crc_ok`` False."""
+
+    @property
+    def lost(self) -> bool:
+        return not any(r.crc_ok for r in self.receptions)
+
+    @property
+    def expect(self) -> str:
+        if self.lost:
+            return "lost"
+        if self.kind == "join":
+            return "joined"
+        return "accepted" if self.accepted else "refused"
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "type": "frame",
+            "t_s": round(self.t_s, 3),
+            "device": self.device,
+            "dev_eui": self.dev_eui.hex(),
+            "kind": self.kind,
+            "expect": self.expect,
+            "fcnt": self.fcnt,
+            "fport": self.fport,
+            "values": self.values,
+            "phy_payload": self.phy_payload.hex(),
+            "rx": [
+                {
+                    "forwarder": r.forwarder,
+                    "rssi_dbm": r.rssi_dbm,
+                    "snr_db": r.snr_db,
+                    "sf": r.sf,
+                    "crc_ok": r.crc_ok,
+                }
+                for r in self.receptions
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """Something the runner does to the gateway's world at ``t_s`` (clock, broker, process)."""
+
+    t_s: float
+    kind: ControlKind
+    fault: Fault
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "type": "control",
+            "t_s": round(self.t_s, 3),
+            "kind": self.kind,
+            "duration_s": self.fault.duration_s,
+            "jump_s": self.fault.jump_s,
+        }
+
+
+_PERFECT: Final = (radio.Reception(0, -60.0, 7.0, 7),)
+
+
+def schedule(
+    scenario: Scenario, fleet: list[SimDevice], seed: int | None = None
+) -> Iterator[ScheduledFrame | ControlEvent]:
+    """Every frame and control event of the run in simulated-time order."""
+    used_seed = scenario.seed if seed is None else seed
+    rng = random.Random(used_seed ^ 0x5EED)
+    air = random.Random(used_seed ^ 0xA112)
+    by_name = {d.name: d for d in fleet}
+    device_names = sorted(
+        d.name for d in fleet if d.kind in ("container", "river", "noise", "bike", "pedestrian")
+    )
+    queue: list[tuple[float, int, str, int, int]] = []  # (t_s, tie-break, action, device, fault)
+    order = 0
+
+    def push(t_s: float, action: str, device: int, fault: int = -1) -> None:
+        nonlocal order
+        if t_s < scenario.duration_s:
+            heapq.heappush(queue, (t_s, order, action, device, fault))
+            order += 1
+
+    for index, d in enumerate(fleet):
+        push(rng.uniform(0, d.report_interval_s), "report", index)
+        if isinstance(d.model, ContainerModel):
+            for start in d.model.collections_s:
+                push(start + 1.0, "event", index)  # the tilt frame, sent at once
+                push(start + d.model.tilt_s + 30.0, "event", index)  # the drop back to empty
+    for f_index, fault in enumerate(scenario.faults):
+        if fault.kind not in ("lamp_failure", "circuit_loss"):  # physics: built into the models
+            push(fault.at_s, "fault", -1, f_index)
+
+    last_frame: dict[int, ScheduledFrame] = {}  # each device's last reading, for replays and NbTrans copies
+    last_heard: dict[bytes, int] = {}  # DevEUI -> highest counter the gateway has heard
+
+    def copy_of(original: ScheduledFrame, t_s: float, kind: FrameKind) -> ScheduledFrame:
+        """The same bytes again: new to the gateway only if it never heard that counter or a later one."""
+        fresh = original.fcnt is not None and original.fcnt > last_heard.get(original.dev_eui, -1)
+        return _replace(original, t_s=t_s, kind=kind, accepted=fresh, receptions=())
+
+    def track(frame: ScheduledFrame) -> ScheduledFrame:
+        if frame.accepted and not frame.lost and frame.fcnt is not None:
+            last_heard[frame.dev_eui] = max(frame.fcnt, last_heard.get(frame.dev_eui, -1))
+        return frame
+
+    def on_air(d: SimDevice, frame: ScheduledFrame) -> ScheduledFrame:
+        if not scenario.radio.realistic:
+            return _replace(frame, receptions=_PERFECT)
+        heard = radio.hear(air, d.links, d.sf, scenario.radio.loss, scenario.radio.crc_errors)
+        corrupted = radio.corrupt(air, frame.phy_payload) if any(not r.crc_ok for r in heard) else b""
+        return _replace(frame, receptions=tuple(heard), corrupted=corrupted)
+
+    for _ in range(MAX_FRAMES):
+        if not queue:
+            return
+        t_s, _, action, index, f_index = heapq.heappop(queue)
+        if action in ("report", "event", "flood_frame", "retransmit"):
+            d = fleet[index]
+            if d.otaa is not None and not d.otaa.joined:
+                if action == "report" and not d.silent(t_s):
+                    # Not joined yet (or the last join-accept never came): join, retry in 1-3 min.
+                    push(t_s + rng.uniform(60.0, 180.0), "report", index)
+                    request = d.otaa.join_request(d.device.dev_eui)
+                    yield on_air(d, ScheduledFrame(t_s, d.name, d.device.dev_eui, "join", request, True))
+                elif action == "report":
+                    push(t_s + d.interval_at(t_s), "report", index)
+                continue
+            if action == "report":
+                push(t_s + d.interval_at(t_s), "report", index)
+            if d.silent(t_s):
+                continue
+            if action == "retransmit":
+                yield track(on_air(d, copy_of(last_frame[index], t_s, "retransmission")))
+                continue
+            kind: FrameKind = "device_flood" if action == "flood_frame" else "reading"
+            frame = track(on_air(d, _reading(d, t_s, kind)))
+            last_frame[index] = frame
+            yield frame
+            if scenario.radio.retransmissions and air.random() < scenario.radio.retransmissions:
+                # NbTrans 2: the same bytes again after a few seconds (LoRaWAN 1.0.x §5.3, LinkADRReq).
+                push(t_s + air.uniform(2.0, 6.0), "retransmit", index)
+            continue
+        fault = scenario.faults[f_index]
+        if fault.kind in ("clock_jump", "broker_outage", "gateway_kill"):
+            yield ControlEvent(t_s, fault.kind, fault)
+            continue
+        if fault.kind == "garbage":
+            for _ in range(fault.count):
+                junk = rng.randbytes(rng.randint(1, 40))
+                yield ScheduledFrame(t_s, "-", b"\0" * 8, "garbage", junk, False, receptions=_PERFECT)
+            continue
+        target = by_name[fault.device or rng.choice(device_names)]
+        if fault.kind == "device_flood":
+            target_index = fleet.index(target)
+            for k in range(int(fault.duration_s / fault.interval_s)):
+                push(t_s + k * fault.interval_s, "flood_frame", target_index)
+        elif fault.kind == "bad_mic":
+            for _ in range(fault.count):
+                yield _forged(target, t_s, rng)
+        elif fleet.index(target) in last_frame:
+            original = last_frame[fleet.index(target)]
+            for _ in range(fault.count):
+                yield track(_replace(copy_of(original, t_s, "replay"), receptions=_PERFECT))
+    raise RuntimeError(f"scenario {scenario.name} makes more than {MAX_FRAMES} frames")
+
+
+def _replace(frame: ScheduledFrame, **changes: Any) -> ScheduledFrame:
+    return replace(frame, **changes)
+
+
+def _reading(d: SimDevice, t_s: float, kind: FrameKind) -> ScheduledFrame:
+    m: Measurement = d.model.measure(t_s)
+    fcnt = d.device.fcnt_up
+    phy = d.device.uplink(m.payload, m.fport)
+    d.last_good = phy
+    return ScheduledFrame(t_s, d.name, d.device.dev_eui, kind, phy, True, fcnt, m.fport, m.values)
+
+
+def _forged(d: SimDevice, t_s: float, rng: random.Random) -> ScheduledFrame:
+    """Right DevAddr and next counter, wrong NwkSKey: the MIC cannot verify (LoRaWAN 1.0.x §4.4)."""
+    forged = AbpDevice(
+        d.device.dev_eui,
+        d.device.dev_addr,
+        rng.randbytes(16),
+        d.device.app_s_key,
+        d.device.profile,
+        d.device.fcnt_up,
+    )
+    phy = forged.uplink(b"\x01\x75\x00", 85)
+    return ScheduledFrame(t_s, d.name, d.device.dev_eui, "bad_mic", phy, False, receptions=_PERFECT)
+
+
+# --- downlinks -----------------------------------------------------------------------------
+
+
+def apply_downlink(fleet: list[SimDevice], t_s: float, phy_payload: bytes) -> str | None:
+    """Decrypt a downlink for one of the fleet's devices and let its model act on it.
+
+    Returns the device's name when the downlink was for the fleet (whatever it said), else None.
+    A lamp follows a UL20xx manual-dimming command (fPort 60: 01, address, level %).
+    """
+    from gateway.errors import FrameError
+    from gateway.lorawan import phy
+    from gateway.lorawan.crypto import SessionKeys
+
+    try:
+        frame = phy.parse(phy_payload)
+    except FrameError:
+        return None
+    if not isinstance(frame, phy.DataFrame) or frame.uplink:
+        return None
+    target = next((d for d in fleet if d.device.dev_addr == frame.dev_addr), None)
+    if target is None:
+        return None
+    if frame.fport and frame.frm_payload:
+        keys = SessionKeys(target.device.nwk_s_key, target.device.app_s_key)
+        plain = keys.crypt_frm_payload(frame.frm_payload, frame.dev_addr, frame.fcnt16, False, frame.fport)
+        if isinstance(target.model, LampModel) and frame.fport == 60 and len(plain) >= 3 and plain[0] == 0x01:
+            target.model.command_dim(t_s, plain[2])
+    return target.name
