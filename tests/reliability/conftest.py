@@ -88,6 +88,7 @@ class DurableSubscriber:
 
     def __init__(self, broker: Broker, topic_filter: str, client_id: str = "reliability-sub") -> None:
         self.ids: list[str] = []
+        self.records: list[dict[str, Any]] = []
         self.topics: list[str] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
@@ -106,8 +107,10 @@ class DurableSubscriber:
         with self._lock:
             if "records" in doc:
                 self.ids.extend(r["id"] for r in doc["records"])
+                self.records.extend(doc["records"])
             elif "record" in doc:
                 self.ids.append(doc["record"]["id"])
+                self.records.append(doc["record"])
             self.topics.append(msg.topic)
 
     def snapshot(self) -> list[str]:
