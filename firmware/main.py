@@ -22,25 +22,10 @@ It does not own LoRaWAN (``lorawan``), the radio (``drivers.sx127x``) nor the ap
 import json
 
 import machine
-
-try:
-    import time
-
-    _ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
-    _ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
-    _ticks_add = time.ticks_add  # type: ignore[attr-defined]
-except AttributeError:  # CPython tests
-    import time
-
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
-
-    def _ticks_diff(a, b):
-        return a - b
-
-    def _ticks_add(a, b):
-        return a + b
-
+from lorawan.clock import sleep_ms as _sleep_ms
+from lorawan.clock import ticks_add as _ticks_add
+from lorawan.clock import ticks_diff as _ticks_diff
+from lorawan.clock import ticks_ms as _ticks_ms
 
 CONFIG_PATH = "/config.json"
 STATE_PATH = "/state.json"
@@ -115,7 +100,7 @@ def _light_sleep_ms(ms):
     if ms >= 10:
         machine.lightsleep(ms)
     else:
-        time.sleep_ms(ms)  # type: ignore[attr-defined]
+        _sleep_ms(ms)
 
 
 def battery_level(battery):

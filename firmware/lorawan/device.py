@@ -27,29 +27,10 @@ import random
 
 from lorawan import frames, mac, region
 from lorawan.aes import Aes
-
-try:
-    import time
-
-    _ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
-    _ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
-    _sleep_ms = time.sleep_ms  # type: ignore[attr-defined]
-    _ticks_add = time.ticks_add  # type: ignore[attr-defined]
-except AttributeError:  # CPython tooling
-    import time
-
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
-
-    def _ticks_diff(a, b):
-        return a - b
-
-    def _sleep_ms(ms):
-        time.sleep(ms / 1000)
-
-    def _ticks_add(a, b):
-        return a + b
-
+from lorawan.clock import sleep_ms as _sleep_ms
+from lorawan.clock import ticks_add as _ticks_add
+from lorawan.clock import ticks_diff as _ticks_diff
+from lorawan.clock import ticks_ms as _ticks_ms
 
 RX_WINDOW_TIMEOUT_MS = 100
 """How long a window stays open waiting for a preamble; the driver may use symbol timeouts instead."""

@@ -19,9 +19,8 @@ report (difference of totals modulo 2^32) and the restart flag marks a power-up.
 
 import struct
 
-from nodes import commands
+from nodes.base import Node
 
-FPORT = 10
 WRAP = 0x100000000
 
 DEFAULTS = {"report_interval_s": 900}
@@ -40,24 +39,17 @@ def encode(count_in, count_out, total_in, total_out, restarted, battery_mv):
     )
 
 
-class CounterNode:
+class CounterNode(Node):
     def __init__(self, device, counter_in, counter_out, battery, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "counter")
         self.counter_in = counter_in
         self.counter_out = counter_out
         self.battery = battery
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown counter setting: " + key)
-                self.config[key] = config[key]
         self.pending_in = 0  # counted since the last report
         self.pending_out = 0
         self.total_in = 0  # since power-up, modulo 2^32
         self.total_out = 0
         self.reports = 0
-        self.since_report_s = 0
 
     def measure(self):
         got_in = self.counter_in.take()
@@ -81,34 +73,17 @@ class CounterNode:
             return "interval"
         return None
 
-    def cycle(self, elapsed_s=0):
-        """One wake-up: collect counts, send when due. Returns (reading, reason, downlink)."""
-        self.since_report_s += elapsed_s
-        reading = self.measure()
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            payload = encode(
-                reading["count_in"],
-                reading["count_out"],
-                reading["total_in"],
-                reading["total_out"],
-                self.reports == 0,
-                reading["battery_mv"],
-            )
-            self.pending_in = 0
-            self.pending_out = 0
-            self.reports += 1
-            self.since_report_s = 0
-            downlink = self.device.send(FPORT, payload)
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
+    def encode_reading(self, reading):
+        return encode(
+            reading["count_in"],
+            reading["count_out"],
+            reading["total_in"],
+            reading["total_out"],
+            self.reports == 0,
+            reading["battery_mv"],
+        )
 
-    def on_downlink(self, fport, payload):
-        """Apply a command; True when it was one for this node."""
-        seconds = commands.interval_s(fport, payload)
-        if seconds is None:
-            return False
-        self.config["report_interval_s"] = seconds
-        return True
+    def reported(self, reading):
+        self.pending_in = 0
+        self.pending_out = 0
+        self.reports += 1

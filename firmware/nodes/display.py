@@ -22,8 +22,8 @@ window (``lorawan``).
 import struct
 
 from nodes import commands
+from nodes.base import Node
 
-FPORT = 10
 NOTHING = 0xFFFFFFFF
 MAX_VALUE = 99999999
 
@@ -37,21 +37,14 @@ def encode(on_mains, shown, battery_mv):
     return struct.pack(">BIIH", 1 if on_mains else 0, line0, line1, max(0, min(0xFFFF, int(battery_mv))))
 
 
-class DisplayNode:
+class DisplayNode(Node):
     def __init__(self, device, screen, mains, battery, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "display")
         self.screen = screen
         self.mains = mains
         self.battery = battery
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown display setting: " + key)
-                self.config[key] = config[key]
         self.shown = [None] * screen.chips
         self.last_mains = None
-        self.since_report_s = 0
 
     def show(self, line, value):
         if not 0 <= line < len(self.shown) or value > MAX_VALUE:
@@ -61,7 +54,10 @@ class DisplayNode:
         return True
 
     def on_downlink(self, fport, payload):
-        """Apply a command (class A or C window alike); True when it was one for this node."""
+        """Apply a command (class A or C window alike); True when it was one for this node.
+
+        The totem takes no ``set_interval``: its heartbeat interval is a setting only.
+        """
         if fport != commands.FPORT or not payload:
             return False
         if payload[0] == commands.SHOW_COUNT and len(payload) == 6:
@@ -90,17 +86,8 @@ class DisplayNode:
             return "interval"
         return None
 
-    def cycle(self, elapsed_s=0):
-        """Heartbeat when due. Returns (reading, reason, downlink)."""
-        self.since_report_s += elapsed_s
-        reading = self.measure()
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            payload = encode(reading["on_mains"], reading["shown"], reading["battery_mv"])
-            self.last_mains = reading["on_mains"]
-            self.since_report_s = 0
-            downlink = self.device.send(FPORT, payload)
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
+    def encode_reading(self, reading):
+        return encode(reading["on_mains"], reading["shown"], reading["battery_mv"])
+
+    def reported(self, reading):
+        self.last_mains = reading["on_mains"]

@@ -18,11 +18,9 @@ It does not own LoRaWAN (``lorawan.device``) nor the sensor protocols (``sensors
 
 import struct
 
-from nodes import commands
+from nodes.base import Node, centi_c
 
-FPORT = 10
 NO_DISTANCE = 0xFFFF
-NO_TEMPERATURE = -32768
 
 DEFAULTS = {
     "report_interval_s": 3600,
@@ -36,34 +34,20 @@ def encode(distance_mm, temperature_c, tilt, fire_alarm, battery_mv):
     """The 7-byte payload; ``distance_mm``/``temperature_c`` None when the sensor gave nothing."""
     flags = (1 if tilt else 0) | (2 if fire_alarm else 0) | (4 if distance_mm is None else 0)
     distance = NO_DISTANCE if distance_mm is None else max(0, min(0xFFFE, int(distance_mm)))
-    if temperature_c is None:
-        centi = NO_TEMPERATURE
-    else:
-        # Round half away from zero, then clamp to the int16 range minus the "missing" marker.
-        raw = temperature_c * 100
-        centi = int(raw + 0.5) if raw >= 0 else -int(-raw + 0.5)
-        centi = max(-32767, min(32767, centi))
     battery = max(0, min(0xFFFF, int(battery_mv)))
-    return struct.pack(">BHhH", flags, distance, centi, battery)
+    return struct.pack(">BHhH", flags, distance, centi_c(temperature_c), battery)
 
 
-class FillLevelNode:
+class FillLevelNode(Node):
     """One node: its sensors (objects with the ``sensors`` drivers' methods), its device, its config."""
 
     def __init__(self, device, ranger, thermometer, tilt, battery, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "fill-level")
         self.ranger = ranger
         self.thermometer = thermometer
         self.tilt = tilt
         self.battery = battery
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown fill-level setting: " + key)
-                self.config[key] = config[key]
         self.last_report = None  # (distance_mm, tilt) of the last frame sent
-        self.since_report_s = 0
 
     def measure(self):
         temperature_c = self.thermometer.temperature_c()
@@ -99,34 +83,14 @@ class FillLevelNode:
             return "distance"
         return None
 
-    def cycle(self, elapsed_s=0):
-        """One wake-up: measure, and send when a reason says so.
+    def encode_reading(self, reading):
+        return encode(
+            reading["distance_mm"],
+            reading["temperature_c"],
+            reading["tilt"],
+            reading["fire_alarm"],
+            reading["battery_mv"],
+        )
 
-        Returns (reading, reason or None, downlink or None).
-        """
-        self.since_report_s += elapsed_s
-        reading = self.measure()
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            payload = encode(
-                reading["distance_mm"],
-                reading["temperature_c"],
-                reading["tilt"],
-                reading["fire_alarm"],
-                reading["battery_mv"],
-            )
-            downlink = self.device.send(FPORT, payload)
-            self.last_report = (reading["distance_mm"], reading["tilt"])
-            self.since_report_s = 0
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
-
-    def on_downlink(self, fport, payload):
-        """Apply a command; True when it was one for this node."""
-        seconds = commands.interval_s(fport, payload)
-        if seconds is None:
-            return False
-        self.config["report_interval_s"] = seconds
-        return True
+    def reported(self, reading):
+        self.last_report = (reading["distance_mm"], reading["tilt"])

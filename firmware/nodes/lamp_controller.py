@@ -22,8 +22,8 @@ the pulse counting (``sensors/pulse_counter.py``) nor the class C receive window
 import struct
 
 from nodes import commands
+from nodes.base import Node
 
-FPORT = 10
 WRAP = 0x100000000
 
 DEFAULTS = {
@@ -44,17 +44,11 @@ def encode(relay_on, commanded, dim_pct, power_w, energy_wh):
     )
 
 
-class LampControllerNode:
+class LampControllerNode(Node):
     def __init__(self, device, output, meter, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "lamp-controller")
         self.output = output
         self.meter = meter
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown lamp-controller setting: " + key)
-                self.config[key] = config[key]
         self.relay_on = False
         self.dim_pct = 0
         self.last_on_pct = self.config["default_dim_pct"]
@@ -62,7 +56,6 @@ class LampControllerNode:
         self.pulses = 0  # meter pulses since power-up
         self.power_w = 0.0
         self.reports = 0
-        self.since_report_s = 0
         self.output.set(False, 0)
 
     def _apply(self, on, pct):
@@ -75,9 +68,7 @@ class LampControllerNode:
 
     def on_downlink(self, fport, payload):
         """Apply a command (class A or C window alike); True when it was one for this node."""
-        seconds = commands.interval_s(fport, payload)
-        if seconds is not None:
-            self.config["report_interval_s"] = seconds
+        if super().on_downlink(fport, payload):  # set_interval
             self.commanded = True
             return True
         if fport != commands.FPORT or len(payload) != 2:
@@ -91,7 +82,7 @@ class LampControllerNode:
             return True
         return False
 
-    def measure(self, elapsed_s):
+    def measure(self, elapsed_s=0):
         got = self.meter.take()
         self.pulses = (self.pulses + got) % WRAP
         if elapsed_s > 0:
@@ -114,23 +105,19 @@ class LampControllerNode:
         return None
 
     def cycle(self, elapsed_s=0):
-        """Measure, send when a reason says so. Returns (reading, reason, downlink)."""
+        """As ``Node.cycle``; the power is measured over ``elapsed_s``."""
         self.since_report_s += elapsed_s
-        reading = self.measure(elapsed_s)
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            payload = encode(
-                reading["relay_on"],
-                reading["commanded"],
-                reading["dim_pct"],
-                reading["power_w"],
-                reading["energy_wh"],
-            )
-            self.commanded = False
-            self.reports += 1
-            self.since_report_s = 0
-            downlink = self.device.send(FPORT, payload)
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
+        return self.decide(self.measure(elapsed_s))
+
+    def encode_reading(self, reading):
+        return encode(
+            reading["relay_on"],
+            reading["commanded"],
+            reading["dim_pct"],
+            reading["power_w"],
+            reading["energy_wh"],
+        )
+
+    def reported(self, reading):
+        self.commanded = False
+        self.reports += 1

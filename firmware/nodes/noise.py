@@ -22,9 +22,8 @@ Downlink: ``set_interval`` (nodes/commands.py). It does not own the ADC conversi
 import math
 import struct
 
-from nodes import commands
+from nodes.base import Node
 
-FPORT = 10
 BIN_DB = 0.5
 BINS = 301  # 0 .. 150 dB
 
@@ -93,28 +92,20 @@ class LevelStats:
         return (BINS - 1) * BIN_DB
 
 
-class NoiseNode:
+class NoiseNode(Node):
     def __init__(self, device, meter, battery, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "noise")
         self.meter = meter
         self.battery = battery
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown noise setting: " + key)
-                self.config[key] = config[key]
         self.stats = LevelStats()
         self.reports = 0
         self.loud_reported = False
 
-    @property
-    def since_report_s(self):
-        return self.stats.count * self.config["sample_period_s"]
-
     def sample(self):
-        """One ADC sample; call every ``sample_period_s`` (a timer or the main loop)."""
+        """One ADC sample; call every ``sample_period_s`` (a timer or the main loop), then ``cycle()``."""
         self.stats.add(self.meter.level_db())
+        # Time is counted in samples, not passed to cycle().
+        self.since_report_s = self.stats.count * self.config["sample_period_s"]
 
     def measure(self):
         """The interval so far (LA90 left out: it walks the histogram, done only for a report)."""
@@ -143,34 +134,20 @@ class NoiseNode:
             return "loud"
         return None
 
-    def cycle(self):
-        """After a sample: send when a reason says so. Returns (reading, reason, downlink)."""
-        reading = self.measure()
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            reading["la90_db"] = self.stats.percentile_db(90)
-            reading["battery_mv"] = self.battery.voltage_mv()
-            payload = encode(
-                reading["laeq_db"],
-                reading["lamax_db"],
-                reading["la90_db"],
-                reading["period_s"],
-                reading["loud"],
-                reading["battery_mv"],
-            )
-            self.stats.reset()
-            self.reports += 1
-            self.loud_reported = reading["loud"]
-            downlink = self.device.send(FPORT, payload)
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
+    def encode_reading(self, reading):
+        # LA90 walks the histogram: computed only for a report, and kept in the reading returned.
+        reading["la90_db"] = self.stats.percentile_db(90)
+        reading["battery_mv"] = self.battery.voltage_mv()
+        return encode(
+            reading["laeq_db"],
+            reading["lamax_db"],
+            reading["la90_db"],
+            reading["period_s"],
+            reading["loud"],
+            reading["battery_mv"],
+        )
 
-    def on_downlink(self, fport, payload):
-        """Apply a command; True when it was one for this node."""
-        seconds = commands.interval_s(fport, payload)
-        if seconds is None:
-            return False
-        self.config["report_interval_s"] = seconds
-        return True
+    def reported(self, reading):
+        self.stats.reset()
+        self.reports += 1
+        self.loud_reported = reading["loud"]

@@ -23,10 +23,7 @@ a flood rule asks for 120 s). It does not own the probes (``sensors/current_loop
 
 import struct
 
-from nodes import commands
-
-FPORT = 10
-NO_TEMPERATURE = -32768
+from nodes.base import Node, centi_c
 
 DEFAULTS = {
     "report_interval_s": 900,
@@ -38,33 +35,21 @@ DEFAULTS = {
 def encode(depth_mm, temperature_c, rising, battery_mv):
     """The 7-byte payload, or 5 bytes without depth when ``depth_mm`` is None (probe fault)."""
     flags = (1 if rising else 0) | (2 if depth_mm is None else 0)
-    if temperature_c is None:
-        centi = NO_TEMPERATURE
-    else:
-        raw = temperature_c * 100
-        centi = int(raw + 0.5) if raw >= 0 else -int(-raw + 0.5)
-        centi = max(-32767, min(32767, centi))
+    centi = centi_c(temperature_c)
     battery = max(0, min(0xFFFF, int(battery_mv)))
     if depth_mm is None:
         return struct.pack(">BhH", flags, centi, battery)
     return struct.pack(">BHhH", flags, max(0, min(0xFFFF, int(depth_mm))), centi, battery)
 
 
-class WaterLevelNode:
+class WaterLevelNode(Node):
     def __init__(self, device, probe, thermometer, battery, config=None):
-        self.device = device
+        super().__init__(device, DEFAULTS, config, "water-level")
         self.probe = probe
         self.thermometer = thermometer
         self.battery = battery
-        self.config = dict(DEFAULTS)
-        if config:
-            for key in config:
-                if key not in DEFAULTS:
-                    raise ValueError("unknown water-level setting: " + key)
-                self.config[key] = config[key]
         self.previous_depth_mm = None  # of the previous measurement, sent or not
         self.last_fault = None  # probe fault state of the last report; None before the first
-        self.since_report_s = 0
 
     def sleep_s(self):
         """How long main sleeps before the next cycle."""
@@ -94,27 +79,8 @@ class WaterLevelNode:
             return "interval"
         return None
 
-    def cycle(self, elapsed_s=0):
-        """One wake-up: measure, send when a reason says so. Returns (reading, reason, downlink)."""
-        self.since_report_s += elapsed_s
-        reading = self.measure()
-        reason = self.reason_to_send(reading)
-        downlink = None
-        if reason is not None:
-            payload = encode(
-                reading["depth_mm"], reading["temperature_c"], reading["rising"], reading["battery_mv"]
-            )
-            self.last_fault = reading["depth_mm"] is None
-            self.since_report_s = 0
-            downlink = self.device.send(FPORT, payload)
-            if downlink is not None and downlink.fport:
-                self.on_downlink(downlink.fport, downlink.payload)
-        return reading, reason, downlink
+    def encode_reading(self, reading):
+        return encode(reading["depth_mm"], reading["temperature_c"], reading["rising"], reading["battery_mv"])
 
-    def on_downlink(self, fport, payload):
-        """Apply a command; True when it was one for this node."""
-        seconds = commands.interval_s(fport, payload)
-        if seconds is None:
-            return False
-        self.config["report_interval_s"] = seconds
-        return True
+    def reported(self, reading):
+        self.last_fault = reading["depth_mm"] is None

@@ -11,33 +11,23 @@ bits: LoRaWAN 1.0.4 §5; EU868 values: RP002-1.0.3 §2.1.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.codec.profile import Profile, load_profile
+from gateway.codec.profile import Profile
 from gateway.config import LorawanSection
 from gateway.lorawan import mac as gw_mac
 from gateway.lorawan import phy
-from gateway.lorawan.join import JoinServer, OtaaDevice
-from gateway.lorawan.sessions import SessionTable
-from gateway.messages import DevEui, JoinEui, MType, RadioFrame, RxInfo, UplinkData
+from gateway.lorawan.join import JoinServer
+from gateway.messages import UplinkData
+from tests.firmware.gateway_side import JOIN_EUI, ROOT, GatewaySide, device_profile, otaa_device, run_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-RUNNER = HERE / "run_micropython.mjs"
-PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
 DEADLINE_S = 20.0
 MAX_LINES = 200
 
 DEV_EUI = "70b3d57ed00c0001"
-JOIN_EUI = "70b3d57ed0000000"
 APP_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
 LISTEN_MS = 600_000
 # LinkADRReq: DR5, TXPower 1 (16 - 2 dBm EIRP -> 12 dBm conducted), ChMask 0x00FF (the 3 default + 5
@@ -46,49 +36,23 @@ MAC_FOPTS = bytes.fromhex("0351ff0001") + bytes((0x05, 0x13)) + (8_695_250).to_b
 
 
 @dataclass
-class Gateway:
-    profile: Profile
-    server: JoinServer
-    sessions: SessionTable = field(default_factory=SessionTable)
+class Gateway(GatewaySide):
+    """MAC commands in RX1 after the first report, then the dim command in the first class C window."""
+
+    profile: Profile = field(kw_only=True)
     fcnt_down: int = 0
-    tx: list[dict[str, Any]] = field(default_factory=list)
     uplinks: list[UplinkData] = field(default_factory=list)
     listens: list[dict[str, Any]] = field(default_factory=list)
     command: bytes | None = None
-    _reply: bytes | None = None
 
     def _downlink(self, **kw: Any) -> bytes:
-        session = self.sessions.by_dev_eui(DevEui.from_hex(DEV_EUI))
-        assert session is not None
-        frame = phy.build_data_frame(
-            session.keys,
-            mtype=MType.UNCONFIRMED_DATA_DOWN,
-            dev_addr=session.dev_addr.value,
-            fcnt32=self.fcnt_down,
-            **kw,
-        )
+        frame = self.downlink(DEV_EUI, self.fcnt_down, **kw)
         self.fcnt_down += 1
         return frame
 
-    def heard(self, msg: dict[str, Any]) -> None:
-        self.tx.append(msg)
-        rx = RxInfo(
-            msg["freq_hz"], -90.0, 7.5, msg["sf"], msg["bw_hz"], "4/5", True, "t", "aa555a0000000001", 0
-        )
-        frame = RadioFrame(bytes.fromhex(msg["tx"]), rx, 1_700_000_000.0, time.monotonic())
-        self._reply = None
-        if msg["tx"][:2] == "00":
-            accepted = self.server.handle(frame, self.sessions)
-            self.sessions.install(accepted.session)
-            self._reply = accepted.phy_payload
-            return
-        self.uplinks.append(self.sessions.accept(frame))
-        if len(self.uplinks) == 1:
-            self._reply = self._downlink(fport=None, payload=b"", fopts=MAC_FOPTS)
-
-    def window(self) -> bytes | None:
-        reply, self._reply = self._reply, None
-        return reply
+    def uplink(self, up: UplinkData) -> bytes | None:
+        self.uplinks.append(up)
+        return self._downlink(fport=None, payload=b"", fopts=MAC_FOPTS) if len(self.uplinks) == 1 else None
 
     def listen(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.listens.append(msg)
@@ -101,60 +65,6 @@ class Gateway:
         return {"phy": frame.hex(), "after_ms": 30_000}
 
 
-def _run(gateway: Gateway) -> list[dict[str, Any]]:
-    node = shutil.which("node")
-    if node is None or not PACKAGE.exists():
-        pytest.fail("node or the npm package is missing: run `make test` (npm ci installs it)")
-    args = {"otaa": {"dev_eui": DEV_EUI, "join_eui": JOIN_EUI, "app_key": APP_KEY}, "listen_ms": LISTEN_MS}
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            node,
-            str(RUNNER),
-            str(ROOT / "firmware"),
-            str(HERE / "shims"),
-            str(HERE / "scenario_class_c.py"),
-            json.dumps(args),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    events: list[dict[str, Any]] = []
-    try:
-        for _ in range(MAX_LINES):
-            assert time.monotonic() - started < DEADLINE_S, "MicroPython run over its time budget"
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if not line.startswith("@@"):
-                continue
-            msg = json.loads(line[2:])
-            if "tx" in msg:
-                gateway.heard(msg)
-                continue
-            if "rx" in msg:
-                reply = gateway.window()
-                answer: dict[str, Any] = {"phy": None if reply is None else reply.hex()}
-            elif "listen" in msg:
-                answer = gateway.listen(msg["listen"])
-            else:
-                events.append(msg)
-                continue
-            proc.stdin.write(json.dumps(answer) + "\n")
-            proc.stdin.flush()
-        rc = proc.wait(timeout=max(1.0, DEADLINE_S - (time.monotonic() - started)))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert rc == 0, f"MicroPython failed:\n{proc.stderr.read()}"
-    return events
-
-
 @dataclass
 class Run:
     gateway: Gateway
@@ -165,17 +75,12 @@ class Run:
 def run() -> Run:
     if not (ROOT / "firmware" / "nodes" / "lamp_controller.py").exists():
         pytest.skip("firmware/nodes/lamp_controller.py is not written yet")
-    profile = load_profile(
-        ROOT / "device_profiles" / "edgegw" / "lamp-controller.yaml", expected_id="edgegw/lamp-controller"
+    device = otaa_device(DEV_EUI, APP_KEY, "edgegw/lamp-controller")
+    gateway = Gateway(
+        JoinServer(LorawanSection(), [device]), profile=device_profile("edgegw/lamp-controller")
     )
-    device = OtaaDevice(
-        dev_eui=DevEui.from_hex(DEV_EUI),
-        join_eui=JoinEui.from_hex(JOIN_EUI),
-        app_key=bytes.fromhex(APP_KEY),
-        profile="edgegw/lamp-controller",
-    )
-    gateway = Gateway(profile, JoinServer(LorawanSection(), [device]))
-    events = _run(gateway)
+    args = {"otaa": {"dev_eui": DEV_EUI, "join_eui": JOIN_EUI, "app_key": APP_KEY}, "listen_ms": LISTEN_MS}
+    events, _ = run_scenario("scenario_class_c.py", args, gateway, deadline_s=DEADLINE_S, max_lines=MAX_LINES)
     return Run(gateway, {e["event"]: e for e in events})
 
 

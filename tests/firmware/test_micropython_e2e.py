@@ -12,32 +12,22 @@ values are the simulated sensor's (``shims/sim.py``).
 from __future__ import annotations
 
 import itertools
-import json
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.codec.profile import Profile, load_profile
+from gateway.codec.profile import Profile
 from gateway.config import LorawanSection
 from gateway.lorawan import phy
-from gateway.lorawan.join import JoinAccepted, JoinServer, OtaaDevice
-from gateway.lorawan.sessions import SessionTable
-from gateway.messages import DevEui, JoinEui, MType, RadioFrame, RxInfo, UplinkData
+from gateway.lorawan.join import JoinAccepted, JoinServer
+from gateway.messages import DevEui, RadioFrame, UplinkData
+from tests.firmware.gateway_side import JOIN_EUI, GatewaySide, device_profile, otaa_device, run_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-RUNNER = HERE / "run_micropython.mjs"
-PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
 DEADLINE_S = 20.0
 MAX_LINES = 500
 
 DEV_EUI = "70b3d57ed0001234"
-JOIN_EUI = "70b3d57ed0000000"
 APP_KEY = "000102030405060708090a0b0c0d0e0f"
 PARAMS = {"empty_distance_mm": 1200.0, "full_distance_mm": 200.0}
 
@@ -62,58 +52,37 @@ ARGS = {
 
 
 @dataclass
-class Gateway:
-    """The gateway side of the conversation: real JoinServer and SessionTable, no radio."""
+class Gateway(GatewaySide):
+    """Leaves the first join-request unanswered, sends one downlink after the second report."""
 
-    profile: Profile
-    server: JoinServer
-    sessions: SessionTable = field(default_factory=SessionTable)
+    profile: Profile = field(kw_only=True)
     answer_joins_from: int = 1
     """The first join-request goes unanswered (the node must retry with a new DevNonce)."""
     join_requests: list[bytes] = field(default_factory=list)
     accepted: list[JoinAccepted] = field(default_factory=list)
     uplinks: list[UplinkData] = field(default_factory=list)
-    tx: list[dict[str, Any]] = field(default_factory=list)
     rx_windows: list[dict[str, Any]] = field(default_factory=list)
     downlink_sent: bytes | None = None
-    _reply: bytes | None = None
 
-    def heard(self, msg: dict[str, Any]) -> None:
-        self.tx.append(msg)
-        rx = RxInfo(
-            msg["freq_hz"], -90.0, 7.5, msg["sf"], msg["bw_hz"], "4/5", True, "test", "aa555a0000000001", 1000
-        )
-        frame = RadioFrame(bytes.fromhex(msg["tx"]), rx, 1_700_000_000.0, time.monotonic())
-        self._reply = None
-        if msg["tx"][:2] == "00":  # MHDR of a join-request
-            self.join_requests.append(frame.phy_payload)
-            if len(self.join_requests) > self.answer_joins_from:
-                accepted = self.server.handle(frame, self.sessions)
-                self.sessions.install(accepted.session)
-                self.accepted.append(accepted)
-                self._reply = accepted.phy_payload
-            return
-        uplink = self.sessions.accept(frame)
-        self.uplinks.append(uplink)
-        if len(self.uplinks) == 2:
-            # One class A downlink after the second report: the firmware must verify and decrypt it.
-            session = self.sessions.by_dev_eui(DevEui.from_hex(DEV_EUI))
-            assert session is not None
-            self.downlink_sent = phy.build_data_frame(
-                session.keys,
-                mtype=MType.UNCONFIRMED_DATA_DOWN,
-                dev_addr=session.dev_addr.value,
-                fcnt32=0,
-                fport=10,
-                payload=b"\x0e\x10",
-            )
-            self._reply = self.downlink_sent
+    def join_request(self, frame: RadioFrame) -> bytes | None:
+        self.join_requests.append(frame.phy_payload)
+        if len(self.join_requests) <= self.answer_joins_from:
+            return None
+        accepted = self.join(frame)
+        self.accepted.append(accepted)
+        return accepted.phy_payload
+
+    def uplink(self, up: UplinkData) -> bytes | None:
+        self.uplinks.append(up)
+        if len(self.uplinks) != 2:
+            return None
+        # One class A downlink after the second report: the firmware must verify and decrypt it.
+        self.downlink_sent = self.downlink(DEV_EUI, 0, fport=10, payload=b"\x0e\x10")
+        return self.downlink_sent
 
     def window(self, msg: dict[str, Any]) -> bytes | None:
-        """Answer in RX1 only (the first window after each transmission)."""
         self.rx_windows.append(msg)
-        reply, self._reply = self._reply, None
-        return reply
+        return super().window(msg)
 
 
 @dataclass
@@ -128,67 +97,14 @@ class Run:
         return found[0]
 
 
-def _run_node(gateway: Gateway) -> Run:
-    node = shutil.which("node")
-    if node is None or not PACKAGE.exists():
-        pytest.fail("node or the npm package is missing: run `make test` (npm ci installs it)")
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            node,
-            str(RUNNER),
-            str(ROOT / "firmware"),
-            str(HERE / "shims"),
-            str(HERE / "scenario_fill_level.py"),
-            json.dumps(ARGS),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    events: list[dict[str, Any]] = []
-    try:
-        for _ in range(MAX_LINES):
-            assert time.monotonic() - started < DEADLINE_S, "MicroPython run over its time budget"
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if not line.startswith("@@"):
-                continue
-            msg = json.loads(line[2:])
-            if "tx" in msg:
-                gateway.heard(msg)
-            elif "rx" in msg:
-                reply = gateway.window(msg["rx"])
-                proc.stdin.write(json.dumps({"phy": None if reply is None else reply.hex()}) + "\n")
-                proc.stdin.flush()
-            else:
-                events.append(msg)
-        rc = proc.wait(timeout=max(1.0, DEADLINE_S - (time.monotonic() - started)))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = proc.stderr.read()
-    assert rc == 0, f"MicroPython failed:\n{stderr}"
-    return Run(gateway, events, time.monotonic() - started)
-
-
 @pytest.fixture(scope="module")
 def run() -> Run:
-    profile = load_profile(
-        ROOT / "device_profiles" / "edgegw" / "fill-level.yaml", expected_id="edgegw/fill-level"
+    device = otaa_device(DEV_EUI, APP_KEY, "edgegw/fill-level")
+    gateway = Gateway(JoinServer(LorawanSection(), [device]), profile=device_profile("edgegw/fill-level"))
+    events, elapsed_s = run_scenario(
+        "scenario_fill_level.py", ARGS, gateway, deadline_s=DEADLINE_S, max_lines=MAX_LINES
     )
-    device = OtaaDevice(
-        dev_eui=DevEui.from_hex(DEV_EUI),
-        join_eui=JoinEui.from_hex(JOIN_EUI),
-        app_key=bytes.fromhex(APP_KEY),
-        profile="edgegw/fill-level",
-    )
-    return _run_node(Gateway(profile, JoinServer(LorawanSection(), [device])))
+    return Run(gateway, events, elapsed_s)
 
 
 def test_runs_on_real_micropython_with_the_pure_aes(run: Run) -> None:

@@ -17,34 +17,24 @@ ADC quantises to 1/65535 of 3.3 V; LAeq is the energy mean (research/domain.md Â
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import subprocess
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.codec.profile import Profile, load_profile
+from gateway.codec.profile import Profile
 from gateway.config import LorawanSection
 from gateway.errors import EncodeError
 from gateway.lorawan.downlink import DownlinkScheduler
-from gateway.lorawan.join import JoinServer, OtaaDevice
-from gateway.lorawan.sessions import SessionTable
-from gateway.messages import DevEui, JoinEui, RadioFrame, RxInfo, UplinkData
+from gateway.lorawan.join import JoinAccepted, JoinServer
+from gateway.messages import DevEui, RadioFrame, UplinkData
 from gateway.rules.actions import DisplayUpdate
+from tests.firmware.gateway_side import JOIN_EUI, GatewaySide, device_profile, otaa_device, run_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-RUNNER = HERE / "run_micropython.mjs"
-PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
 DEADLINE_S = 30.0
 MAX_LINES = 2000
-JOIN_EUI = "70b3d57ed0000000"
 ADC_FULL_MV = 3300
 
 PROFILES = {
@@ -139,35 +129,24 @@ ARGS["display"] |= {"config": {"report_interval_s": 3600}, "steps": DISPLAY_STEP
 
 
 @dataclass
-class Gateway:
-    """The gateway side: real JoinServer, SessionTable, profiles and DownlinkScheduler; no radio."""
+class Gateway(GatewaySide):
+    """Profiles and the DownlinkScheduler: each node's commands, answered in RX1 after its uplinks."""
 
-    profiles: dict[str, Profile]
-    server: JoinServer
-    sessions: SessionTable = field(default_factory=SessionTable)
+    profiles: dict[str, Profile] = field(kw_only=True)
     scheduler: DownlinkScheduler | None = None
     uplinks: dict[str, list[UplinkData]] = field(default_factory=lambda: defaultdict(list))
     sent: dict[str, list[tuple[str, bytes]]] = field(default_factory=lambda: defaultdict(list))
     joins: int = 0
-    _reply: bytes | None = None
 
     def __post_init__(self) -> None:
         self.scheduler = DownlinkScheduler(LorawanSection(), self.sessions)
         self._names = {DevEui.from_hex(eui): name for name, eui in DEV_EUIS.items()}
 
-    def heard(self, msg: dict[str, Any]) -> None:
-        rx = RxInfo(
-            msg["freq_hz"], -90.0, 7.5, msg["sf"], msg["bw_hz"], "4/5", True, "test", "aa555a0000000001", 1000
-        )
-        frame = RadioFrame(bytes.fromhex(msg["tx"]), rx, 1_700_000_000.0, time.monotonic())
-        self._reply = None
-        if msg["tx"][:2] == "00":  # MHDR of a join-request
-            accepted = self.server.handle(frame, self.sessions)
-            self.sessions.install(accepted.session)
-            self.joins += 1
-            self._reply = accepted.phy_payload
-            return
-        up = self.sessions.accept(frame)
+    def join(self, frame: RadioFrame) -> JoinAccepted:
+        self.joins += 1
+        return super().join(frame)
+
+    def uplink(self, up: UplinkData) -> bytes | None:
         name = self._names[up.dev_eui]
         self.uplinks[name].append(up)
         command = COMMANDS.get((name, len(self.uplinks[name])))
@@ -175,19 +154,14 @@ class Gateway:
             request = DISPLAY_UPDATE.as_downlink()  # what the rules engine's bike aggregate emits
             command = (request.command, dict(request.params))
         if command is None:
-            return
+            return None
         encoded = self.profiles[name].encode(command[0], command[1])
         assert self.scheduler is not None
         self.scheduler.enqueue(up.dev_eui, encoded.fport, encoded.payload)
         plan = self.scheduler.on_uplink(up)
         assert plan is not None and plan.rx1 is not None
         self.sent[name].append((command[0], encoded.payload))
-        self._reply = plan.phy_payload
-
-    def window(self, msg: dict[str, Any]) -> bytes | None:
-        """Answer in RX1 only (the first window after each transmission)."""
-        reply, self._reply = self._reply, None
-        return reply
+        return plan.phy_payload
 
 
 @dataclass
@@ -209,71 +183,15 @@ class Run:
         ]
 
 
-def _run(gateway: Gateway) -> Run:
-    node = shutil.which("node")
-    if node is None or not PACKAGE.exists():
-        pytest.fail("node or the npm package is missing: run `make test` (npm ci installs it)")
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            node,
-            str(RUNNER),
-            str(ROOT / "firmware"),
-            str(HERE / "shims"),
-            str(HERE / "scenario_nodes.py"),
-            json.dumps(ARGS),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    events: list[dict[str, Any]] = []
-    try:
-        for _ in range(MAX_LINES):
-            assert time.monotonic() - started < DEADLINE_S, "MicroPython run over its time budget"
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if not line.startswith("@@"):
-                continue
-            msg = json.loads(line[2:])
-            if "tx" in msg:
-                gateway.heard(msg)
-            elif "rx" in msg:
-                reply = gateway.window(msg["rx"])
-                proc.stdin.write(json.dumps({"phy": None if reply is None else reply.hex()}) + "\n")
-                proc.stdin.flush()
-            else:
-                events.append(msg)
-        rc = proc.wait(timeout=max(1.0, DEADLINE_S - (time.monotonic() - started)))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = proc.stderr.read()
-    assert rc == 0, f"MicroPython failed:\n{stderr}"
-    return Run(gateway, events, time.monotonic() - started)
-
-
 @pytest.fixture(scope="module")
 def run() -> Run:
-    profiles = {
-        name: load_profile(ROOT / "device_profiles" / f"{pid}.yaml", expected_id=pid)
-        for name, pid in PROFILES.items()
-    }
-    devices = [
-        OtaaDevice(
-            dev_eui=DevEui.from_hex(DEV_EUIS[name]),
-            join_eui=JoinEui.from_hex(JOIN_EUI),
-            app_key=bytes.fromhex(APP_KEYS[name]),
-            profile=PROFILES[name],
-        )
-        for name in PROFILES
-    ]
-    return _run(Gateway(profiles, JoinServer(LorawanSection(), devices)))
+    devices = [otaa_device(DEV_EUIS[name], APP_KEYS[name], pid) for name, pid in PROFILES.items()]
+    profiles = {name: device_profile(pid) for name, pid in PROFILES.items()}
+    gateway = Gateway(JoinServer(LorawanSection(), devices), profiles=profiles)
+    events, elapsed_s = run_scenario(
+        "scenario_nodes.py", ARGS, gateway, deadline_s=DEADLINE_S, max_lines=MAX_LINES
+    )
+    return Run(gateway, events, elapsed_s)
 
 
 def _adc_mv(mv: float) -> float:
@@ -284,6 +202,11 @@ def _adc_mv(mv: float) -> float:
 def _battery_mv(node: str) -> int:
     # 1:1 divider: the pin sees half; the firmware doubles it back (sensors/battery.py).
     return int(_adc_mv(ARGS[node]["battery_mv"] / 2) * 2 + 0.5)
+
+
+def _with_battery(node: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` as the node's profile decodes its uplinks: each with the node's battery voltage."""
+    return [row | {"battery_voltage": _battery_mv(node)} for row in rows]
 
 
 def test_all_five_nodes_join_in_one_micropython_run(run: Run) -> None:
@@ -376,36 +299,16 @@ def test_water_level_reports_depth_stage_and_early_on_a_rise_or_fault(run: Run) 
 
 def test_counter_counts_per_direction_with_totals_wraps_and_debounce(run: Run) -> None:
     assert [r["reason"] for r in run.of("counter", "report")] == ["first", None, "interval", "interval"]
-    decoded = run.decoded("counter")
-    battery = _battery_mv("counter")
-    assert decoded == [
-        {
-            "restarted": True,
-            "count_in": 3,
-            "count_out": 0,
-            "total_in": 3,
-            "total_out": 0,
-            "battery_voltage": battery,
-        },
-        # Between the two reports the IRQ counters wrapped at 2^30 and the in-total at 2^32
-        # (set to 2^32 - 4 by the scenario): 15 passages in, 10 out, the 3 bounces not counted.
-        {
-            "restarted": False,
-            "count_in": 15,
-            "count_out": 10,
-            "total_in": 11,
-            "total_out": 10,
-            "battery_voltage": battery,
-        },
-        {
-            "restarted": False,
-            "count_in": 0,
-            "count_out": 1,
-            "total_in": 11,
-            "total_out": 11,
-            "battery_voltage": battery,
-        },
-    ]
+    assert run.decoded("counter") == _with_battery(
+        "counter",
+        [
+            {"restarted": True, "count_in": 3, "count_out": 0, "total_in": 3, "total_out": 0},
+            # Between the two reports the IRQ counters wrapped at 2^30 and the in-total at 2^32
+            # (set to 2^32 - 4 by the scenario): 15 passages in, 10 out, the 3 bounces not counted.
+            {"restarted": False, "count_in": 15, "count_out": 10, "total_in": 11, "total_out": 10},
+            {"restarted": False, "count_in": 0, "count_out": 1, "total_in": 11, "total_out": 11},
+        ],
+    )
     (config,) = run.of("counter", "config")
     assert config["config"]["report_interval_s"] == 600
 
@@ -463,22 +366,18 @@ def test_display_shows_what_the_rules_send(run: Run) -> None:
         ["    1300", "  456789"],
         ["    1300", "  456789"],
     ]
-    decoded = run.decoded("display")
-    battery = _battery_mv("display")
-    assert decoded == [
-        {
-            "on_mains": True,
-            "shown_line_0": 0xFFFFFFFF,
-            "shown_line_1": 0xFFFFFFFF,
-            "battery_voltage": battery,
-        },
-        {"on_mains": True, "shown_line_0": 1234, "shown_line_1": 456789, "battery_voltage": battery},
-        {"on_mains": False, "shown_line_0": 1300, "shown_line_1": 456789, "battery_voltage": battery},
-    ]
+    assert run.decoded("display") == _with_battery(
+        "display",
+        [
+            {"on_mains": True, "shown_line_0": 0xFFFFFFFF, "shown_line_1": 0xFFFFFFFF},
+            {"on_mains": True, "shown_line_0": 1234, "shown_line_1": 456789},
+            {"on_mains": False, "shown_line_0": 1300, "shown_line_1": 456789},
+        ],
+    )
 
 
 def test_display_profile_refuses_what_the_totem_cannot_show() -> None:
-    profile = load_profile(ROOT / "device_profiles" / "edgegw" / "display.yaml", expected_id="edgegw/display")
+    profile = device_profile("edgegw/display")
     with pytest.raises(EncodeError):
         profile.encode("show_counts", {"today": 10_000_000, "year": 1})
     with pytest.raises(EncodeError):
