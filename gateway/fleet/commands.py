@@ -57,7 +57,10 @@ class Param:
         """The value if it fits, else ``ValueError`` with a message for the platform."""
         ok = isinstance(value, self.kind) and not (isinstance(value, bool) and self.kind is not bool)
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok, value = True, float(value)
+            try:
+                ok, value = True, float(value)
+            except OverflowError as exc:  # JSON integers have no size limit; floats do
+                raise ValueError(f"{self.name} is out of range") from exc
         if not ok:
             raise ValueError(f"{self.name} must be a JSON {_KINDS.get(self.kind, self.kind.__name__)}")
         if self.choices and value not in self.choices:

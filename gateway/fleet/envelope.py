@@ -21,8 +21,8 @@ copied out alone; a test keeps the two equal.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +36,9 @@ from gateway.errors import CommandRejected
 ENVELOPE_VERSION = 1
 DOMAIN = b"edgegw-envelope-v1\n"
 MAX_ENVELOPE_BYTES = 64 * 1024
+# Deep enough for any command; far from the recursion limit that canonical_bytes' json.dumps hits
+# (a payload json.loads accepted, nested ~990 deep, made the signature check raise RecursionError).
+MAX_PAYLOAD_DEPTH = 32
 MAX_CLOCK_SKEW_S = 300
 GROUP_PREFIX = "group:"
 SIGNATURE_BYTES = 64  # RFC 8032 §5.1.6
@@ -108,12 +111,35 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but parses to inf, which the canonical JSON of the signature cannot write.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} is out of range")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth + 1)
+            if depth < MAX_PAYLOAD_DEPTH:  # no need to look further down than the limit
+                stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
 def parse(data: bytes) -> Envelope:
     """Parse an envelope; ``CommandRejected`` (malformed / unsigned) if it is not one."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise reject(Rejection.MALFORMED, f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise reject(Rejection.MALFORMED, f"envelope is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -130,13 +156,15 @@ def parse(data: bytes) -> Envelope:
     payload, target = doc.get("payload"), doc.get("target")
     if not isinstance(payload, dict):
         raise reject(Rejection.MALFORMED, "envelope payload must be a JSON object")
+    if _depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise reject(Rejection.MALFORMED, f"envelope payload nests deeper than {MAX_PAYLOAD_DEPTH} levels")
     if not isinstance(target, str) or not target:
         raise reject(Rejection.MALFORMED, "envelope target must be a non-empty string")
     if not isinstance(sig_text, str):
         raise reject(Rejection.MALFORMED, "envelope sig must be a base64 string")
     try:
         sig = base64.b64decode(sig_text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a ValueError for non-ASCII characters
         raise reject(Rejection.MALFORMED, "envelope sig is not base64") from exc
     if len(sig) != SIGNATURE_BYTES:
         raise reject(Rejection.BAD_SIGNATURE, f"signature of {len(sig)} bytes, Ed25519 has {SIGNATURE_BYTES}")

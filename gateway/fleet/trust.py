@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -47,7 +48,10 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 
 def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM; ``ValueError`` otherwise."""
-    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    try:
+        key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    except UnsupportedAlgorithm as exc:  # a well-formed key of an unknown type or curve
+        raise ValueError(f"not an Ed25519 public key ({exc})") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key

@@ -311,7 +311,14 @@ class RuleSet:
             doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
-        return _Reader(file).ruleset(doc)
+        except ValueError as exc:  # PyYAML builds timestamps with datetime: 2001-02-30 raises ValueError
+            raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
+        except RecursionError as exc:  # PyYAML composes nested collections recursively
+            raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
+        try:
+            return _Reader(file).ruleset(doc)
+        except RecursionError as exc:  # all/any conditions nest; so does the reader
+            raise ConfigError("conditions nested too deeply", file=file) from exc
 
     def params_for(self, dev_eui: str, profile: str) -> dict[str, float]:
         """The device's parameters: its own values over its profile's."""
@@ -328,6 +335,12 @@ def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, 
     seen: set[object] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        try:
+            hash(key)
+        except TypeError:  # a complex key ({[a]: 1}); construct_mapping would say the same
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable key {key!r}", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -377,7 +390,10 @@ class _Reader:
             self.fail(path, f"expected a number, got {obj!r}")
         if minimum is not None and obj < minimum:
             self.fail(path, f"must be >= {minimum:g}, got {obj!r}")
-        return float(obj)
+        try:
+            return float(obj)
+        except OverflowError:  # a YAML integer has no size limit; a float has
+            self.fail(path, f"number out of range: {str(obj)[:20]}...")
 
     def integer(self, obj: object, path: str, *, minimum: int) -> int:
         if isinstance(obj, bool) or not isinstance(obj, int):
@@ -483,7 +499,7 @@ class _Reader:
         tz = self.string(spec.get("timezone", DEFAULT_TIMEZONE), _join(path, "timezone"))
         try:
             zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: name too long
             self.fail(_join(path, "timezone"), f"unknown time zone {tz!r}: {exc}")
         return Location(lat, lon, tz)
 
@@ -770,7 +786,7 @@ class _Reader:
             self.fail(path, "give exactly one of preset, steps")
         if "preset" in spec:
             name = spec["preset"]
-            if name not in PRESETS:
+            if not isinstance(name, str) or name not in PRESETS:
                 self.fail(_join(path, "preset"), f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
             raw_steps: object = PRESETS[name]
         else:
@@ -809,7 +825,7 @@ class _Reader:
             return Step(
                 "clock", level, clock_s=int(clock.group(1)) * 3600 + int(clock.group(2)) * 60, days=days
             )
-        match = re.fullmatch(r"(sunset|sunrise|dusk|dawn|midnight_solar)(?:([+-])(\d+)(min|h))?", at)
+        match = re.fullmatch(r"(sunset|sunrise|dusk|dawn|midnight_solar)(?:([+-])(\d{1,6})(min|h))?", at)
         if not match:
             self.fail(
                 _join(path, "at"),
