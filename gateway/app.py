@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import ConfigError, StorageError, UplinkError
 from gateway.fleet.commands import CommandDispatcher
 from gateway.fleet.remote_config import EXIT_RESTART, ConfigApplier
+from gateway.fsutil import write_atomic
 from gateway.history import ReadingHistory
 from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
@@ -393,10 +393,7 @@ def _restore_rules_state(config: Config, rules: RuleEngine) -> None:
 def _save_rules_state(agent: Agent) -> None:
     if agent.rules is None:
         return
-    path = _rules_state_path(agent.config)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(agent.rules.snapshot()))
-    os.replace(tmp, path)
+    write_atomic(_rules_state_path(agent.config), json.dumps(agent.rules.snapshot()).encode())
 
 
 async def _rules_loop(agent: Agent) -> None:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import CommandRejected, StorageError
 from gateway.fleet.desired import DesiredConfig
+from gateway.fsutil import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +41,6 @@ class FailedConfig:
     code: str
     at: str
     reported: bool
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o640)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself must survive a power cut
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class ConfigStore:
@@ -102,7 +76,7 @@ class ConfigStore:
         path = self.directory / name
         try:
             path.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except FileNotFoundError:
             return
         except OSError as exc:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.errors import StorageError
 from gateway.fleet import envelope
 from gateway.fleet.envelope import Envelope, Rejection, reject
+from gateway.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +60,6 @@ def _pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o640)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Trust:
@@ -129,7 +109,7 @@ class Trust:
             "retired": sorted(self._retired),
         }
         try:
-            _write_atomic(self._path, json.dumps(doc, indent=1).encode() + b"\n")
+            write_atomic(self._path, json.dumps(doc, indent=1).encode() + b"\n")
         except OSError as exc:
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
 

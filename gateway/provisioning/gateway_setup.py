@@ -17,9 +17,7 @@ nor signature checks on commands (``fleet``, issue 8): they read these files.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import ProvisioningError
+from gateway.fsutil import write_atomic
 
 GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 IDENTITY_FILE = "identity.json"
@@ -72,23 +71,6 @@ def check_gateway_id(gateway_id: str) -> str:
     return gateway_id
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` from the first byte on (no window with wider rights)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600; fchmod before any byte is written.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def prepare_data_dir(data_dir: Path) -> None:
     """Create the data directory (0750) and its tls/ subdirectory (0700)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +97,7 @@ def provision_identity(data_dir: Path, gateway_id: str) -> tuple[GatewayFiles, b
                 "move the data directory away to start over"
             )
     else:
-        _write_atomic(files.identity, json.dumps({"gateway_id": gateway_id}).encode() + b"\n", 0o640)
+        write_atomic(files.identity, json.dumps({"gateway_id": gateway_id}).encode() + b"\n", 0o640)
     created = False
     if files.key.exists():
         key = _load_private_key(files.key)
@@ -124,14 +106,14 @@ def provision_identity(data_dir: Path, gateway_id: str) -> tuple[GatewayFiles, b
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_atomic(files.key, pem, 0o600)
+        write_atomic(files.key, pem, 0o600)
         created = True
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id)]))
         .sign(key, hashes.SHA256())
     )
-    _write_atomic(files.csr, csr.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(files.csr, csr.public_bytes(serialization.Encoding.PEM), 0o644)
     return files, created
 
 
@@ -174,7 +156,7 @@ def install_certificate(data_dir: Path, cert_path: Path, *, now: datetime | None
             f"{cert_path} is valid from {cert.not_valid_before_utc:%Y-%m-%d} to "
             f"{cert.not_valid_after_utc:%Y-%m-%d}, not now ({moment:%Y-%m-%d}; check the clock)"
         )
-    _write_atomic(files.cert, pem, 0o644)
+    write_atomic(files.cert, pem, 0o644)
     return cert
 
 
@@ -198,7 +180,7 @@ def pin_platform_key(data_dir: Path, key_path: Path) -> str:
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ProvisioningError(f"{key_path}: the platform signing key must be Ed25519")
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_atomic(GatewayFiles(data_dir).platform_key, pem, 0o644)
+    write_atomic(GatewayFiles(data_dir).platform_key, pem, 0o644)
     digest = hashes.Hash(hashes.SHA256())
     digest.update(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
     return digest.finalize().hex()

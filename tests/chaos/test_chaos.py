@@ -31,14 +31,14 @@ import pytest
 from gateway import db
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
-from tests.conftest import free_port
-from tests.e2e.harness import GATEWAY_EUI, AgentProcess, cli, em310, make_device, wait_ready
+from tests.e2e.harness import GATEWAY_EUI, AgentProcess, em310, make_device, register_abp, wait_ready
 from tests.reliability.conftest import (
     DurableSubscriber,
     PersistentBroker,
     committed_ids,
     install_commit_log,
     integrity,
+    restartable_agent_config,
 )
 
 EVENTS = int(os.environ.get("CHAOS_EVENTS", "8"))
@@ -121,24 +121,10 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
     tmp_path: Path, persistent_broker: PersistentBroker
 ) -> None:
     rng = random.Random(SEED)
-    udp_port = free_port(2)  # SOCK_DGRAM
-    config_file, data_dir = tmp_path / "edgegw.yaml", tmp_path / "data"
-    config_file.write_text(
-        f"gateway: {{id: {GATEWAY_ID}}}\n"
-        f'radio: {{url: "semtech-udp://127.0.0.1:{udp_port}"}}\n'
-        f"mqtt: {{host: 127.0.0.1, port: {persistent_broker.port}, tls: false, reconnect_min_s: 0.1, "
-        "reconnect_max_s: 0.5}\n"
-        "outbox: {commit_interval_ms: 20, batch_max_records: 50, batch_linger_ms: 20}\n"
-        "log: {stats_interval_s: 0}\n"
-        f"data_dir: {data_dir}\n"
-    )
+    config_file, udp_port, data_dir = restartable_agent_config(tmp_path, GATEWAY_ID, persistent_broker.port)
     devices = [make_device(n) for n in range(1, 6)]
     for d in devices:
-        added = cli(
-            config_file, "device", "add", "--dev-eui", d.dev_eui.hex(), "--profile", d.profile, "--abp",
-            "--dev-addr", d.dev_addr.hex(), "--nwkskey", d.nwk_s_key.hex(), "--appskey", d.app_s_key.hex(),
-        )  # fmt: skip
-        assert added.returncode == 0, added.stderr
+        register_abp(config_file, d)
     db_file = db.db_path(data_dir)
     install_commit_log(db_file)
     sub = DurableSubscriber(persistent_broker, f"edgegw/{GATEWAY_ID}/#", client_id="chaos-sub")

@@ -8,7 +8,7 @@ import pytest
 
 from simulator.devices import AbpDevice
 from tests.conftest import Broker
-from tests.e2e.harness import GATEWAY_ID, cli, make_device
+from tests.e2e.harness import GATEWAY_ID, make_device, register_abp
 
 
 @pytest.fixture
@@ -23,21 +23,5 @@ def setup(tmp_path: Path, mosquitto: Broker, free_udp_port: int) -> tuple[Path, 
     )
     devices = [make_device(1), make_device(2)]
     for d in devices:
-        result = cli(
-            config_file,
-            "device",
-            "add",
-            "--dev-eui",
-            d.dev_eui.hex(),
-            "--profile",
-            d.profile,
-            "--abp",
-            "--dev-addr",
-            d.dev_addr.hex(),
-            "--nwkskey",
-            d.nwk_s_key.hex(),
-            "--appskey",
-            d.app_s_key.hex(),
-        )
-        assert result.returncode == 0, result.stderr
+        register_abp(config_file, d)
     return config_file, free_udp_port, devices

@@ -83,6 +83,16 @@ def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def register_abp(config_file: Path, device: AbpDevice) -> None:
+    """`edgegw device add --abp` of a simulated device, as an installer would (fails the test if refused)."""
+    added = cli(
+        config_file, "device", "add", "--dev-eui", device.dev_eui.hex(), "--profile", device.profile, "--abp",
+        "--dev-addr", device.dev_addr.hex(), "--nwkskey", device.nwk_s_key.hex(),
+        "--appskey", device.app_s_key.hex(),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+
 def wait_ready(forwarder: PacketForwarder, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not forwarder.pull(timeout_s=0.3):

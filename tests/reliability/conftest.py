@@ -132,6 +132,23 @@ class DurableSubscriber:
         self.client.loop_stop()
 
 
+def restartable_agent_config(tmp_path: Path, gateway_id: str, broker_port: int) -> tuple[Path, int, Path]:
+    """(config file, UDP port, data dir) of an agent that reconnects within 0.5 s and commits and
+    forwards in small, quick groups: what the kill -9 and chaos tests restart again and again."""
+    udp_port = free_port(2)  # SOCK_DGRAM
+    config_file, data_dir = tmp_path / "edgegw.yaml", tmp_path / "data"
+    config_file.write_text(
+        f"gateway: {{id: {gateway_id}}}\n"
+        f'radio: {{url: "semtech-udp://127.0.0.1:{udp_port}"}}\n'
+        f"mqtt: {{host: 127.0.0.1, port: {broker_port}, tls: false, reconnect_min_s: 0.1, "
+        "reconnect_max_s: 0.5}\n"
+        "outbox: {commit_interval_ms: 20, batch_max_records: 50, batch_linger_ms: 20}\n"
+        "log: {stats_interval_s: 0}\n"
+        f"data_dir: {data_dir}\n"
+    )
+    return config_file, udp_port, data_dir
+
+
 COMMIT_LOG = """
 CREATE TABLE IF NOT EXISTS test_committed (record_id TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS test_log_commit AFTER INSERT ON outbox

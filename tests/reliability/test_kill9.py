@@ -20,14 +20,14 @@ import pytest
 
 from gateway import db
 from simulator.forwarder import PacketForwarder
-from tests.conftest import free_port
-from tests.e2e.harness import GATEWAY_EUI, AgentProcess, cli, em310, make_device, wait_ready
+from tests.e2e.harness import GATEWAY_EUI, AgentProcess, em310, make_device, register_abp, wait_ready
 from tests.reliability.conftest import (
     DurableSubscriber,
     PersistentBroker,
     committed_ids,
     install_commit_log,
     integrity,
+    restartable_agent_config,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,25 +65,10 @@ class Traffic:
 def test_kill9_and_broker_restarts_lose_no_committed_record(
     tmp_path: Path, persistent_broker: PersistentBroker
 ) -> None:
-    udp_port = free_port(2)  # SOCK_DGRAM
-    config_file = tmp_path / "edgegw.yaml"
-    data_dir = tmp_path / "data"
-    config_file.write_text(
-        f"gateway: {{id: {GATEWAY_ID}}}\n"
-        f'radio: {{url: "semtech-udp://127.0.0.1:{udp_port}"}}\n'
-        f"mqtt: {{host: 127.0.0.1, port: {persistent_broker.port}, tls: false, reconnect_min_s: 0.1, "
-        "reconnect_max_s: 0.5}\n"
-        "outbox: {commit_interval_ms: 20, batch_max_records: 50, batch_linger_ms: 20}\n"
-        "log: {stats_interval_s: 0}\n"
-        f"data_dir: {data_dir}\n"
-    )
+    config_file, udp_port, data_dir = restartable_agent_config(tmp_path, GATEWAY_ID, persistent_broker.port)
     devices = [make_device(n) for n in range(1, 5)]
     for d in devices:
-        result = cli(
-            config_file, "device", "add", "--dev-eui", d.dev_eui.hex(), "--profile", d.profile, "--abp",
-            "--dev-addr", d.dev_addr.hex(), "--nwkskey", d.nwk_s_key.hex(), "--appskey", d.app_s_key.hex(),
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
+        register_abp(config_file, d)
     db_file = db.db_path(data_dir)
     install_commit_log(db_file)
     sub = DurableSubscriber(persistent_broker, f"edgegw/{GATEWAY_ID}/#")

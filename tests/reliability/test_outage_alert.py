@@ -14,7 +14,16 @@ from pathlib import Path
 
 from simulator.forwarder import PacketForwarder
 from tests.conftest import free_port
-from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, make_device, wait_ready
+from tests.e2e.harness import (
+    GATEWAY_EUI,
+    GATEWAY_ID,
+    AgentProcess,
+    cli,
+    em310,
+    make_device,
+    register_abp,
+    wait_ready,
+)
 from tests.reliability.conftest import DurableSubscriber, PersistentBroker
 
 BACKLOG = 40
@@ -46,11 +55,7 @@ def test_flood_alert_raised_offline_and_delivered_first_on_reconnection(
         f"rules: {{path: {rules}}}\n"
     )
     for d in (river, container):
-        added = cli(
-            config_file, "device", "add", "--dev-eui", d.dev_eui.hex(), "--profile", d.profile, "--abp",
-            "--dev-addr", d.dev_addr.hex(), "--nwkskey", d.nwk_s_key.hex(), "--appskey", d.app_s_key.hex(),
-        )  # fmt: skip
-        assert added.returncode == 0, added.stderr
+        register_abp(config_file, d)
     sub = DurableSubscriber(persistent_broker, f"edgegw/{GATEWAY_ID}/+", client_id="outage-alert-sub")
     agent = AgentProcess(config_file)
     try:
