@@ -1,6 +1,7 @@
 # edgegw: the two commands of the README, each doing all of its own set-up.
 #   make demo   local mosquitto + agent + simulated fleet for ~30 s
 #   make test   the whole test suite (what CI runs)
+#   make bench  every published figure (docs/performance.md), ~15 min; not part of the tests
 # Works as root or as a user with sudo on Debian / Raspberry Pi OS (Bookworm).
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY      = $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 30
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test bench setup system-deps clean
 
 demo: setup
 	$(VENV)/bin/edgegw demo --duration-s $(DEMO_SECONDS)
@@ -18,6 +19,16 @@ test: setup node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
+
+# Each bench prints its table and writes bench/results/*.json; the plots need the plots extra.
+BENCHES = bench_e2e bench_scaling bench_mac bench_codec bench_rules bench_udp_ingest bench_outbox bench_uplink bench_buffer_choice
+bench: setup
+	$(PY) -m pip install -q -e '.[plots]'
+	@for b in $(BENCHES); do \
+	    echo "== $$b"; \
+	    if [ $$b = bench_scaling ]; then $(PY) bench/$$b.py --plot docs/img || exit 1; \
+	    else $(PY) bench/$$b.py || exit 1; fi; \
+	done
 
 # Debian packages: mosquitto (the tests' and the demo's real broker), python3-venv, nodejs and npm.
 system-deps:

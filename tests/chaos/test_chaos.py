@@ -161,11 +161,16 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
                     else:  # replay
                         fwd.send_frames([(frame, {}) for frame in fleet.earlier_frames(10)])
                     memory.append(rss_mib(agent.proc.pid))
+                # Broker up, traffic stopped: everything committed drains; a clean stop ends the run.
+                fleet.stop()
+                sub.wait_ids(set(committed_ids(db_file)), timeout_s=30.0)
+                assert agent.stop() == 0, "\n".join(agent.lines[-20:])
             finally:
                 fleet.stop()
-            # Broker up, traffic stopped: everything committed drains; a clean stop ends the run.
-            sub.wait_ids(set(committed_ids(db_file)), timeout_s=30.0)
-            assert agent.stop() == 0, "\n".join(agent.lines[-20:])
+                if agent.proc.poll() is None:  # a failed assertion above: no agent left behind
+                    agent.proc.kill()
+                    agent.proc.wait(10)
+                    print(f"schedule {schedule}; the agent's log:\n" + "\n".join(agent.lines[-40:]))
     finally:
         sub.close()
 
