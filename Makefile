@@ -1,7 +1,7 @@
 # edgegw: the two commands of the README, each doing all of its own set-up.
 #   make demo   local mosquitto + agent + simulated fleet for ~30 s
 #   make test   the whole test suite (what CI runs)
-#   make bench  every published figure (docs/performance.md), ~15 min; not part of the tests
+#   make bench  every published figure (docs/performance.md), ~10 min; not part of the tests
 # Works as root or as a user with sudo on Debian / Raspberry Pi OS (Bookworm).
 
 PYTHON ?= python3
