@@ -44,6 +44,7 @@ from gateway.outbox import Outbox
 from gateway.pipeline import DeviceInfo, UplinkPipeline
 from gateway.platform_commands import build_dispatcher
 from gateway.platform_config import build_config_applier
+from gateway.platform_updates import AgentUpdater, build_updater
 from gateway.provisioning import keystore, registry
 from gateway.radio import RadioBackend, open_backend
 from gateway.rules.engine import RuleEngine
@@ -90,6 +91,7 @@ class Agent:
     control: ControlServer | None = None
     commands: CommandDispatcher | None = None
     remote_config: ConfigApplier | None = None
+    updater: AgentUpdater | None = None
     restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to stop gracefully and exit with ``EXIT_RESTART`` (a pushed configuration needs a restart)."""
     clock: SystemClock = field(default_factory=SystemClock)
@@ -116,6 +118,7 @@ class Agent:
             "fleet": {
                 **(self.commands.counters if self.commands is not None else {}),
                 "config": dict(self.remote_config.counters) if self.remote_config is not None else {},
+                "update": dict(self.updater.counters) if self.updater is not None else {},
             },
         }
 
@@ -198,6 +201,8 @@ def build(config: Config) -> Agent:
     )
     # Pushed configuration on the retained <prefix>/<id>/config, answers on config-state (docs/fleet.md).
     agent.remote_config = build_config_applier(agent, agent.commands.trust)
+    # Agent updates: update_agent announces a package, chunks on update/..., update-state answers.
+    agent.updater = build_updater(agent)
     pipeline.listeners.append(lambda event: control.publish("tail", event))
     agent.database.run_sync(_load_device_info, agent)
     agent.registry_version = registry_version
@@ -235,6 +240,8 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
         }
         if agent.remote_config is not None:
             loops["remote_config"] = agent.remote_config.run()
+        if agent.updater is not None:
+            loops["update_check"] = agent.updater.run()
         if config.log.stats_interval_s > 0:
             loops["stats"] = _every(config.log.stats_interval_s, lambda: _log_summary(agent))
         if config.mqtt.inventory_interval_s > 0:

@@ -155,6 +155,12 @@ class FleetSection:
         "(docs/fleet.md).",
         default=300.0,
     )
+    update_check_s: float = _doc(
+        "After an agent update, the new version must reach the broker (and hear radio frames again if "
+        "they were flowing before) within this many seconds, or the previous version comes back "
+        "(docs/fleet.md).",
+        default=300.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,8 +402,9 @@ def _check(config: Config, file: str) -> None:
         raise ConfigError("must not be negative", file=file, key_path="log.stats_interval_s")
     if not config.data_dir:
         raise ConfigError("must not be empty", file=file, key_path="data_dir")
-    if not config.fleet.revert_after_s > 0:
-        raise ConfigError("must be more than 0 seconds", file=file, key_path="fleet.revert_after_s")
+    for key in ("revert_after_s", "update_check_s"):
+        if not getattr(config.fleet, key) > 0:
+            raise ConfigError("must be more than 0 seconds", file=file, key_path=f"fleet.{key}")
     if "://" not in config.radio.url:
         raise ConfigError(
             "expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url"

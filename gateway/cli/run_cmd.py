@@ -2,6 +2,9 @@
 
 It runs the local file with the configuration pushed by the platform laid over it
 (``gateway.fleet.remote_config.startup_config``); exit code 75 asks systemd for a restart.
+When the platform installed another agent version (``gateway.fleet.updates``), the base install
+counts the start and runs that version instead: the same command with the version's directory
+first on the module path (``os.execve``: same process, same pid for systemd).
 """
 
 from __future__ import annotations
@@ -9,11 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 from typing import Any
 
 from gateway import app, config
 from gateway.fleet.remote_config import startup_config
+from gateway.fleet.updates import Updates
+
+# Set for the version the base install started; not EDGEGW_..., which the config would read as a key.
+LAUNCHED_ENV = "_EDGEGW_VERSION_DIR"
+_RUN_VERSION = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('gateway', run_name='__main__', alter_sys=True)"
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +43,17 @@ def handle(args: argparse.Namespace) -> int:
     path = config_path(args)
     local = config.load(path)
     setup_logging(local.log.level)  # first, so that the choice of configuration below is logged
+    if LAUNCHED_ENV not in os.environ:  # the base install: which version runs?
+        version_dir = Updates(local.data_path).launch()
+        if version_dir is not None:
+            log.warning("running agent version from %s", version_dir)
+            env = {**os.environ, LAUNCHED_ENV: str(version_dir)}
+            sys.stderr.flush()
+            # The version's directory first on sys.path, ahead of the working directory and of the
+            # base install (PYTHONPATH would come after the working directory), then `-m gateway`.
+            os.execve(
+                sys.executable, [sys.executable, "-c", _RUN_VERSION, str(version_dir), *sys.argv[1:]], env
+            )
     cfg = startup_config(path)
     if cfg.log.level != local.log.level:  # a pushed log.level
         logging.getLogger().setLevel(TRACE if cfg.log.level == "TRACE" else cfg.log.level)

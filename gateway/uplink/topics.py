@@ -91,3 +91,13 @@ class Topics:
     @property
     def config_state(self) -> str:
         return f"{self.root}/config-state"
+
+    @property
+    def update_chunks(self) -> str:
+        """Inbound chunks of an agent package: ``update/<sha256>/<index>/<count>`` (raw bytes)."""
+        return f"{self.root}/update/+/+/+"
+
+    @property
+    def update_state(self) -> str:
+        """Retained outcome of the last agent update (applied, rolled_back, refused)."""
+        return f"{self.root}/update-state"

@@ -36,51 +36,10 @@ from gateway.uplink.topics import Topics
 from tests.conftest import Broker, free_port
 from tests.e2e.harness import AgentProcess, cli
 from tests.fleet.conftest import GATEWAY_ID
+from tests.fleet.supervisor import Supervisor
 
 TOPICS = Topics("edgegw", GATEWAY_ID)
 REVERT_AFTER_S = 3
-MAX_RESTARTS = 4
-
-
-class Supervisor:
-    """What systemd does with ``Restart=always``: start the agent again when it exits 75, a few times."""
-
-    def __init__(self, config_file: Path) -> None:
-        self.config_file = config_file
-        self.agent = AgentProcess(config_file)
-        self.pids = [self.agent.proc.pid]
-        self.exit_codes: list[int] = []
-        self.lines: list[str] = []
-
-    def poll(self) -> None:
-        code = self.agent.proc.poll()
-        if code is None:
-            return
-        self.agent._reader.join(5)
-        self.lines += self.agent.lines
-        self.exit_codes.append(code)
-        if code != EXIT_RESTART or len(self.exit_codes) > MAX_RESTARTS:
-            pytest.fail(f"agent exited {code} (exits {self.exit_codes}):\n" + "\n".join(self.lines[-30:]))
-        self.agent = AgentProcess(self.config_file)
-        self.pids.append(self.agent.proc.pid)
-
-    def wait_until(self, predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            self.poll()
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"timed out after {timeout_s} s waiting for {what}:\n" + "\n".join(self.log()[-30:])
-                )
-            time.sleep(0.05)
-
-    def log(self) -> list[str]:
-        return self.lines + self.agent.lines
-
-    def stop(self) -> dict[str, Any]:
-        """SIGTERM, like ``systemctl stop``; returns the final counters of the last process."""
-        assert self.agent.stop() == 0
-        return self.agent.final_counters()
 
 
 @pytest.fixture

@@ -1,0 +1,195 @@
+"""Agent updates from the central platform, bound to the running agent (docs/fleet.md "Agent updates").
+
+Owns the ``update_agent`` command (it announces a package: version, SHA-256, size), receiving the
+package's chunks on ``<prefix>/<id>/update/<sha256>/<index>/<count>``, installing and switching to
+it (a graceful restart, exit 75), the health check of a version on trial (the broker reached, and
+radio frames again if they were flowing before the switch, within ``fleet.update_check_s``),
+confirming or rolling back, and the retained ``update-state`` report. The files and the decisions
+about them belong to ``gateway.fleet.updates``; choosing the version at start-up to
+``gateway.cli.run_cmd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+from gateway.clock import iso_utc
+from gateway.errors import CommandRejected, UplinkError
+from gateway.fleet.commands import Param
+from gateway.fleet.updates import MAX_PACKAGE_BYTES, VERSION, Updates
+
+if TYPE_CHECKING:
+    from gateway.app import Agent
+
+log = logging.getLogger(__name__)
+
+RECENT_FRAME_S = 120.0  # "frames are flowing": a device heard within this long
+MAX_CHUNKS = 4096
+
+
+class AgentUpdater:
+    """One transfer at a time; the trial's health check; reports on ``update-state``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.updates = Updates(agent.config.data_path)
+        self.counters: dict[str, int] = {}
+        self._transfer: dict[str, Any] | None = None
+        self._chunks: dict[int, bytes] = {}
+        self._count_of: int | None = None  # chunks of the package announced
+        self._early: dict[str, dict[int, bytes]] = {}  # chunks that came before their command
+        self._early_counts: dict[str, int] = {}
+        self._pending: asyncio.Task[None] | None = None
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    # --- the command and the chunks ----------------------------------------------------------
+
+    def announce(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["version"] == __version__:
+            raise ValueError(f"version {__version__} is the one running")
+        sha = params["sha256"].lower()
+        self._transfer = {**params, "sha256": sha}
+        # Chunks may come before the command is checked (it is verified on the loop, they are not
+        # signed): those already here for this package count.
+        self._chunks = self._early.pop(sha, {})
+        self._count_of = self._early_counts.pop(sha, None)
+        self._early.clear()
+        self._early_counts.clear()
+        self._count("announced")
+        topic = f"{self.agent.topics.root}/update/{sha}/<index>/<count>"
+        if self._count_of is not None and len(self._chunks) >= self._count_of:
+            # Complete already: after this command's result is on its way.
+            asyncio.get_running_loop().call_soon(self._complete)
+        return {"version": params["version"], "send_chunks_to": topic}
+
+    def on_chunk(self, topic: str, payload: bytes) -> None:
+        try:
+            sha, index_text, count_text = topic.rsplit("/", 3)[1:]
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            self._count("chunks_refused")
+            return
+        if not 0 <= index < count <= MAX_CHUNKS or len(payload) > MAX_PACKAGE_BYTES:
+            self._count("chunks_refused")
+            return
+        transfer = self._transfer
+        if transfer is None or sha != transfer["sha256"]:
+            # Not announced (yet): kept a little, bounded, in case its signed command is on its way.
+            early = self._early.setdefault(sha, {})
+            if len(self._early) > 2 or sum(map(len, early.values())) + len(payload) > MAX_PACKAGE_BYTES:
+                self._early.pop(sha, None)
+                self._count("chunks_refused")
+                return
+            early[index] = payload
+            self._early_counts[sha] = count
+            self._count("chunks_unannounced")
+            return
+        self._chunks[index] = payload
+        self._count_of = count
+        if len(self._chunks) >= count:
+            self._complete()
+
+    def _complete(self) -> None:
+        transfer, count = self._transfer, self._count_of
+        if transfer is None or count is None or len(self._chunks) < count:
+            return
+        sha = transfer["sha256"]
+        package = b"".join(self._chunks.get(i, b"") for i in range(count))
+        self._transfer, self._chunks, self._count_of = None, {}, None
+        if len(package) != transfer["size_bytes"] or hashlib.sha256(package).hexdigest() != sha:
+            self._refuse(transfer["version"], "the package received is not the one announced")
+            return
+        try:
+            self.updates.install(transfer["version"], package, sha)
+        except (CommandRejected, OSError) as exc:
+            self._refuse(transfer["version"], str(exc))
+            return
+        seen = self.agent.inventory.snapshot()
+        now_s = time.time()
+        flowing = any((s["last_seen_s"] or 0) > now_s - RECENT_FRAME_S for s in seen.values())
+        self.updates.activate(transfer["version"], frames_flowing=flowing)
+        self._count("installed")
+        log.warning("agent %s installed beside %s; restarting into it", transfer["version"], __version__)
+        self.agent.restart_requested.set()
+
+    def _refuse(self, version: str, reason: str) -> None:
+        self._count("refused")
+        log.error("agent update to %s refused: %s", version, reason)
+        self._publish({"status": "refused", "version": version, "previous": __version__, "reason": reason})
+
+    # --- the trial's health check and the report --------------------------------------------
+
+    async def run(self) -> None:
+        """Judge a trial of this very version, then wait (the app cancels this task)."""
+        trial = self.updates.trial()
+        if trial is not None and trial.version == __version__:
+            await self._health_check(trial.frames_flowing)
+        await asyncio.get_running_loop().create_future()
+
+    async def _health_check(self, frames_were_flowing: bool) -> None:
+        check_s = self.agent.config.fleet.update_check_s
+        deadline = time.monotonic() + check_s
+        accepted = self.agent.pipeline.counters
+        at_start = accepted.get("accepted", 0)
+        while time.monotonic() < deadline:
+            frames_ok = not frames_were_flowing or accepted.get("accepted", 0) > at_start
+            if self.agent.uplink.connected and frames_ok:
+                self.updates.confirm()
+                self._count("confirmed")
+                log.warning("agent %s passed its health check: it stays", __version__)
+                self.report()
+                return
+            await asyncio.sleep(0.2)
+        why = "no broker connection" if not self.agent.uplink.connected else "no radio frames"
+        self.updates.rollback(f"{why} within {check_s:g} s")
+        self._count("rolled_back")
+        self.agent.restart_requested.set()
+
+    def report(self) -> None:
+        doc = self.updates.unreported()
+        if doc is not None and self.agent.uplink.connected:
+            self._publish({k: v for k, v in doc.items() if k in ("status", "version", "previous", "reason")},
+                          then=self.updates.mark_reported)  # fmt: skip
+
+    def _publish(self, doc: dict[str, Any], then: Callable[[], None] | None = None) -> None:
+        data = json.dumps({"v": 1, "at": iso_utc(time.time()), "running": __version__, **doc}).encode()
+
+        async def send() -> None:
+            try:
+                await self.agent.uplink.publish(self.agent.topics.update_state, data, retain=True)
+            except UplinkError as exc:
+                log.debug("update-state not published: %s", exc)
+                return
+            if then is not None:
+                then()
+
+        # Keep a reference: a task nobody holds may be collected before it runs.
+        self._pending = asyncio.get_running_loop().create_task(send())
+
+
+def build_updater(agent: Agent) -> AgentUpdater:
+    """The updater of this agent: ``update_agent`` on the dispatcher, the chunks subscribed."""
+    updater = AgentUpdater(agent)
+    assert agent.commands is not None
+    agent.commands.register(
+        "update_agent",
+        updater.announce,
+        (
+            Param("version", str, pattern=VERSION.pattern),
+            Param("sha256", str, pattern=r"[0-9A-Fa-f]{64}"),
+            Param("size_bytes", int, min_value=1, max_value=MAX_PACKAGE_BYTES),
+        ),
+        "announce an agent package (its chunks follow on update/<sha256>/<index>/<count>)",
+    )
+    agent.uplink.subscribe(agent.topics.update_chunks, updater.on_chunk)
+    agent.uplink.add_connect_hook(updater.report)
+    return updater
