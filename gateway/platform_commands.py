@@ -48,7 +48,15 @@ def build_dispatcher(agent: Agent) -> CommandDispatcher:
         asyncio.get_running_loop().call_later(params["duration_s"], root.setLevel, configured)
         return {"level": params["level"], "until_s": params["duration_s"]}
 
+    def restart(_params: dict[str, Any]) -> dict[str, Any]:
+        # After this answer is on its way: the same graceful stop as SIGTERM, exit 75, systemd starts it.
+        asyncio.get_running_loop().call_later(0.5, agent.restart_requested.set)
+        return {"restarting": True}
+
     commands.register("flush", flush, (), "drain the outbox now (no retry wait, no drain-rate limit)")
+    commands.register(
+        "restart", restart, (), "stop gracefully and start again (exit 75 for the service manager)"
+    )
     commands.register(
         "downlink",
         downlink,

@@ -162,3 +162,20 @@ def test_a_package_that_is_not_the_announced_one_is_refused(
     update = counters["fleet"]["update"]
     assert update["refused"] == 1 and update["chunks_unannounced"] >= 1
     assert supervisor.exit_codes == []
+
+
+def test_a_signed_restart_command_restarts_the_agent_gracefully(
+    supervisor: Supervisor, mosquitto: Broker, subscribe: Any, platform_key: Ed25519PrivateKey
+) -> None:
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/#")
+    supervisor.wait_until(lambda: running(sub) == gateway.__version__, 20, "the agent online")
+    env = sign.sign_envelope(platform_key, sign.command("restart", {}), target=GATEWAY_ID, ttl_s=300)
+    paho.mqtt.publish.single(TOPICS.cmd("restart"), json.dumps(env), qos=1, hostname=mosquitto.host,
+                             port=mosquitto.port)  # fmt: skip
+    supervisor.wait_until(lambda: len(supervisor.pids) == 2, 20, "a second process")
+    supervisor.wait_until(lambda: sum(d["state"] == "online" for d in sub.json_on(TOPICS.state)) >= 2, 20,
+                          "online again")  # fmt: skip
+    (answer,) = sub.json_on(TOPICS.cmd_result)
+    assert answer["cmd"] == "restart" and answer["ok"] is True
+    assert supervisor.exit_codes == [75]
+    supervisor.stop()
