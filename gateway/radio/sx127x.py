@@ -382,6 +382,7 @@ class Sx127xBackend(RadioBackend):
             return await asyncio.to_thread(self._tx_blocking, request, airtime_s)
 
     def _tx_blocking(self, request: TxRequest, airtime_s: float) -> TxResult:
+        """Configure the chip (woken MIN_LEAD_S early for that), then start TX at the send time."""
         power = min(max(round(request.power_dbm), PA_BOOST_MIN_DBM), PA_BOOST_MAX_DBM)
         with self._spi_lock:
             radio, mode = self._radio, self._mode
@@ -399,6 +400,12 @@ class Sx127xBackend(RadioBackend):
             radio.clear_irq_flags(TxDone=1)
             radio.write_payload(list(request.phy_payload))
             self._tx_finished.clear()
+            if request.send_at_tmst_us is not None:
+                # The device opens its window at that microsecond: not before it (the lead above
+                # was for the SPI work), at most a scheduling slice after.
+                left_us = (request.send_at_tmst_us - tmst_us() + (1 << 31)) % (1 << 32) - (1 << 31)
+                if left_us > 0:
+                    time.sleep(left_us / 1e6)
             radio.set_mode(mode.TX)
         done = self._tx_finished.wait(timeout=airtime_s * 2 + 1.0)
         with self._spi_lock:
