@@ -7,19 +7,17 @@ nothing is expired by wall-clock time alone") and docs/outbox.md. Records are ma
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway import db
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Priority, Record, RecordKind
 from gateway.outbox import Outbox
 from gateway.outbox.clock import restore
 from gateway.outbox.store import EXPIRY_CHECK_S, ROW_OVERHEAD_BYTES
+from tests.outbox.helpers import committed_outbox, ids_in_file
 
 KIND_PRIORITY: dict[str, int] = {
     "alert": Priority.ALERT,
@@ -41,28 +39,8 @@ def size_of(record: Record) -> int:
     return len(json.dumps(record.body, separators=(",", ":"))) + len(record.record_id) + ROW_OVERHEAD_BYTES
 
 
-@pytest.fixture
-def db_file(tmp_path: Path) -> Path:
-    return db.db_path(tmp_path)
-
-
-@pytest.fixture
-def database(db_file: Path) -> Iterator[Database]:
-    database = Database(db_file)
-    yield database
-    database.close()
-
-
 def make(database: Database, **kwargs: Any) -> tuple[Outbox, GroupCommitter]:
-    outbox = Outbox(database, **kwargs)
-    committer = GroupCommitter(database, [outbox], interval_s=0.05, max_pending=10_000)
-    outbox.committer_notify = committer.notify
-    return outbox, committer
-
-
-def ids_in_file(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT record_id FROM outbox ORDER BY seq")]
+    return committed_outbox(database, max_pending=10_000, **kwargs)
 
 
 # --- priorities -------------------------------------------------------------------------------

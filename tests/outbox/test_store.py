@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway import db
 from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import StorageError
 from gateway.messages import Record, RecordKind
 from gateway.outbox import Outbox
 from gateway.outbox.store import ROW_OVERHEAD_BYTES
+from tests.outbox.helpers import committed_outbox, ids_in_file
 
 
 def make_record(i: int, kind: RecordKind = "reading") -> Record:
@@ -50,50 +49,25 @@ def make_record(i: int, kind: RecordKind = "reading") -> Record:
     return Record(record_id=body["id"], kind=kind, priority=2 if kind == "alert" else 0, body=body)
 
 
-@pytest.fixture
-def db_file(tmp_path: Path) -> Path:
-    return db.db_path(tmp_path)
-
-
-@pytest.fixture
-def database(db_file: Path) -> Iterator[Database]:
-    database = Database(db_file)
-    yield database
-    database.close()
-
-
-def committed_and_notified(database: Database, **kwargs: Any) -> tuple[Outbox, GroupCommitter]:
-    outbox = Outbox(database, **kwargs)
-    committer = GroupCommitter(database, [outbox], interval_s=0.05, max_pending=500)
-    outbox.committer_notify = committer.notify
-    return outbox, committer
-
-
-def rows_in_file(path: Path) -> list[str]:
-    """Record ids in the outbox table, read through a separate connection (what is on disk)."""
-    with sqlite3.connect(path) as conn:
-        return [row[0] for row in conn.execute("SELECT record_id FROM outbox ORDER BY seq")]
-
-
 async def test_put_is_pending_until_the_group_commit(database: Database, db_file: Path) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     for i in range(3):
         outbox.put(make_record(i))
 
-    assert rows_in_file(db_file) == []
+    assert ids_in_file(db_file) == []
     assert (await outbox.stats()).depth == 0
     assert await outbox.lease(10) == []
 
     await committer.flush()
 
-    assert rows_in_file(db_file) == [make_record(i).record_id for i in range(3)]
+    assert ids_in_file(db_file) == [make_record(i).record_id for i in range(3)]
     assert (await outbox.stats()).depth == 3
     assert outbox.counters["put"] == 3
     assert outbox.counters["committed"] == 3
 
 
 async def test_body_is_stored_as_compact_json(database: Database) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     record = make_record(7)
     outbox.put(record)
     await committer.flush()
@@ -106,7 +80,7 @@ async def test_body_is_stored_as_compact_json(database: Database) -> None:
 
 
 async def test_lease_hands_out_oldest_first_and_never_twice(database: Database) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     for i in range(10):
         outbox.put(make_record(i))
     await committer.flush()
@@ -125,7 +99,7 @@ async def test_lease_hands_out_oldest_first_and_never_twice(database: Database) 
 
 
 async def test_released_rows_are_leased_again_next(database: Database) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     for i in range(8):
         outbox.put(make_record(i))
     await committer.flush()
@@ -150,7 +124,7 @@ async def test_released_rows_are_leased_again_next(database: Database) -> None:
 async def test_ack_deletes_the_rows_in_the_file_with_the_next_group_commit(
     database: Database, db_file: Path
 ) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     for i in range(6):
         outbox.put(make_record(i))
     await committer.flush()
@@ -160,17 +134,17 @@ async def test_ack_deletes_the_rows_in_the_file_with_the_next_group_commit(
 
     # Off the totals at once; out of the file when the next group commits (module docstring).
     assert (await outbox.stats()).depth == 4
-    assert len(rows_in_file(db_file)) == 6
+    assert len(ids_in_file(db_file)) == 6
     await committer.flush()
     expected_left = [make_record(i).record_id for i in (1, 3, 4, 5)]
-    assert rows_in_file(db_file) == expected_left
+    assert ids_in_file(db_file) == expected_left
     assert (await outbox.stats()).depth == 4
     assert outbox.counters["acked"] == 2
     assert outbox.leased_count == 2
 
 
 async def test_same_record_id_is_one_row(database: Database, db_file: Path) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     outbox.put(make_record(1))
     outbox.put(make_record(1))  # same frame twice in one group
     await committer.flush()
@@ -178,14 +152,14 @@ async def test_same_record_id_is_one_row(database: Database, db_file: Path) -> N
     outbox.put(make_record(2))
     await committer.flush()
 
-    assert rows_in_file(db_file) == [make_record(1).record_id, make_record(2).record_id]
+    assert ids_in_file(db_file) == [make_record(1).record_id, make_record(2).record_id]
     assert outbox.counters["put"] == 4
     assert outbox.counters["committed"] == 2
     assert outbox.counters["duplicate"] == 2
 
 
 async def test_wait_records_returns_only_when_unleased_rows_may_exist(database: Database) -> None:
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     await outbox.lease(10)  # nothing there: the outbox now knows it is drained
     waiter = asyncio.create_task(outbox.wait_records())
     await asyncio.sleep(0.1)
@@ -215,14 +189,14 @@ async def test_alert_asks_for_an_urgent_commit(database: Database, db_file: Path
     try:
         outbox.put(make_record(1))
         await asyncio.sleep(0.2)
-        assert rows_in_file(db_file) == []
+        assert ids_in_file(db_file) == []
 
         outbox.put(make_record(2, kind="alert"))
         for _ in range(100):
             if (await outbox.stats()).depth == 2:
                 break
             await asyncio.sleep(0.02)
-        assert rows_in_file(db_file) == [make_record(1).record_id, make_record(2).record_id]
+        assert ids_in_file(db_file) == [make_record(1).record_id, make_record(2).record_id]
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -231,7 +205,7 @@ async def test_alert_asks_for_an_urgent_commit(database: Database, db_file: Path
 
 async def test_unacked_rows_survive_a_restart(db_file: Path) -> None:
     database = Database(db_file)
-    outbox, committer = committed_and_notified(database)
+    outbox, committer = committed_outbox(database)
     for i in range(20):
         outbox.put(make_record(i))
     await committer.flush()
@@ -254,7 +228,7 @@ async def test_unacked_rows_survive_a_restart(db_file: Path) -> None:
 
 async def test_stats_count_rows_bytes_and_oldest_age(database: Database) -> None:
     mono = [100.0]
-    outbox, committer = committed_and_notified(database, mono_clock=lambda: mono[0])
+    outbox, committer = committed_outbox(database, mono_clock=lambda: mono[0])
     records = [make_record(i) for i in range(3)]
     for record in records:
         outbox.put(record)
@@ -309,16 +283,16 @@ async def test_a_failed_group_keeps_its_deletes_for_the_next_one(database: Datab
 
     with pytest.raises(StorageError):
         await committer.flush()
-    assert len(rows_in_file(db_file)) == 4  # rolled back with the group
+    assert len(ids_in_file(db_file)) == 4  # rolled back with the group
     await committer.flush()
 
-    assert rows_in_file(db_file) == [make_record(3).record_id]
+    assert ids_in_file(db_file) == [make_record(3).record_id]
     assert (await outbox.stats()).depth == 1
 
 
 async def test_a_leased_row_evicted_then_acked_is_counted_once(database: Database, db_file: Path) -> None:
     size = len(json.dumps(make_record(0).body, separators=(",", ":"))) + 28 + ROW_OVERHEAD_BYTES
-    outbox, committer = committed_and_notified(database, max_bytes=3 * size + 10)
+    outbox, committer = committed_outbox(database, max_bytes=3 * size + 10)
     for i in range(3):
         outbox.put(make_record(i))
     await committer.flush()
@@ -330,6 +304,6 @@ async def test_a_leased_row_evicted_then_acked_is_counted_once(database: Databas
     await committer.flush()
 
     stats = await outbox.stats()
-    assert rows_in_file(db_file) == [make_record(i).record_id for i in (3, 4)]
+    assert ids_in_file(db_file) == [make_record(i).record_id for i in (3, 4)]
     assert stats.depth == 2
     assert stats.evicted_total == {"evicted.diagnostics": 2}  # make_record: priority 0
