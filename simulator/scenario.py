@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import yaml
 
@@ -36,17 +36,7 @@ FaultKind = Literal[
     "broker_outage",
     "gateway_kill",
 ]
-FAULT_KINDS: Final[tuple[FaultKind, ...]] = (
-    "bad_mic",
-    "replay",
-    "device_flood",
-    "garbage",
-    "lamp_failure",
-    "circuit_loss",
-    "clock_jump",
-    "broker_outage",
-    "gateway_kill",
-)
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 _DEVICE_FAULTS: Final = ("bad_mic", "replay", "device_flood", "lamp_failure", "circuit_loss")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

@@ -22,20 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.codec.derive import dali_percent_to_level
-from gateway.codec.fields import ENDIANS, Spec
+from gateway.codec.fields import ENDIANS, INT_CODES, Spec
+from gateway.crc import crc16_modbus
 from gateway.errors import EncodeError
 
 logger = logging.getLogger(__name__)
-
-
-def crc16_modbus(data: bytes) -> int:
-    """CRC-16/MODBUS: reflected poly 0xA001, init 0xFFFF (Decentlab dl-downlink-codec.js ``crc16``)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
 
 
 CHECKSUMS: Final[Mapping[str, Callable[[bytes], bytes]]] = {
@@ -44,14 +35,6 @@ CHECKSUMS: Final[Mapping[str, Callable[[bytes], bytes]]] = {
 }
 TRANSFORMS: Final[Mapping[str, Callable[[Any], int]]] = {
     "dali_percent_to_level": dali_percent_to_level,
-}
-_INT_FORMATS: Final[Mapping[str, str]] = {
-    "uint8": "B",
-    "int8": "b",
-    "uint16": "H",
-    "int16": "h",
-    "uint32": "I",
-    "int32": "i",
 }
 _PARAM_TYPES: Final = ("int", "number", "enum")
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
@@ -272,7 +255,7 @@ def _compile_piece(spec: Spec, params: Mapping[str, Param]) -> _Piece:
         return _compile_pack(spec, params)
     spec.mapping(required=("param", "as"), optional=("endian", "mul", "transform"))
     param_name = spec["param"].as_choice(tuple(params))
-    fmt = _INT_FORMATS[spec["as"].as_choice(_INT_FORMATS)]
+    fmt = INT_CODES[spec["as"].as_choice(INT_CODES)]
     endian_spec = spec.get("endian")
     if struct.calcsize(fmt) > 1 and endian_spec is None:
         raise spec.fail("a multi-byte item needs 'endian: le' or 'endian: be'")

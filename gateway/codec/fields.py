@@ -303,7 +303,7 @@ EXPANSIONS: Final[Mapping[str, Callable[[int, int], list[int]]]] = {
 
 # ------------------------------------------------------------------------- fields
 
-_INT_CODES: Final[Mapping[str, str]] = {
+INT_CODES: Final[Mapping[str, str]] = {
     "uint8": "B",
     "int8": "b",
     "uint16": "H",
@@ -313,7 +313,7 @@ _INT_CODES: Final[Mapping[str, str]] = {
 }
 _FLOAT_CODES: Final[Mapping[str, str]] = {"float16": "e", "float32": "f"}
 _SIZED_TYPES: Final = ("hex", "bytes", "constant", "bcd")
-FIELD_TYPES: Final[tuple[str, ...]] = (*_INT_CODES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
+FIELD_TYPES: Final[tuple[str, ...]] = (*INT_CODES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
 
 
 def js_round(value: float) -> int:
@@ -425,9 +425,9 @@ def compile_field(
     if expand is not None:
         placeholders = tuple(p for p in placeholders if p != "n")
     ftype = spec["type"].as_choice(FIELD_TYPES)
-    if expand is not None and ftype not in _INT_CODES:
+    if expand is not None and ftype not in INT_CODES:
         raise spec["expand"].fail(f"needs an integer type, not {ftype}")
-    if ftype in _INT_CODES or ftype in _FLOAT_CODES or ftype == "bool":
+    if ftype in INT_CODES or ftype in _FLOAT_CODES or ftype == "bool":
         size, read, numeric = _compile_int(spec, ftype, default_endian)
     else:
         for key in ("endian", "scale", "offset", "enum", "enum_default", "bits", "ops"):
@@ -569,7 +569,7 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
         # A bool's own bit has two values only: its sentinels match the whole byte
         # (NAS UL20xx daliStatus(): a status byte 0xFF means "no answer", every flag false).
         return 1, _compile_sentinels(spec, lambda buf, pos: buf[pos], read_bool, 0, 0xFF), False
-    code = _FLOAT_CODES[ftype] if is_float else _INT_CODES[ftype]
+    code = _FLOAT_CODES[ftype] if is_float else INT_CODES[ftype]
     size = struct.calcsize(code)
     endian_spec = spec.get("endian")
     endian = endian_spec.as_choice(ENDIANS) if endian_spec is not None else default_endian

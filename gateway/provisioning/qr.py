@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.crc import crc16_modbus
 from gateway.errors import QrCodeError
 from gateway.messages import DevEui, JoinEui
 
@@ -36,19 +37,6 @@ SCHEMA_ID = "D0"
 _HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 _HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
 _KNOWN = {"O": "owner_token", "S": "serial_number", "P": "proprietary", "C": "checksum"}
-
-
-def crc16_modbus(data: bytes) -> int:
-    """CRC-16/MODBUS: poly 0x8005 reflected (0xA001), init 0xFFFF, no final XOR.
-
-    Check value over b"123456789" is 0x4B37 (reveng CRC catalogue, CRC-16/MODBUS).
-    """
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from gateway.codec.derive import (
     stage_from_distance,
     stage_from_pressure,
 )
-from gateway.codec.encode import crc16_modbus
+from gateway.crc import crc16_modbus
 from gateway.errors import ConfigError, EncodeError
 from tests.codec.test_profile import BASE, write_profile
 
