@@ -22,7 +22,7 @@ from gateway.lorawan import mac as gw_mac
 from gateway.lorawan import phy
 from gateway.lorawan.join import JoinServer
 from gateway.messages import UplinkData
-from tests.firmware.gateway_side import JOIN_EUI, ROOT, GatewaySide, device_profile, otaa_device, run_scenario
+from tests.firmware.gateway_side import JOIN_EUI, GatewaySide, device_profile, otaa_device, run_scenario
 
 DEADLINE_S = 20.0
 MAX_LINES = 200
@@ -73,8 +73,6 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Run:
-    if not (ROOT / "firmware" / "nodes" / "lamp_controller.py").exists():
-        pytest.skip("firmware/nodes/lamp_controller.py is not written yet")
     device = otaa_device(DEV_EUI, APP_KEY, "edgegw/lamp-controller")
     gateway = Gateway(
         JoinServer(LorawanSection(), [device]), profile=device_profile("edgegw/lamp-controller")
