@@ -83,6 +83,23 @@ def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def minimal_config(workdir: Path, udp_port: int, mqtt_port: int) -> Path:
+    """The foundation issue's minimal config file, with test ports and ``workdir/data``."""
+    config_file = workdir / "edgegw.yaml"
+    config_file.write_text(
+        f"gateway: {{id: {GATEWAY_ID}}}\n"
+        f'radio: {{url: "semtech-udp://127.0.0.1:{udp_port}"}}\n'
+        f"mqtt: {{host: 127.0.0.1, port: {mqtt_port}, tls: false}}\n"
+        f"data_dir: {workdir / 'data'}\n"
+    )
+    return config_file
+
+
+def up_records(sub: Any) -> list[dict[str, Any]]:
+    """Every record a subscriber got in ``up`` batches, in order."""
+    return [r for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up") for r in batch["records"]]
+
+
 def register_abp(config_file: Path, device: AbpDevice) -> None:
     """`edgegw device add --abp` of a simulated device, as an installer would (fails the test if refused)."""
     added = cli(

@@ -20,13 +20,18 @@ import pytest
 
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
-from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, make_device, wait_ready
+from tests.e2e.harness import (
+    GATEWAY_EUI,
+    GATEWAY_ID,
+    AgentProcess,
+    cli,
+    em310,
+    make_device,
+    up_records,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def records(sub: Any) -> list[dict[str, Any]]:
-    return [r for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up") for r in batch["records"]]
 
 
 def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
@@ -43,7 +48,7 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
                 [(good, {"rssi_dbm": -97.0, "snr_db": -3.5, "freq_hz": 868_300_000, "sf": 9})]
             )
             assert fwd.wait_ack(token, 2.0), "no PUSH_ACK"
-            sub.wait_for(lambda _m: len(records(sub)) >= 1)
+            sub.wait_for(lambda _m: len(up_records(sub)) >= 1)
 
             # A forged frame (right DevAddr and counter, wrong key) and a replay of the good frame.
             forged = AbpDevice(
@@ -54,13 +59,13 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
             fwd.send_frames(
                 [(dev2.uplink(em310(80, 400, False), 85), {}), (dev1.uplink(em310(91, 2000, False), 85), {})]
             )
-            sub.wait_for(lambda _m: len(records(sub)) >= 3)
+            sub.wait_for(lambda _m: len(up_records(sub)) >= 3)
             time.sleep(0.5)  # anything wrongly forwarded would have arrived by now
     finally:
         code = agent.stop()
     assert code == 0, "\n".join(agent.lines[-20:])
 
-    got = records(sub)
+    got = up_records(sub)
     assert len(got) == 3, got
     first = got[0]
     assert first["dev_eui"] == dev1.dev_eui.hex() and first["fcnt"] == 0 and first["fport"] == 85
@@ -106,7 +111,7 @@ def test_replay_window_stays_closed_across_a_restart(
         with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
             wait_ready(fwd)
             fwd.send_frames([(f, {}) for f in frames])
-            sub.wait_for(lambda _m: len(records(sub)) >= 3)
+            sub.wait_for(lambda _m: len(up_records(sub)) >= 3)
     finally:
         assert agent.stop() == 0
     agent = AgentProcess(config_file)
@@ -116,11 +121,11 @@ def test_replay_window_stays_closed_across_a_restart(
             fwd.send_frames([(frames[2], {})])  # replayed after the restart
             fresh = dev1.uplink(em310(89, 999, False), 85)
             fwd.send_frames([(fresh, {})])
-            sub.wait_for(lambda _m: len(records(sub)) >= 4)
+            sub.wait_for(lambda _m: len(up_records(sub)) >= 4)
             time.sleep(0.3)
     finally:
         assert agent.stop() == 0
-    got = records(sub)
+    got = up_records(sub)
     assert [r["fcnt"] for r in got] == [0, 1, 2, 3]
     assert agent.final_counters()["pipeline"]["rejected.replayed_fcnt"] == 1
 
@@ -142,10 +147,10 @@ def test_a_device_registered_while_the_agent_runs_is_served(
             )  # fmt: skip
             assert added.returncode == 0, added.stderr
             deadline = time.monotonic() + 15  # the agent re-reads a changed registry every 10 s
-            while not records(sub) and time.monotonic() < deadline:
+            while not up_records(sub) and time.monotonic() < deadline:
                 fwd.send_frames([(late.uplink(em310(70, 700, False), 85), {})])
                 time.sleep(1.0)
     finally:
         assert agent.stop() == 0
-    got = records(sub)
+    got = up_records(sub)
     assert got and got[0]["dev_eui"] == late.dev_eui.hex() and got[0]["data"]["battery"] == 70

@@ -21,7 +21,7 @@ from gateway.lorawan.crypto import derive_session_keys
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
 from tests.conftest import Broker
-from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, wait_ready
+from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, up_records, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 JOIN_EUI = bytes.fromhex("70b3d57ed0000001")
 OTAA_EUI = bytes.fromhex("70b3d57ed00000aa")
-
-
-def records(sub: Any) -> list[dict[str, Any]]:
-    return [r for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up") for r in batch["records"]]
 
 
 def join(fwd: PacketForwarder, dev_nonce: bytes) -> Any:
@@ -66,12 +62,12 @@ def test_otaa_join_then_uplinks_reach_the_broker_and_a_replayed_join_is_refused(
             nwk, app = derive_session_keys(APP_KEY, payload.join_nonce, payload.net_id, bytes.fromhex("0102"))
             device = AbpDevice(OTAA_EUI, payload.dev_addr, nwk, app, "milesight/em310-udl")
             fwd.send_frames([(device.uplink(em310(88, 1234, False), 85), {})])
-            sub.wait_for(lambda _m: len(records(sub)) >= 1)
+            sub.wait_for(lambda _m: len(up_records(sub)) >= 1)
             time.sleep(0.5)  # past the de-duplication window
             assert join(fwd, bytes.fromhex("0102")) is None  # replayed join: no join-accept
     finally:
         assert agent.stop() == 0
-    (record,) = records(sub)
+    (record,) = up_records(sub)
     assert record["dev_eui"] == OTAA_EUI.hex() and record["data"] == {
         "battery": 88, "distance": 1234, "position": "normal",
     }  # fmt: skip

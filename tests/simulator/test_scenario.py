@@ -23,7 +23,15 @@ from simulator.forwarder import PacketForwarder
 from simulator.models import ContainerModel, RiverModel
 from simulator.scenario import load_scenario, parse_scenario
 from tests.conftest import Broker
-from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, wait_ready
+from tests.e2e.harness import (
+    GATEWAY_EUI,
+    GATEWAY_ID,
+    AgentProcess,
+    cli,
+    minimal_config,
+    up_records,
+    wait_ready,
+)
 
 FLOOD_DAY = Path(__file__).resolve().parents[2] / "simulator" / "scenarios" / "flood-day.yaml"
 
@@ -200,22 +208,12 @@ def test_a_collection_is_a_tilt_then_a_drop_to_empty() -> None:
 # --- end to end -----------------------------------------------------------------------------
 
 
-def records(sub: Any) -> list[dict[str, Any]]:
-    return [r for batch in sub.json_on(f"edgegw/{GATEWAY_ID}/up") for r in batch["records"]]
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_flood_day_through_the_agent_matches_the_ground_truth(
     tmp_path: Path, mosquitto: Broker, free_udp_port: int, subscribe: Any
 ) -> None:
-    config_file = tmp_path / "edgegw.yaml"
-    config_file.write_text(
-        f"gateway: {{id: {GATEWAY_ID}}}\n"
-        f'radio: {{url: "semtech-udp://127.0.0.1:{free_udp_port}"}}\n'
-        f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false}}\n"
-        f"data_dir: {tmp_path / 'data'}\n"
-    )
+    config_file = minimal_config(tmp_path, free_udp_port, mosquitto.port)
     fleet_csv = tmp_path / "fleet.csv"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -250,7 +248,7 @@ def test_flood_day_through_the_agent_matches_the_ground_truth(
         lines = [json.loads(line) for line in truth_file.read_text().splitlines()]
         truth = [line for line in lines if line["type"] == "frame"]
         good = [t for t in truth if t["expect"] == "accepted"]
-        sub.wait_for(lambda _m: len(records(sub)) >= len(good), timeout_s=20.0)
+        sub.wait_for(lambda _m: len(up_records(sub)) >= len(good), timeout_s=20.0)
     finally:
         assert agent.stop() == 0, "\n".join(agent.lines[-20:])
 
@@ -259,7 +257,7 @@ def test_flood_day_through_the_agent_matches_the_ground_truth(
     assert summary["frames"]["device_flood"] == 60 and summary["no_push_acks"] == 0
     assert lines[0]["type"] == "scenario" and len(lines[0]["devices"]) == 22
 
-    got = records(sub)
+    got = up_records(sub)
     by_key = {(r["dev_eui"], r["fcnt"]): r for r in got}
     assert len(by_key) == len(got) == len(good), "a frame arrived twice or a refused frame arrived"
     for t in good:
