@@ -41,11 +41,10 @@ class AgentUpdater:
         self.agent = agent
         self.updates = Updates(agent.config.data_path)
         self.counters: dict[str, int] = {}
-        self._transfer: dict[str, Any] | None = None
-        self._chunks: dict[int, bytes] = {}
-        self._count_of: int | None = None  # chunks of the package announced
-        self._early: dict[str, dict[int, bytes]] = {}  # chunks that came before their command
-        self._early_counts: dict[str, int] = {}
+        self._transfer: dict[str, Any] | None = None  # the announced package: version, sha256, size
+        # Chunks by package hash: (count, index -> bytes). Those of a package not announced (yet) are
+        # kept too, bounded: a command is verified on the loop, its chunks may overtake it.
+        self._parts: dict[str, tuple[int, dict[int, bytes]]] = {}
         self._pending: asyncio.Task[None] | None = None
 
     def _count(self, key: str) -> None:
@@ -58,18 +57,14 @@ class AgentUpdater:
             raise ValueError(f"version {__version__} is the one running")
         sha = params["sha256"].lower()
         self._transfer = {**params, "sha256": sha}
-        # Chunks may come before the command is checked (it is verified on the loop, they are not
-        # signed): those already here for this package count.
-        self._chunks = self._early.pop(sha, {})
-        self._count_of = self._early_counts.pop(sha, None)
-        self._early.clear()
-        self._early_counts.clear()
+        self._parts = {sha: self._parts[sha]} if sha in self._parts else {}
         self._count("announced")
-        topic = f"{self.agent.topics.root}/update/{sha}/<index>/<count>"
-        if self._count_of is not None and len(self._chunks) >= self._count_of:
-            # Complete already: after this command's result is on its way.
-            asyncio.get_running_loop().call_soon(self._complete)
-        return {"version": params["version"], "send_chunks_to": topic}
+        # Complete already? Then after this command's result is on its way.
+        asyncio.get_running_loop().call_soon(self._complete)
+        return {
+            "version": params["version"],
+            "send_chunks_to": f"{self.agent.topics.root}/update/{sha}/<index>/<count>",
+        }
 
     def on_chunk(self, topic: str, payload: bytes) -> None:
         try:
@@ -81,30 +76,31 @@ class AgentUpdater:
         if not 0 <= index < count <= MAX_CHUNKS or len(payload) > MAX_PACKAGE_BYTES:
             self._count("chunks_refused")
             return
+        _count, chunks = self._parts.setdefault(sha, (count, {}))
+        held = sum(len(c) for _n, parts in self._parts.values() for c in parts.values())
+        if len(self._parts) > 3 or held + len(payload) > 2 * MAX_PACKAGE_BYTES:
+            if not chunks:
+                del self._parts[sha]
+            self._count("chunks_refused")
+            return
+        chunks[index] = payload
+        self._parts[sha] = (count, chunks)
         transfer = self._transfer
         if transfer is None or sha != transfer["sha256"]:
-            # Not announced (yet): kept a little, bounded, in case its signed command is on its way.
-            early = self._early.setdefault(sha, {})
-            if len(self._early) > 2 or sum(map(len, early.values())) + len(payload) > MAX_PACKAGE_BYTES:
-                self._early.pop(sha, None)
-                self._count("chunks_refused")
-                return
-            early[index] = payload
-            self._early_counts[sha] = count
             self._count("chunks_unannounced")
             return
-        self._chunks[index] = payload
-        self._count_of = count
-        if len(self._chunks) >= count:
-            self._complete()
+        self._complete()
 
     def _complete(self) -> None:
-        transfer, count = self._transfer, self._count_of
-        if transfer is None or count is None or len(self._chunks) < count:
+        transfer = self._transfer
+        if transfer is None or transfer["sha256"] not in self._parts:
+            return
+        count, chunks = self._parts[transfer["sha256"]]
+        if len(chunks) < count:
             return
         sha = transfer["sha256"]
-        package = b"".join(self._chunks.get(i, b"") for i in range(count))
-        self._transfer, self._chunks, self._count_of = None, {}, None
+        package = b"".join(chunks.get(i, b"") for i in range(count))
+        self._transfer, self._parts = None, {}
         if len(package) != transfer["size_bytes"] or hashlib.sha256(package).hexdigest() != sha:
             self._refuse(transfer["version"], "the package received is not the one announced")
             return
