@@ -19,6 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -139,7 +140,7 @@ def subscribe(mosquitto: Broker) -> Iterator[Any]:
     clients: list[mqtt.Client] = []
 
     def make(topic_filter: str) -> Subscriber:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{len(clients)}")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{len(clients)}")
         sub = Subscriber(client)
         subscribed = threading.Event()
         client.on_message = sub.on_message

@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.main import main
-
-NWK = "2b7e151628aed2a6abf7158809cf4f3c"
-APP = "000102030405060708090a0b0c0d0e0f"
+from tests.cli.helpers import APP, EM310, NWK, abp_argv, clear_edgegw_env, run
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in __import__("os").environ if n.startswith("EDGEGW_")]:
-        monkeypatch.delenv(name)
+    clear_edgegw_env(monkeypatch)
     path = tmp_path / "edgegw.yaml"
     path.write_text(
         "gateway: {id: gw-test-1}\n"
@@ -27,32 +23,8 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def add_abp(capsys: pytest.CaptureFixture[str], config_file: Path, eui: str, addr: str, *extra: str) -> int:
-    code, _, _err = run(
-        capsys,
-        "--config",
-        str(config_file),
-        "device",
-        "add",
-        "--dev-eui",
-        eui,
-        "--profile",
-        "milesight/em310-udl",
-        "--abp",
-        "--dev-addr",
-        addr,
-        "--nwkskey",
-        NWK,
-        "--appskey",
-        APP,
-        *extra,
-    )
+    code, _, _err = run(capsys, "--config", str(config_file), "device", "add", *abp_argv(eui, addr), *extra)
     return code
 
 
@@ -114,7 +86,7 @@ def test_device_add_otaa(config_file: Path, capsys: pytest.CaptureFixture[str]) 
         "--dev-eui",
         "0000000000000002",
         "--profile",
-        "milesight/em310-udl",
+        EM310,
         "--otaa",
         "--join-eui",
         "0000000000000001",
@@ -129,55 +101,12 @@ def test_device_add_otaa(config_file: Path, capsys: pytest.CaptureFixture[str]) 
     ("argv", "message"),
     [
         (
-            ["--dev-eui", "1234", "--profile", "milesight/em310-udl", "--abp"],
+            ["--dev-eui", "1234", "--profile", EM310, "--abp"],
             "--dev-eui: DevEui must be 8 bytes",
         ),
-        (
-            [
-                "--dev-eui",
-                "0000000000000001",
-                "--profile",
-                "nope/nope",
-                "--abp",
-                "--dev-addr",
-                "26011001",
-                "--nwkskey",
-                NWK,
-                "--appskey",
-                APP,
-            ],
-            "unknown profile 'nope/nope'",
-        ),
-        (
-            [
-                "--dev-eui",
-                "0000000000000001",
-                "--profile",
-                "milesight/em310-udl",
-                "--abp",
-                "--dev-addr",
-                "26011001",
-                "--nwkskey",
-                "zz",
-                "--appskey",
-                APP,
-            ],
-            "--nwkskey: AesKey must be hex",
-        ),
-        (
-            [
-                "--dev-eui",
-                "0000000000000001",
-                "--profile",
-                "milesight/em310-udl",
-                "--abp",
-                "--dev-addr",
-                "26011001",
-                "--appskey",
-                APP,
-            ],
-            "--nwkskey is required",
-        ),
+        (abp_argv("0000000000000001", "26011001", profile="nope/nope"), "unknown profile 'nope/nope'"),
+        (abp_argv("0000000000000001", "26011001", nwk="zz"), "--nwkskey: AesKey must be hex"),
+        (abp_argv("0000000000000001", "26011001", nwk=None), "--nwkskey is required"),
     ],
 )
 def test_device_add_bad_input_exits_2_with_one_line(
@@ -190,22 +119,7 @@ def test_device_add_bad_input_exits_2_with_one_line(
 def test_device_add_duplicate_exits_2(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert add_abp(capsys, config_file, "0000000000000001", "26011001") == 0
     code, _, err = run(
-        capsys,
-        "--config",
-        str(config_file),
-        "device",
-        "add",
-        "--dev-eui",
-        "0000000000000001",
-        "--profile",
-        "milesight/em310-udl",
-        "--abp",
-        "--dev-addr",
-        "26011002",
-        "--nwkskey",
-        NWK,
-        "--appskey",
-        APP,
+        capsys, "--config", str(config_file), "device", "add", *abp_argv("0000000000000001", "26011002")
     )
     assert code == 2 and "already registered" in err
     code, _, err = run(capsys, "--config", str(config_file), "device", "remove", "0000000000000009")
@@ -217,7 +131,7 @@ def test_decode_prints_the_vendor_output(capsys: pytest.CaptureFixture[str]) -> 
         capsys,
         "decode",
         "--profile",
-        "milesight/em310-udl",
+        EM310,
         "--fport",
         "85",
         "01755C03824408040001",
@@ -229,8 +143,8 @@ def test_decode_prints_the_vendor_output(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--profile", "milesight/em310-udl", "--fport", "85", "0175"], "cannot decode"),
-        (["--profile", "milesight/em310-udl", "--fport", "85", "xyz"], "not hex"),
+        (["--profile", EM310, "--fport", "85", "0175"], "cannot decode"),
+        (["--profile", EM310, "--fport", "85", "xyz"], "not hex"),
         (["--profile", "acme/none", "--fport", "85", "00"], "unknown profile"),
     ],
 )

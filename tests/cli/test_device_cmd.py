@@ -3,49 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
 from gateway import db
-from gateway.cli.main import main
 from gateway.provisioning import keystore
-
-P = "milesight/em310-udl"
-NWK = "2b7e151628aed2a6abf7158809cf4f3c"
-APP = "000102030405060708090a0b0c0d0e0f"
-
-
-@pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("EDGEGW_")]:
-        monkeypatch.delenv(name)
-    path = tmp_path / "edgegw.yaml"
-    path.write_text(
-        "gateway: {id: gw-test-1}\nmqtt: {host: 127.0.0.1, port: 1883, tls: false}\n"
-        f"data_dir: {tmp_path / 'data'}\n"
-    )
-    return path
+from tests.cli.helpers import APP, NWK, abp_argv
+from tests.cli.helpers import EM310 as P
+from tests.cli.helpers import run_with_config as run
 
 
-def run(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str) -> tuple[int, str, str]:
-    code = main(["--config", str(cfg), *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+def add_device(capsys: pytest.CaptureFixture[str], cfg: Path, eui: str, *extra: str) -> tuple[int, str, str]:
+    return run(capsys, cfg, "device", "add", "--dev-eui", eui, "--profile", P, *extra)
 
 
 def test_otaa_add_generates_app_key_shown_once(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
+    code, out, _ = add_device(
         capsys,
         cfg,
-        "device",
-        "add",
-        "--dev-eui",
         "0000000000000002",
-        "--profile",
-        P,
         "--otaa",
         "--join-eui",
         "70b3d57ed0000000",
@@ -69,32 +47,15 @@ def test_otaa_add_generates_app_key_shown_once(cfg: Path, capsys: pytest.Capture
     assert key not in out and json.loads(out)["devices"][0]["site"] == "aix/a1"
     code, out, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
     assert json.loads(out)["devices"][0]["keys"]["app_key"] == key
-    code, out, _ = run(
-        capsys,
-        cfg,
-        "device",
-        "add",
-        "--dev-eui",
-        "0000000000000003",
-        "--profile",
-        P,
-        "--otaa",
-        "--join-eui",
-        "70b3d57ed0000000",
-    )
+    code, out, _ = add_device(capsys, cfg, "0000000000000003", "--otaa", "--join-eui", "70b3d57ed0000000")
     assert code == 0 and "shown only now" in out
 
 
 def test_set_changes_params_and_rejects_bad_ones(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    added, _, _ = run(
+    added, _, _ = add_device(
         capsys,
         cfg,
-        "device",
-        "add",
-        "--dev-eui",
         "01" * 8,
-        "--profile",
-        P,
         "--otaa",
         "--join-eui",
         "00" * 8,
@@ -208,23 +169,7 @@ def test_import_export_round_trip_and_idempotence(
 
 
 def test_rekey_encrypts_existing_rows(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    added, _, _ = run(
-        capsys,
-        cfg,
-        "device",
-        "add",
-        "--dev-eui",
-        "01" * 8,
-        "--profile",
-        P,
-        "--abp",
-        "--dev-addr",
-        "26011001",
-        "--nwkskey",
-        NWK,
-        "--appskey",
-        APP,
-    )
+    added, _, _ = run(capsys, cfg, "device", "add", *abp_argv("01" * 8, "26011001"))
     assert added == 0
     code, out, _ = run(capsys, cfg, "device", "rekey", "--json")
     assert code == 0 and json.loads(out)["encrypted_values"] == 2
@@ -237,23 +182,7 @@ def test_rekey_encrypts_existing_rows(cfg: Path, tmp_path: Path, capsys: pytest.
     _, out, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
     assert json.loads(out)["devices"][0]["keys"]["nwk_s_key"] == NWK
     # New devices are encrypted on write from now on.
-    added, _, _ = run(
-        capsys,
-        cfg,
-        "device",
-        "add",
-        "--dev-eui",
-        "02" * 8,
-        "--profile",
-        P,
-        "--abp",
-        "--dev-addr",
-        "26011002",
-        "--nwkskey",
-        NWK,
-        "--appskey",
-        APP,
-    )
+    added, _, _ = run(capsys, cfg, "device", "add", *abp_argv("02" * 8, "26011002"))
     assert added == 0
     code, out, _ = run(capsys, cfg, "device", "rekey", "--json")
     assert json.loads(out)["encrypted_values"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -11,37 +10,26 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.cli.main import main
+from tests.cli.helpers import clear_edgegw_env, run_with_config
 from tests.provisioning.test_gateway_setup import issue
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("EDGEGW_")]:
-        monkeypatch.delenv(name)
+    clear_edgegw_env(monkeypatch)
+
+
+def provision(
+    capsys: pytest.CaptureFixture[str], cfg: Path, gw_id: str, data: Path, *extra: str
+) -> tuple[int, str, str]:
+    argv = ["provision", "gateway", "--id", gw_id, "--data-dir", str(data), *extra]
+    return run_with_config(capsys, cfg, *argv)
 
 
 def test_provision_gateway_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     cfg = tmp_path / "edgegw.yaml"  # absent: --data-dir decides
-    code, out, err = run(
-        capsys,
-        "--config",
-        str(cfg),
-        "provision",
-        "gateway",
-        "--id",
-        "gw-aix-01",
-        "--data-dir",
-        str(data),
-        "--json",
-    )
+    code, out, err = provision(capsys, cfg, "gw-aix-01", data, "--json")
     doc = json.loads(out)
     assert code == 0 and err == "" and doc["client_key_created"] is True and doc["certificate"] is None
     key_pem = Path(doc["client_key"]).read_bytes()
@@ -57,16 +45,11 @@ def test_provision_gateway_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     unit = tmp_path / "edgegw.service"
-    code, out, _ = run(
+    code, out, _ = provision(
         capsys,
-        "--config",
-        str(cfg),
-        "provision",
-        "gateway",
-        "--id",
+        cfg,
         "gw-aix-01",
-        "--data-dir",
-        str(data),
+        data,
         "--install-cert",
         str(cert),
         "--platform-key",
@@ -86,43 +69,17 @@ def test_provision_gateway_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "ExecStart=/opt/edgegw/.venv/bin/edgegw run --config " + str(cfg) in text
     assert f"ReadWritePaths={data}" in text and "NoNewPrivileges=true" in text
 
-    code, out, _ = run(
-        capsys, "--config", str(cfg), "provision", "gateway", "--id", "gw-aix-01", "--data-dir", str(data)
-    )
+    code, out, _ = provision(capsys, cfg, "gw-aix-01", data)
     assert code == 0 and "kept" in out and "valid until" in out
 
 
 def test_provision_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "none.yaml"
-    code, _, err = run(
-        capsys,
-        "--config",
-        str(cfg),
-        "provision",
-        "gateway",
-        "--id",
-        "bad id",
-        "--data-dir",
-        str(tmp_path / "d"),
-    )
+    code, _, err = provision(capsys, cfg, "bad id", tmp_path / "d")
     assert code == 2 and "letters, digits" in err
     other = tmp_path / "other.pem"
     other.write_text("not a cert")
-    code, _, err = run(
-        capsys,
-        "--config",
-        str(cfg),
-        "provision",
-        "gateway",
-        "--id",
-        "gw1",
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--install-cert",
-        str(other),
-    )
+    code, _, err = provision(capsys, cfg, "gw1", tmp_path / "d", "--install-cert", str(other))
     assert code == 2 and "not a PEM certificate" in err
-    code, _, err = run(
-        capsys, "--config", str(cfg), "provision", "gateway", "--id", "gw2", "--data-dir", str(tmp_path / "d")
-    )
+    code, _, err = provision(capsys, cfg, "gw2", tmp_path / "d")
     assert code == 2 and "already provisioned as 'gw1'" in err

@@ -12,28 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.main import main
+from tests.cli.helpers import run_with_config as run
 from tests.provisioning.test_node import APP_KEY, FakeMicroPython
 
 DEV = "70b3d57ed0000101"
 
 
-@pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("EDGEGW_")]:
-        monkeypatch.delenv(name)
-    path = tmp_path / "edgegw.yaml"
-    path.write_text(
-        "gateway: {id: gw-test-1}\nmqtt: {host: 127.0.0.1, port: 1883, tls: false}\n"
-        f"data_dir: {tmp_path / 'data'}\n"
-    )
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str) -> tuple[int, str, str]:
-    code = main(["--config", str(cfg), *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+def provision_node(
+    capsys: pytest.CaptureFixture[str], cfg: Path, port: str, *extra: str, dev: str = DEV
+) -> tuple[int, str, str]:
+    return run(capsys, cfg, "provision", "node", "--port", port, "--dev-eui", dev, *extra)
 
 
 def add(capsys: pytest.CaptureFixture[str], cfg: Path, *params: str) -> None:
@@ -56,9 +44,7 @@ def test_provision_node_installs_firmware_and_config_verified(
 ) -> None:
     add(capsys, cfg, "empty_distance_mm=1800", "full_distance_mm=300")
     with FakeMicroPython(flash) as fake:
-        code, out, err = run(
-            capsys, cfg, "provision", "node", "--port", fake.port, "--dev-eui", DEV, "--json"
-        )
+        code, out, err = provision_node(capsys, cfg, fake.port, "--json")
     assert code == 0, err
     doc = json.loads(out)
     paths = [f["path"] for f in doc["files"]]
@@ -73,19 +59,7 @@ def test_config_only_with_interval_override_and_text_output(
 ) -> None:
     add(capsys, cfg, "empty_distance_mm=1800", "full_distance_mm=300")
     with FakeMicroPython(flash) as fake:
-        code, out, _ = run(
-            capsys,
-            cfg,
-            "provision",
-            "node",
-            "--port",
-            fake.port,
-            "--dev-eui",
-            DEV,
-            "--config-only",
-            "--report-interval-s",
-            "600",
-        )
+        code, out, _ = provision_node(capsys, cfg, fake.port, "--config-only", "--report-interval-s", "600")
     assert code == 0 and "1 file(s)" in out and "verified" in out and APP_KEY not in out
     assert json.loads((flash / "config.json").read_text())["settings"]["report_interval_s"] == 600
     assert not (flash / "lib").exists()
@@ -97,19 +71,7 @@ def test_silent_node_exits_1_and_reports_nothing_written(
     add(capsys, cfg, "empty_distance_mm=1800", "full_distance_mm=300")
     fake = FakeMicroPython(flash)  # never started
     try:
-        code, out, err = run(
-            capsys,
-            cfg,
-            "provision",
-            "node",
-            "--port",
-            fake.port,
-            "--dev-eui",
-            DEV,
-            "--config-only",
-            "--timeout-s",
-            "0.3",
-        )
+        code, out, err = provision_node(capsys, cfg, fake.port, "--config-only", "--timeout-s", "0.3")
     finally:
         os.close(fake._master)
         os.close(fake._slave)
@@ -120,9 +82,7 @@ def test_silent_node_exits_1_and_reports_nothing_written(
 def test_corrupted_write_exits_1(cfg: Path, flash: Path, capsys: pytest.CaptureFixture[str]) -> None:
     add(capsys, cfg, "empty_distance_mm=1800", "full_distance_mm=300")
     with FakeMicroPython(flash, corrupt=True) as fake:
-        code, out, err = run(
-            capsys, cfg, "provision", "node", "--port", fake.port, "--dev-eui", DEV, "--config-only"
-        )
+        code, out, err = provision_node(capsys, cfg, fake.port, "--config-only")
     assert code == 1 and out == "" and "verification failed" in err and "nothing was installed" in err
     assert not (flash / "config.json").exists() and APP_KEY not in err
 
@@ -131,9 +91,7 @@ def test_missing_container_params_and_unknown_device_exit_2(
     cfg: Path, flash: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add(capsys, cfg, "empty_distance_mm=1800")
-    code, _, err = run(capsys, cfg, "provision", "node", "--port", "/dev/null", "--dev-eui", DEV)
+    code, _, err = provision_node(capsys, cfg, "/dev/null")
     assert code == 2 and "full_distance_mm" in err
-    code, _, err = run(
-        capsys, cfg, "provision", "node", "--port", "/dev/null", "--dev-eui", "70b3d57ed0000999"
-    )
+    code, _, err = provision_node(capsys, cfg, "/dev/null", dev="70b3d57ed0000999")
     assert code == 2 and "not registered" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main
+from gateway.crc import crc16_modbus
 from gateway.provisioning import qr
 
 APP = "000102030405060708090a0b0c0d0e0f"
@@ -42,7 +43,7 @@ def test_parse(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_parse_bad_checksum_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     body = "LW:D0:42FFFFFFFFFFFFFF:4242FFFFFFFFFFFF:42FFFF42"
-    good = qr.crc16_modbus(body.encode())
+    good = crc16_modbus(body.encode())
     code, out, _ = run(capsys, "qr", "parse", f"{body}:C{good:04X}", "--json")
     assert code == 0 and json.loads(out)["checksum"] == "ok"
     code, out, err = run(capsys, "qr", "parse", f"{body}:C{good ^ 0x10:04X}", "--json")
