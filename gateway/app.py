@@ -31,7 +31,6 @@ from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import ConfigError, StorageError, UplinkError
 from gateway.fleet.commands import CommandDispatcher
 from gateway.fleet.remote_config import EXIT_RESTART, ConfigApplier
-from gateway.fsutil import write_atomic
 from gateway.history import ReadingHistory
 from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
@@ -49,6 +48,7 @@ from gateway.provisioning import keystore, registry
 from gateway.radio import RadioBackend, open_backend
 from gateway.rules.engine import RuleEngine
 from gateway.rules.model import RuleSet
+from gateway.rules_state import RulesStateStore
 from gateway.uplink import envelope
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.health import publish_health
@@ -63,8 +63,8 @@ DRAIN_TIMEOUT_S = 5.0
 RATE_SAMPLE_S = 10.0
 CLASS_C_POLL_S = 1.0
 RULES_TICK_MAX_S = 30.0
-RULES_STATE_SAVE_S = 60.0
-RULES_STATE_FILE = "rules-state.json"
+LEGACY_RULES_STATE_FILE = "rules-state.json"
+"""Where agents before the rules_state table saved the rule state (moved into the database once)."""
 
 
 @dataclass
@@ -138,9 +138,10 @@ def build(config: Config) -> Agent:
     joins = JoinServer(config.lorawan, database.run_sync(load_otaa_devices, decrypt))
     downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
     outbox = Outbox(database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s)
+    rules_store = RulesStateStore()
     committer = GroupCommitter(
         database,
-        [sessions, downlinks, outbox],
+        [sessions, downlinks, outbox, rules_store],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
     )
@@ -166,7 +167,7 @@ def build(config: Config) -> Agent:
     radio = open_backend(config.radio.url)
     rules = _load_rules(config)
     if rules is not None:
-        _restore_rules_state(config, rules)
+        rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)
     pipeline = UplinkPipeline(
         sessions, profiles, outbox, clock,
         joins=joins, database=database, downlinks=downlinks, rules=rules,
@@ -254,7 +255,6 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
         if agent.rules is not None:
             loops["rules"] = _rules_loop(agent)
             loops["rules_reload"] = _every(config.rules.reload_check_s, _rules_reloader(agent))
-            loops["rules_state"] = _every(RULES_STATE_SAVE_S, lambda: _save_rules_state(agent))
         tasks = {name: asyncio.create_task(coro, name=name) for name, coro in loops.items()}  # type: ignore[arg-type]
         if on_ready is not None:
             on_ready(agent)
@@ -383,26 +383,6 @@ def _load_rules(config: Config) -> RuleEngine | None:
         return engine
 
 
-def _rules_state_path(config: Config) -> Path:
-    return config.data_path / RULES_STATE_FILE
-
-
-def _restore_rules_state(config: Config, rules: RuleEngine) -> None:
-    path = _rules_state_path(config)
-    try:
-        rules.restore(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, StorageError) as exc:
-        log.error("rules state %s not restored (open alerts may be raised again): %s", path, exc)
-
-
-def _save_rules_state(agent: Agent) -> None:
-    if agent.rules is None:
-        return
-    write_atomic(_rules_state_path(agent.config), json.dumps(agent.rules.snapshot()).encode())
-
-
 async def _rules_loop(agent: Agent) -> None:
     """Time-driven rules: silence watchdogs, lighting schedules, interval aggregates."""
     rules = agent.rules
@@ -410,6 +390,8 @@ async def _rules_loop(agent: Agent) -> None:
     while True:
         now_s = time.time()
         agent.pipeline.route(rules.tick(now_s))
+        if rules.has_changes:
+            agent.committer.notify()  # the changed state commits with the records it produced
         due_s = rules.next_due_s(now_s)
         await asyncio.sleep(
             RULES_TICK_MAX_S if due_s is None else min(RULES_TICK_MAX_S, max(0.5, due_s - now_s))
@@ -545,11 +527,11 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     for task in tasks.values():
         task.cancel()
     await asyncio.gather(*tasks.values(), *agent.transmissions, return_exceptions=True)
-    if agent.rules is not None:
+    if agent.rules is not None and agent.rules.has_changes:
         try:
-            _save_rules_state(agent)
-        except OSError as exc:
-            log.error("rules state not saved: %s", exc)
+            await agent.committer.flush()  # what the last ticks changed
+        except (StorageError, RuntimeError) as exc:
+            log.error("rules state not saved at stop: %s", exc)
     if agent.uplink.connected:
         try:
             payload = envelope.state(False, __version__, iso_utc(time.time()))

@@ -7,9 +7,7 @@ stopped by it; a test that leaves one behind fails.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from simulator.broker import MOSQUITTO, Mosquitto
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -37,52 +35,8 @@ def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
-@dataclass
-class Broker:
-    """A mosquitto process on 127.0.0.1:port that a test can stop and start again."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    host: str = "127.0.0.1"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_inflight_messages 0\n"
-            "max_queued_messages 100000\n"
-            "log_type error\nlog_type warning\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
-        )
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited at start: {err}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout_s} s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
+class Broker(Mosquitto):
+    """A mosquitto process on 127.0.0.1:port that a test can stop and start again (not persistent)."""
 
 
 @pytest.fixture

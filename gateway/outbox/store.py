@@ -590,6 +590,11 @@ class Outbox:
     def leased_count(self) -> int:
         return len(self._leased)
 
+    def may_have(self, min_priority: int = 0, max_priority: int = _MAX_PRIORITY) -> bool:
+        """False when no committed, unleased row in the priority range exists; True when one may
+        (a lease that finds none clears it)."""
+        return self._any_maybe(min_priority, max_priority)
+
     def _any_maybe(self, low: int, high: int) -> bool:
         return any(flag for p, flag in self._maybe.items() if low <= p <= high)
 

@@ -105,6 +105,8 @@ class RuleEngine:
         """Called with every rule evaluation when set (the dry run); None in the agent."""
         self.last_reload: dict[str, Any] | None = None
         """The last ``reload``: at_s, file, ok, error (None when it was applied)."""
+        self._dirty: set[str] = set()
+        self._dirty_global = False
 
     @property
     def rules(self) -> RuleSet:
@@ -152,6 +154,8 @@ class RuleEngine:
         self._by_id = {r.id: r for r in new.rules}
         self._match_cache.clear()
         self._params_cache.clear()
+        self._dirty |= self.state_devices()
+        self._dirty_global = True
         return out
 
     def reload(self, path: Path | str, now_s: float) -> tuple[list[Output], ConfigError | None]:
@@ -172,6 +176,7 @@ class RuleEngine:
         if self._devices.get(dev_eui) != (profile, site):
             self._devices[dev_eui] = (profile, site)
             self._match_cache.pop((dev_eui, profile, site), None)
+            self._dirty.add(dev_eui)
 
     # -- readings -------------------------------------------------------------------------------
 
@@ -180,6 +185,8 @@ class RuleEngine:
         dev = reading.dev_eui
         self.register_device(dev, reading.profile, reading.site)
         rules, aggs = self._matching(dev, reading.profile, reading.site)
+        if rules or aggs:
+            self._dirty.add(dev)
         out: list[Output] = []
         if rules:
             params = self._params(dev, reading.profile)
@@ -312,6 +319,13 @@ class RuleEngine:
         for spec in self._rules.aggregates:
             if spec.display is not None:
                 self._tick_display(spec, now_s, out)
+        # What a tick changes without an output (a silence watchdog starting to count, a period
+        # closed with nothing in it) is redone by the next tick after a restart: not saved.
+        for item in out:
+            if isinstance(item, DisplayUpdate):
+                self._dirty_global = True
+            else:
+                self._dirty.add(item.dev_eui)
         return out
 
     def _tick_pending(self, now_s: float, out: list[Output]) -> None:
@@ -482,29 +496,60 @@ class RuleEngine:
     # -- persistence ----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """All per-device state as a JSON-able dict (persist it; give it back to ``restore``)."""
+        """All state as a JSON-able dict (give it back to ``restore``)."""
+        states = {dev: self.device_state(dev) for dev in self.state_devices()}
+        return assemble_snapshot({d: st for d, st in states.items() if st is not None}, self.global_state())
+
+    def device_state(self, dev: str) -> dict[str, Any] | None:
+        """One device's state (its episodes, aggregators, registration, commanded levels); None if none."""
+        episodes = [
+            [r.id, *_episode_fields(ep)]
+            for r in self._rules.rules
+            if (ep := self._episodes.get((r.id, dev))) is not None
+        ]
+        aggs = [
+            [a.id, agg.snapshot()]
+            for a in self._rules.aggregates
+            if (agg := self._aggs.get((a.id, dev))) is not None
+        ]
+        commanded = [
+            [g.id, lvl] for g in self._rules.lighting if (lvl := self._commanded.get((g.id, dev))) is not None
+        ]
+        registered = self._devices.get(dev)
+        if not (episodes or aggs or commanded or registered):
+            return None
         return {
-            "v": SNAPSHOT_VERSION,
-            "episodes": [
-                [
-                    rule_id,
-                    dev,
-                    ep.open,
-                    ep.alert_id,
-                    ep.pend_since,
-                    ep.pend_n,
-                    ep.last_seen,
-                    ep.leaves,
-                    ep.last_value,
-                    ep.opened_s,
-                ]
-                for (rule_id, dev), ep in self._episodes.items()
-            ],
-            "aggregates": [[aid, dev, agg.snapshot()] for (aid, dev), agg in self._aggs.items()],
-            "devices": {dev: list(ps) for dev, ps in self._devices.items()},
-            "commanded": [[gid, dev, lvl] for (gid, dev), lvl in self._commanded.items()],
-            "display": {k: [self._display_next.get(k, 0.0), list(v)] for k, v in self._display_last.items()},
+            "episodes": episodes,
+            "aggregates": aggs,
+            "commanded": commanded,
+            "device": list(registered) if registered else None,
         }
+
+    def global_state(self) -> dict[str, Any]:
+        """The state that belongs to no device: what each display totem was last sent."""
+        last = self._display_last
+        return {"display": {k: [self._display_next.get(k, 0.0), list(v)] for k, v in last.items()}}
+
+    def take_changes(self) -> tuple[dict[str, dict[str, Any] | None], dict[str, Any] | None]:
+        """The state of the devices changed since the last call (None: no state left) and the global
+        state if it changed; forgets them. ``gateway.rules_state`` commits them with the records."""
+        changed = {dev: self.device_state(dev) for dev in self._dirty}
+        glob = self.global_state() if self._dirty_global else None
+        self._dirty, self._dirty_global = set(), False
+        return changed, glob
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty) or self._dirty_global
+
+    def state_devices(self) -> set[str]:
+        """The devices the engine holds any state for."""
+        return (
+            {d for _, d in self._episodes}
+            | {d for _, d in self._aggs}
+            | {d for _, d in self._commanded}
+            | set(self._devices)
+        )
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Load a ``snapshot``; entries of rules, aggregates or groups no longer loaded are dropped.
@@ -544,3 +589,30 @@ class RuleEngine:
         self._episodes, self._devices, self._aggs = episodes, devices, aggs
         self._commanded, self._display_next, self._display_last = commanded, display_next, display_last
         self._match_cache.clear()
+
+
+def _episode_fields(ep: _Episode) -> list[Any]:
+    return [
+        ep.open,
+        ep.alert_id,
+        ep.pend_since,
+        ep.pend_n,
+        ep.last_seen,
+        ep.leaves,
+        ep.last_value,
+        ep.opened_s,
+    ]
+
+
+def assemble_snapshot(
+    devices: Mapping[str, Mapping[str, Any]], global_state: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A ``RuleEngine.snapshot`` from per-device states (``device_state``) and the global state."""
+    return {
+        "v": SNAPSHOT_VERSION,
+        "episodes": [[e[0], dev, *e[1:]] for dev, st in devices.items() for e in st["episodes"]],
+        "aggregates": [[aid, dev, agg] for dev, st in devices.items() for aid, agg in st["aggregates"]],
+        "devices": {dev: st["device"] for dev, st in devices.items() if st.get("device")},
+        "commanded": [[gid, dev, lvl] for dev, st in devices.items() for gid, lvl in st["commanded"]],
+        "display": dict((global_state or {}).get("display", {})),
+    }

@@ -44,6 +44,10 @@ ALERT_PRIORITY = 100
 MAX_PRIORITY = 1 << 30
 
 
+ALERTS_FIRST_MAX_S = 1.0
+ALERTS_FIRST_POLL_S = 0.01
+
+
 class LeasedLike(Protocol):
     @property
     def seq(self) -> int: ...
@@ -67,6 +71,10 @@ class OutboxLike(Protocol):
     async def ack(self, seqs: Sequence[int]) -> None: ...
 
     def release(self, seqs: Sequence[int]) -> None: ...
+
+    def may_have(self, min_priority: int = 0, max_priority: int = MAX_PRIORITY) -> bool:
+        """False when no committed, unleased row in the range exists (True may be a false alarm)."""
+        ...
 
 
 class PublisherLike(Protocol):
@@ -255,6 +263,7 @@ class Forwarder:
                 await self._pause(delay_s)
                 continue  # a flush may have cut the wait short: look again
             await self._uplink.wait_connected()
+            await self._alerts_first()
             await self._outbox.wait_records(max_priority=below_alerts)
             await self._slots.acquire()
             try:
@@ -282,6 +291,18 @@ class Forwarder:
             task = asyncio.create_task(self._send(batch), name="forwarder-batch")
             self._inflight.add(task)
             task.add_done_callback(self._batch_done)
+
+    async def _alerts_first(self) -> None:
+        """Wait (at most ``ALERTS_FIRST_MAX_S``) while alerts wait to be leased by their lane.
+
+        After a reconnection both lanes wake together; without this a batch of the backlog could
+        be leased and published ahead of an alert raised during the outage (docs/outbox.md:
+        "alerts first"). Bounded, so a stuck alert lane never stops the readings.
+        """
+        for _ in range(int(ALERTS_FIRST_MAX_S / ALERTS_FIRST_POLL_S)):
+            if not self._outbox.may_have(min_priority=self._alert_priority):
+                return
+            await asyncio.sleep(ALERTS_FIRST_POLL_S)
 
     async def _lease_batch(self, max_priority: int) -> list[LeasedLike]:
         """Lease up to batch_max_records, waiting up to the linger time for a partial batch to fill,

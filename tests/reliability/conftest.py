@@ -7,56 +7,26 @@ Everything talks to 127.0.0.1 only; every wait is bounded in time.
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.conftest import MOSQUITTO, Broker, free_port
+from tests.conftest import Broker, free_port
 
 
+@dataclass
 class PersistentBroker(Broker):
     """mosquitto with persistence on: a SIGTERM restart keeps the subscriber's session and queue."""
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            # Run as root, mosquitto drops to its own user unless told otherwise, and that user
-            # cannot write the persistence file into a private test directory: the sessions
-            # would be silently lost on restart.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
-            "max_inflight_messages 0\n"
-            "max_queued_messages 0\n"
-            "log_type error\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
-        )
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        import socket
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
+    persistent: bool = True
 
     def stop_saving(self) -> None:
         """A clean stop (SIGTERM), which saves the sessions; fails if nothing was saved."""

@@ -41,7 +41,8 @@ from gateway.outbox import Outbox
 from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.mqtt import MqttUplink, backoff_s
 from gateway.uplink.topics import Topics
-from tests.conftest import MOSQUITTO, Broker, free_port
+from simulator.broker import MOSQUITTO
+from tests.conftest import Broker, free_port
 
 # --- certificates --------------------------------------------------------------------------
 
