@@ -138,9 +138,9 @@ class UplinkPipeline:
                 self._outbox.put(actions.to_record(out, time_quality=self._clock.quality(None)))
             else:
                 request = out.as_downlink() if isinstance(out, actions.DisplayUpdate) else out
-                self._command(request)
+                self._command(request, supersede=isinstance(out, actions.DisplayUpdate))
 
-    def _command(self, request: actions.DownlinkRequest) -> None:
+    def _command(self, request: actions.DownlinkRequest, *, supersede: bool = False) -> None:
         try:
             session = self._sessions.by_dev_eui(DevEui.from_hex(request.dev_eui))
         except ValueError:
@@ -159,7 +159,12 @@ class UplinkPipeline:
                 f"command.{request.command}", "rule command %s cannot be encoded: %s", request.command, exc
             )
             return
-        self._downlinks.enqueue(session.dev_eui, downlink.fport, downlink.payload)
+        try:
+            self._downlinks.enqueue(session.dev_eui, downlink.fport, downlink.payload, supersede=supersede)
+        except ValueError as exc:  # the device's queue is full: drop this command, keep running
+            self.counters["rules.command_queue_full"] += 1
+            self._log_once("queue_full", "rule command %s dropped: %s", request.command, exc)
+            return
         self.counters["rules.command_queued"] += 1
 
     async def _join(self, frame: RadioFrame) -> None:

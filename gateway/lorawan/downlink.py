@@ -96,11 +96,21 @@ class DownlinkScheduler:
 
     # --- what the application asks for ---------------------------------------------------------
 
-    def enqueue(self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False) -> None:
-        """Queue an application downlink (FPort 1..223); ValueError if the queue is full or FPort invalid."""
+    def enqueue(
+        self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False, supersede: bool = False
+    ) -> None:
+        """Queue an application downlink (FPort 1..223); ValueError if the queue is full or FPort invalid.
+
+        ``supersede``: drop what is still queued for the device on the same FPort first (a newer
+        display content makes the older one pointless).
+        """
         if not 1 <= fport <= 223:
             raise ValueError(f"application FPort must be 1..223, got {fport}")
         queue = self._queues.setdefault(dev_eui.value, deque())
+        if supersede:
+            kept = [item for item in queue if item.fport != fport]
+            queue.clear()
+            queue.extend(kept)
         if len(queue) >= MAX_QUEUE:
             raise ValueError(f"downlink queue of {dev_eui} is full ({MAX_QUEUE})")
         queue.append(QueuedDownlink(fport, payload, confirmed))

@@ -238,3 +238,20 @@ def test_downlink_counter_is_persisted_and_reloaded(tmp_path: Path) -> None:
     # A merge with an older read keeps the higher in-memory counter.
     sessions.merge([Session(EUI, DevAddr(ADDR), "p/m", tag, KEYS, None, 1)])
     assert sessions.by_dev_eui(EUI).fcnt_down == 3  # type: ignore[union-attr]
+
+
+def test_a_superseding_downlink_replaces_what_is_queued_on_its_fport_and_a_full_queue_refuses() -> None:
+    """A totem's newer display replaces the older one still queued (the rules send one every few
+    minutes; a class A totem takes one per uplink); other FPorts stay; past MAX_QUEUE, ValueError
+    (the pipeline counts it as rules.command_queue_full and drops the command)."""
+    from gateway.lorawan.downlink import MAX_QUEUE
+
+    scheduler, _sessions = make()
+    for n in range(MAX_QUEUE + 5):
+        scheduler.enqueue(EUI, 20, bytes([n]), supersede=True)
+    scheduler.enqueue(EUI, 30, b"\x01")
+    assert scheduler.queued(EUI) == 2
+    for n in range(MAX_QUEUE - 2):
+        scheduler.enqueue(EUI, 30, bytes([n]))
+    with pytest.raises(ValueError, match="full"):
+        scheduler.enqueue(EUI, 30, b"\x02")
