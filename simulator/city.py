@@ -39,14 +39,20 @@ from simulator.models import (
     RiverModel,
     SunDay,
 )
+from simulator.models.display import DisplayModel
 from simulator.models.noise import draw_events
+from simulator.models.own_nodes import FirmwareFillLevel
+from simulator.models.waste import Fire
 from simulator.scenario import Fault, RiverGroup, Scenario
+from simulator.txgate import TxGate, frame_airtime_s
 
 log = logging.getLogger(__name__)
 
-FrameKind = Literal["reading", "bad_mic", "replay", "device_flood", "garbage", "retransmission", "join"]
+FrameKind = Literal[
+    "reading", "bad_mic", "replay", "device_flood", "garbage", "retransmission", "join", "join_replay"
+]
 JOIN_EUI: Final = bytes.fromhex("70b3d57ed0000001")
-ControlKind = Literal["clock_jump", "broker_outage", "gateway_kill"]
+ControlKind = Literal["clock_jump", "broker_outage", "gateway_kill", "clock_set"]
 MAX_FRAMES: Final = 2_000_000
 """A scenario bigger than this is a typo, not a test."""
 _PROFILE: Final = {
@@ -57,6 +63,7 @@ _PROFILE: Final = {
     "pedestrian": "imbuildings/people-counter",
     "cabinet": "milesight/ws558",
     "lamp": "nasys/ul20xx",
+    "display": "edgegw/display",
 }
 _USE_CASE: Final = {
     "container": "waste",
@@ -66,6 +73,7 @@ _USE_CASE: Final = {
     "pedestrian": "counting",
     "cabinet": "lighting",
     "lamp": "lighting",
+    "display": "counting",
 }
 
 
@@ -76,7 +84,8 @@ _USE_CASE: Final = {
 class SimDevice:
     name: str
     device: AbpDevice
-    model: Model
+    model: Model | FirmwareFillLevel | DisplayModel
+    """A ``FirmwareFillLevel`` wakes every ``report_interval_s`` and reports by its own policy."""
     report_interval_s: float
     flood_report_interval_s: float
     params: dict[str, int]
@@ -89,6 +98,15 @@ class SimDevice:
     otaa: OtaaIdentity | None = None
     """Set for an OTAA device: it joins before its first uplink (and again if a join is lost)."""
     last_good: bytes | None = None
+    awaiting_ack: int | None = None
+    """FCnt of its last confirmed uplink while no ACK came for it (LoRaWAN 1.0.4 §4.3.1.2)."""
+    retries_left: int = 0
+    acks: int = 0
+    last_join: ScheduledFrame | None = None
+    """Its last join-request the gateway heard (what a ``join_replay`` copies)."""
+    join_replays: int = 0
+    join_replay_answers: int = 0
+    """Join-accepts that came while it was not joining: the gateway answered a replayed join."""
 
     @property
     def kind(self) -> str:
@@ -159,13 +177,14 @@ class _Builder:
     def add(
         self,
         name: str,
-        model: Model,
+        model: Model | FirmwareFillLevel | DisplayModel,
         params: dict[str, int],
         interval_s: float,
         where: tuple[float, float],
         *,
         flood_interval_s: float | None = None,
         cabinet: CabinetModel | None = None,
+        profile: str | None = None,
     ) -> None:
         index = len(self.fleet)
         device = AbpDevice(
@@ -173,7 +192,7 @@ class _Builder:
             dev_addr=bytes([0x26, 0x01, 0x20 + (index >> 8 & 0x0F), index & 0xFF]),
             nwk_s_key=self.rng.randbytes(16),
             app_s_key=self.rng.randbytes(16),
-            profile=_PROFILE[name.split("-", 1)[0]],
+            profile=profile or _PROFILE[name.split("-", 1)[0]],
         )
         radio_cfg = self.scenario.radio
         links = [
@@ -210,9 +229,8 @@ def build_fleet(scenario: Scenario, seed: int | None = None) -> list[SimDevice]:
     b = _Builder(scenario, scenario.seed if seed is None else seed)
     rng = b.rng
     lat0, lon0 = scenario.lat_deg, scenario.lon_deg
-    c = scenario.containers
-    for i in range(c.count if c else 0):
-        assert c is not None
+    groups = [c for c in scenario.containers for _ in range(c.count)]
+    for i, c in enumerate(groups):
         empty_mm = int(rng.uniform(*c.empty_mm))
         first = c.collection_hour * 3600 + i * c.collection_stagger_s
         period = c.collection_every_days * SECONDS_PER_DAY
@@ -227,7 +245,12 @@ def build_fleet(scenario: Scenario, seed: int | None = None) -> list[SimDevice]:
             distance_mm=rng.uniform(c.full_mm + 200, empty_mm),
         )
         params = {"empty_distance_mm": empty_mm, "full_distance_mm": c.full_mm}
-        b.add(f"container-{i + 1}", container, params, c.report_interval_s, b.near(lat0, lon0, 6000))
+        where = b.near(lat0, lon0, 6000)
+        if c.profile == "edgegw/fill-level":  # the project's node: its firmware decides when to send
+            node = FirmwareFillLevel(container, {"report_interval_s": round(c.report_interval_s)})
+            b.add(f"container-{i + 1}", node, params, node.measure_interval_s, where, profile=c.profile)
+        else:
+            b.add(f"container-{i + 1}", container, params, c.report_interval_s, where)
     station = 0
     for r in scenario.rivers:
         _rivers(b, r, station)
@@ -235,7 +258,38 @@ def build_fleet(scenario: Scenario, seed: int | None = None) -> list[SimDevice]:
     _noise(b)
     _counters(b)
     _lighting(b)
+    _totems(b)
+    _physics_faults(b)
     return b.fleet
+
+
+def _totems(b: _Builder) -> None:
+    """A display totem beside each counter (last in the fleet, so the others keep their keys)."""
+    group = b.scenario.counters
+    if group is None or not group.totems:
+        return
+    counters = [d for d in b.fleet if isinstance(d.model, CounterModel)]
+    for k, counter in enumerate(counters):
+        model = DisplayModel(b.rng.randint(3950, 4150), group.totem_report_interval_s)
+        where = b.near(counter.lat_deg, counter.lon_deg, 30.0)
+        b.add(f"display-{k + 1}", model, {}, group.totem_report_interval_s, where)
+
+
+def _physics_faults(b: _Builder) -> None:
+    """Fires, vandalism and stuck probes are physics: built into the models (docs "Faults")."""
+    draw = random.Random(b.scenario.seed ^ 0xF12E)
+    by_name = {d.name: d for d in b.fleet}
+    for f in b.scenario.faults:
+        model = by_name[f.device].model if f.device in by_name else None
+        if f.kind == "fire" and isinstance(model, FirmwareFillLevel):
+            # +40..+80 °C under the lid within minutes (domain.md §1.3, "Fire signature").
+            model.temperature.fires.append(Fire(f.at_s, f.duration_s, draw.uniform(40.0, 80.0)))
+        elif f.kind == "vandalism":
+            container = model.container if isinstance(model, FirmwareFillLevel) else model
+            if isinstance(container, ContainerModel):
+                container.vandalism_s.append((f.at_s, f.duration_s))
+        elif f.kind == "stuck_sensor" and isinstance(model, RiverModel):
+            model.stuck_s.append((f.at_s, f.duration_s))
 
 
 def _rivers(b: _Builder, r: RiverGroup, first_station: int) -> None:
@@ -420,6 +474,8 @@ class ScheduledFrame:
     """What each forwarder heard; empty: the frame was lost on the air (never reaches the gateway)."""
     corrupted: bytes = b""
     """The bytes a forwarder reports with a failed CRC, when a reception has ``crc_ok`` False."""
+    confirmed: bool = False
+    """A ConfirmedDataUp: the device waits for an ACK (the runner waits for the downlink)."""
 
     @property
     def lost(self) -> bool:
@@ -455,6 +511,7 @@ class ScheduledFrame:
                 }
                 for r in self.receptions
             ],
+            **({"confirmed": True} if self.confirmed else {}),
         }
 
 
@@ -473,6 +530,7 @@ class ControlEvent:
             "kind": self.kind,
             "duration_s": self.fault.duration_s,
             "jump_s": self.fault.jump_s,
+            **({"to_s": self.fault.to_s} if self.kind == "clock_set" else {}),
         }
 
 
@@ -486,6 +544,7 @@ def schedule(
     used_seed = scenario.seed if seed is None else seed
     rng = random.Random(used_seed ^ 0x5EED)
     air = random.Random(used_seed ^ 0xA112)
+    ack = random.Random(used_seed ^ 0xC0F1)  # confirmed uplinks: apart, so other draws do not move
     by_name = {d.name: d for d in fleet}
     device_names = sorted(
         d.name for d in fleet if d.kind in ("container", "river", "noise", "bike", "pedestrian")
@@ -505,9 +564,27 @@ def schedule(
             for start in d.model.collections_s:
                 push(start + 1.0, "event", index)  # the tilt frame, sent at once
                 push(start + d.model.tilt_s + 30.0, "event", index)  # the drop back to empty
+            for start, duration in d.model.vandalism_s:
+                push(start + 1.0, "event", index)  # tilted: the EM310-UDL's tilt frame
+                push(start + duration + 1.0, "event", index)  # upright again, contents still there
+    physics = ("lamp_failure", "circuit_loss", "fire", "vandalism", "stuck_sensor")
     for f_index, fault in enumerate(scenario.faults):
-        if fault.kind not in ("lamp_failure", "circuit_loss"):  # physics: built into the models
+        if fault.kind not in physics:  # physics: built into the models
             push(fault.at_s, "fault", -1, f_index)
+    gates = [TxGate() for _ in fleet] if scenario.radio.duty_cycle else None
+    held: dict[int, list[ScheduledFrame]] = {}  # frames waiting for their device's airtime, in order
+
+    def booked(index: int, frame: ScheduledFrame) -> ScheduledFrame | None:
+        """The frame if it may go now; else it waits ("held") for the first time the device may send."""
+        if gates is None:
+            return frame
+        sf = fleet[index].sf if scenario.radio.realistic else 7
+        start_s = gates[index].book(frame.t_s, frame_airtime_s(len(frame.phy_payload), sf))
+        if start_s <= frame.t_s:
+            return frame
+        held.setdefault(index, []).append(_replace(frame, t_s=start_s))
+        push(start_s, "held", index)
+        return None
 
     last_frame: dict[int, ScheduledFrame] = {}  # each device's last reading, for replays and NbTrans copies
     last_heard: dict[bytes, int] = {}  # DevEUI -> highest counter the gateway has heard
@@ -524,15 +601,61 @@ def schedule(
 
     def on_air(d: SimDevice, frame: ScheduledFrame) -> ScheduledFrame:
         if not scenario.radio.realistic:
-            return _replace(frame, receptions=_PERFECT)
-        heard = radio.hear(air, d.links, d.sf, scenario.radio.loss, scenario.radio.crc_errors)
-        corrupted = radio.corrupt(air, frame.phy_payload) if any(not r.crc_ok for r in heard) else b""
-        return _replace(frame, receptions=tuple(heard), corrupted=corrupted)
+            sent = _replace(frame, receptions=_PERFECT)
+        else:
+            heard = radio.hear(air, d.links, d.sf, scenario.radio.loss, scenario.radio.crc_errors)
+            corrupted = radio.corrupt(air, frame.phy_payload) if any(not r.crc_ok for r in heard) else b""
+            sent = _replace(frame, receptions=tuple(heard), corrupted=corrupted)
+        if sent.kind == "join" and not sent.lost:
+            d.last_join = sent  # what a join_replay copies: a DevNonce the gateway has seen
+        return sent
+
+    def expect_ack(index: int, frame: ScheduledFrame) -> None:
+        """A confirmed uplink went out: check for its ACK once RX2 and RETRANSMIT_TIMEOUT passed."""
+        d = fleet[index]
+        d.awaiting_ack, d.retries_left = frame.fcnt, scenario.confirmed.retries
+        push(frame.t_s + _ack_wait_s(ack), "confirm_check", index)
+
+    def confirm_check(index: int, t_s: float) -> ScheduledFrame | None:
+        """No ACK yet: the same frame again (same FCnt, LoRaWAN 1.0.4 §4.3.1.3), or give up."""
+        d = fleet[index]
+        last = last_frame.get(index)
+        if d.awaiting_ack is None or last is None or last.fcnt != d.awaiting_ack or d.silent(t_s):
+            return None
+        if d.retries_left <= 0:
+            d.awaiting_ack = None  # 1.0.4: at most NbTrans transmissions; the frame is given up
+            return None
+        d.retries_left -= 1
+        push(t_s + _ack_wait_s(ack), "confirm_check", index)
+        return track(on_air(d, copy_of(last, t_s, "retransmission")))
 
     for _ in range(MAX_FRAMES):
         if not queue:
             return
         t_s, _, action, index, f_index = heapq.heappop(queue)
+        if action == "confirm_check":
+            retry = confirm_check(index, t_s)
+            if retry is not None:
+                yield retry
+            continue
+        if action == "held":  # booked when it was due; its device may send it now
+            frame = held[index].pop(0)
+            if frame.kind == "join":
+                yield on_air(fleet[index], frame)
+                continue
+            if frame.kind == "retransmission":
+                frame = copy_of(frame, t_s, "retransmission")  # new to the gateway as of now
+            frame = track(on_air(fleet[index], frame))
+            if frame.kind == "retransmission":
+                yield frame
+                continue
+            last_frame[index] = frame
+            if frame.confirmed:
+                expect_ack(index, frame)  # before the yield: the runner hands the ACK over meanwhile
+            yield frame
+            if scenario.radio.retransmissions and air.random() < scenario.radio.retransmissions:
+                push(t_s + air.uniform(2.0, 6.0), "retransmit", index)
+            continue
         if action in ("report", "event", "flood_frame", "retransmit"):
             d = fleet[index]
             if d.otaa is not None and not d.otaa.joined:
@@ -540,7 +663,9 @@ def schedule(
                     # Not joined yet (or the last join-accept never came): join, retry in 1-3 min.
                     push(t_s + rng.uniform(60.0, 180.0), "report", index)
                     request = d.otaa.join_request(d.device.dev_eui)
-                    yield on_air(d, ScheduledFrame(t_s, d.name, d.device.dev_eui, "join", request, True))
+                    join = booked(index, ScheduledFrame(t_s, d.name, d.device.dev_eui, "join", request, True))
+                    if join is not None:
+                        yield on_air(d, join)
                 elif action == "report":
                     push(t_s + d.interval_at(t_s), "report", index)
                 continue
@@ -549,17 +674,33 @@ def schedule(
             if d.silent(t_s):
                 continue
             if action == "retransmit":
-                yield track(on_air(d, copy_of(last_frame[index], t_s, "retransmission")))
+                copy = booked(index, _replace(last_frame[index], t_s=t_s, kind="retransmission"))
+                if copy is not None:
+                    yield track(on_air(d, copy_of(copy, t_s, "retransmission")))
                 continue
             kind: FrameKind = "device_flood" if action == "flood_frame" else "reading"
-            frame = track(on_air(d, _reading(d, t_s, kind)))
+            reading = _reading(d, t_s, kind, _confirmed(scenario, d, ack))
+            if reading is None:  # an own node's policy: nothing to send at this wake-up
+                continue
+            ready = booked(index, reading)
+            if ready is None:
+                continue
+            frame = track(on_air(d, ready))
             last_frame[index] = frame
+            if frame.confirmed:
+                expect_ack(index, frame)  # before the yield: the runner hands the ACK over meanwhile
             yield frame
             if scenario.radio.retransmissions and air.random() < scenario.radio.retransmissions:
                 # NbTrans 2: the same bytes again after a few seconds (LoRaWAN 1.0.x §5.3, LinkADRReq).
                 push(t_s + air.uniform(2.0, 6.0), "retransmit", index)
             continue
         fault = scenario.faults[f_index]
+        if fault.kind == "clock_set" and fault.to_s is not None:
+            # An absolute time is an offset from the true time of this instant (the runner's
+            # clock_offset_s): the clock then runs on from ``to_s`` until ``duration`` ends.
+            offset_s = fault.to_s - (epoch_s(scenario) + t_s)
+            yield ControlEvent(t_s, "clock_set", replace(fault, jump_s=offset_s))
+            continue
         if fault.kind in ("clock_jump", "broker_outage", "gateway_kill"):
             yield ControlEvent(t_s, fault.kind, fault)
             continue
@@ -567,6 +708,9 @@ def schedule(
             for _ in range(fault.count):
                 junk = rng.randbytes(rng.randint(1, 40))
                 yield ScheduledFrame(t_s, "-", b"\0" * 8, "garbage", junk, False, receptions=_PERFECT)
+            continue
+        if fault.kind == "join_replay":
+            yield from _join_replays(fleet, fault, t_s, rng)
             continue
         target = by_name[fault.device or rng.choice(device_names)]
         if fault.kind == "device_flood":
@@ -587,12 +731,44 @@ def _replace(frame: ScheduledFrame, **changes: Any) -> ScheduledFrame:
     return replace(frame, **changes)
 
 
-def _reading(d: SimDevice, t_s: float, kind: FrameKind) -> ScheduledFrame:
-    m: Measurement = d.model.measure(t_s)
+def _reading(d: SimDevice, t_s: float, kind: FrameKind, confirmed: bool = False) -> ScheduledFrame | None:
+    m: Measurement | None = d.model.measure(t_s)
+    if m is None:
+        return None
     fcnt = d.device.fcnt_up
-    phy = d.device.uplink(m.payload, m.fport)
+    phy = d.device.uplink(m.payload, m.fport, confirmed=confirmed)
     d.last_good = phy
-    return ScheduledFrame(t_s, d.name, d.device.dev_eui, kind, phy, True, fcnt, m.fport, m.values)
+    return ScheduledFrame(
+        t_s, d.name, d.device.dev_eui, kind, phy, True, fcnt, m.fport, m.values, confirmed=confirmed
+    )
+
+
+def _confirmed(scenario: Scenario, d: SimDevice, ack: random.Random) -> bool:
+    """Whether this reading goes as ConfirmedDataUp (draws only for the kinds that confirm)."""
+    c = scenario.confirmed
+    return d.kind in c.kinds and (c.share >= 1.0 or ack.random() < c.share)
+
+
+def _ack_wait_s(ack: random.Random) -> float:
+    """RECEIVE_DELAY2 (2 s, its window included) then RETRANSMIT_TIMEOUT 2 ± 1 s (LoRaWAN 1.0.4 §4.3.1.3)."""
+    return 2.0 + ack.uniform(1.0, 3.0)
+
+
+def _join_replays(
+    fleet: list[SimDevice], fault: Fault, t_s: float, rng: random.Random
+) -> Iterator[ScheduledFrame]:
+    """Copies of a join-request the gateway already heard: its DevNonce is used, it must refuse them
+    (LoRaWAN 1.0.4 §6.2.5) and send no join-accept; the device's session stays as it is."""
+    heard = [d for d in fleet if d.last_join is not None]
+    target = next((d for d in fleet if d.name == fault.device), None) if fault.device else None
+    if target is None and heard and fault.device is None:
+        target = rng.choice(heard)
+    if target is None or target.last_join is None:
+        log.warning("join_replay at %.0f s: %s sent no join the gateway heard", t_s, fault.device or "nobody")
+        return
+    for _ in range(fault.count):
+        target.join_replays += 1
+        yield replace(target.last_join, t_s=t_s, kind="join_replay", accepted=False, receptions=_PERFECT)
 
 
 def _forged(d: SimDevice, t_s: float, rng: random.Random) -> ScheduledFrame:
@@ -616,7 +792,10 @@ def apply_downlink(fleet: list[SimDevice], t_s: float, phy_payload: bytes) -> st
     """Decrypt a downlink for one of the fleet's devices and let its model act on it.
 
     Returns the device's name when the downlink was for the fleet (whatever it said), else None.
-    A lamp follows a UL20xx manual-dimming command (fPort 60: 01, address, level %).
+    A lamp follows a UL20xx manual-dimming command (fPort 60: 01, address, level %); a totem
+    obeys what its firmware obeys (FPort 20, ``show_counts``); the ACK bit ends the wait of a
+    confirmed uplink. A join-accept here (not awaited by a joining device) is counted on the
+    device whose AppKey opens it: the gateway answered a replayed join-request.
     """
     from gateway.errors import FrameError
     from gateway.lorawan import phy
@@ -626,14 +805,38 @@ def apply_downlink(fleet: list[SimDevice], t_s: float, phy_payload: bytes) -> st
         frame = phy.parse(phy_payload)
     except FrameError:
         return None
+    if isinstance(frame, phy.JoinAccept):
+        return _answered_replay(fleet, frame)
     if not isinstance(frame, phy.DataFrame) or frame.uplink:
         return None
     target = next((d for d in fleet if d.device.dev_addr == frame.dev_addr), None)
     if target is None:
         return None
+    if frame.fctrl.ack and target.awaiting_ack is not None:
+        target.awaiting_ack = None  # the last confirmed uplink is acknowledged (§4.3.1.2)
+        target.acks += 1
     if frame.fport and frame.frm_payload:
         keys = SessionKeys(target.device.nwk_s_key, target.device.app_s_key)
         plain = keys.crypt_frm_payload(frame.frm_payload, frame.dev_addr, frame.fcnt16, False, frame.fport)
         if isinstance(target.model, LampModel) and frame.fport == 60 and len(plain) >= 3 and plain[0] == 0x01:
             target.model.command_dim(t_s, plain[2])
+        if isinstance(target.model, DisplayModel):
+            target.model.command(t_s, frame.fport, plain)
     return target.name
+
+
+def _answered_replay(fleet: list[SimDevice], accept: Any) -> str | None:
+    from gateway.errors import InputError
+    from gateway.lorawan import phy
+
+    for d in fleet:
+        if d.otaa is None or not d.join_replays or d.otaa.pending_nonce is not None:
+            continue
+        try:
+            phy.open_join_accept(accept, d.otaa.app_key)
+        except InputError:
+            continue  # another device's
+        d.join_replay_answers += 1
+        log.warning("%s: the gateway answered a replayed join-request", d.name)
+        return d.name
+    return None

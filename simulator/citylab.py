@@ -36,6 +36,7 @@ from simulator.forwarder import PacketForwarder
 from simulator.runner import Hooks, Summary, run
 from simulator.scenario import Scenario
 from simulator.simclock import SharedClock
+from simulator.transports import agent_radio, open_transport
 from simulator.truth import Comparison, compare
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Collector:
     gateway_id: str = GATEWAY_ID
     records: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[tuple[str, str]] = field(default_factory=list)
+    """(topic leaf, record id) in the order the broker delivered them."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: mqtt.Client | None = None
 
@@ -86,8 +89,10 @@ class Collector:
         with self._lock:
             if leaf == "up":
                 self.records.extend(doc["records"])
+                self.arrivals.extend(("up", str(r["id"])) for r in doc["records"])
             else:
                 self.alerts.append(doc["record"])
+                self.arrivals.append(("alert", str(doc["record"]["id"])))
 
     def frames(self) -> int:
         with self._lock:
@@ -107,21 +112,45 @@ class Collector:
 class Agent:
     """``edgegw run`` on the simulated clock, as a child process with its stderr collected."""
 
-    def __init__(self, config_file: Path, clock_file: Path) -> None:
+    def __init__(
+        self,
+        config_file: Path,
+        clock_file: Path,
+        echo: Callable[[str], None] | None = None,
+        *,
+        bridge_socket: Path | None = None,
+        ready_probe: Callable[[], Callable[[], bool]] | None = None,
+    ) -> None:
         self.config_file, self.clock_file = config_file, clock_file
+        self.bridge_socket = bridge_socket
+        """Run under ``simulator.sx127x_bridge`` (emulated SX127x + clock) instead of ``simclock``."""
+        self.ready_probe = ready_probe
+        """The transport's readiness check (``Transport.ready_probe``); None: answers PULL_DATA."""
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+        self.echo = echo
+        """Called with each line the agent logs (the demo prints them)."""
         self._reader: threading.Thread | None = None
 
     def start(self, port: int, timeout_s: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEGW_")}
         argv = [sys.executable, "-m", "simulator.simclock", str(self.clock_file), "--"]
+        if self.bridge_socket is not None:
+            argv = [sys.executable, "-m", "simulator.sx127x_bridge", str(self.bridge_socket)]
+            argv += ["--clock", str(self.clock_file), "--"]
+        ready = self.ready_probe() if self.ready_probe is not None else None  # before the agent exists
         self.proc = subprocess.Popen(
             [*argv, "run", "--config", str(self.config_file)], stderr=subprocess.PIPE, text=True, env=env
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout_s
+        if ready is not None:
+            while not ready():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the agent's radio did not get ready:\n" + "\n".join(self.lines[-20:]))
+                time.sleep(0.05)
+            return
         with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", port)) as probe:
             while not probe.pull(timeout_s=0.3):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -131,6 +160,8 @@ class Agent:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.lines.append(line.rstrip())
+            if self.echo is not None:
+                self.echo(line.rstrip())
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -163,6 +194,26 @@ class CityResult:
     comparison: Comparison
     agent_log: list[str]
     drain_s: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """The ``up`` records that reached the broker."""
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """The ``alert`` records that reached the broker."""
+    arrivals: list[tuple[str, str]] = field(default_factory=list)
+    """(``up`` or ``alert``, record id) in the order the broker delivered them."""
+
+
+def result_lines(result: CityResult) -> list[str]:
+    """The run's summary and the comparison with the truth, as lines for a terminal."""
+    c = result.comparison
+    lines = [
+        result.summary.text(),
+        f"check: {'OK' if c.ok else 'MISMATCH'}; frames received {c.frames_received}, "
+        f"alerts {c.alerts_received}, Lden days {c.lden_checked} "
+        f"(max error {c.lden_max_error_db:.2f} dB), passage days {c.passages_checked}",
+    ]
+    if not c.ok:
+        lines.append(json.dumps(c.as_json(), indent=1)[:4000])
+    return lines
 
 
 def run_city(
@@ -176,19 +227,36 @@ def run_city(
     stop_broker: Callable[[], None] | None = None,
     start_broker: Callable[[], None] | None = None,
     drain_timeout_s: float = 60.0,
+    on_agent_line: Callable[[str], None] | None = None,
+    on_progress: Callable[[float, Collector], None] | None = None,
+    progress_every_s: float = 5.0,
+    announce: Callable[[str], None] | None = None,
+    config_lines: tuple[str, ...] = (),
+    transport: str = "semtech-udp",
 ) -> CityResult:
-    """Register the fleet, start the agent on simulated time, run, wait for the broker, compare."""
+    """Register the fleet, start the agent on simulated time, run, wait for the broker, compare.
+
+    ``on_progress(simulated_s, collector)`` is called every ``progress_every_s`` wall seconds
+    from a thread while the scenario runs (simulated seconds since the scenario's start, as the
+    agent's clock reads them).
+    ``transport``: ``semtech-udp``, ``serial`` (a simulated RUI3 modem on a pty) or ``sx127x``
+    (the agent under ``simulator.sx127x_bridge``); see ``simulator.transports``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_udp_port()
     config_file = workdir / "edgegw.yaml"
+    radio_url, target, bridge_socket = agent_radio(transport, workdir, port)
     lines = [
         f"gateway: {{id: {GATEWAY_ID}}}",
-        f'radio: {{url: "semtech-udp://127.0.0.1:{port}"}}',
-        f"mqtt: {{host: {broker[0]}, port: {broker[1]}, tls: false}}",
+        f'radio: {{url: "{radio_url}"}}',
+        # Outages last seconds of wall time under compression: reconnect within 2 s, not 60.
+        f"mqtt: {{host: {broker[0]}, port: {broker[1]}, tls: false, "
+        "reconnect_min_s: 0.2, reconnect_max_s: 2}",
         f"data_dir: {workdir / 'data'}",
     ]
     if rules_file is not None:
         lines.append(f"rules: {{path: {rules_file}}}")
+    lines.extend(config_lines)  # more top-level sections of the agent's config (YAML lines)
     config_file.write_text("\n".join(lines) + "\n")
     fleet_csv = workdir / "fleet.csv"
     fleet_csv.write_text(registration_csv(build_fleet(scenario, seed)))
@@ -198,18 +266,33 @@ def run_city(
     clock = SharedClock(workdir / "clock.bin", epoch_s(scenario))
     collector = Collector(*broker)
     collector.start()
-    agent = Agent(config_file, clock.path)
+    link = open_transport(target, gateway_eui=GATEWAY_EUI, forwarders=scenario.radio.forwarders)
+    agent = Agent(
+        config_file,
+        clock.path,
+        on_agent_line,
+        bridge_socket=bridge_socket,
+        ready_probe=None if transport == "semtech-udp" else link.ready_probe,
+    )
     agent.start(port)
+    running = threading.Event()
+    if on_progress is not None:
+        running.set()
+        threading.Thread(
+            target=_report_progress,
+            args=(running, on_progress, progress_every_s, clock.path, epoch_s(scenario), collector),
+            daemon=True,
+        ).start()
     hooks = Hooks(
         stop_broker=stop_broker,
         start_broker=start_broker,
-        kill_gateway=agent.kill,
-        start_gateway=lambda: agent.start(port),
+        kill_gateway=_announced(announce, "gateway_kill: kill -9 of the agent", agent.kill),
+        start_gateway=_announced(announce, "gateway_kill over: agent restarted", lambda: agent.start(port)),
     )
     try:
         summary = run(
             scenario,
-            ("127.0.0.1", port),
+            link,
             speed=speed,
             seed=seed,
             truth=workdir / "truth.jsonl",
@@ -227,11 +310,53 @@ def run_city(
         time.sleep(0.5)  # alerts and aggregates of the last frames
         drain_s = time.monotonic() - drain_started
     finally:
+        running.clear()
         code = agent.stop()
+        link.close()
         collector.stop()
         clock.close()
     if code != 0:
         log.warning("the agent exited with %s", code)
     records, alerts = collector.snapshot()
     comparison = compare(summary.expected, records, alerts)
-    return CityResult(summary, comparison, agent.lines, drain_s)
+    result = CityResult(summary, comparison, agent.lines, drain_s, records, alerts)
+    result.arrivals = list(collector.arrivals)
+    return result
+
+
+def _announced(
+    announce: Callable[[str], None] | None, text: str, action: Callable[[], None]
+) -> Callable[[], None]:
+    if announce is None:
+        return action
+
+    def run() -> None:
+        announce(text)
+        action()
+
+    return run
+
+
+def _report_progress(
+    running: threading.Event,
+    on_progress: Callable[[float, Collector], None],
+    every_s: float,
+    clock_file: Path,
+    epoch: float,
+    collector: Collector,
+) -> None:
+    from simulator.simclock import reader
+
+    now = reader(clock_file)
+    while not _sleep_while(running, every_s):
+        on_progress(now() - epoch, collector)
+
+
+def _sleep_while(running: threading.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds`` in small steps; True when ``running`` was cleared meanwhile."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not running.is_set():
+            return True
+        time.sleep(0.05)
+    return not running.is_set()

@@ -35,6 +35,16 @@ def _server(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _target(text: str) -> str:
+    from simulator.transports import parse_target
+
+    try:
+        parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgegw-sim", description="LoRaWAN fleet simulator for edgegw")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -59,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario (fleet, physics, faults) against a gateway")
     run.add_argument("--scenario", type=Path, required=True, metavar="FILE")
-    run.add_argument("--target", type=_server, default=("127.0.0.1", 1700), metavar="HOST:PORT")
+    run.add_argument(
+        "--target",
+        type=_target,
+        default="semtech-udp://127.0.0.1:1700",
+        metavar="URL",
+        help="semtech-udp://HOST:PORT (or HOST:PORT), serial://PATH (the runner makes the modem's pty "
+        "link at PATH), sx127x-bridge://SOCKET (simulator.sx127x_bridge)",
+    )
     run.add_argument(
         "--speed", type=float, help="simulated seconds per wall second (default: the scenario's)"
     )
@@ -80,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     whole.add_argument("--speed", type=float, help="simulated seconds per wall second")
     whole.add_argument("--seed", type=int)
     whole.add_argument("--broker", type=_server, metavar="HOST:PORT", help="default: start a mosquitto")
+    whole.add_argument(
+        "--transport",
+        choices=("semtech-udp", "serial", "sx127x"),
+        default="semtech-udp",
+        help="how frames reach the agent: packet forwarders, a RUI3 modem on a pty, an emulated SX127x",
+    )
     whole.add_argument("--json", action="store_true")
     whole.set_defaults(handler=cmd_city)
 
@@ -149,7 +172,7 @@ def cmd_city(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
 
-    from simulator.citylab import run_city
+    from simulator.citylab import result_lines, run_city
 
     try:
         loaded = scenario.load_scenario(args.scenario)
@@ -173,7 +196,13 @@ def cmd_city(args: argparse.Namespace) -> int:
         broker = ("127.0.0.1", port)
     try:
         result = run_city(
-            loaded, args.workdir, broker, rules_file=args.rules, speed=args.speed, seed=args.seed
+            loaded,
+            args.workdir,
+            broker,
+            rules_file=args.rules,
+            speed=args.speed,
+            seed=args.seed,
+            transport=args.transport,
         )
     finally:
         if proc is not None:
@@ -188,15 +217,8 @@ def cmd_city(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout)
         print()
     else:
-        c = result.comparison
-        print(result.summary.text())
-        print(
-            f"check: {'OK' if c.ok else 'MISMATCH'}; frames received {c.frames_received}, "
-            f"alerts {c.alerts_received}, Lden days {c.lden_checked} "
-            f"(max error {c.lden_max_error_db:.2f} dB), passage days {c.passages_checked}"
-        )
-        if not c.ok:
-            print(json.dumps(c.as_json(), indent=1)[:4000])
+        for line in result_lines(result):
+            print(line)
     return 0 if result.comparison.ok else 1
 
 

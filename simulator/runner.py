@@ -1,11 +1,14 @@
-"""A scenario run: paced sending through Semtech UDP forwarders, simulated time, faults, truth.
+"""A scenario run: paced sending through a transport, simulated time, faults, downlinks, truth.
 
 Owns the loop that walks the schedule of ``simulator.city``: it moves the shared simulated
-clock (``simulator.simclock``) to each frame's time, sends the frame through every packet
-forwarder that heard it, waits for the PUSH_ACKs, then makes one PULL_DATA round trip so the
-gateway has stamped the frame before the clock moves on (it stamps in the same callback that
-acknowledges, just after the acknowledgement). Downlinks that arrive are decrypted and given
-to the devices (a lamp follows a dim command). Control events stop and start the broker or
+clock (``simulator.simclock``) to each frame's time, delivers the frame through a transport
+(``simulator.transports``: Semtech UDP forwarders, a serial modem on a pty, an emulated SX127x),
+then waits for the transport's ``sync`` so the gateway has stamped the frame before the clock
+moves on (with Semtech UDP: the PUSH_ACKs, then one PULL_DATA round trip; the gateway stamps in
+the same callback that acknowledges, just after the acknowledgement). Downlinks that arrive are
+dropped with probability ``radio.downlink_loss`` (seeded), else decrypted and given to the
+devices (a join-accept, a lamp's dim command); after a confirmed uplink the runner waits for
+the device's downlink. Control events stop and start the broker or
 kill -9 and restart the agent through the hooks it was given; a clock jump moves the clock
 the agent sees. Every frame is written to the ground truth, with the expectations at the end.
 
@@ -14,8 +17,6 @@ It does not build frames (``simulator.city``) nor decide what is expected (``sim
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import random
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import FrameError
+from gateway.errors import FrameError, MicMismatch
 from gateway.lorawan import phy
 from simulator.city import (
     ControlEvent,
@@ -37,14 +38,13 @@ from simulator.city import (
     epoch_s,
     schedule,
 )
-from simulator.forwarder import PacketForwarder, frame_rxpk
 from simulator.scenario import Scenario
 from simulator.simclock import SharedClock
+from simulator.transports import Transport, open_transport
 from simulator.truth import Expected, TruthBuilder
 
 log = logging.getLogger(__name__)
 
-_CHANNELS_HZ = (868_100_000, 868_300_000, 868_500_000)
 _CLOCK_STEP_S = 0.05
 """While waiting for the next frame the simulated clock moves in steps of this many wall seconds."""
 COPY_GAP_S = 0.3
@@ -62,7 +62,7 @@ class Hooks:
     kill_gateway: Callable[[], None] | None = None
     """kill -9 the agent (after the frames sent so far had ``settle_s`` to commit)."""
     start_gateway: Callable[[], None] | None = None
-    """Start the agent again and return once it answers PULL_DATA."""
+    """Start the agent again and return once it is ready to receive (transport's ``ready_probe``)."""
     settle_s: float = 0.5
 
 
@@ -79,7 +79,10 @@ class Summary:
     no_push_acks: int = 0
     crc_error_copies: int = 0
     downlinks: int = 0
+    downlinks_lost: int = 0
+    """Downlinks (join-accepts included) dropped on the way down (``radio.downlink_loss``)."""
     joins: int = 0
+    transport: str = "semtech-udp"
     controls: Counter[str] = field(default_factory=Counter)
     expected: Expected | None = None
 
@@ -96,7 +99,9 @@ class Summary:
             "no_push_acks": self.no_push_acks,
             "crc_error_copies": self.crc_error_copies,
             "downlinks": self.downlinks,
+            "downlinks_lost": self.downlinks_lost,
             "joins": self.joins,
+            "transport": self.transport,
             "controls": dict(self.controls),
         }
 
@@ -127,7 +132,7 @@ class _World:
     def control(self, event: ControlEvent) -> None:
         fault, hooks = event.fault, self.hooks
         end_s = event.t_s + fault.duration_s
-        if event.kind == "clock_jump":
+        if event.kind in ("clock_jump", "clock_set"):  # a clock_set's jump_s is computed (city.schedule)
             self.clock_offset_s += fault.jump_s
             self.pending.append((end_s, lambda: self._unjump(fault.jump_s)))
         elif event.kind == "broker_outage":
@@ -154,7 +159,7 @@ class _World:
 
 def run(
     scenario: Scenario,
-    target: tuple[str, int],
+    target: tuple[str, int] | str | Transport,
     *,
     speed: float | None = None,
     seed: int | None = None,
@@ -165,7 +170,12 @@ def run(
     rules_file: Path | None = None,
     hooks: Hooks | None = None,
 ) -> Summary:
-    """Send the scenario's frames to ``target``, paced at ``speed`` simulated s per wall s."""
+    """Send the scenario's frames to ``target``, paced at ``speed`` simulated s per wall s.
+
+    ``target``: ``(host, port)`` or a ``--target`` text (``semtech-udp://HOST:PORT``, ``HOST:PORT``,
+    ``serial://PATH``, ``sx127x-bridge://SOCKET``; opened and closed here), or a transport the
+    caller opened (and closes).
+    """
     pace = scenario.speed if speed is None else speed
     used_seed = scenario.seed if seed is None else seed
     fleet = build_fleet(scenario, used_seed)
@@ -175,8 +185,16 @@ def run(
     world = _World(hooks or Hooks())
     out = truth.open("w", encoding="utf-8") if truth is not None else None
     euis = [(int.from_bytes(gateway_eui) + k).to_bytes(8) for k in range(scenario.radio.forwarders)]
-    forwarders = [PacketForwarder(eui, target) for eui in euis]
-    channel = random.Random(used_seed ^ 0xC4A)
+    owned = isinstance(target, (tuple, str))
+    transport = (
+        open_transport(
+            target, gateway_eui=gateway_eui, forwarders=scenario.radio.forwarders, ack_timeout_s=ack_timeout_s
+        )
+        if isinstance(target, (tuple, str))
+        else target
+    )
+    summary.transport = transport.name
+    down = _DownlinkPath(transport, fleet, scenario.radio.downlink_loss, used_seed, summary)
     try:
         if out is not None:
             out.write(json.dumps(_header(scenario, used_seed, epoch, fleet, euis)) + "\n")
@@ -184,8 +202,7 @@ def run(
         last_t_s = 0.0
         if clock is not None:
             clock.set(epoch)
-        for forwarder in forwarders:  # the gateway learns where to send downlinks (PROTOCOL.TXT §5.2)
-            forwarder.pull(ack_timeout_s)
+        transport.open(used_seed)
         sent = 0
         last_sent: dict[bytes, tuple[int, float]] = {}  # DevEUI -> (counter, wall time) of its last frame
         for event in schedule(scenario, fleet, used_seed):
@@ -209,16 +226,17 @@ def run(
                     time.sleep(max(0.0, wall[1] + COPY_GAP_S - time.monotonic()))
             elif frame.fcnt is not None:
                 last_sent[frame.dev_eui] = (frame.fcnt, time.monotonic())
-            _send(frame, forwarders, summary, channel, ack_timeout_s)
+            _deliver(transport, frame, summary)
             sent += 1
             if clock is not None and not world.gateway_down:
-                forwarders[0].pull(ack_timeout_s)  # the gateway has stamped the frame: the clock may move
+                transport.sync()  # the gateway has stamped the frame: the clock may move
             if sent % 50 == 0 and not world.gateway_down:
-                for forwarder in forwarders[0 if clock is None else 1 :]:
-                    forwarder.pull(ack_timeout_s)  # keep-alive, and collects their downlinks
+                transport.keepalive(clock is not None)
             if frame.kind == "join" and not frame.lost and not world.gateway_down:
-                summary.joins += _await_join(forwarders, fleet, frame, summary)
-            summary.downlinks += _downlinks(forwarders, fleet, frame.t_s)
+                summary.joins += down.await_join(frame)
+            elif frame.confirmed and not frame.lost and not world.gateway_down:
+                down.await_ack(frame)
+            down.collect(frame.t_s)
             summary.frames[frame.kind] += 1
             summary.expect[frame.expect] += 1
             builder.add(frame, world.clock_offset_s)
@@ -233,8 +251,8 @@ def run(
         if out is not None:
             out.write(json.dumps(summary.expected.as_json()) + "\n")
     finally:
-        for forwarder in forwarders:
-            forwarder.close()
+        if owned:
+            transport.close()
         if out is not None:
             out.close()
     log.info("%s", summary.text())
@@ -281,65 +299,96 @@ def _wait_until(
             clock.set(base + now_t)
 
 
-def _send(
-    frame: ScheduledFrame,
-    forwarders: list[PacketForwarder],
-    summary: Summary,
-    channel: random.Random,
-    ack_timeout_s: float,
-) -> None:
-    freq_hz = channel.choice(_CHANNELS_HZ)
-    tokens: list[tuple[PacketForwarder, int]] = []
-    for reception in frame.receptions:
-        forwarder = forwarders[min(reception.forwarder, len(forwarders) - 1)]
-        data = frame.phy_payload if reception.crc_ok else frame.corrupted
-        rxpk = frame_rxpk(
-            data,
-            {
-                "freq_hz": freq_hz,
-                "sf": reception.sf,
-                "rssi_dbm": reception.rssi_dbm,
-                "snr_db": reception.snr_db,
-                "crc_ok": reception.crc_ok,
-            },
-        )
-        tokens.append((forwarder, forwarder.send_rxpk([rxpk])))
-        summary.datagrams += 1
-        summary.crc_error_copies += 0 if reception.crc_ok else 1
-    for forwarder, token in tokens:
-        if forwarder.wait_ack(token, ack_timeout_s):
-            summary.push_acks += 1
-        else:
-            summary.no_push_acks += 1
+def _deliver(transport: Transport, frame: ScheduledFrame, summary: Summary) -> None:
+    delivery = transport.deliver(frame)
+    summary.datagrams += delivery.sent
+    summary.push_acks += delivery.acked
+    summary.no_push_acks += delivery.unacked
+    summary.crc_error_copies += delivery.crc_error_copies
 
 
-_JOIN_WAIT_S = 3.0
-"""How long a device waits for its join-accept (the agent answers at once; RX1 is 5 s later on air)."""
+class _DownlinkPath:
+    """Downlinks from the transport: lost with ``radio.downlink_loss`` (seeded), else given to the devices."""
 
+    def __init__(
+        self, transport: Transport, fleet: list[SimDevice], loss: float, seed: int, summary: Summary
+    ) -> None:
+        self.transport, self.fleet, self.loss, self.summary = transport, fleet, loss, summary
+        self._rng = random.Random(seed ^ 0xD0A1)  # drawn only when loss > 0: old scenarios unchanged
 
-def _await_join(
-    forwarders: list[PacketForwarder], fleet: list[SimDevice], frame: ScheduledFrame, summary: Summary
-) -> int:
-    """Wait for the join-accept of ``frame``'s device on any forwarder; 1 once the device joined."""
-    device = next(d for d in fleet if d.name == frame.device)
-    assert device.otaa is not None
-    deadline = time.monotonic() + _JOIN_WAIT_S
-    for _ in range(10_000):
-        if time.monotonic() > deadline:
-            break
-        for forwarder in forwarders:
-            resp = forwarder.wait_downlink(0.02)
-            if resp is None:
-                continue
-            data = _txpk_bytes(resp.txpk)
-            parsed = _parse(data) if data else None
-            if isinstance(parsed, phy.JoinAccept):
-                if device.otaa.accept(parsed, device.device):
+    def _lost(self) -> bool:
+        if self.loss <= 0 or self._rng.random() >= self.loss:
+            return False
+        self.summary.downlinks_lost += 1
+        return True
+
+    def _apply(self, t_s: float, data: bytes) -> str | None:
+        """Give one downlink to the fleet unless it is lost; the device it was for, or None."""
+        parsed = _parse(data)
+        name: str | None = None  # a join-accept names its device only once opened (city.apply_downlink)
+        if isinstance(parsed, phy.DataFrame) and not parsed.uplink:
+            target = next((d for d in self.fleet if d.device.dev_addr == parsed.dev_addr), None)
+            if target is None:
+                return None
+            name = target.name
+        elif not isinstance(parsed, phy.JoinAccept):
+            return None
+        if self._lost():
+            return name
+        return self._give(t_s, data) or name
+
+    def _give(self, t_s: float, data: bytes) -> str | None:
+        name = apply_downlink(self.fleet, t_s, data)
+        if name is not None:
+            self.summary.downlinks += 1
+        return name
+
+    def collect(self, t_s: float) -> None:
+        """Take the downlinks already there (Semtech: answered with TX_ACK) and hand them to the devices."""
+        for data in self.transport.downlinks(0.0):
+            self._apply(t_s, data)
+
+    def await_join(self, frame: ScheduledFrame) -> int:
+        """Wait for the join-accept of ``frame``'s device; 1 once the device joined."""
+        device = next(d for d in self.fleet if d.name == frame.device)
+        assert device.otaa is not None
+        deadline = time.monotonic() + self.transport.join_wait_s
+        for _ in range(10_000):
+            if time.monotonic() > deadline:
+                break
+            for data in self.transport.downlinks(0.02):
+                parsed = _parse(data)
+                if not isinstance(parsed, phy.JoinAccept) or not _opens(parsed, device.otaa.app_key):
+                    self._apply(frame.t_s, data)  # not this device's join-accept
+                elif self._lost():
+                    # It never hears its accept and joins again 1-3 min later (city.schedule).
+                    log.info("join-accept for %s lost on the way down at %.0f s", device.name, frame.t_s)
+                    return 0
+                elif device.otaa.accept(parsed, device.device):
                     return 1
-            elif data and apply_downlink(fleet, frame.t_s, data) is not None:
-                summary.downlinks += 1
-    log.warning("no join-accept for %s at %.0f s", device.name, frame.t_s)
-    return 0
+        log.warning("no join-accept for %s at %.0f s", device.name, frame.t_s)
+        return 0
+
+    def await_ack(self, frame: ScheduledFrame) -> bool:
+        """After a confirmed uplink: wait for a downlink to the device (its ACK); True when one came."""
+        deadline = time.monotonic() + self.transport.downlink_wait_s
+        for _ in range(10_000):
+            if time.monotonic() > deadline:
+                break
+            for data in self.transport.downlinks(0.02):
+                if self._apply(frame.t_s, data) == frame.device:
+                    return True
+        log.warning("no downlink after the confirmed uplink of %s at %.0f s", frame.device, frame.t_s)
+        return False
+
+
+def _opens(accept: phy.JoinAccept, app_key: bytes) -> bool:
+    """The join-accept was encrypted with this AppKey (its MIC verifies)."""
+    try:
+        phy.open_join_accept(accept, app_key)
+    except MicMismatch:
+        return False
+    return True
 
 
 def _parse(data: bytes) -> phy.PhyPayload | None:
@@ -347,27 +396,3 @@ def _parse(data: bytes) -> phy.PhyPayload | None:
         return phy.parse(data)
     except FrameError:
         return None
-
-
-def _txpk_bytes(txpk: dict[str, Any]) -> bytes:
-    data = txpk.get("data")
-    if not isinstance(data, str):
-        return b""
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return b""
-
-
-def _downlinks(forwarders: list[PacketForwarder], fleet: list[SimDevice], t_s: float) -> int:
-    """Take the PULL_RESPs already received, answer them (TX_ACK) and hand them to the devices."""
-    n = 0
-    for forwarder in forwarders:
-        for _ in range(100):
-            resp = forwarder.wait_downlink(0.0)
-            if resp is None:
-                break
-            data = _txpk_bytes(resp.txpk)
-            if data and apply_downlink(fleet, t_s, data) is not None:
-                n += 1
-    return n

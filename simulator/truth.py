@@ -4,11 +4,10 @@ Owns the expectations of a run, derived only from the frames the simulator sent 
 values its models reported (never from the gateway's code):
 
 * per-device counts of frames the gateway must accept (lost and refused frames excluded);
-* alert edges (raised / cleared, with the simulated time of the reading that causes them)
-  for the rules of a rules file whose meaning can be predicted from readings alone:
-  ``threshold`` (with hysteresis), ``flag``, ``all`` / ``any`` of those, ``for_readings`` and
-  ``clear_for_readings`` (docs/rules.md). Rules with time debounce (``for_s``), ``silence``,
-  ``rate_of_change``, ``stuck`` or ``daylight`` are listed as not predicted;
+* alert edges (raised / cleared, with the simulated time of the reading that causes them, or
+  the window a clock tick may land in) for the rules of a rules file (simulator/truth_rules.py:
+  every condition kind, ``for_readings``/``for_s`` debounce and ``silence``); rules with
+  ``$parameters`` are listed as not predicted;
 * daily Ld, Le, Ln and Lden per noise site (energetic means of the reported LAeq in the
   French periods day 06-18, evening 18-22, night 22-06 local time, arrêté du 4 avril 2006,
   with +5 and +10 dB penalties), for the days the gateway can close (the site reported after
@@ -20,9 +19,8 @@ And the comparison of those expectations with the records a broker received.
 
 from __future__ import annotations
 
-import fnmatch
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,14 +28,16 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import yaml
-
 from simulator.city import ScheduledFrame, SimDevice
 from simulator.models.base import SECONDS_PER_DAY
+from simulator.models.display import DisplayModel
+from simulator.totems import TotemBook, TotemTruth, load_feeds
+from simulator.totems import check as check_totems
+from simulator.truth_days import DayBook
+from simulator.truth_rules import ExpectedAlert, RuleSpec, RuleTruth, Undetermined, load_rules, match_alerts
 
 _PERIOD_PENALTY_DB: Final = {"day": 0.0, "evening": 5.0, "night": 10.0}
 _PERIOD_HOURS: Final = {"day": 12, "evening": 4, "night": 8}
-_PREDICTABLE: Final = ("threshold", "flag", "all", "any")
 
 
 def french_period(hour: int) -> str:
@@ -63,119 +63,7 @@ def fill_percent(distance_mm: float, empty_mm: float, full_mm: float) -> float:
     return round(min(100.0, max(0.0, (empty_mm - distance_mm) / (empty_mm - full_mm) * 100.0)), 1)
 
 
-# --- rules we can predict ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSpec:
-    id: str
-    profiles: tuple[str, ...]
-    sites: tuple[str, ...]
-    dev_euis: tuple[str, ...]
-    when: Mapping[str, Any]
-    for_readings: int = 1
-    clear_for_readings: int = 1
-
-    def selects(self, dev_eui: str, profile: str, site: str) -> bool:
-        if not (self.profiles or self.sites or self.dev_euis):
-            return True
-        return (
-            profile in self.profiles
-            or dev_eui in self.dev_euis
-            or any(fnmatch.fnmatchcase(site, pattern) for pattern in self.sites)
-        )
-
-
-def load_rules(path: Path) -> tuple[list[RuleSpec], list[str]]:
-    """The predictable rules of a rules file, and the ids of the others."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    predictable: list[RuleSpec] = []
-    other: list[str] = []
-    for rule in doc.get("rules", []):
-        when = rule.get("when")
-        timed = rule.get("for_s", 0) or rule.get("clear_for_s", 0)
-        if when is None or timed or not _predictable(when):
-            other.append(str(rule["id"]))
-            continue
-        devices = rule.get("devices", {})
-        predictable.append(
-            RuleSpec(
-                str(rule["id"]),
-                tuple(devices.get("profiles", [])),
-                tuple(devices.get("sites", [])),
-                tuple(str(e).lower() for e in devices.get("dev_euis", [])),
-                when,
-                int(rule.get("for_readings", 1)),
-                int(rule.get("clear_for_readings", 1)),
-            )
-        )
-    return predictable, other
-
-
-def _predictable(when: Mapping[str, Any]) -> bool:
-    (kind, body), *rest = when.items()
-    if rest or kind not in _PREDICTABLE:
-        return False
-    if kind in ("all", "any"):
-        return all(_predictable(part) for part in body)
-    if kind == "threshold":
-        value = body["value"]
-        numbers = [body.get(k) for k in ("above", "below", "clear_below", "clear_above")]
-        plain = all(n is None or isinstance(n, int | float) for n in numbers)
-        return plain and (isinstance(value, str) or set(value) == {"field"})
-    return True
-
-
-def _evaluate(
-    when: Mapping[str, Any], key: str, state: dict[str, bool], data: Mapping[str, Any]
-) -> tuple[bool, bool]:
-    """(updated, active) of a condition, with hysteresis state per leaf (docs/rules.md)."""
-    (kind, body), *_ = when.items()
-    if kind in ("all", "any"):
-        results = [_evaluate(part, f"{key}.{i}", state, data) for i, part in enumerate(body)]
-        states = [active for _, active in results]
-        return any(u for u, _ in results), all(states) if kind == "all" else any(states)
-    on = state.get(key, False)
-    if kind == "flag":
-        field_name = body["field"]
-        if field_name not in data:
-            return False, on
-        wanted = body["equals"] if isinstance(body["equals"], list) else [body["equals"]]
-        raw = data[field_name]
-        on = any(raw == w and isinstance(raw, bool) == isinstance(w, bool) for w in wanted)
-        state[key] = on
-        return True, on
-    value_spec = body["value"]
-    raw = data.get(value_spec if isinstance(value_spec, str) else value_spec["field"])
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        return False, on
-    if "above" in body:
-        level, clear = float(body["above"]), float(body.get("clear_below", body["above"]))
-        on = raw >= clear if on else raw >= level
-    else:
-        level, clear = float(body["below"]), float(body.get("clear_above", body["below"]))
-        on = raw <= clear if on else raw <= level
-    state[key] = on
-    return True, on
-
-
-@dataclass
-class _Episode:
-    open: bool = False
-    pending: int = 0
-    leaves: dict[str, bool] = field(default_factory=dict)
-
-
 # --- the expectations ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectedAlert:
-    dev_eui: str
-    device: str
-    rule: str
-    state: str
-    t_s: float
 
 
 @dataclass
@@ -191,10 +79,16 @@ class Expected:
     alerts: list[ExpectedAlert] = field(default_factory=list)
     predicted_rules: list[str] = field(default_factory=list)
     unpredicted_rules: list[str] = field(default_factory=list)
+    undetermined: list[Undetermined] = field(default_factory=list)
+    """(rule, device) pairs whose alerts depend on tick times from some point on: not compared."""
     lden: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     """(DevEUI, simulated day) -> ld_db, le_db, ln_db, lden_db (unrounded)."""
     passages: dict[tuple[str, int], int] = field(default_factory=dict)
     """(DevEUI, simulated day) -> passages both ways."""
+    totems: list[TotemTruth] = field(default_factory=list)
+    """The states each totem's feed went through, and what the totem received (simulator/totems.py)."""
+    join_replays_answered: dict[str, int] = field(default_factory=dict)
+    """Observed: join-accepts the gateway sent for replayed join-requests, per device (must be none)."""
 
     def as_json(self) -> dict[str, Any]:
         def day_iso(day: int) -> str:
@@ -204,10 +98,8 @@ class Expected:
         return {
             "type": "expected",
             "counts": dict(sorted(self.counts.items())),
-            "alerts": [
-                {"dev_eui": a.dev_eui, "device": a.device, "rule": a.rule, "state": a.state, "t_s": a.t_s}
-                for a in self.alerts
-            ],
+            "alerts": [a.as_json() for a in self.alerts],
+            "undetermined": [u.as_json() for u in self.undetermined],
             "predicted_rules": self.predicted_rules,
             "unpredicted_rules": self.unpredicted_rules,
             "lden": [
@@ -223,6 +115,7 @@ class Expected:
                 {"dev_eui": eui, "day": day, "date": day_iso(day), "total": n}
                 for (eui, day), n in sorted(self.passages.items())
             ],
+            **({"totems": [t.as_json() for t in self.totems]} if self.totems else {}),
         }
 
 
@@ -239,17 +132,24 @@ class TruthBuilder:
         self._fleet = {d.device.dev_eui.hex(): d for d in fleet}
         self.expected = Expected(epoch_s, timezone, {eui: d.name for eui, d in self._fleet.items()})
         self._rules: list[RuleSpec] = []
+        self._clock_s = epoch_s
         if rules_file is not None:
-            self._rules, self.expected.unpredicted_rules = load_rules(rules_file)
+            self._rules, self.expected.unpredicted_rules, place = load_rules(rules_file)
             self.expected.predicted_rules = [r.id for r in self._rules]
-        self._episodes: dict[tuple[str, str], _Episode] = defaultdict(_Episode)
-        self._energy: dict[tuple[str, int], dict[str, list[float]]] = {}
-        self._passages: Counter[tuple[str, int]] = Counter()
-        self._last_day: dict[str, int] = {}
+            self._alerts = RuleTruth(self._rules, epoch_s, place)
+            for eui, d in self._fleet.items():  # the agent knows the imported fleet from its start
+                self._alerts.known(eui, d.name, d.device.profile, d.site, epoch_s)
+        else:
+            self._alerts = RuleTruth([], epoch_s)
+        self._days = DayBook(epoch_s, timezone, french_period)  # Lden and passages, filed as the agent does
+        names = {eui: d.name for eui, d in self._fleet.items()}
+        self._totems = TotemBook(load_feeds(rules_file) if rules_file else [], names, epoch_s, timezone)
 
     def add(self, frame: ScheduledFrame, clock_offset_s: float = 0.0) -> None:
         """Account one frame sent; ``clock_offset_s`` is how far the gateway's clock was off then
         (a ``clock_jump`` fault): the gateway files readings by its own clock, so does the truth."""
+        at_s = self.expected.epoch_s + frame.t_s + clock_offset_s  # the gateway's stamp, bit for bit
+        self._clock_s = max(self._clock_s, at_s)
         if frame.expect != "accepted" or frame.fcnt is None:
             return
         eui = frame.dev_eui.hex()
@@ -260,49 +160,35 @@ class TruthBuilder:
             data["fill_level"] = fill_percent(
                 data["distance"], device.params["empty_distance_mm"], device.params["full_distance_mm"]
             )
-        t_s = frame.t_s + clock_offset_s
-        day = int(t_s // SECONDS_PER_DAY)
-        self._last_day[eui] = day
         laeq = data.get("LAeq")
         if isinstance(laeq, int | float) and device.device.profile == "milesight/ws302":
-            period = french_period(int((t_s % SECONDS_PER_DAY) // 3600))
-            sums = self._energy.setdefault((eui, day), {}).setdefault(period, [0.0, 0.0])
-            sums[0] += 10.0 ** (laeq / 10.0)
-            sums[1] += 1
+            self._days.laeq(eui, at_s, laeq)
         if "counter_a" in data and "counter_b" in data:
-            self._passages[(eui, day)] += int(data["counter_a"]) + int(data["counter_b"])
-        for rule in self._rules:
-            if rule.selects(eui, device.device.profile, device.site):
-                self._rule(rule, eui, device.name, t_s, data)
-
-    def _rule(self, rule: RuleSpec, eui: str, name: str, t_s: float, data: Mapping[str, Any]) -> None:
-        ep = self._episodes[(rule.id, eui)]
-        updated, active = _evaluate(rule.when, "c", ep.leaves, data)
-        if not updated:
-            return
-        if active == ep.open:
-            ep.pending = 0
-            return
-        ep.pending += 1
-        if ep.pending >= (rule.clear_for_readings if ep.open else rule.for_readings):
-            ep.open, ep.pending = not ep.open, 0
-            state = "raised" if ep.open else "cleared"
-            self.expected.alerts.append(ExpectedAlert(eui, name, rule.id, state, t_s))
+            self._days.count(eui, at_s, int(data["counter_a"]) + int(data["counter_b"]))
+        self._alerts.reading(eui, device.name, device.device.profile, device.site, at_s, data)
+        self._totems.add(eui, device.device.profile, device.site, frame.t_s + clock_offset_s, data)
 
     def finish(self) -> Expected:
-        for (eui, day), periods in self._energy.items():
-            if self._last_day.get(eui, -1) <= day or len(periods) < 3:
-                continue  # the gateway closes a day on the site's first report after it
-            levels = {p: 10.0 * math.log10(s[0] / s[1]) for p, s in periods.items()}
+        self._alerts.finish(self._clock_s)
+        self.expected.alerts = sorted(self._alerts.alerts, key=lambda a: a.t_s)
+        self.expected.undetermined = list(self._alerts.undetermined)
+        # The gateway closes a day on the site's first report after it (simulator/truth_days.py).
+        for (eui, day), levels in self._days.lden_levels().items():
             self.expected.lden[(eui, day)] = {
                 "ld_db": levels["day"],
                 "le_db": levels["evening"],
                 "ln_db": levels["night"],
                 "lden_db": lden_db(levels["day"], levels["evening"], levels["night"]),
             }
-        for (eui, day), n in self._passages.items():
-            if self._last_day.get(eui, -1) > day:
-                self.expected.passages[(eui, day)] = n
+        self.expected.passages.update(self._days.passages())
+        shown = {
+            eui: [(s.t_s, s.today, s.year) for s in d.model.history]
+            for eui, d in self._fleet.items()
+            if isinstance(d.model, DisplayModel)
+        }
+        self.expected.totems = self._totems.finish(shown, self._clock_s - self.expected.epoch_s)
+        answered = {d.name: d.join_replay_answers for d in self._fleet.values() if d.join_replay_answers}
+        self.expected.join_replays_answered = answered
         return self.expected
 
 
@@ -325,6 +211,17 @@ class Comparison:
     passages_mismatches: list[dict[str, Any]] = field(default_factory=list)
     frames_received: int = 0
     alerts_received: int = 0
+    alerts_windowed: int = 0
+    """Edges of tick-driven rules (for_s, silence) that arrived inside their window."""
+    optional_present: int = 0
+    optional_absent: int = 0
+    """Groups of edges a tick may or may not have raised: all of them came, or none did."""
+    alerts_not_compared: int = 0
+    totems_checked: int = 0
+    displays_received: int = 0
+    totem_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    """Numbers a totem showed that its counters never made, or out of order (simulator/totems.py)."""
+    join_replays_answered: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -336,6 +233,8 @@ class Comparison:
             or self.unexpected_alerts
             or self.lden_mismatches
             or self.passages_mismatches
+            or self.totem_mismatches
+            or self.join_replays_answered
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -343,6 +242,10 @@ class Comparison:
             "ok": self.ok,
             "frames_received": self.frames_received,
             "alerts_received": self.alerts_received,
+            "alerts_windowed": self.alerts_windowed,
+            "optional_present": self.optional_present,
+            "optional_absent": self.optional_absent,
+            "alerts_not_compared": self.alerts_not_compared,
             "count_mismatches": self.count_mismatches,
             "duplicates": self.duplicates,
             "unexpected_devices": self.unexpected_devices,
@@ -353,6 +256,16 @@ class Comparison:
             "lden_mismatches": self.lden_mismatches,
             "passages_checked": self.passages_checked,
             "passages_mismatches": self.passages_mismatches,
+            **(
+                {
+                    "totems_checked": self.totems_checked,
+                    "displays_received": self.displays_received,
+                    "totem_mismatches": self.totem_mismatches,
+                }
+                if self.totems_checked
+                else {}
+            ),
+            **({"join_replays_answered": self.join_replays_answered} if self.join_replays_answered else {}),
         }
 
 
@@ -426,33 +339,20 @@ def compare(
                 }
             )
     rules = set(expected.predicted_rules)
-    want = Counter((a.dev_eui, a.rule, a.state, round(a.t_s)) for a in expected.alerts)
-    got_alerts: Counter[tuple[str, str, str, int]] = Counter()
+    received: list[tuple[str, str, str, float]] = []
     for alert in alerts:
         data = alert.get("data") or {}
         out.alerts_received += 1
         if data.get("rule") not in rules:
             continue
         t_s = _unix(str(alert["received_at"])) - expected.epoch_s
-        got_alerts[(str(alert["dev_eui"]), str(data["rule"]), str(data["state"]), round(t_s))] += 1
-    for key, n in (want - got_alerts).items():
-        out.missing_alerts.append(
-            {
-                "device": expected.devices.get(key[0], key[0]),
-                "rule": key[1],
-                "state": key[2],
-                "t_s": key[3],
-                "n": n,
-            }
-        )
-    for key, n in (got_alerts - want).items():
-        out.unexpected_alerts.append(
-            {
-                "device": expected.devices.get(key[0], key[0]),
-                "rule": key[1],
-                "state": key[2],
-                "t_s": key[3],
-                "n": n,
-            }
-        )
+        received.append((str(alert["dev_eui"]), str(data["rule"]), str(data["state"]), t_s))
+    matched = match_alerts(expected.alerts, expected.undetermined, received, expected.devices)
+    out.missing_alerts, out.unexpected_alerts = matched.missing, matched.unexpected
+    out.alerts_windowed, out.alerts_not_compared = matched.windowed, matched.not_compared
+    out.optional_present, out.optional_absent = matched.optional_present, matched.optional_absent
+    out.totems_checked = len(expected.totems)
+    out.displays_received = sum(len(t.received) for t in expected.totems)
+    out.totem_mismatches = check_totems(expected.totems)
+    out.join_replays_answered = dict(expected.join_replays_answered)
     return out

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run a local broker, the agent and a simulated fleet for a while")
-    p.add_argument("--duration-s", type=float, default=30.0, help="how long the fleet sends (default 30)")
-    p.add_argument("--devices", type=int, default=6, help="simulated container sensors (default 6)")
-    p.add_argument("--rate-hz", type=float, default=4.0, help="frames per second (default 4)")
+    p = sub.add_parser(
+        "demo",
+        help="a simulated day of a small city through a local broker and the agent, checked at the end",
+    )
+    p.add_argument(
+        "--duration-s", type=float, default=30.0, help="wall seconds the simulated day takes (default 30)"
+    )
+    p.add_argument(
+        "--scenario", type=Path, help="another scenario file (default: simulator/scenarios/demo-day.yaml)"
+    )
     p.add_argument("--workdir", help="keep the demo's files here (default: a new temporary directory)")
     p.set_defaults(handler=handle)
 
@@ -18,4 +25,4 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from simulator.demo import run_demo
 
-    return run_demo(args.duration_s, args.devices, args.rate_hz, args.workdir)
+    return run_demo(args.duration_s, args.workdir, args.scenario)

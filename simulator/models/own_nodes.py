@@ -4,7 +4,8 @@ Owns running a node application's MicroPython code under CPython with its sensor
 a physics model and its LoRaWAN device by a capture of what it sends: the node's own policy
 decides when to report and its own ``encode`` makes the bytes, so what the simulator sends is
 what a node on a container would send (issue 10). Today: the fill-level node over the
-waste-container physics of ``simulator.models.waste``.
+waste-container physics of ``simulator.models.waste`` (fill, tilts, the temperature under the lid
+and its fires).
 
 It does not own LoRaWAN framing (the simulator's devices wrap the payload) nor the physics.
 The firmware is read from the source checkout (``firmware/`` beside ``simulator/``; it is not
@@ -21,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from simulator.models.base import Measurement
-from simulator.models.waste import ContainerModel
+from simulator.models.waste import ContainerModel, ContainerTemperature
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 
@@ -76,11 +77,24 @@ class FirmwareFillLevel:
 
     Returns the Measurement the node sent at that wake-up (FPort 10, the firmware's bytes, the
     ``edgegw/fill-level`` profile's output keys), or None when its policy sent nothing.
+    ``measure(t_s)`` is the same wake-up with the temperature of ``temperature`` (the model
+    interface of the city's schedule, which wakes it every ``measure_interval_s``).
+
+    The node deep-sleeps between timer wake-ups and reads its tilt switch only then
+    (firmware/main.py): a tilt shorter than ``measure_interval_s`` (a 2-min collection lift in a
+    15-min cycle) is seen only when a wake-up falls inside it.
     """
 
-    def __init__(self, container: ContainerModel, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        container: ContainerModel,
+        config: dict[str, Any] | None = None,
+        temperature: ContainerTemperature | None = None,
+    ) -> None:
         module = firmware_module("fill_level")
+        self._centi_c = module.centi_c
         self.container = container
+        self.temperature = temperature or ContainerTemperature()
         self.sensors = _Physics()
         self.device = _Capture()
         s = self.sensors
@@ -90,6 +104,9 @@ class FirmwareFillLevel:
     @property
     def measure_interval_s(self) -> float:
         return float(self.node.config["measure_interval_s"])
+
+    def measure(self, t_s: float) -> Measurement | None:
+        return self.wake(t_s, self.temperature.at(t_s))
 
     def wake(self, t_s: float, temperature_c: float | None = 18.0) -> Measurement | None:
         physics = self.container.measure(t_s).values
@@ -108,7 +125,8 @@ class FirmwareFillLevel:
             "fire_alarm": reading["fire_alarm"],
             "echo_missing": reading["distance_mm"] is None,
             "distance": 0xFFFF if reading["distance_mm"] is None else reading["distance_mm"],
-            "temperature": None if temperature_c is None else round(temperature_c, 2),
+            # What the int16 field carries: the firmware's own rounding to 0.01 °C.
+            "temperature": None if temperature_c is None else self._centi_c(temperature_c) / 100,
             "battery_voltage": reading["battery_mv"],
         }
         return Measurement(values, payload, fport)

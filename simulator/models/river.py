@@ -1,12 +1,13 @@
 """Rivers under a Milesight EM500-SWL submersible probe (research/domain.md §3.2).
 
-Owns the flash-flood hydrograph and the EM500-SWL payload (device_profiles/milesight/em500-swl.yaml).
+Owns the flash-flood hydrograph, a stuck probe (§3.5 "Sensor-stuck": a flat line while the
+river moves) and the EM500-SWL payload (device_profiles/milesight/em500-swl.yaml).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.models.base import SECONDS_PER_DAY, Measurement
@@ -47,6 +48,9 @@ class RiverModel:
     floods: list[FloodEvent]
     battery_pct: int = 100
     diurnal_cm: float = 1.0
+    stuck_s: list[tuple[float, float]] = field(default_factory=list)
+    """(start, duration) of the probe being stuck (silt, a jammed float, a frozen transmitter):
+    it reports the level it had at the start while the water moves, then the true level again."""
 
     def level_cm(self, t_s: float) -> float:
         diurnal = self.diurnal_cm * math.sin(2 * math.pi * t_s / SECONDS_PER_DAY)
@@ -55,7 +59,14 @@ class RiverModel:
     def in_flood(self, t_s: float) -> bool:
         return any(f.start_s <= t_s < f.peak_s + 3 * f.recession_tau_s for f in self.floods)
 
+    def reported_cm(self, t_s: float) -> float:
+        """What the probe says: the true level, or the level it stuck at."""
+        for start, duration in self.stuck_s:
+            if start <= t_s < start + duration:
+                return self.level_cm(start)
+        return self.level_cm(t_s)
+
     def measure(self, t_s: float) -> Measurement:
-        level = max(0, min(0xFFFF, round(self.level_cm(t_s))))
+        level = max(0, min(0xFFFF, round(self.reported_cm(t_s))))
         values: dict[str, Any] = {"battery": self.battery_pct, "level": level}
         return Measurement(values, em500_swl_payload(self.battery_pct, level))

@@ -1,10 +1,13 @@
 """Waste containers under a Milesight EM310-UDL (research/domain.md §1.3).
 
-Owns the fill physics and the EM310-UDL payload (device_profiles/milesight/em310-udl.yaml).
+Owns the fill physics, the tilts (collections and vandalism), the temperature under the lid
+(ambient and fires, for the project's own node: an EM310-UDL has no thermometer) and the
+EM310-UDL payload (device_profiles/milesight/em310-udl.yaml).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +62,9 @@ class ContainerModel:
     tilt_s: float = 120.0
     noise_mm: float = 5.0
     distance_mm: float = 0.0
+    vandalism_s: list[tuple[float, float]] = field(default_factory=list)
+    """(start, duration) of tilts outside a collection (knocked over or rocked, domain.md §1.4 "Alarms"):
+    tilted until a crew rights it, the contents stay (no drop to empty)."""
     _last_t_s: float = 0.0
     _done: set[float] = field(default_factory=set)
 
@@ -73,6 +79,9 @@ class ContainerModel:
                 return start
         return None
 
+    def vandalised(self, t_s: float) -> bool:
+        return any(start <= t_s < start + duration for start, duration in self.vandalism_s)
+
     def measure(self, t_s: float) -> Measurement:
         fill = self.fill_mm_per_day * _daytime_weighted_s(self._last_t_s, t_s) / SECONDS_PER_DAY
         self.distance_mm = max(float(self.full_mm) - 100.0, self.distance_mm - fill)
@@ -81,7 +90,7 @@ class ContainerModel:
             if start + self.tilt_s <= t_s and start not in self._done:
                 self._done.add(start)
                 self.distance_mm = float(self.empty_mm)
-        tilt = self.collection_in_progress(t_s) is not None
+        tilt = self.collection_in_progress(t_s) is not None or self.vandalised(t_s)
         distance = round(self.distance_mm + self.rng.gauss(0.0, self.noise_mm))
         distance = max(0, min(0xFFFF, distance))
         values: dict[str, Any] = {
@@ -90,3 +99,40 @@ class ContainerModel:
             "position": "tilt" if tilt else "normal",
         }
         return Measurement(values, em310_payload(self.battery_pct, distance, tilt))
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """A container fire from ``start_s`` for ``duration_s``: the air under the lid heats by
+    ``peak_rise_c`` with a time constant of ``rise_tau_s``, then cools once it is put out
+    (domain.md §1.3, "Fire signature": far above ambient; nodes alarm at 60-70 °C)."""
+
+    start_s: float
+    duration_s: float
+    peak_rise_c: float
+    rise_tau_s: float = 300.0
+    cool_tau_s: float = 900.0
+
+    def rise_c(self, t_s: float) -> float:
+        if t_s <= self.start_s:
+            return 0.0
+        end_s = self.start_s + self.duration_s
+        at_end = self.peak_rise_c * (1.0 - math.exp(-self.duration_s / self.rise_tau_s))
+        if t_s <= end_s:
+            return self.peak_rise_c * (1.0 - math.exp(-(t_s - self.start_s) / self.rise_tau_s))
+        return at_end * math.exp(-(t_s - end_s) / self.cool_tau_s)
+
+
+@dataclass
+class ContainerTemperature:
+    """Air temperature under a container's lid: a summer day in Marseille (mean ``mean_c``,
+    warmest at 15 h, ±``swing_c``), plus its fires."""
+
+    mean_c: float = 22.0
+    swing_c: float = 5.0
+    fires: list[Fire] = field(default_factory=list)
+
+    def at(self, t_s: float) -> float:
+        hour = (t_s % SECONDS_PER_DAY) / 3600.0
+        ambient = self.mean_c + self.swing_c * math.cos(2 * math.pi * (hour - 15.0) / 24.0)
+        return ambient + sum(f.rise_c(t_s) for f in self.fires)
