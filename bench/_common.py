@@ -5,14 +5,11 @@ The benches are scripts (`python bench/NAME.py`), so this module is imported by 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from simulator.broker import Mosquitto
+from simulator.broker import free_port as free_port  # the benches import it from here
 
 
 def write_bytes() -> int:
@@ -61,29 +58,8 @@ def full_record(i: int, kind: str = "reading") -> dict[str, Any]:
     }
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """mosquitto on a free loopback port, configured like tests/conftest.py's Broker."""
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 100000\n"
-    )
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start")
+def start_broker(workdir: Path) -> Mosquitto:
+    """mosquitto on a free loopback port (the tests' broker); ``.port``, ``.stop()``."""
+    broker = Mosquitto(free_port(), workdir)
+    broker.start()
+    return broker

@@ -209,7 +209,8 @@ def main() -> None:
         f"{one[1] / max(group[1], 1):,.1f}x fewer bytes written"
     )
     with tempfile.TemporaryDirectory(prefix="bench-buffer-broker-") as broker_dir:
-        broker, port = start_broker(Path(broker_dir))
+        broker = start_broker(Path(broker_dir))
+        port = broker.port
         try:
             n, paced = args.e2e_records, int(110 * args.rate_s)
             print(
@@ -225,8 +226,7 @@ def main() -> None:
                 cpu, per_record = r["cpu_pct"], r["bytes_per_record"]
                 print(f"  {k:<8} {cpu:>6.1f} % of one core {per_record:>10,.0f} bytes written/record")
         finally:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     speed = fast["sqlite"]["records_s"] / fast["tinydb"]["records_s"]
     cpu = slow["tinydb"]["cpu_pct"] / max(slow["sqlite"]["cpu_pct"], 0.01)
     wear = slow["tinydb"]["bytes_per_record"] / max(slow["sqlite"]["bytes_per_record"], 1)

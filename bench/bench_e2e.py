@@ -506,12 +506,12 @@ def main() -> None:
     devs = [device(n) for n in range(args.devices)]
     frames = [datagram(devs[i % len(devs)].uplink(em310(1500, False), 85), i) for i in range(args.frames)]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-broker-") as broker_dir:
-        broker, mqtt_port = start_broker(Path(broker_dir))
+        broker = start_broker(Path(broker_dir))
+        mqtt_port = broker.port
         try:
             results = run_all(args, mqtt_port, frames)
         finally:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     results["machine"] = machine()
     results["command"] = " ".join([".venv/bin/python", "bench/bench_e2e.py", *sys.argv[1:]])
     results["total_s"] = round(time.monotonic() - started, 1)

@@ -235,7 +235,8 @@ def main() -> None:
     }
     frames_n = 10_000 if args.quick else 30_000
     with tempfile.TemporaryDirectory(prefix="bench-scaling-broker-") as broker_dir:
-        broker, mqtt_port = start_broker(Path(broker_dir))
+        broker = start_broker(Path(broker_dir))
+        mqtt_port = broker.port
         try:
             results["throughput_devices"] = [
                 throughput_point(mqtt_port, n, 1, frames_n) for n in (100, 1_000, 10_000)
@@ -246,8 +247,7 @@ def main() -> None:
             backlog = 20_000 if args.quick else 100_000
             results["drain"] = [drain_point(mqtt_port, backlog, limited) for limited in (True, False)]
         finally:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     results["machine"] = e2e.machine()
     results["command"] = " ".join([".venv/bin/python", "bench/bench_scaling.py", *sys.argv[1:]])
     results["total_s"] = round(time.monotonic() - started, 1)

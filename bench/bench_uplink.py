@@ -115,7 +115,8 @@ async def alert_latency(port: int, data_dir: Path, seconds: float, load_per_s: i
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
-        proc, port = start_broker(Path(d))
+        broker = start_broker(Path(d))
+        port = broker.port
         try:
             bodies = [json.dumps(full_record(i), separators=(",", ":")) for i in range(args.batch)]
             batch = envelope.up_batch("bench", bodies, "2026-11-25T18:03:59.000Z")
@@ -127,8 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             per_record = await throughput(port, single, 32, len(single))
             latency = await alert_latency(port, Path(d), args.seconds, args.load)
         finally:
-            proc.terminate()
-            proc.wait(5)
+            broker.stop()
     return {
         "batched_records_s": round(batched),
         "batched_zlib_records_s": round(zlib_batched),

@@ -6,7 +6,8 @@ and start again on the same port, which is what a ``broker_outage`` fault does. 
 ``persistent=True`` the broker keeps subscribers' sessions and their queued messages across a
 restart, so a durable subscriber (clean session off, QoS 1) loses nothing of an outage.
 
-It does not own subscribers or the agent (``simulator.citylab``).
+It does not own subscribers or the agent (``simulator.citylab``). ``free_port`` is the one
+free-loopback-port helper of the simulator, the tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ class Mosquitto:
         self.proc = None
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 right now (TCP by default, UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port

@@ -31,6 +31,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulator.broker import free_port
 from simulator.city import build_fleet, epoch_s, registration_csv
 from simulator.forwarder import PacketForwarder
 from simulator.runner import Hooks, Summary, run
@@ -43,13 +44,6 @@ log = logging.getLogger(__name__)
 
 GATEWAY_ID = "gw-sim-1"
 GATEWAY_EUI = bytes.fromhex("b827ebfffe0000a1")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -243,7 +237,7 @@ def run_city(
     (the agent under ``simulator.sx127x_bridge``); see ``simulator.transports``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     config_file = workdir / "edgegw.yaml"
     radio_url, target, bridge_socket = agent_radio(transport, workdir, port)
     lines = [

@@ -127,11 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load(path: Path) -> scenario.Scenario | None:
+    """The scenario at ``path``, or None after printing why it is not valid (exit code 2)."""
     try:
-        loaded = scenario.load_scenario(args.scenario)
+        return scenario.load_scenario(path)
     except ConfigError as exc:
         print(f"edgegw-sim: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args.scenario)
+    if loaded is None:
         return 2
     from simulator.simclock import SharedClock
 
@@ -159,41 +166,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    try:
-        loaded = scenario.load_scenario(args.scenario)
-    except ConfigError as exc:
-        print(f"edgegw-sim: {exc}", file=sys.stderr)
+    loaded = _load(args.scenario)
+    if loaded is None:
         return 2
     sys.stdout.write(city.registration_csv(city.build_fleet(loaded, args.seed)))
     return 0
 
 
 def cmd_city(args: argparse.Namespace) -> int:
-    import shutil
-    import subprocess
-
+    from simulator.broker import Mosquitto, free_port
     from simulator.citylab import result_lines, run_city
 
-    try:
-        loaded = scenario.load_scenario(args.scenario)
-    except ConfigError as exc:
-        print(f"edgegw-sim: {exc}", file=sys.stderr)
+    loaded = _load(args.scenario)
+    if loaded is None:
         return 2
+    # Its own mosquitto unless given one: persistent, so a broker_outage loses no subscriber message.
+    own = None
     broker = args.broker
-    proc: subprocess.Popen[bytes] | None = None
     if broker is None:
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        from simulator.citylab import free_udp_port
-
-        port = free_udp_port()  # a free UDP port is very likely a free TCP port too
-        conf = args.workdir / "mosquitto.conf"
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n")
-        proc = subprocess.Popen(
-            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(0.5)
-        broker = ("127.0.0.1", port)
+        own = Mosquitto(free_port(), args.workdir / "mosquitto", persistent=True)
+        own.start()
+        broker = own.address
     try:
         result = run_city(
             loaded,
@@ -203,11 +196,12 @@ def cmd_city(args: argparse.Namespace) -> int:
             speed=args.speed,
             seed=args.seed,
             transport=args.transport,
+            stop_broker=own.stop if own else None,
+            start_broker=own.start if own else None,
         )
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+        if own is not None:
+            own.stop()
     report = {
         "summary": result.summary.as_json(),
         "drain_s": round(result.drain_s, 2),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from simulator.broker import Mosquitto, MosquittoMissing, free_tcp_port
+from simulator.broker import Mosquitto, MosquittoMissing, free_port
 from simulator.citylab import GATEWAY_ID, CityResult, Collector, result_lines, run_city
 from simulator.scenario import Scenario, load_scenario
 
@@ -70,7 +70,7 @@ def run_demo(duration_s: float = 30.0, workdir: str | None = None, scenario_file
     speed = scenario.duration_s / max(duration_s, 1.0)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgegw-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(free_tcp_port(), work / "mosquitto", persistent=True)
+    broker = Mosquitto(free_port(), work / "mosquitto", persistent=True)
     try:
         broker.start()
     except MosquittoMissing as exc:

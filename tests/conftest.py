@@ -20,14 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.broker import MOSQUITTO, Mosquitto
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that is free on 127.0.0.1 right now (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from simulator.broker import free_port as free_port  # the tests import it from here
 
 
 @pytest.fixture
