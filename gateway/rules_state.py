@@ -65,6 +65,8 @@ class RulesStateStore:
             log.error("rules state not restored (open alerts may be raised again): %s", exc)
         engine.take_changes()  # what was just loaded is what is stored
         self._engine = engine
+        if self.restored_devices:
+            log.info("rules state restored for %d devices", self.restored_devices)
 
     # -- CommitSink ---------------------------------------------------------------------------
 

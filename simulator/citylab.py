@@ -224,15 +224,16 @@ def run_city(
     on_agent_line: Callable[[str], None] | None = None,
     on_progress: Callable[[float, Collector], None] | None = None,
     progress_every_s: float = 5.0,
-    announce: Callable[[str], None] | None = None,
-    config_lines: tuple[str, ...] = (),
+    on_gateway_kill: Callable[[bool], None] | None = None,
     transport: str = "semtech-udp",
 ) -> CityResult:
     """Register the fleet, start the agent on simulated time, run, wait for the broker, compare.
 
     ``on_progress(simulated_s, collector)`` is called every ``progress_every_s`` wall seconds
     from a thread while the scenario runs (simulated seconds since the scenario's start, as the
-    agent's clock reads them).
+    agent's clock reads them). ``on_gateway_kill(over)`` is called just before a ``gateway_kill``
+    kills the agent (False) and just before it restarts it (True); a broker outage calls the
+    given ``stop_broker`` / ``start_broker``.
     ``transport``: ``semtech-udp``, ``serial`` (a simulated RUI3 modem on a pty) or ``sx127x``
     (the agent under ``simulator.sx127x_bridge``); see ``simulator.transports``.
     """
@@ -250,7 +251,6 @@ def run_city(
     ]
     if rules_file is not None:
         lines.append(f"rules: {{path: {rules_file}}}")
-    lines.extend(config_lines)  # more top-level sections of the agent's config (YAML lines)
     config_file.write_text("\n".join(lines) + "\n")
     fleet_csv = workdir / "fleet.csv"
     fleet_csv.write_text(registration_csv(build_fleet(scenario, seed)))
@@ -269,19 +269,28 @@ def run_city(
         ready_probe=None if transport == "semtech-udp" else link.ready_probe,
     )
     agent.start(port)
-    running = threading.Event()
+    finished = threading.Event()
     if on_progress is not None:
-        running.set()
-        threading.Thread(
-            target=_report_progress,
-            args=(running, on_progress, progress_every_s, clock.path, epoch_s(scenario), collector),
-            daemon=True,
-        ).start()
+        epoch = epoch_s(scenario)
+
+        def report() -> None:
+            while not finished.wait(progress_every_s):
+                on_progress(clock.now_s - epoch, collector)
+
+        threading.Thread(target=report, name="city-progress", daemon=True).start()
+
+    def kill() -> None:
+        if on_gateway_kill is not None:
+            on_gateway_kill(False)
+        agent.kill()
+
+    def restart() -> None:
+        if on_gateway_kill is not None:
+            on_gateway_kill(True)
+        agent.start(port)
+
     hooks = Hooks(
-        stop_broker=stop_broker,
-        start_broker=start_broker,
-        kill_gateway=_announced(announce, "gateway_kill: kill -9 of the agent", agent.kill),
-        start_gateway=_announced(announce, "gateway_kill over: agent restarted", lambda: agent.start(port)),
+        stop_broker=stop_broker, start_broker=start_broker, kill_gateway=kill, start_gateway=restart
     )
     try:
         summary = run(
@@ -304,7 +313,7 @@ def run_city(
         time.sleep(0.5)  # alerts and aggregates of the last frames
         drain_s = time.monotonic() - drain_started
     finally:
-        running.clear()
+        finished.set()
         code = agent.stop()
         link.close()
         collector.stop()
@@ -313,44 +322,4 @@ def run_city(
         log.warning("the agent exited with %s", code)
     records, alerts = collector.snapshot()
     comparison = compare(summary.expected, records, alerts)
-    result = CityResult(summary, comparison, agent.lines, drain_s, records, alerts)
-    result.arrivals = list(collector.arrivals)
-    return result
-
-
-def _announced(
-    announce: Callable[[str], None] | None, text: str, action: Callable[[], None]
-) -> Callable[[], None]:
-    if announce is None:
-        return action
-
-    def run() -> None:
-        announce(text)
-        action()
-
-    return run
-
-
-def _report_progress(
-    running: threading.Event,
-    on_progress: Callable[[float, Collector], None],
-    every_s: float,
-    clock_file: Path,
-    epoch: float,
-    collector: Collector,
-) -> None:
-    from simulator.simclock import reader
-
-    now = reader(clock_file)
-    while not _sleep_while(running, every_s):
-        on_progress(now() - epoch, collector)
-
-
-def _sleep_while(running: threading.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds`` in small steps; True when ``running`` was cleared meanwhile."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not running.is_set():
-            return True
-        time.sleep(0.05)
-    return not running.is_set()
+    return CityResult(summary, comparison, agent.lines, drain_s, records, alerts, list(collector.arrivals))

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from simulator.broker import Mosquitto, MosquittoMissing, free_port
+from simulator.city import build_fleet, epoch_s
 from simulator.citylab import GATEWAY_ID, CityResult, Collector, result_lines, run_city
 from simulator.scenario import Scenario, load_scenario
 
@@ -60,6 +61,11 @@ class _Narrator:
         self.alerts_seen = len(alerts)
 
     @staticmethod
+    def gateway_kill(over: bool) -> None:
+        what = "gateway_kill over: agent restarted" if over else "gateway_kill: kill -9 of the agent"
+        _say(f"fault | {what}")
+
+    @staticmethod
     def agent_line(line: str) -> None:
         print(f"agent | {line}", flush=True)
 
@@ -75,8 +81,6 @@ def run_demo(duration_s: float = 30.0, workdir: str | None = None, scenario_file
         broker.start()
     except MosquittoMissing as exc:
         raise SystemExit(f"edgegw demo: {exc} (make demo installs it)") from exc
-    from simulator.city import build_fleet, epoch_s
-
     fleet = build_fleet(scenario)
     kinds = Counter(d.kind for d in fleet)
     _say(f"edgegw demo: working directory {work}")
@@ -107,7 +111,7 @@ def run_demo(duration_s: float = 30.0, workdir: str | None = None, scenario_file
             start_broker=start_broker,
             on_agent_line=narrator.agent_line,
             on_progress=narrator.progress,
-            announce=lambda text: _say(f"fault | {text}"),
+            on_gateway_kill=narrator.gateway_kill,
         )
     finally:
         broker.stop()

@@ -65,8 +65,8 @@ def test_outages_and_kills_lose_nothing_the_truth_says_was_accepted(
     db_file = db.db_path(workdir / "data")
     checked: list[str] = []
 
-    def after_kill(text: str) -> None:
-        if text.startswith("gateway_kill over"):  # the agent is dead, not yet restarted
+    def after_kill(restarting: bool) -> None:
+        if restarting:  # the agent is dead, not yet restarted
             checked.append(integrity(db_file))
 
     result = run_city(
@@ -77,7 +77,7 @@ def test_outages_and_kills_lose_nothing_the_truth_says_was_accepted(
         speed=6000,  # 14 h in ~8 s: the outages last long enough for the agent to notice them
         stop_broker=persistent_broker.stop_saving,
         start_broker=persistent_broker.start,
-        announce=after_kill,
+        on_gateway_kill=after_kill,
     )
     summary, check, expected = result.summary, result.comparison, result.summary.expected
     assert expected is not None
