@@ -77,3 +77,24 @@ def main(test_one_input: Callable[[bytes], None], seeds: Iterable[bytes]) -> Non
         argv.append(corpus)
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
+
+
+def yaml_harness(texts: list[str], check: Callable[[str], None]) -> Callable[[bytes], None]:
+    """The one-input function of a YAML file's harness (config, rules): raw text, or a
+    structure-aware mutation of one of ``texts``, given to ``check``."""
+    import yaml
+
+    from tests.fuzz import mutate
+
+    docs = [yaml.safe_load(text) for text in texts]
+
+    def test_one_input(data: bytes) -> None:
+        mode, rest = split_mode(data)
+        if mode == RAW:
+            check(rest.decode("utf-8", errors="replace"))
+            return
+        ch = FdpChooser(rest)
+        index = ch.integer(0, len(texts) - 1)
+        check(mutate.mutate_yaml(ch, docs[index], texts[index]))
+
+    return test_one_input

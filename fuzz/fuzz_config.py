@@ -6,22 +6,10 @@ import _common
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["gateway"]):
-    import yaml
-
-    from tests.fuzz import mutate, targets
+    from tests.fuzz import targets
 
 TEXTS = targets.config_seeds()
-DOCS = [yaml.safe_load(text) for text in TEXTS]
-
-
-def test_one_input(data: bytes) -> None:
-    mode, rest = _common.split_mode(data)
-    if mode == _common.RAW:
-        targets.check_config(rest.decode("utf-8", errors="replace"))
-        return
-    ch = _common.FdpChooser(rest)
-    index = ch.integer(0, len(TEXTS) - 1)
-    targets.check_config(mutate.mutate_yaml(ch, DOCS[index], TEXTS[index]))
+test_one_input = _common.yaml_harness(TEXTS, targets.check_config)
 
 
 if __name__ == "__main__":

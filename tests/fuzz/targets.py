@@ -48,28 +48,15 @@ from gateway.provisioning import csv_import
 from gateway.radio.semtech_udp import packets
 from gateway.radio.serial_modem import protocol
 from gateway.rules.model import RuleSet
+from tests.radio.test_semtech_packets import EUI, PROTO_RXPK_LORA_SF10
 
 REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- Semtech UDP
 
-GATEWAY_EUI = bytes.fromhex("aa555a0000000101")
-# PROTOCOL.TXT §4: the SF10 LoRa and the FSK rxpk of the upstream example, and the stat object.
-_RXPK_SF10: dict[str, Any] = {
-    "time": "2013-03-31T16:21:17.532038Z",
-    "tmst": 3316387610,
-    "chan": 0,
-    "rfch": 0,
-    "freq": 863.00981,
-    "stat": 1,
-    "modu": "LORA",
-    "datr": "SF10BW125",
-    "codr": "4/7",
-    "rssi": -38,
-    "lsnr": 5.5,
-    "size": 32,
-    "data": "ysgRl452xNLep9S1NTIg2lomKDxUgn3DJ7DE+b00Ass",
-}
+GATEWAY_EUI = EUI
+# PROTOCOL.TXT §4: the SF10 LoRa rxpk of the upstream example (the radio tests' copy), an FSK rxpk
+# and the stat object.
 _RXPK_FSK: dict[str, Any] = {
     "tmst": 3512348514,
     "chan": 9,
@@ -130,7 +117,7 @@ def _head(identifier: int, token: int = 0x1234, version: int = 2) -> bytes:
 
 # (header + EUI prefix, JSON document or None): the JSON part is what structure mutations change.
 UDP_SEEDS: list[tuple[bytes, Any]] = [
-    (_head(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [_RXPK_SF10, _RXPK_FSK], "stat": _STAT}),
+    (_head(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [PROTO_RXPK_LORA_SF10, _RXPK_FSK], "stat": _STAT}),
     (_head(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [_RXPK_RSIG]}),
     (_head(packets.PUSH_DATA, version=1) + GATEWAY_EUI, {"stat": _STAT}),
     (_head(packets.PULL_RESP), {"txpk": _TXPK}),
