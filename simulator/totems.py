@@ -18,7 +18,6 @@ It does not decide which frames are accepted (``simulator.truth``) nor decode do
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -27,6 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
+
+from simulator.truth_rules import selects
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +44,7 @@ class DisplayFeed:
     cumulative: bool = False
 
     def selects(self, dev_eui: str, profile: str, site: str) -> bool:
-        if not (self.profiles or self.sites or self.dev_euis):
-            return True
-        return (
-            profile in self.profiles
-            or dev_eui in self.dev_euis
-            or any(fnmatch.fnmatchcase(site, pattern) for pattern in self.sites)
-        )
+        return selects(self.profiles, self.sites, self.dev_euis, dev_eui, profile, site)
 
 
 def load_feeds(path: Path) -> list[DisplayFeed]:

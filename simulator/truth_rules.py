@@ -103,15 +103,27 @@ class RuleSpec:
     clear_for_s: float = 0.0
 
     def selects(self, dev_eui: str, profile: str, site: str) -> bool:
-        """Every key given must match (gateway/rules/model.py ``Selector``)."""
-        if self.dev_euis and dev_eui not in self.dev_euis:
-            return False
-        if self.profiles and profile not in self.profiles:
-            return False
-        return not self.sites or any(fnmatch.fnmatchcase(site, glob) for glob in self.sites)
+        return selects(self.profiles, self.sites, self.dev_euis, dev_eui, profile, site)
 
     def need(self, opening: bool) -> tuple[int, float]:
         return (self.for_readings, self.for_s) if opening else (self.clear_for_readings, self.clear_for_s)
+
+
+def selects(
+    profiles: tuple[str, ...],
+    sites: tuple[str, ...],
+    dev_euis: tuple[str, ...],
+    dev_eui: str,
+    profile: str,
+    site: str,
+) -> bool:
+    """A rules file's ``devices:`` selection: every key given must match, an absent key matches
+    all (docs/rules.md; gateway/rules/model.py ``Selector``)."""
+    if dev_euis and dev_eui not in dev_euis:
+        return False
+    if profiles and profile not in profiles:
+        return False
+    return not sites or any(fnmatch.fnmatchcase(site, glob) for glob in sites)
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,3 +346,20 @@ def test_totems_confirmed_uplinks_and_a_join_replay_through_the_agent(
         if doc["type"] == "frame" and doc["device"].startswith("display-") and doc["expect"] == "accepted"
     ]
     assert {b["device"] for b in beats if b["values"]["shown_line_0"] == 0} == set(totems)
+
+
+def test_a_totem_feed_selects_its_counters_as_the_agent_does_every_key_must_match() -> None:
+    """docs/rules.md: every key of ``devices:`` given must match (gateway/rules/model.py Selector)."""
+    from simulator.totems import DisplayFeed
+
+    feed = DisplayFeed(
+        "totem-1",
+        "70b3d5e75f00009e",
+        profiles=("imbuildings/people-counter",),
+        sites=("counting/bike-1",),
+        dev_euis=(),
+        fields=("counter_a",),
+    )
+    assert feed.selects("70b3d5e75f000001", "imbuildings/people-counter", "counting/bike-1")
+    assert not feed.selects("70b3d5e75f000002", "imbuildings/people-counter", "counting/bike-2")
+    assert not feed.selects("70b3d5e75f000003", "edgegw/counter", "counting/bike-1")
