@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, instance_lock
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore, load_profiles
 from gateway.config import Config
@@ -28,6 +28,7 @@ from gateway.control import SOCKET_NAME, queries
 from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
+from gateway.db.reserve import DiskReserve
 from gateway.errors import ConfigError, StorageError, UplinkError
 from gateway.fleet.commands import CommandDispatcher
 from gateway.fleet.remote_config import EXIT_RESTART, ConfigApplier
@@ -36,7 +37,7 @@ from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
-from gateway.lorawan.join import JoinServer, load_otaa_devices
+from gateway.lorawan.join import JoinCommits, JoinServer, load_otaa_devices
 from gateway.lorawan.sessions import SessionTable, load_sessions, plain
 from gateway.messages import DevEui, TxRequest, TxStatus
 from gateway.outbox import Outbox
@@ -102,6 +103,24 @@ class Agent:
     registry_version: int | None = None
     """``PRAGMA data_version`` when the registry was last read (see ``_refresh_registry``)."""
 
+    def storage(self) -> dict[str, Any]:
+        """The disk as the outbox meets it: full since when, what waits in memory, what was lost."""
+        committer, outbox = self.committer, self.outbox
+        full_since_s = committer.full_since_s
+        return {
+            "disk_full_since": iso_utc(full_since_s) if full_since_s is not None else None,
+            "disk_full_groups": committer.disk_full,
+            "failed_groups": committer.failures,
+            "last_error": committer.last_error,
+            "waiting_in_memory": outbox.waiting_in_memory,
+            "dropped_uncommitted": {
+                k.removeprefix("dropped_uncommitted."): v
+                for k, v in outbox.counters.items()
+                if k.startswith("dropped_uncommitted.")
+            },
+            "quarantined": outbox.quarantined_total,
+        }
+
     def summary(self) -> dict[str, Any]:
         """Counters of every stage, for the periodic log line, `edgegw status` and health."""
         return {
@@ -113,8 +132,12 @@ class Agent:
             "outbox": dict(self.outbox.counters),
             "commits": self.committer.commits,
             "disk_full": self.committer.disk_full,
+            "storage": self.storage(),
+            # Rows rescued and lost from a damaged database file (docs/outbox.md); None when sound.
+            "salvage": self.database.salvage.as_dict() if self.database.salvage is not None else None,
             "uplink": {"connected": self.uplink.connected, **self.uplink.counters},
             "forwarder": dict(self.forwarder.counters),
+            "control": dict(self.control.counters) if self.control is not None else {},
             "fleet": {
                 **(self.commands.counters if self.commands is not None else {}),
                 "config": dict(self.remote_config.counters) if self.remote_config is not None else {},
@@ -129,23 +152,31 @@ def build(config: Config) -> Agent:
     keys = keystore.open_key(config.data_dir)
     decrypt = keys.decrypt_hex
     encrypt = keys.encrypt_hex if keys.enabled else plain
-    database = Database(db_path(config.data_dir))
+    reserve = DiskReserve(config.data_path, config.outbox.disk_reserve_bytes)
+    database = Database(db_path(config.data_dir), reserve=reserve)
     registry_version = database.run_sync(_data_version)  # before reading: a change meanwhile is seen
     if database.quarantined is not None:
         log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
     clock = SystemClock()
     sessions = SessionTable(database.run_sync(load_sessions, decrypt))
     joins = JoinServer(config.lorawan, database.run_sync(load_otaa_devices, decrypt))
+    join_commits = JoinCommits(sessions, encrypt)  # joins are durable with the group commit, then served
     downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
-    outbox = Outbox(database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s)
+    outbox = Outbox(
+        database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s,
+        memory_queue_records=config.outbox.memory_queue_records,
+    )  # fmt: skip
     rules_store = RulesStateStore()
+    reserve.ensure()  # before anything else fills the disk; again after a full disk, once there is room
     committer = GroupCommitter(
         database,
-        [sessions, downlinks, outbox, rules_store],
+        [join_commits, sessions, downlinks, outbox, rules_store],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
+        reserve=reserve,
     )
     outbox.committer_notify = committer.notify
+    join_commits.committer_notify = committer.notify
     topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
     uplink = MqttUplink(
         config.mqtt,
@@ -170,8 +201,8 @@ def build(config: Config) -> Agent:
         rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)
     pipeline = UplinkPipeline(
         sessions, profiles, outbox, clock,
-        joins=joins, database=database, downlinks=downlinks, rules=rules,
-        commit_now=lambda: committer.notify(0, urgent=True), encrypt_key=encrypt,
+        joins=joins, join_commits=join_commits, downlinks=downlinks, rules=rules,
+        commit_now=lambda: committer.notify(0, urgent=True),
     )  # fmt: skip
     inventory = Inventory()
     pipeline.listeners.append(inventory)
@@ -192,6 +223,7 @@ def build(config: Config) -> Agent:
             "recent_frames": lambda _req: queries.recent_frames(agent),
             "rules": lambda _req: queries.rules(agent),
             "flush": lambda _req: queries.flush(agent),
+            "requeue_quarantined": lambda _req: queries.requeue_quarantined(agent),
         },
     )
     agent.control = control
@@ -216,6 +248,8 @@ async def run(config: Config, stop: asyncio.Event, *, on_ready: Callable[[Agent]
     Returns the exit code: 0, or ``EXIT_RESTART`` (75) when a pushed configuration asked for a
     restart (the agent stopped the same graceful way; systemd starts it again).
     """
+    # One agent per data_dir, before anything in it is touched (`edgegw run` took it already).
+    instance_lock.acquire(config.data_path)
     agent = build(config)
     log.info(
         "edgegw %s starting: gateway %s, radio %s, broker %s:%d, %d sessions, %d OTAA devices, %d profiles%s",
@@ -305,7 +339,16 @@ def _spawn_transmit(agent: Agent, first: TxRequest | None, second: TxRequest | N
 
 
 async def _transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
-    """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...)."""
+    """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...).
+
+    Not while group commits fail (a full disk): the downlink counter each frame used is not
+    durable then, and after a crash the same FCntDown would go out again under the same keys
+    (keystream reuse, and the device refuses it). The device repeats an unacknowledged confirmed
+    uplink; a command waits for the platform to send it again.
+    """
+    if agent.committer.failing:
+        agent.downlinks.counters["not_sent_disk_full"] += 1
+        return
     for request in (first, second):
         if request is None:
             continue
@@ -407,6 +450,8 @@ def _rules_reloader(agent: Agent) -> Callable[[], None]:
         if mtime == seen["mtime"] or agent.rules is None:
             return
         seen["mtime"] = mtime
+        # Any ConfigError (invalid, unreadable, not UTF-8) keeps the running rules; the engine
+        # records it for `edgegw rules`.
         outputs, error = agent.rules.reload(path, time.time())
         agent.pipeline.route(outputs)
         if error is not None:
@@ -442,6 +487,8 @@ def _health_extra(agent: Agent) -> dict[str, Any]:
         "host": agent.host.section() if agent.host is not None else None,
         "radio": agent.radio.health(),
         "pipeline": summary["pipeline"],
+        "storage": summary["storage"],
+        "salvage": summary["salvage"],
         "clock": {"time_quality": agent.clock.quality(None)},
     }
 
@@ -462,7 +509,8 @@ async def _publish_inventory(agent: Agent) -> None:
             "last_seen": iso_utc(seen["last_seen_s"]) if seen["last_seen_s"] else None,
             **{k: v for k, v in seen.items() if k != "last_seen_s"},
         })  # fmt: skip
-    for page in envelope.inventory(agent.config.gateway.id, iso_utc(now_s), devices):
+    max_bytes = agent.uplink.max_payload_bytes(agent.topics.inventory)  # pages the broker takes
+    for page in envelope.inventory(agent.config.gateway.id, iso_utc(now_s), devices, max_bytes=max_bytes):
         try:
             await agent.uplink.publish(agent.topics.inventory, page, qos=1)
         except UplinkError as exc:
@@ -499,6 +547,20 @@ def _log_failure(what: str) -> Callable[[asyncio.Task[Any]], None]:
     return done
 
 
+async def _commit_waiting(agent: Agent) -> None:
+    """Commit what was accepted, the records that waited in memory for a full disk included (they
+    go in growing groups); what the disk still refuses is counted as dropped, never silently lost."""
+    for _ in range(64):  # bounded: groups double from 200 records, 64 groups cover any queue
+        try:
+            await agent.committer.flush()
+        except StorageError as exc:
+            log.error("final commit failed: %s", exc)
+            break
+        if not agent.outbox.waiting_in_memory:
+            return
+    agent.outbox.abandon_waiting()
+
+
 async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     """Stop taking frames, make what was accepted durable, hand what we can to the broker, close.
 
@@ -515,10 +577,7 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     await agent.radio.stop()
     for task in list(agent.transmissions):
         task.cancel()
-    try:
-        await agent.committer.flush()
-    except StorageError as exc:
-        log.error("final commit failed: %s", exc)
+    await _commit_waiting(agent)
     await agent.forwarder.drain(DRAIN_TIMEOUT_S)
     try:
         await agent.committer.flush()  # the acks of the drained batches: their rows leave the file now

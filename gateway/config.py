@@ -9,14 +9,20 @@ Every error names the file, the dotted key path and the reason::
 
     ConfigError: /etc/edgegw/edgegw.yaml: mqtt.port: expected an integer in 1..65535, got 'abc'
 
+The file is read by ``gateway.textfile`` (UTF-8 or a one-line error, a repeated key refused).
+``load`` raises the first problem; ``load_all`` returns every one (``edgegw config check``, with
+the checks beyond the schema in ``gateway.preflight``).
+
 Environment overrides: ``EDGEGW_<SECTION>__<KEY>=value`` (double underscore between
 levels, case-insensitive), e.g. ``EDGEGW_MQTT__HOST=broker.example``; ``EDGEGW_DATA_DIR``
-for a top-level key. Values are read as YAML scalars (``true``, ``1883``, ``text``).
+for a top-level key. Values are read as YAML scalars (``true``, ``1883``, ``text``). An error
+in an overridden value names the variable (``EDGEGW_MQTT__PORT: expected an integer, got 'x'``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import os
 import re
@@ -29,9 +35,14 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway import textfile
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "EDGEGW_"
+MIN_MESSAGE_BYTES = 4096
+"""``mqtt.max_message_bytes`` at least: a reading with its envelope must fit (they are < 2 KiB)."""
+MAX_MESSAGE_BYTES = 268_435_460
+"""``mqtt.max_message_bytes`` at most: MQTT's largest packet (remaining length 268,435,455 + header)."""
 _MISSING = dataclasses.MISSING
 
 
@@ -51,8 +62,9 @@ class RadioSection:
     url: str = _doc(
         "Radio front end, chosen by URL (docs/radio.md): semtech-udp://HOST:PORT (packet "
         "forwarder), sx127x://spi0.0?freq_hz=868100000&sf=7 (SPI module), "
-        "serial:///dev/ttyUSB0?baud=115200 (RAK RUI3 modem).",
-        default="semtech-udp://0.0.0.0:1700",
+        "serial:///dev/ttyUSB0?baud=115200 (RAK RUI3 modem). Semtech UDP has no "
+        "authentication: keep 127.0.0.1 (the forwarder on the same Pi) unless it runs elsewhere.",
+        default="semtech-udp://127.0.0.1:1700",
     )
 
 
@@ -102,6 +114,13 @@ class MqttSection:
         "0: never.",
         default=900.0,
     )
+    max_message_bytes: int = _doc(
+        "Largest MQTT message the broker takes, in bytes, topic and headers included (AWS IoT Core: "
+        "131072; mosquitto: message_size_limit / max_packet_size). Every publish is sized to fit; an "
+        "MQTT 5 broker's Maximum Packet Size (CONNACK) applies when smaller. A 3.1.1 broker cannot say "
+        "its limit and may acknowledge and drop what is larger: keep this at or below it (docs/mqtt.md).",
+        default=131072,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,16 @@ class OutboxSection:
     max_age_s: float = _doc(
         "Records older than this (outbox clock: monotonic, corrected across restarts) are evicted; 0: never.",
         default=604800.0,
+    )
+    disk_reserve_bytes: int = _doc(
+        "Disk space held back in data_dir (the file edgegw.reserve) and given up when the disk is full, so "
+        "acknowledged rows can be deleted and alerts committed; written again when space is back; 0: none.",
+        default=4194304,
+    )
+    memory_queue_records: int = _doc(
+        "While the disk is full, accepted records wait in memory for a commit, at most this many (the "
+        "lowest-priority, oldest beyond it are dropped and counted as dropped_uncommitted).",
+        default=5000,
     )
 
 
@@ -150,9 +179,9 @@ class RulesSection:
 @dataclass(frozen=True, slots=True)
 class FleetSection:
     revert_after_s: float = _doc(
-        "After a pushed configuration changed the uplink settings and the agent restarted with it, "
-        "go back to the last known good one if the broker is not reached within this many seconds "
-        "(docs/fleet.md).",
+        "Patience of a pushed configuration on trial: go back to the last known good one if, within "
+        "this many seconds, the broker is not reached (when it changed mqtt) or no record is "
+        "acknowledged while records wait (docs/fleet.md).",
         default=300.0,
     )
     update_check_s: float = _doc(
@@ -161,6 +190,17 @@ class FleetSection:
         "(docs/fleet.md).",
         default=300.0,
     )
+    remote_settable: str = _doc(
+        "Keys a pushed configuration may change although only this file sets them by default (mqtt.tls, "
+        "ca/cert/key files, username, password, host, port, client_id, topic_prefix, radio.url, file "
+        "paths, fleet.*): dotted keys or globs, space-separated, e.g. 'mqtt.host mqtt.port'; empty: none. "
+        "gateway.id, data_dir and this key are never set by a push (docs/fleet.md).",
+        default="",
+    )
+
+    @property
+    def remote_settable_keys(self) -> tuple[str, ...]:
+        return tuple(self.remote_settable.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,79 +286,196 @@ _GATEWAY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate a config file."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
-    return loads(text, file=file, environ=environ)
+    """Read, override from the environment and validate a config file; ConfigError on the first problem."""
+    config, errors = load_all(path, environ)
+    if errors:
+        raise errors[0]
+    assert config is not None
+    return config
 
 
 def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None) -> Config:
     """Validate config text. ``environ`` defaults to ``os.environ``."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ConfigError(f"not valid YAML: {where}{getattr(exc, 'problem', exc)}", file=file) from exc
-    except ValueError as exc:  # PyYAML builds timestamps with datetime: 2001-02-30 raises ValueError
-        raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
-    except RecursionError as exc:  # PyYAML composes nested collections recursively
-        raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", file=file)
-    _apply_env(raw, os.environ if environ is None else environ, file)
-    config: Config = dataclasses.replace(_build(Config, raw, file, ""), source=file)
-    _check(config, file)
+    config, errors = _validate(textfile.parse_yaml(text, file=file), file, environ)
+    if errors:
+        raise errors[0]
+    assert config is not None
     return config
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str) -> None:
-    for name, value in environ.items():
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == "EDGEGW_CONFIG":
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+def load_all(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> tuple[Config | None, list[ConfigError]]:
+    """Every problem of a config file at once (``edgegw config check``), not only the first.
+
+    Also returns the config when the file could be parsed, with defaults standing in for the
+    values found wrong, so that ``gateway.preflight`` can check the rest of it; never run that one.
+    An error from an ``EDGEGW_*`` override names the variable instead of the file and key path.
+    """
+    file = str(path)
+    try:
+        raw = textfile.parse_yaml(textfile.read_text(path), file=file)
+    except ConfigError as exc:
+        return None, [exc]
+    return _validate(raw, file, environ)
+
+
+def name_overrides(errors: list[ConfigError], environ: Mapping[str, str], file: str) -> list[ConfigError]:
+    """``errors`` with those about ``file``'s keys that an ``EDGEGW_*`` variable set naming the variable."""
+    overrides = {".".join(path): name for name, path in _env_paths(environ)}
+    named: list[ConfigError] = []
+    for error in errors:
+        key = error.key_path if error.file == file else None
+        variable = None
+        if key is not None:
+            variable = next((v for k, v in overrides.items() if key == k or key.startswith(f"{k}.")), None)
+        named.append(error if variable is None else ConfigError(error.reason, key_path=variable))
+    return named
+
+
+def _validate(
+    raw: Any, file: str, environ: Mapping[str, str] | None
+) -> tuple[Config | None, list[ConfigError]]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return None, [ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", file=file)]
+    env = os.environ if environ is None else environ
+    errors: list[ConfigError] = []
+    _apply_env(raw, env, file, errors)
+    config: Config = dataclasses.replace(_build(Config, raw, file, "", errors), source=file)
+    config = _check_all(config, file, errors)
+    return config, name_overrides(_first_per_key(errors), env, file)
+
+
+def _env_paths(environ: Mapping[str, str]) -> list[tuple[str, list[str]]]:
+    """(variable, key path parts) of every ``EDGEGW_*`` override in ``environ``."""
+    return [
+        (name, [part.lower() for part in name[len(ENV_PREFIX) :].split("__")])
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != "EDGEGW_CONFIG"
+    ]
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str, errors: list[ConfigError]) -> None:
+    for name, path in _env_paths(environ):
+        value = environ[name]
         try:
             parsed = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"environment override {name} is not a YAML scalar", file=file) from exc
+        except yaml.YAMLError:
+            errors.append(ConfigError(f"environment override {name} is not a YAML scalar", file=file))
+            continue
         node = raw
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"environment override {name}: {part} is not a section", file=file)
+                errors.append(ConfigError(f"environment override {name}: {part} is not a section", file=file))
+                break
             node = child
-        node[path[-1]] = parsed
+        else:
+            node[path[-1]] = parsed
 
 
-def _build(cls: type[Any], raw: Any, file: str, prefix: str) -> Any:
+def _build(cls: type[Any], raw: Any, file: str, prefix: str, errors: list[ConfigError]) -> Any:
+    """The dataclass ``cls`` from ``raw``; each problem goes to ``errors`` and the default stands in."""
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"expected a mapping, got {_show(raw)}", file=file, key_path=prefix.rstrip(".") or "<top>"
-        )
+        key_path = prefix.rstrip(".") or "<top>"
+        errors.append(ConfigError(f"expected a mapping, got {_show(raw)}", file=file, key_path=key_path))
+        raw = {}
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in known:
             hint = _closest(str(key), known)
-            raise ConfigError(f"unknown key{hint}", file=file, key_path=f"{prefix}{key}")
+            errors.append(ConfigError(f"unknown key{hint}", file=file, key_path=f"{prefix}{key}"))
     values: dict[str, Any] = {}
     for name, f in known.items():
         path = f"{prefix}{name}"
         if name in raw:
-            values[name] = _coerce(hints[name], raw[name], file, path)
+            try:
+                values[name] = _coerce(hints[name], raw[name], file, path, errors)
+                continue
+            except ConfigError as exc:
+                errors.append(exc)
         elif f.default is _MISSING and f.default_factory is _MISSING:
-            raise ConfigError("required key is missing", file=file, key_path=path)
+            errors.append(ConfigError("required key is missing", file=file, key_path=path))
+        if f.default is _MISSING and f.default_factory is _MISSING:
+            values[name] = _placeholder(hints[name])
     return cls(**values)
 
 
-def _coerce(tp: Any, value: Any, file: str, path: str) -> Any:
+def _placeholder(tp: Any) -> Any:
+    """A value of type ``tp`` for a required key found missing or wrong (the error is already listed)."""
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, file, f"{path}.")
+        return _build(tp, {}, "", "", [])
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)[0]
+    return tp() if tp in (str, int, float, bool) else None
+
+
+def _first_per_key(errors: list[ConfigError]) -> list[ConfigError]:
+    """One error per key: a key already reported hides what follows from it (a missing section's keys)."""
+    kept: list[ConfigError] = []
+    reported: list[str] = []
+    for error in errors:
+        key = error.key_path
+        if key is not None and any(key == done or key.startswith(f"{done}.") for done in reported):
+            continue
+        kept.append(error)
+        if key is not None:
+            reported.append(key)
+    return kept
+
+
+# A valid stand-in for a required key that has no default, so that the checks after it still run.
+_STAND_INS: dict[str, Any] = {"gateway.id": "gateway"}
+# Each round sets one more key back to its default: far more rounds than the schema has keys.
+_MAX_CHECK_ROUNDS = 500
+
+
+def _check_all(config: Config, file: str, errors: list[ConfigError]) -> Config:
+    """Run ``_check`` until it passes: it stops at the first problem, so each time the value it names
+    goes back to its default (or a stand-in) and the checks run again, to list every problem."""
+    for _ in range(_MAX_CHECK_ROUNDS):
+        try:
+            _check(config, file)
+            return config
+        except ConfigError as exc:
+            errors.append(exc)
+            key_path = exc.key_path or ""
+            fixed = _with_value(config, key_path, _STAND_INS.get(key_path, _MISSING))
+            if fixed is None or fixed == config:
+                return config
+            config = fixed
+    return config
+
+
+def _with_value(section: Any, key_path: str, value: Any) -> Any:
+    """``section`` with the key at ``key_path`` set to ``value`` (``_MISSING``: its default); None if
+    there is no such key or it has no default."""
+    head, _, rest = key_path.partition(".")
+    f = next((f for f in dataclasses.fields(section) if f.name == head), None)
+    if f is None:
+        return None
+    if rest:
+        inner = getattr(section, head)
+        if not dataclasses.is_dataclass(inner):
+            return None
+        changed = _with_value(inner, rest, value)
+        return None if changed is None else dataclasses.replace(section, **{head: changed})
+    if value is _MISSING:
+        if f.default is not _MISSING:
+            value = f.default
+        elif callable(f.default_factory):  # MISSING is not
+            value = f.default_factory()
+        else:
+            return None
+    return dataclasses.replace(section, **{head: value})
+
+
+def _coerce(tp: Any, value: Any, file: str, path: str, errors: list[ConfigError]) -> Any:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, file, f"{path}.", errors)
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -385,15 +542,24 @@ def _check(config: Config, file: str) -> None:
         "max_inflight_batches",
         "batch_max_bytes",
         "max_bytes",
+        "memory_queue_records",
     ):
         if getattr(config.outbox, key) < 1:
             raise ConfigError("must be at least 1", file=file, key_path=f"outbox.{key}")
     if config.mqtt.max_inflight_messages < 1:
         raise ConfigError("must be at least 1", file=file, key_path="mqtt.max_inflight_messages")
+    if not MIN_MESSAGE_BYTES <= config.mqtt.max_message_bytes <= MAX_MESSAGE_BYTES:
+        raise ConfigError(
+            f"expected {MIN_MESSAGE_BYTES}..{MAX_MESSAGE_BYTES} bytes, got {config.mqtt.max_message_bytes}",
+            file=file,
+            key_path="mqtt.max_message_bytes",
+        )
     intervals = ("health_interval_s", "inventory_interval_s")
     for key in ("reconnect_min_s", "publish_timeout_s", "drain_rate_records_s", *intervals):
         if getattr(config.mqtt, key) < 0:
             raise ConfigError("must not be negative", file=file, key_path=f"mqtt.{key}")
+    if config.outbox.disk_reserve_bytes < 0:
+        raise ConfigError("must not be negative", file=file, key_path="outbox.disk_reserve_bytes")
     if config.outbox.max_age_s < 0:
         raise ConfigError("must not be negative", file=file, key_path="outbox.max_age_s")
     if config.outbox.batch_linger_ms < 0:
@@ -405,9 +571,10 @@ def _check(config: Config, file: str) -> None:
     for key in ("revert_after_s", "update_check_s"):
         if not getattr(config.fleet, key) > 0:
             raise ConfigError("must be more than 0 seconds", file=file, key_path=f"fleet.{key}")
+    _check_remote_settable(config, file)
     if "://" not in config.radio.url:
         raise ConfigError(
-            "expected a URL such as semtech-udp://0.0.0.0:1700", file=file, key_path="radio.url"
+            "expected a URL such as semtech-udp://127.0.0.1:1700", file=file, key_path="radio.url"
         )
     _check_lorawan(config.lorawan, file)
 
@@ -439,6 +606,34 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
         raise bad("cflist_hz", "expected frequencies in Hz separated by spaces") from exc
     if len(freqs) > 5 or any(f % 100 or not 863_000_000 <= f <= 870_000_000 for f in freqs):
         raise bad("cflist_hz", "at most 5 EU868 frequencies in Hz, multiples of 100 Hz")
+
+
+def leaf_keys(cls: type[Any] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (``mqtt.host``, ``data_dir``...), for key patterns."""
+    schema: type[Any] = Config if cls is None else cls
+    hints = typing.get_type_hints(schema)
+    keys: list[str] = []
+    for f in dataclasses.fields(schema):
+        if f.metadata.get("internal"):
+            continue
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            keys.extend(leaf_keys(tp, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _check_remote_settable(config: Config, file: str) -> None:
+    # A pattern that matches nothing is a typo that would silently keep a key local-only.
+    keys = leaf_keys()
+    for pattern in config.fleet.remote_settable_keys:
+        if not any(fnmatch.fnmatchcase(key, pattern) for key in keys):
+            raise ConfigError(
+                f"{pattern!r} matches no configuration key (dotted keys or globs, e.g. 'mqtt.host mqtt.*')",
+                file=file,
+                key_path="fleet.remote_settable",
+            )
 
 
 def _show(value: Any) -> str:

@@ -9,9 +9,12 @@ never stops a loop::
 
     GatewayError
     ├── ConfigError            a config file or value is invalid (names file, key path, reason)
+    │   └── NotUtf8            a text file the agent or the CLI reads is not UTF-8 (names file, line, column)
     ├── RegistryError          a device registry operation is impossible (duplicate, unknown device)
     ├── StorageError           the SQLite database cannot be opened, migrated or written
+    ├── AlreadyRunning         another agent holds this data_dir (its lock, or its control socket answers)
     ├── UplinkError            the MQTT connection or a publish failed
+    │   └── MessageTooLarge    a message exceeds what the broker takes (split it or quarantine it)
     └── InputError             untrusted bytes were rejected; ``reason`` is a short counter key
         ├── DatagramError      a Semtech UDP datagram is malformed
         ├── FrameError         a LoRaWAN PHYPayload is malformed or not acceptable
@@ -45,6 +48,20 @@ class ConfigError(GatewayError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
+class NotUtf8(ConfigError):
+    """A text file (config, rules, profile, CSV, identity) is not UTF-8: saved in Latin-1 or UTF-16.
+
+    Raised by ``gateway.textfile`` with the first offending byte and where it is (``line`` and
+    ``column`` count from 1, the column in characters), so the one-line message says what to fix.
+    """
+
+    def __init__(self, file: str | None, *, byte: int | None, line: int, column: int, reason: str) -> None:
+        self.byte = byte
+        self.line = line
+        self.column = column
+        super().__init__(reason, file=file)
+
+
 class RegistryError(GatewayError):
     """A device registry operation cannot be done (duplicate DevEUI, unknown device, bad key)."""
 
@@ -53,8 +70,31 @@ class StorageError(GatewayError):
     """The SQLite database cannot be opened, migrated or written."""
 
 
+class AlreadyRunning(GatewayError):
+    """Another ``edgegw run`` holds the data directory: its lock file (``pid`` when it wrote one),
+    or its control socket answers. The second agent stops before touching anything."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class UplinkError(GatewayError):
     """The MQTT connection could not be established or a publish failed."""
+
+
+class MessageTooLarge(UplinkError):
+    """A publish is larger than the broker takes: ``mqtt.max_message_bytes``, the MQTT 5 Maximum
+    Packet Size of its CONNACK, or the broker refused it as too large (PUBACK reason 0x95).
+
+    Raised before anything is sent when the size is known to be too large. Sending it again never
+    helps: the caller splits it, or sets the record aside (``Outbox.quarantine``).
+    """
+
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int | None) -> None:
+        super().__init__(message)
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
 
 
 class InputError(GatewayError):

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore
-from gateway.db.commit import Database
-from gateway.errors import DecodeError, EncodeError, InputError, StorageError
+from gateway.errors import DecodeError, EncodeError, FrameError, InputError
+from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
 from gateway.lorawan.downlink import DownlinkScheduler
-from gateway.lorawan.join import JoinServer, accept_join
-from gateway.lorawan.sessions import SessionTable, plain
+from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer
+from gateway.lorawan.sessions import SessionTable
 from gateway.messages import Alert, DevEui, MType, Priority, RadioFrame, Record, TxRequest, UplinkData
 from gateway.rules import actions
 from gateway.rules.engine import ReadingFacts, RuleEngine
@@ -64,28 +64,32 @@ class UplinkPipeline:
         clock: SystemClock,
         *,
         joins: JoinServer | None = None,
-        database: Database | None = None,
+        join_commits: JoinCommits | None = None,
         downlinks: DownlinkScheduler | None = None,
         rules: RuleEngine | None = None,
         send: Send | None = None,
         commit_now: Callable[[], None] | None = None,
-        encrypt_key: Callable[[str], str] = plain,
     ) -> None:
         self._sessions = sessions
         self._profiles = profiles
         self._outbox = outbox
         self._clock = clock
         self._joins = joins
-        self._database = database
+        self._join_commits = join_commits
+        self._join_limit = JoinRateLimit()
+        if join_commits is not None:
+            # A join is served (counted, its join-accept sent) only once the group commit made it durable.
+            join_commits.on_durable = self._joined
+            join_commits.on_lost = self._join_lost
         self._downlinks = downlinks
         self.rules = rules
         self.send = send
         self._commit_now = commit_now
-        self._encrypt_key = encrypt_key
         self.devices: dict[str, DeviceInfo] = {}
         """Site and installation parameters per DevEUI hex, refreshed by the app from the registry."""
         self.counters: Counter[str] = Counter()
-        self._logged: set[str] = set()
+        # Rejections and rule-command failures: one WARNING per reason per minute, with a count.
+        self._reject_log = RateLimitedLog(log, interval_s=60.0)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with a frame event (verdict, reason, device, signal, data) for every frame:
         the inventory and `edgegw tail` listen here. Listeners must be quick and must not raise."""
@@ -95,7 +99,7 @@ class UplinkPipeline:
         frame = heard.frame
         self.counters["frames"] += 1
         if frame.phy_payload[:1] and frame.phy_payload[0] >> 5 == MType.JOIN_REQUEST:
-            await self._join(frame)
+            self._join(frame)
             return None
         try:
             up = self._sessions.accept(frame)
@@ -167,34 +171,55 @@ class UplinkPipeline:
             return
         self.counters["rules.command_queued"] += 1
 
-    async def _join(self, frame: RadioFrame) -> None:
-        if self._joins is None or self._database is None:
+    def _join(self, frame: RadioFrame) -> None:
+        """Decide a join-request and stage it for the group commit; never waits for the disk.
+
+        The cheap refusals come first, before any crypto or disk work: a device looping through
+        joins (issue 16: 545 joins/s, each its own fsync'd transaction, starved every data frame)
+        costs a dictionary lookup per request.
+        """
+        joins, commits = self._joins, self._join_commits
+        if joins is None or commits is None:
             self._reject(
                 InputError("join-request: OTAA is not enabled here", reason="join_not_served"), frame
             )
             return
-        try:
-            accepted = await accept_join(
-                self._joins,
+        if self._join_limit.refuses(frame):
+            self._reject(
+                FrameError(
+                    f"less than {self._join_limit.min_interval_s:g} s after this device's last join",
+                    reason="join_rate_limited",
+                ),
                 frame,
-                self._sessions,
-                self._database,
-                self._encrypt_key,
             )
+            return
+        if commits.full:
+            self._reject(FrameError("too many joins wait for the disk", reason="join_backlog"), frame)
+            return
+        try:
+            accepted = joins.handle(frame, self._sessions, commits.reserved)
         except InputError as exc:
             self._reject(exc, frame)
             return
-        except StorageError as exc:
-            self.counters["rejected.storage"] += 1
-            log.error("join of a device not served: %s", exc)
-            return
+        self._join_limit.joined(accepted.dev_eui, frame.received_at_s)
+        commits.add(accepted)  # served by _joined after the next group commit
+
+    def _joined(self, accepted: JoinAccepted) -> None:
+        """The join is durable (its DevNonce and session survive any crash): answer it."""
         self.counters["joins"] += 1
         log.info("device %s joined as %s", accepted.dev_eui, accepted.session.dev_addr)
         self._transmit(accepted.rx1, accepted.rx2)
         if self.listeners:
             self._emit(
-                frame, "joined", dev_eui=str(accepted.dev_eui), dev_addr=str(accepted.session.dev_addr)
+                accepted.request,
+                "joined",
+                dev_eui=str(accepted.dev_eui),
+                dev_addr=str(accepted.session.dev_addr),
             )
+
+    def _join_lost(self, accepted: JoinAccepted, reason: str, detail: str) -> None:
+        """A join decided in memory that was never made durable: no join-accept, the device retries."""
+        self._reject(FrameError(detail, reason=reason), accepted.request)
 
     def _transmit(self, first: TxRequest | None, second: TxRequest | None) -> None:
         if self.send is not None and (first is not None or second is not None):
@@ -279,10 +304,9 @@ class UplinkPipeline:
             listener(event)
 
     def _log_once(self, key: str, msg: str, *args: Any) -> None:
-        # zeroconf's quiet logger: the first of each kind at WARNING, the rest at DEBUG.
-        level = logging.DEBUG if key in self._logged else logging.WARNING
-        self._logged.add(key)
-        log.log(level, msg, *args)
+        # zeroconf's quiet logger, per interval: the first of each kind per minute at WARNING
+        # (then a count of the rest), the others at DEBUG. A flood cannot flood the log.
+        self._reject_log.warn(key, msg, *args)
 
 
 def _dev_addr_hint(frame: RadioFrame) -> str | None:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RECENT_FRAME_S = 120.0  # "frames are flowing": a device heard within this long
 MAX_CHUNKS = 4096
+MAX_CHUNK_BYTES = 1024 * 1024
+"""A chunk's payload at most: refused in the MQTT network thread beyond it (docs/fleet.md)."""
 
 
 class AgentUpdater:
@@ -186,6 +188,6 @@ def build_updater(agent: Agent) -> AgentUpdater:
         ),
         "announce an agent package (its chunks follow on update/<sha256>/<index>/<count>)",
     )
-    agent.uplink.subscribe(agent.topics.update_chunks, updater.on_chunk)
+    agent.uplink.subscribe(agent.topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
     agent.uplink.add_connect_hook(updater.report)
     return updater

@@ -81,6 +81,12 @@ class RulesStateStore:
     def committed(self, taken: Changes) -> None:
         """Nothing to do: the engine's memory is already ahead."""
 
+    def give_back(self, taken: Changes) -> None:
+        """The group failed (a full disk): the next one writes these devices' state again."""
+        if self._engine is not None:
+            devices, glob = taken
+            self._engine.mark_changed(devices, glob is not None)
+
 
 def _create_and_read(conn: sqlite3.Connection) -> dict[str, str]:
     conn.execute(_CREATE)

@@ -7,6 +7,12 @@ rate. It reads the file (the agent need not run).
 ``edgegw buffer flush`` asks the running agent, over its control socket, to drain now
 (``gateway.control.queries.flush``: commit at once, no retry wait, no drain-rate limit
 until the backlog is empty); ``--wait S`` then follows the depth until it is 0.
+
+``edgegw buffer quarantine`` lists the records set aside because the broker never takes them
+(read from the file). ``--requeue`` moves them all back into the outbox: done by the running
+agent (``gateway.control.queries.requeue_quarantined``, with its next group commit), or, when
+no agent runs, in the file under the data directory's instance lock (so no agent can start
+meanwhile; an agent reads the outbox's totals when it starts).
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import argparse
 import time
 from typing import Any
 
-from gateway import config, db
+from gateway import config, db, instance_lock
 from gateway.control import SOCKET_NAME, client
-from gateway.outbox.inspect import read_buffer
+from gateway.errors import AlreadyRunning, StorageError
+from gateway.outbox.inspect import read_buffer, read_quarantine, requeue_in_file
 
 WAIT_POLL_S = 0.5
 
@@ -26,7 +33,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("buffer", help="outbox depth, age, bytes, headroom, per-priority counts")
     p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
     p.add_argument(
-        "action", nargs="?", choices=["flush"], help="flush: ask the running agent to drain the backlog now"
+        "action",
+        nargs="?",
+        choices=["flush", "quarantine"],
+        help="flush: ask the running agent to drain the backlog now; "
+        "quarantine: the records the broker never takes",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument(
@@ -35,6 +46,11 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="flush: wait up to SECONDS for the outbox to empty (exit 1 if it does not)",
     )
+    p.add_argument(
+        "--requeue",
+        action="store_true",
+        help="quarantine: move every quarantined record back into the outbox, to be sent again",
+    )
     p.set_defaults(handler=show_buffer)
 
 
@@ -42,10 +58,14 @@ def show_buffer(args: argparse.Namespace) -> int:
     from gateway.cli.main import UsageError, config_path, print_json
 
     cfg = config.load(config_path(args))
+    if args.requeue and args.action != "quarantine":
+        raise UsageError("--requeue goes with 'buffer quarantine'")
+    if args.wait is not None and args.action != "flush":
+        raise UsageError("--wait goes with 'buffer flush'")
     if args.action == "flush":
         return flush(args, cfg)
-    if args.wait is not None:
-        raise UsageError("--wait goes with 'buffer flush'")
+    if args.action == "quarantine":
+        return requeue(args, cfg) if args.requeue else show_quarantine(args, cfg)
     doc = read_buffer(db.db_path(cfg.data_dir))
     if args.json:
         print_json(doc)
@@ -124,3 +144,81 @@ def render_flush(doc: dict[str, Any], *, waited: bool) -> str:
     if not doc["connected"]:
         head += "\nbroker not connected: the backlog drains as soon as it is back"
     return head
+
+
+def show_quarantine(args: argparse.Namespace, cfg: config.Config) -> int:
+    from gateway.cli.main import print_json
+
+    doc = read_quarantine(db.db_path(cfg.data_dir))
+    if args.json:
+        print_json(doc)
+    else:
+        print(render_quarantine(doc))
+    return 0
+
+
+def render_quarantine(doc: dict[str, Any]) -> str:
+    if not doc["quarantined"]:
+        return "no quarantined records"
+    reasons = ", ".join(f"{k} {v}" for k, v in doc["by_reason"].items())
+    width = max([36, *(len(row["id"]) for row in doc["records"])])  # an alert's id is longer
+    lines = [
+        f"quarantined       {doc['quarantined']} records, {_size(doc['bytes'])}  [{reasons}]",
+        "",
+        f"{'ID':<{width}} {'KIND':<7} {'SIZE':>8} {'REASON':<9} WHEN (UTC)",
+    ]
+    for row in doc["records"]:
+        when = row["quarantined_at"][:16].replace("T", " ")  # to the minute: 80 columns for a reading's id
+        lines.append(
+            f"{row['id']:<{width}} {row['kind']:<7} {_size(row['size']):>8} {row['reason']:<9} {when}"
+        )
+    if len(doc["records"]) < doc["quarantined"]:
+        lines.append(f"... the newest {len(doc['records'])} shown (--json: the same)")
+    lines += ["", "once the cause is fixed (the broker's limit): edgegw buffer quarantine --requeue"]
+    return "\n".join(lines)
+
+
+def requeue(args: argparse.Namespace, cfg: config.Config) -> int:
+    """Every quarantined record back into the outbox: by the running agent, else in the file."""
+    from gateway.cli.main import CheckFailed, print_json
+
+    sock = cfg.data_path / SOCKET_NAME
+    try:
+        answer = client.request(sock, "requeue_quarantined")
+        doc = {key: answer[key] for key in ("done", "requeued", "quarantined", "connected")}
+        doc["by"] = "agent"
+    except client.AgentUnreachable as unreachable:
+        path = db.db_path(cfg.data_dir)
+        if not path.exists():
+            raise CheckFailed(f"no database at {path} (is data_dir right?)") from None
+        # No agent answers: requeue in the file, holding the instance lock so that none starts
+        # meanwhile (an agent that holds it but does not answer is left alone).
+        try:
+            lock = instance_lock.acquire(cfg.data_path)
+        except (AlreadyRunning, StorageError) as exc:
+            raise CheckFailed(f"{unreachable}; and the file cannot be changed: {exc}") from None
+        try:
+            moved = requeue_in_file(path)
+        finally:
+            lock.release()
+        doc = {"done": True, "requeued": moved, "quarantined": 0, "connected": None, "by": "file"}
+    if args.json:
+        print_json(doc)
+    else:
+        print(render_requeue(doc))
+    return 0 if doc["done"] else 1
+
+
+def render_requeue(doc: dict[str, Any]) -> str:
+    if not doc["done"]:
+        return (
+            "requeue asked, not done yet: the agent's group commit did not go through (disk full?); "
+            "it happens with the next one that does"
+        )
+    where = "by the running agent" if doc["by"] == "agent" else "in the database file (no agent running)"
+    head = f"{doc['requeued']} quarantined records moved back into the outbox {where}"
+    if doc["by"] == "file":
+        return head + "\nthey are sent when the agent starts"
+    if doc["connected"] is False:
+        return head + "\nbroker not connected: they are sent as soon as it is back"
+    return head + "\nthey are sent now; one the broker still refuses is quarantined again"

@@ -23,7 +23,7 @@ from typing import Any
 from gateway import config, db
 from gateway.cli import device_views
 from gateway.codec import ProfileStore, load_profiles
-from gateway.errors import RegistryError
+from gateway.errors import ConfigError, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import csv_import, keystore, qr, registry
 
@@ -296,9 +296,11 @@ def import_devices(args: argparse.Namespace) -> int:
     from gateway.cli.main import UsageError, print_json
 
     try:
-        text = Path(args.file).read_text(encoding="utf-8-sig")  # -sig: spreadsheets add a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {args.file}: {exc}") from exc
+        text = csv_import.read_csv(args.file)
+    except csv_import.ImportFailed as failed:  # not UTF-8: the line of the first bad byte
+        return _report_failure(args, failed)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
     with _registry(args) as (cfg, conn, store):
         try:
             rows = csv_import.parse_csv(text, set(_profiles(cfg).ids()))

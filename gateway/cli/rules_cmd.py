@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import config
+from gateway import config, textfile
 from gateway.control import SOCKET_NAME, client
+from gateway.errors import ConfigError
 from gateway.messages import Alert
 from gateway.rules import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, ReadingFacts, RuleEngine
 from gateway.rules.engine import EvalTrace
@@ -98,9 +99,9 @@ def load_readings(path: Path) -> list[ReadingFacts]:
     from gateway.cli.main import UsageError
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        lines = textfile.read_text(path).splitlines()
+    except ConfigError as exc:  # unreadable, or not UTF-8 (the line of the first bad byte)
+        raise UsageError(str(exc)) from exc
     out: list[ReadingFacts] = []
     for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"

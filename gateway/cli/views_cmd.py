@@ -95,6 +95,28 @@ def show_status(args: argparse.Namespace) -> int:
         "uplink", f"{uplink} to {up['broker']}, records acked {up['forwarder'].get('records_acked', 0)}"
     )
     grid.add_row("outbox", f"{box['depth']} records waiting ({box['bytes']} bytes), oldest {oldest}")
+    disk = doc.get("storage") or {}
+    if disk.get("disk_full_since"):
+        grid.add_row(
+            "disk",
+            f"[bold red]FULL since {disk['disk_full_since']}[/]: {disk['waiting_in_memory']} records wait "
+            "in memory; free space in data_dir (nothing committed is evicted for it)",
+        )
+    salvage = doc.get("salvage")
+    if salvage:
+        state = "complete" if salvage["complete"] else "[bold red]NOT complete[/] (resumes at the next start)"
+        grid.add_row(
+            "database",
+            f"[yellow]damaged file salvaged[/] from {salvage['source']}: {salvage['rescued']} rows rescued, "
+            f"{salvage['lost']} lost; {state}",
+        )
+    lost = sum((disk.get("dropped_uncommitted") or {}).values())
+    if lost or disk.get("quarantined"):
+        grid.add_row(
+            "lost",
+            f"{lost} uncommitted records dropped (memory queue full), "
+            f"{disk.get('quarantined', 0)} quarantined (edgegw buffer)",
+        )
     grid.add_row("clock", clock if clock != "unsynced" else "[yellow]unsynced[/] (no NTP/GPS yet)")
     grid.add_row("devices", f"{doc['devices']['registered']} registered, {doc['devices']['heard']} heard")
     console.print(grid)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from gateway import textfile
 from gateway.codec.decode import CompiledDecoder, Decoded
 from gateway.codec.fields import Output, Spec
 from gateway.errors import ConfigError, DecodeError
@@ -156,9 +157,9 @@ def compile_javascript(spec: Spec) -> tuple[CompiledDecoder, Callable[[int, byte
         raise file_spec.fail("must be the name of a .js file in the profile's own folder")
     path = Path(spec.file).parent / name
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise file_spec.fail(f"cannot read {path}: {exc}") from exc
+        source = textfile.read_text(path)
+    except ConfigError as exc:  # missing, or not UTF-8: the reason names the byte and the line
+        raise file_spec.fail(f"cannot read {path}: {exc.reason}") from exc
     budget_spec = spec.get("time_budget_ms")
     memory_spec = spec.get("memory_limit_kib")
     try:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import jsonschema
-import yaml
 
 import gateway
+from gateway import textfile
 from gateway.codec.decode import Decoded, compile_decoder
 from gateway.codec.derive import Derivation, compile_derived
 from gateway.codec.encode import Downlink, Downlinks, EncodeExample, compile_downlink
@@ -223,42 +223,9 @@ def _runner(profile: Profile) -> DecodeFunction:
 # ------------------------------------------------------------------------ loading
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a repeated mapping key is an error instead of last-wins."""
-
-
-def _construct_strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _value_node in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:  # unhashable key: construct_mapping reports it
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_strict_mapping)
-
-
 def _read_yaml(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read profile: {exc}", file=str(path)) from exc
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no object construction
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"YAML syntax error{where}: {problem}", file=str(path)) from exc
+    # UTF-8 or a one-line error naming the byte and the line; a repeated key is refused.
+    return textfile.load_yaml(path)
 
 
 def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import yaml
 
+from gateway import textfile
 from gateway.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -40,10 +41,7 @@ class Imported:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read TTN file: {exc}", file=str(path)) from exc
+    document = textfile.load_yaml(path)  # ConfigError naming the file: unreadable, not UTF-8, bad YAML
     if not isinstance(document, dict):
         raise ConfigError("a TTN device-repository file must be a YAML mapping", file=str(path))
     return document

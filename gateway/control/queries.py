@@ -5,6 +5,7 @@ Owns what `edgegw status`, `devices`, `device show` and `diag` show; reads the s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,9 @@ async def status(agent: Agent) -> dict[str, Any]:
             "evicted": stats.evicted_total,
             "commits": summary["commits"],
         },
+        "storage": summary["storage"],
+        "salvage": summary.get("salvage"),
+        "control": summary.get("control"),
         "clock": {"time_quality": agent.clock.quality(None)},
         "devices": {"registered": len(agent.sessions), "heard": len(agent.inventory.snapshot())},
         "rules": agent.rules.status() if agent.rules is not None else None,
@@ -132,4 +136,28 @@ async def flush(agent: Agent) -> dict[str, Any]:
         "depth_by_class": stats.depth_by_class,
         "connected": agent.uplink.connected,
         "drain_rate_records_s": agent.config.mqtt.drain_rate_records_s,
+    }
+
+
+REQUEUE_WAIT_S = 3.0
+"""How long ``requeue_quarantined`` waits for its group commit (under the CLI's 5 s timeout)."""
+
+
+async def requeue_quarantined(agent: Agent) -> dict[str, Any]:
+    """`edgegw buffer quarantine --requeue`: every quarantined record back into the outbox.
+
+    The move is the next group commit's (``Outbox.requeue_quarantined``, asked at once); the rows
+    are then leased like new ones. ``done`` is False when that commit has not happened within
+    ``REQUEUE_WAIT_S`` (a full disk): the request stays and a later group carries it out.
+    """
+    done, moved = True, 0
+    try:
+        moved = await asyncio.wait_for(agent.outbox.requeue_quarantined(), REQUEUE_WAIT_S)
+    except TimeoutError:
+        done = False
+    return {
+        "done": done,
+        "requeued": moved,
+        "quarantined": agent.outbox.quarantined_total,
+        "connected": agent.uplink.connected,
     }

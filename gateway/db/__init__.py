@@ -7,7 +7,8 @@ refused, never downgraded. It does not own any table's meaning: the device
 registry, the LoRaWAN sessions and the outbox each own theirs.
 
 One file holds all three so that a record and the frame counter that accepted
-it commit in the same transaction (see ``gateway.db.commit``).
+it commit in the same transaction (see ``gateway.db.commit``). A damaged file is
+moved aside and salvaged by ``gateway.db.salvage``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -64,80 +64,13 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return conn
 
 
-_CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-SALVAGED_TABLES = ("devices", "sessions", "lorawan_joins", "outbox_meta", "outbox")
-"""Copied row by row from a quarantined file into the fresh one, each table as far as it reads."""
-
-
 def connect_or_quarantine(path: str | os.PathLike[str]) -> tuple[sqlite3.Connection, Path | None]:
-    """``connect()``, but a corrupt file is moved aside and a fresh one created (the agent's way).
+    """``connect()``, but a damaged file is moved aside and every readable row salvaged into a fresh
+    one (the agent's way, ``gateway.db.salvage``); an interrupted salvage is resumed first. Returns
+    the connection and the damaged copy (None when the file was sound)."""
+    from gateway.db.salvage import open_or_salvage  # salvage builds on connect() and transaction() here
 
-    Corrupt means SQLite says so on opening (SQLITE_CORRUPT / SQLITE_NOTADB) or
-    ``PRAGMA quick_check`` finds a fault. The file (with its -wal and -shm) is renamed
-    ``<name>.corrupt-<UTC time>``, an ERROR is logged, and whatever rows of
-    ``SALVAGED_TABLES`` can still be read are copied into the new file. Returns the
-    connection and the quarantined path (None when the file was sound).
-    """
-    path = Path(path)
-    try:
-        conn = connect(path)
-        fault = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if fault == "ok":
-            return conn, None
-        conn.close()
-        why = f"quick_check: {fault}"
-    except StorageError as exc:
-        cause = exc.__cause__
-        if not (
-            isinstance(cause, sqlite3.DatabaseError) and getattr(cause, "sqlite_errorname", "") in _CORRUPT
-        ):
-            raise
-        why = str(cause)
-    except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") not in _CORRUPT:
-            raise StorageError(f"cannot check database {path}: {exc}") from exc
-        why = str(exc)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = path.with_name(f"{path.name}.corrupt-{stamp}")
-    try:
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                src.rename(f"{moved}{suffix}")
-    except OSError as exc:
-        raise StorageError(f"database {path} is corrupt ({why}) and cannot be moved aside: {exc}") from exc
-    log.error("DATABASE CORRUPT: %s (%s); moved to %s, starting a fresh one", path, why, moved)
-    conn = connect(path)
-    _salvage(conn, moved)
-    return conn, moved
-
-
-def _salvage(conn: sqlite3.Connection, old: Path) -> None:
-    try:
-        source = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        log.error("nothing salvaged from %s: %s", old, exc)
-        return
-    try:
-        for table in SALVAGED_TABLES:
-            rows: list[tuple[object, ...]] = []
-            try:
-                for row in source.execute(f"SELECT * FROM {table}"):
-                    rows.append(tuple(row))
-            except sqlite3.Error as exc:
-                log.error("salvage of %s from %s stopped after %d rows: %s", table, old, len(rows), exc)
-            if not rows:
-                continue
-            marks = ",".join("?" * len(rows[0]))
-            try:
-                with transaction(conn):
-                    conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
-            except sqlite3.Error as exc:
-                log.error("salvaged rows of %s could not be written: %s", table, exc)
-            else:
-                log.warning("salvaged %d rows of %s from %s", len(rows), table, old)
-    finally:
-        source.close()
+    return open_or_salvage(path)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -17,33 +17,60 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway import db
+from gateway.db.reserve import DiskReserve
+from gateway.db.salvage import SalvageReport, read_report
 from gateway.errors import StorageError
+from gateway.loglimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+RETRY_S = 1.0
+"""After a failed group (a full disk), the next try waits this long."""
+RESERVE_CHECK_S = 30.0
+"""How often a released disk reserve is written again, if there is room."""
+FAILURE_LOG_INTERVAL_S = 60.0
+
 
 class Database:
     """The SQLite connection of the running agent, used only from its own thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, reserve: DiskReserve | None = None) -> None:
         self.path = path
+        self._reserve = reserve
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgegw-db")
         # The running agent never refuses to start on a corrupt file: it is moved aside (ERROR
         # logged) and a fresh one is created; ``quarantined`` says where the old one went.
         self.quarantined: Path | None = None
         self._conn: sqlite3.Connection = self._executor.submit(self._open, path).result()
+        # What the salvage of the damaged copy rescued and lost, for health and the final counters.
+        self.salvage: SalvageReport | None = None
+        if self.quarantined is not None:
+            self.salvage = self.run_sync(read_report, self.quarantined)
 
     def _open(self, path: Path) -> sqlite3.Connection:
-        conn, self.quarantined = db.connect_or_quarantine(path)
+        try:
+            conn, self.quarantined = db.connect_or_quarantine(path)
+        except StorageError:
+            # Started on a full disk: SQLite cannot even create its -wal and -shm files. The
+            # backlog must still go out (its acknowledgements free space): give up the reserve.
+            if (
+                self._reserve is None
+                or not _nearly_full(path.parent, self._reserve)
+                or not self._reserve.release()
+            ):
+                raise
+            conn, self.quarantined = db.connect_or_quarantine(path)
         return conn
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -72,26 +99,52 @@ class CommitSink(Protocol):
     def committed(self, taken: Any) -> None:
         """On the loop, after COMMIT: the writes are durable."""
 
-    # Optional: ``relieve_full(conn)`` on the database thread after a group failed with
-    # SQLITE_FULL (the transaction was rolled back); the group is then written once more.
+    # Optional: ``relieve_full(conn, taken)`` on the database thread after a group failed with
+    # SQLITE_FULL (the transaction was rolled back): free what can be freed without losing
+    # anything (the outbox deletes its acknowledged rows); the group is then written once more.
+    # Optional: ``give_back(taken)`` on the loop when the group could not be committed at all:
+    # the sink keeps the writes for the next group (never drops them silently).
 
 
 class GroupCommitter:
     """Commit the sinks' pending writes together, bounded in time and count."""
 
     def __init__(
-        self, database: Database, sinks: Sequence[CommitSink], *, interval_s: float, max_pending: int
+        self,
+        database: Database,
+        sinks: Sequence[CommitSink],
+        *,
+        interval_s: float,
+        max_pending: int,
+        reserve: DiskReserve | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = database
         self._sinks = list(sinks)
         self._interval_s = interval_s
         self._max_pending = max_pending
+        self._reserve = reserve
+        self._wall_clock = wall_clock
         self._pending = 0
         self._wake = asyncio.Event()  # something is pending
         self._full = asyncio.Event()  # commit now: urgent, or max_pending reached
         self.commits = 0
         self.failures = 0
         self.disk_full = 0
+        """Groups that met a full disk (SQLITE_FULL), since the start."""
+        self.full_since_s: float | None = None
+        """Wall time of the first failed group of the current full-disk episode; None while writable."""
+        self.last_error: str | None = None
+        self.failing = False
+        """The last group could not be committed: what the sinks hold now is not durable."""
+        self._next_reserve_check_s = 0.0
+        self._failure_log = RateLimitedLog(log, FAILURE_LOG_INTERVAL_S)
+        self._failed_in_episode = 0
+        if reserve is not None and reserve.size_bytes > 0:
+            # The WAL is checkpointed before it holds half the reserve: on a full disk, the released
+            # reserve always has room for that checkpoint (the WAL's pages into the database file),
+            # after which the WAL is written from its start again and needs no new blocks.
+            database.run_sync(_limit_wal, reserve.size_bytes // 2)
 
     def notify(self, count: int = 1, *, urgent: bool = False) -> None:
         """A sink has ``count`` more pending writes; ``urgent`` commits without waiting."""
@@ -117,8 +170,10 @@ class GroupCommitter:
                 try:
                     await self.flush()
                 except StorageError:
-                    # Logged by flush(); keep committing later groups (the disk may recover).
-                    await asyncio.sleep(self._interval_s)
+                    # Logged by flush(); the sinks kept their writes. Try again a little later
+                    # (the disk may be freed): not at every notify, which would spin on a full disk.
+                    await asyncio.sleep(max(self._interval_s, RETRY_S))
+                    self._wake.set()
         except asyncio.CancelledError:
             if self._wake.is_set():
                 try:
@@ -128,7 +183,12 @@ class GroupCommitter:
             raise
 
     async def flush(self) -> None:
-        """Commit everything pending now (also used at shutdown)."""
+        """Commit everything pending now (also used at shutdown).
+
+        A group that cannot be committed is handed back to its sinks (``give_back``), never
+        dropped: on a full disk the records wait in memory (bounded by the outbox) until space
+        comes back. Raises ``StorageError`` when the group failed.
+        """
         self._wake.clear()
         self._full.clear()
         self._pending = 0
@@ -136,26 +196,70 @@ class GroupCommitter:
         taken = [(sink, item) for sink, item in taken if item is not None]
         if not taken:
             return
+        met_full = False
         try:
             try:
                 await self._db.run(_write_all, taken)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorname != "SQLITE_FULL":
                     raise
-                # SQLite rolled the whole group back. Sinks that can free space (the outbox
-                # evicts by its policy) do so, then the same group is tried once more.
+                # SQLite rolled the whole group back. Give up the disk reserve, let the sinks
+                # free what they can without losing anything (acknowledged rows), try once more.
                 self.disk_full += 1
-                await self._db.run(_relieve_full, [sink for sink, _item in taken])
+                met_full = True
+                if self.full_since_s is None:
+                    self.full_since_s = self._wall_clock()
+                    log.error("DISK FULL: %s (%s); records wait in memory", self._db.path.parent, exc)
+                if self._reserve is not None:
+                    await self._db.run(_release, self._reserve)
+                await self._db.run(_relieve_full, taken)
                 await self._db.run(_write_all, taken)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # sqlite3.Error, OSError, or a sink's own bug: never drop the group
             self.failures += 1
-            # The writes are lost to the database but were never acknowledged as
-            # accepted: the frames' PUSH_ACK says only that the datagram arrived.
-            log.error("group commit failed, %d sink batches dropped: %s", len(taken), exc)
+            self.failing = True
+            self.last_error = str(exc)
+            for sink, item in taken:
+                give_back = getattr(sink, "give_back", None)
+                if give_back is not None:
+                    give_back(item)
+            self._failed_in_episode += 1
+            # On a full disk a group fails every RETRY_S: one line a minute with the count.
+            self._failure_log.error(
+                "group_commit_failed",
+                "group commit failed, its writes wait in memory for the next one: %r",
+                exc,
+            )
             raise StorageError(f"group commit failed: {exc}") from exc
         self.commits += 1
+        self.failing = False
         for sink, item in taken:
-            sink.committed(item)
+            try:
+                sink.committed(item)
+            except Exception:
+                # Durable already: one sink's bug must not skip the others' bookkeeping nor stop
+                # the commit task (which would leave every later record in memory).
+                log.exception("after commit, %s failed", type(sink).__name__)
+        # Still "full" while groups only fit after freeing room; writable again at a clean first try.
+        if self.full_since_s is not None and not met_full:
+            log.warning(
+                "disk writable again after %.0f s of full disk (%d groups could not be committed)",
+                self._wall_clock() - self.full_since_s, self._failed_in_episode,
+            )  # fmt: skip
+            self.full_since_s = None
+            self.last_error = None
+            self._failed_in_episode = 0
+        await self._keep_reserve()
+
+    async def _keep_reserve(self) -> None:
+        """Write the disk reserve again once there is room (checked at most every RESERVE_CHECK_S)."""
+        reserve = self._reserve
+        if reserve is None or reserve.size_bytes <= 0:
+            return
+        now_s = time.monotonic()
+        if now_s < self._next_reserve_check_s:
+            return
+        self._next_reserve_check_s = now_s + RESERVE_CHECK_S
+        await self._db.run(_ensure, reserve)
 
 
 def _write_all(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]]) -> None:
@@ -164,8 +268,35 @@ def _write_all(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]]) ->
             sink.write(conn, item)
 
 
-def _relieve_full(conn: sqlite3.Connection, sinks: list[CommitSink]) -> None:
-    for sink in sinks:
+def _relieve_full(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]]) -> None:
+    # The WAL only grows between checkpoints: copying it into the database file and truncating it
+    # gives its blocks back to the filesystem, room for the next transaction to append to.
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        log.debug("checkpoint on a full disk failed: %s", exc)
+    for sink, item in taken:
         relieve = getattr(sink, "relieve_full", None)
         if relieve is not None:
-            relieve(conn)
+            relieve(conn, item)
+
+
+def _nearly_full(directory: Path, reserve: DiskReserve) -> bool:
+    try:
+        return shutil.disk_usage(directory).free < reserve.size_bytes
+    except OSError:
+        return False
+
+
+def _limit_wal(conn: sqlite3.Connection, max_wal_bytes: int) -> None:
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    pages = max(64, min(1000, max_wal_bytes // page_size))  # 1000: SQLite's default
+    conn.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
+
+
+def _release(_conn: sqlite3.Connection, reserve: DiskReserve) -> None:
+    reserve.release()
+
+
+def _ensure(_conn: sqlite3.Connection, reserve: DiskReserve) -> None:
+    reserve.ensure()

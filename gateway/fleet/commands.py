@@ -29,6 +29,7 @@ from gateway.errors import CommandRejected, GatewayError
 from gateway.fleet import envelope
 from gateway.fleet.envelope import Rejection, reject
 from gateway.fleet.trust import Trust
+from gateway.loglimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ class CommandDispatcher:
     counters: Counter[str] = field(default_factory=Counter)
     _specs: dict[str, CommandSpec] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Refusals come from whoever can publish on cmd/...: one WARNING per reason per minute,
+    # with the count of the others (20,000 forged commands must not mean 20,000 log lines).
+    _refusal_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log, interval_s=60.0))
 
     def __post_init__(self) -> None:
         pem = Param(
@@ -179,7 +183,9 @@ class CommandDispatcher:
             self.trust.consume(env)
         except CommandRejected as exc:
             self.counters[f"rejected_{exc.reason}"] += 1
-            log.warning("platform command %r refused (%s): %s", name, exc.reason, exc)
+            self._refusal_log.warn(
+                f"refused.{exc.reason}", "platform command %r refused (%s): %s", name[:64], exc.reason, exc
+            )
             return CommandResult(name, seq, False, exc.reason, {"error": str(exc)})
         self.counters["accepted"] += 1
         log.info("platform command %s (seq %d) accepted", name, env.seq)
@@ -205,7 +211,9 @@ class CommandDispatcher:
                 await publish_result(result.to_bytes())
             except GatewayError as exc:
                 # The command ran (or was refused); only its answer is lost. The platform asks again.
-                log.warning("cannot publish the result of %s: %s", topic, exc)
+                self._refusal_log.warn(
+                    "result_not_published", "cannot publish the result of %s: %s", topic, exc
+                )
 
         def on_message(topic: str, data: bytes) -> None:
             task = asyncio.get_running_loop().create_task(run(topic, data), name=f"fleet-cmd {topic}")

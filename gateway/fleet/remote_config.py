@@ -3,12 +3,15 @@
 Owns the life cycle of a desired configuration received on the retained ``config`` topic
 (docs/fleet.md, "Configuration push"): the start-up choice (``startup_config``: the local
 file, then the trial overlay if one waits for confirmation, else the last known good), the
-no-op for an identical one, the rules-only change (applied in place), the settings change
-(written as trial, then a restart with exit code 75), the confirmation once the broker is
-reached, the revert when it is not within ``fleet.revert_after_s``, and the ``config-state``
-reports. It does not own the envelope checks (``gateway.fleet.trust``), the payload and its
-validation (``gateway.fleet.desired``), the files (``gateway.fleet.config_store``) nor the MQTT
-connection: the app passes callables for publishing, waiting for the broker and restarting.
+no-op for an identical one, the refusal of one that changes local-only keys or would evict
+committed records, the rules-only change (applied in place), the settings change (written as
+trial, then a restart with exit code 75), the trial's verdict (confirmed once the broker is
+reached and records flow; reverted when the broker is not reached or records do not flow within
+``fleet.revert_after_s``, or records are evicted under it), and the ``config-state`` reports.
+It does not own the envelope checks (``gateway.fleet.trust``), the payload and its validation
+(``gateway.fleet.desired``), the files (``gateway.fleet.config_store``), the MQTT connection nor
+the outbox: the app passes callables for publishing, observing the broker and the outbox, and
+restarting.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway import config
 from gateway.errors import CommandRejected, ConfigError, GatewayError, StorageError
@@ -37,6 +40,22 @@ log = logging.getLogger(__name__)
 EXIT_RESTART = 75  # EX_TEMPFAIL (sysexits.h): "restart me"; the systemd unit restarts on it
 MAX_TRIAL_STARTS = 3
 STATE_VERSION = 1
+TRIAL_POLL_S = 0.25
+
+
+class Delivery(NamedTuple):
+    """The outbox's delivery counters at one moment (``delivery()``), compared during a trial."""
+
+    acked: int
+    """Rows the broker acknowledged since the agent started."""
+    waiting: int
+    """Committed rows not acknowledged yet."""
+    lost: int
+    """Committed rows evicted (outbox full) or expired (too old) since the agent started."""
+
+
+OutboxUsage = Callable[[], Awaitable[tuple[int, float | None]]]
+"""``() -> (bytes held, age of the oldest committed record in s or None)``; ``StorageError``."""
 
 
 def _now_iso(now_s: float) -> str:
@@ -82,7 +101,7 @@ def startup_config(
             if starts >= MAX_TRIAL_STARTS:
                 raise ConfigError(f"the agent started {starts} times with it without reaching the broker")
             cfg = _effective(local, trial, store, environ)
-        except ConfigError as exc:
+        except (ConfigError, CommandRejected) as exc:  # rejected: the local file no longer allows a key
             log.error("pushed configuration %s given up, back to the last known good: %s", trial.version, exc)
             store.fail_trial(trial, str(exc), "did_not_start", now)
         else:
@@ -96,7 +115,7 @@ def startup_config(
         return local
     try:
         cfg = _effective(local, good, store, environ)
-    except ConfigError as exc:
+    except (ConfigError, CommandRejected) as exc:
         log.error(
             "last known good configuration %s ignored, the local file alone runs: %s", good.version, exc
         )
@@ -109,10 +128,12 @@ def startup_config(
 class ConfigApplier:
     """Receives ``config`` envelopes, applies them, and reports on ``config-state``.
 
-    ``publish_state(bytes)`` publishes on ``config-state`` (retained); ``connected()`` and
-    ``wait_connected(timeout_s)`` observe the uplink; ``request_restart()`` stops the agent
-    gracefully with exit code ``EXIT_RESTART``; ``check_rules(text)`` raises ``ConfigError`` for
-    invalid rules; ``reload_rules()`` makes the running rule engine read ``rules.yaml`` again.
+    ``publish_state(bytes)`` publishes on ``config-state`` (retained); ``connected()`` observes
+    the uplink; ``request_restart()`` stops the agent gracefully with exit code ``EXIT_RESTART``;
+    ``check_rules(text)`` raises ``ConfigError`` for invalid rules; ``reload_rules()`` makes the
+    running rule engine read ``rules.yaml`` again; ``delivery()`` samples the outbox's delivery
+    counters (a trial is then confirmed only once records flow, and reverted if it evicts);
+    ``outbox_usage()`` says what the outbox holds (a lower bound that would evict it is refused).
     """
 
     def __init__(
@@ -122,11 +143,13 @@ class ConfigApplier:
         *,
         publish_state: Callable[[bytes], Awaitable[None]],
         connected: Callable[[], bool],
-        wait_connected: Callable[[float], Awaitable[bool]],
         request_restart: Callable[[], None],
         check_rules: Callable[[str], None] | None = None,
         reload_rules: Callable[[], None] | None = None,
+        delivery: Callable[[], Delivery] | None = None,
+        outbox_usage: OutboxUsage | None = None,
         clock: Callable[[], float] = time.time,
+        mono_clock: Callable[[], float] = time.monotonic,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.running = running
@@ -135,11 +158,13 @@ class ConfigApplier:
         self.counters: Counter[str] = Counter()
         self._publish_state = publish_state
         self._connected = connected
-        self._wait_connected = wait_connected
         self._request_restart = request_restart
         self._check_rules = check_rules
         self._reload_rules = reload_rules
+        self._delivery = delivery
+        self._outbox_usage = outbox_usage
         self._clock = clock
+        self._mono_clock = mono_clock
         self._environ = environ
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,7 +182,7 @@ class ConfigApplier:
                 good_cfg = _effective(local, self._good, self.store, environ)
                 self._revert_after_s = good_cfg.fleet.revert_after_s
                 self._uplink_touched = good_cfg.mqtt != running.mqtt
-            except ConfigError as exc:
+            except (ConfigError, CommandRejected) as exc:
                 log.warning("cannot compare the trial with the last known good configuration: %s", exc)
         if self._failed is not None and not self._failed.reported:
             self._pending = self._state(
@@ -220,16 +245,59 @@ class ConfigApplier:
     async def run(self) -> None:
         """Confirm or revert a trial configuration, then wait (the app cancels this task)."""
         if self._trial is not None:
-            connected = True
-            if self._uplink_touched:
-                connected = await self._wait_connected(self._revert_after_s)
+            verdict = await self._judge_trial()
             async with self._lock:
-                if self._trial is not None:
-                    if connected:
+                if self._trial is not None and not self._restarting:
+                    if verdict is None:
                         await self._confirm()
                     else:
-                        self._revert(f"no broker connection within {self._revert_after_s:g} s")
+                        self._revert(*verdict)
         await asyncio.get_running_loop().create_future()
+
+    async def _judge_trial(self) -> tuple[str, str] | None:
+        """None to confirm the trial, else (reason, code) to revert it.
+
+        Reverted: a trial that changed ``mqtt`` and does not reach the broker within the patience
+        (``revert_after_s`` of the last known good); one under which records wait and none is
+        acknowledged during the patience counted while connected (a broker outage is not the
+        trial's doing); one under which committed records are evicted or expire. Confirmed: once
+        connected and a record is acknowledged, or nothing waits at the end of the patience.
+        Without ``delivery``, confirmed as soon as the broker is reached (or at once if ``mqtt``
+        did not change).
+        """
+        patience_s = self._revert_after_s
+        started_s = last_s = self._mono_clock()
+        first = self._delivery() if self._delivery is not None else None
+        connected_for_s: float | None = None  # None: not reached yet
+        while True:
+            now_s = self._mono_clock()
+            connected = self._connected()
+            if connected:
+                connected_for_s = 0.0 if connected_for_s is None else connected_for_s + now_s - last_s
+            last_s = now_s
+            if first is None or self._delivery is None:
+                if connected or not self._uplink_touched:
+                    return None
+            else:
+                sample = self._delivery()
+                if sample.lost > first.lost:
+                    return (
+                        f"{sample.lost - first.lost} committed records evicted or expired under it",
+                        "evicted",
+                    )
+                if connected and sample.acked > first.acked:
+                    return None
+                if connected_for_s is not None and connected_for_s >= patience_s:
+                    if sample.waiting == 0:
+                        return None
+                    return (
+                        f"records did not flow: {sample.waiting} waited and none was acknowledged by the "
+                        f"broker within {patience_s:g} s connected",
+                        "not_flowing",
+                    )
+            if connected_for_s is None and self._uplink_touched and now_s - started_s >= patience_s:
+                return f"no broker connection within {patience_s:g} s", "no_connection"
+            await asyncio.sleep(TRIAL_POLL_S)
 
     async def _confirm(self) -> None:
         trial = self._trial
@@ -240,12 +308,12 @@ class ConfigApplier:
         log.warning("pushed configuration %s confirmed: it is the last known good now", trial.version)
         await self._report(self._state("applied", trial.version))
 
-    def _revert(self, reason: str) -> None:
+    def _revert(self, reason: str, code: str) -> None:
         trial = self._trial
         assert trial is not None
         log.error("pushed configuration %s reverted: %s; restarting with %s", trial.version, reason,
                   self._good.version if self._good else "the local file")  # fmt: skip
-        self.store.fail_trial(trial, reason, "no_connection", _now_iso(self._clock()))
+        self.store.fail_trial(trial, reason, code, _now_iso(self._clock()))
         self._trial = None
         self.counters["reverted"] += 1
         self._restart()
@@ -274,8 +342,8 @@ class ConfigApplier:
             if not data:  # the platform cleared the retained message: nothing is desired
                 self.counters["cleared"] += 1
                 return
-            if self._trial is not None and self._connected():
-                await self._confirm()  # a message from the broker: the trial reached it
+            # A message during a trial does not confirm it: reaching the broker is not enough,
+            # records must flow (``run``).
             await self._handle(data)
 
     async def _handle(self, data: bytes) -> None:
@@ -302,6 +370,7 @@ class ConfigApplier:
         try:
             self.trust.check(env, self._clock())
             new_cfg = self._validate(wanted)
+            await self._check_evictions(new_cfg)
             self.trust.consume(env)
         except (CommandRejected, ConfigError, StorageError) as exc:
             await self._reject(wanted.version, digest, exc)
@@ -310,6 +379,14 @@ class ConfigApplier:
         settings_same = wanted.settings == (current.settings if current else {})
         rules_same = wanted.rules == (current.rules if current else None)
         try:
+            if self._trial is not None:
+                # Anything new while a trial is judged replaces the trial (the last known good stays
+                # what it is): a new trial, a new restart.
+                self.store.write_trial(wanted, now)
+                self._trial = wanted
+                log.warning("pushed configuration %s replaces the trial: restarting", wanted.version)
+                self._restart()
+                return
             if settings_same and rules_same:
                 self.store.write_good(wanted, now)
                 self.counters["applied"] += 1
@@ -356,6 +433,18 @@ class ConfigApplier:
         if wanted.rules is not None and self._check_rules is not None:
             self._check_rules(wanted.rules)
         return cfg
+
+    async def _check_evictions(self, new_cfg: config.Config) -> None:
+        """``CommandRejected`` (``would_evict``) when lower outbox bounds would evict what it holds."""
+        if self._outbox_usage is None or not desired_mod.bounds_lowered(self.running.outbox, new_cfg.outbox):
+            return
+        held_bytes, oldest_age_s = await self._outbox_usage()
+        risks = desired_mod.eviction_risks(self.running.outbox, new_cfg.outbox, held_bytes, oldest_age_s)
+        if risks:
+            raise CommandRejected(
+                "; ".join(risks) + ": refused, it would evict committed records",
+                reason=desired_mod.WOULD_EVICT_CODE,
+            )
 
     async def _reject(self, version: str | None, digest: str | None,
                       exc: CommandRejected | ConfigError | StorageError) -> None:  # fmt: skip

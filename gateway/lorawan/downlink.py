@@ -309,3 +309,9 @@ class DownlinkScheduler:
 
     def committed(self, taken: list[FcntDown]) -> None:
         """Nothing to do: the in-memory counters are already ahead."""
+
+    def give_back(self, taken: list[FcntDown]) -> None:
+        """The group failed (a full disk): these counters go with the next one, unless a later
+        downlink of the same device already queued a higher one."""
+        for counter in taken:
+            self._pending.setdefault(counter.dev_eui.value, counter)

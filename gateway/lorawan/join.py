@@ -16,6 +16,13 @@ RX2 (6 s, 869.525 MHz DR0: the device still has the region's defaults).
 session); ``accept_join`` runs both in the right order: the join is durable
 before its session is served and before its join-accept can be sent.
 
+In the running agent a join must not cost the uplink path a transaction of its
+own (a device looping through joins starved every data frame: issue 16). So
+``JoinRateLimit`` refuses, before any crypto, a device whose last join was
+accepted less than ``JOIN_MIN_INTERVAL_S`` ago, and ``JoinCommits`` (a
+``CommitSink``) writes the accepted joins with the next group commit; only
+after that COMMIT is the session installed and the join-accept handed on.
+
 It does not send anything (the radio does), nor decide class A/C downlinks
 (``downlink``), nor handle LoRaWAN 1.1 (rejoin-requests, JoinEUI-keyed MICs).
 """
@@ -26,7 +33,8 @@ import hashlib
 import hmac
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,7 +48,10 @@ from gateway.lorawan.sessions import Session, SessionTable, plain, session_tag
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui, RadioFrame, TxRequest
 
 __all__ = [
+    "JOIN_MIN_INTERVAL_S",
     "JoinAccepted",
+    "JoinCommits",
+    "JoinRateLimit",
     "JoinServer",
     "OtaaDevice",
     "accept_join",
@@ -55,6 +66,16 @@ _US = 1_000_000
 _MAX_JOIN_NONCE = 0xFFFFFF
 _ADDR_PROBES = 4096
 """DevAddr candidates tried before a join is refused (bounded work per join-request)."""
+JOIN_MIN_INTERVAL_S = 5.0
+"""A device's join-requests are refused for this long after one of its joins was accepted.
+
+No compliant class A device is refused: after a join-request it listens for the accept in RX1
+and RX2 (JOIN_ACCEPT_DELAY1/2 = 5 s / 6 s, RP002 EU868) before it may send another, and the
+retransmission back-off (LoRaWAN 1.0.4 §7, RP002) allows it at most 36 s of join airtime in its
+first hour (one SF7 join-request every ~6 s). A device that asks faster is broken or hostile."""
+MAX_PENDING_JOINS = 1024
+"""Accepted joins waiting for the group commit, at most (a stalled disk must not grow memory)."""
+_JOIN_REQUEST_BYTES = 23
 
 
 @dataclass(slots=True)
@@ -88,6 +109,8 @@ class JoinAccepted:
     """None when the uplink carried no concentrator timestamp (no class A timing is possible)."""
     rx2: TxRequest | None
     joined_at: str
+    request: RadioFrame
+    """The join-request it answers (its RX windows are timed from it)."""
 
 
 _LOAD_DEVICES = (
@@ -126,38 +149,201 @@ def store_join(
     The (dev_eui, dev_nonce) primary key is the last word on reuse: a DevNonce
     that another path stored meanwhile raises ``FrameError(reason="reused_dev_nonce")``.
     """
-    session = accepted.session
     with transaction(conn):
         try:
-            conn.execute(
-                "INSERT INTO lorawan_joins (dev_eui, dev_nonce, join_nonce, dev_addr, joined_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    str(accepted.dev_eui),
-                    accepted.dev_nonce,
-                    accepted.join_nonce,
-                    str(session.dev_addr),
-                    accepted.joined_at,
-                ),
-            )
+            _insert_join(conn, accepted, encrypt)
         except sqlite3.IntegrityError as exc:
             raise FrameError(
                 f"DevNonce {accepted.dev_nonce:04x} of {accepted.dev_eui} was already used",
                 reason="reused_dev_nonce",
             ) from exc
-        conn.execute(
-            "INSERT OR REPLACE INTO sessions"
-            " (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, fcnt_down, created_at)"
-            " VALUES (?, ?, ?, ?, ?, NULL, 0, ?)",
-            (
-                str(accepted.dev_eui),
-                str(session.dev_addr),
-                encrypt(accepted.nwk_s_key.reveal()),
-                encrypt(accepted.app_s_key.reveal()),
-                session.session_tag,
-                accepted.joined_at,
-            ),
-        )
+
+
+def _insert_join(conn: sqlite3.Connection, accepted: JoinAccepted, encrypt: Callable[[str], str]) -> None:
+    """The two rows of a join, inside the caller's transaction (``IntegrityError`` on a used DevNonce)."""
+    session = accepted.session
+    conn.execute(
+        "INSERT INTO lorawan_joins (dev_eui, dev_nonce, join_nonce, dev_addr, joined_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (
+            str(accepted.dev_eui),
+            accepted.dev_nonce,
+            accepted.join_nonce,
+            str(session.dev_addr),
+            accepted.joined_at,
+        ),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO sessions"
+        " (dev_eui, dev_addr, nwk_s_key, app_s_key, session_tag, fcnt_up, fcnt_down, created_at)"
+        " VALUES (?, ?, ?, ?, ?, NULL, 0, ?)",
+        (
+            str(accepted.dev_eui),
+            str(session.dev_addr),
+            encrypt(accepted.nwk_s_key.reveal()),
+            encrypt(accepted.app_s_key.reveal()),
+            session.session_tag,
+            accepted.joined_at,
+        ),
+    )
+
+
+def join_request_dev_eui(phy_payload: bytes) -> bytes | None:
+    """The DevEUI (MSB first) a join-request claims, read without parsing or crypto; None if malformed.
+
+    Unauthenticated: good only for refusing cheaply what ``JoinRateLimit`` would refuse anyway.
+    """
+    if len(phy_payload) != _JOIN_REQUEST_BYTES:
+        return None
+    return phy_payload[16:8:-1]  # LoRaWAN 1.0.4 §6.2.4: MHDR | JoinEUI | DevEUI | DevNonce | MIC, LSB first
+
+
+class JoinRateLimit:
+    """At most one accepted join per device per ``min_interval_s``; the rest refused before any work.
+
+    Only *accepted* joins start the interval: a forged request (bad MIC) or a replayed one
+    (used DevNonce) claiming a device's DevEUI never does, so nobody without the device's
+    AppKey can lock it out. Pure: times are the frames' receive times (``received_at_s``, the
+    clock the rest of the join uses, simulated in the city simulations); a clock step in either
+    direction only ends an interval early, never makes one longer. Memory: one entry per
+    device joined within the interval (older entries are pruned).
+    """
+
+    def __init__(self, min_interval_s: float = JOIN_MIN_INTERVAL_S) -> None:
+        self.min_interval_s = min_interval_s
+        self._joined_at: dict[bytes, float] = {}
+        self._prune_at = 1024
+
+    def refuses(self, frame: RadioFrame) -> bool:
+        """True when ``frame`` is a join-request of a device that joined less than the interval ago."""
+        dev_eui = join_request_dev_eui(frame.phy_payload)
+        if dev_eui is None:
+            return False
+        joined_at = self._joined_at.get(dev_eui)
+        return joined_at is not None and 0.0 <= frame.received_at_s - joined_at < self.min_interval_s
+
+    def joined(self, dev_eui: DevEui, received_at_s: float) -> None:
+        """Start the interval of ``dev_eui``: its join-request received at ``received_at_s`` was accepted."""
+        self._joined_at[dev_eui.value] = received_at_s
+        if len(self._joined_at) >= self._prune_at:
+            horizon = received_at_s - self.min_interval_s
+            self._joined_at = {k: t for k, t in self._joined_at.items() if t > horizon}
+            self._prune_at = max(1024, 2 * len(self._joined_at))
+
+
+@dataclass(slots=True)
+class _StagedJoin:
+    accepted: JoinAccepted
+    staged_mono_s: float
+    stored: bool = False
+    refusal: str | None = None
+
+
+JoinDone = Callable[[JoinAccepted], None]
+JoinLost = Callable[[JoinAccepted, str, str], None]
+
+
+class JoinCommits:
+    """``CommitSink`` of accepted joins: durable with the next group commit, then served.
+
+    ``add`` takes a join ``JoinServer.handle`` accepted; its DevAddr stays reserved
+    (``reserved``, to pass back to ``handle``) until it is decided. After the COMMIT
+    that carries it, ``committed`` installs the session and calls ``on_durable`` (the
+    join-accept may go on the air now: its DevNonce and session survive any crash).
+    A join the database refuses (its DevNonce stored by another path, its device
+    removed meanwhile) or that waited past its RX2 window for a writable disk is not
+    served: ``on_lost(accepted, reason, detail)``. Refusals are per join (a savepoint
+    each), so one bad join never fails the group that carries records.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionTable,
+        encrypt: Callable[[str], str] = plain,
+        *,
+        max_pending: int = MAX_PENDING_JOINS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._encrypt = encrypt
+        self._max_pending = max_pending
+        self._clock = clock
+        self._pending: list[_StagedJoin] = []
+        self.reserved: set[bytes] = set()
+        """DevAddrs of joins accepted and not yet decided (pending or in a group being committed)."""
+        self.on_durable: JoinDone | None = None
+        self.on_lost: JoinLost | None = None
+        self.committer_notify: Callable[[], None] | None = None
+        """Set by the app: tells the group committer a join waits (not urgent: the interval is
+        ≤ 50 ms, far inside JOIN_ACCEPT_DELAY1, and one fsync per join is what starved the uplink)."""
+
+    @property
+    def full(self) -> bool:
+        """No room for another join until the disk has taken some (``join_backlog``)."""
+        return len(self.reserved) >= self._max_pending
+
+    def add(self, accepted: JoinAccepted) -> None:
+        """Stage a join for the next group commit."""
+        self.reserved.add(accepted.session.dev_addr.value)
+        self._pending.append(_StagedJoin(accepted, accepted.request.received_mono_s))
+        if self.committer_notify is not None:
+            self.committer_notify()
+
+    # CommitSink
+
+    def take(self) -> list[_StagedJoin] | None:
+        if not self._pending:
+            return None
+        taken, self._pending = self._pending, []
+        return taken
+
+    def write(self, conn: sqlite3.Connection, taken: list[_StagedJoin]) -> None:
+        for staged in taken:
+            # A savepoint per join: a refused join is rolled back alone, the group goes on.
+            conn.execute("SAVEPOINT edgegw_join")
+            try:
+                _insert_join(conn, staged.accepted, self._encrypt)
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO edgegw_join")
+                staged.stored = False
+                foreign = exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY"
+                staged.refusal = "join_device_removed" if foreign else "reused_dev_nonce"
+            else:
+                staged.stored = True
+                staged.refusal = None
+            conn.execute("RELEASE edgegw_join")
+
+    def committed(self, taken: list[_StagedJoin]) -> None:
+        for staged in taken:
+            accepted = staged.accepted
+            self.reserved.discard(accepted.session.dev_addr.value)
+            if staged.stored:
+                self._sessions.install(accepted.session)
+                if self.on_durable is not None:
+                    self.on_durable(accepted)
+            elif self.on_lost is not None:
+                reason = staged.refusal or "reused_dev_nonce"
+                detail = f"the database refused the join of {accepted.dev_eui} ({reason})"
+                self.on_lost(accepted, reason, detail)
+
+    def give_back(self, taken: list[_StagedJoin]) -> None:
+        """The group failed (a full disk): retry the joins that can still be answered, drop the rest.
+
+        A join-accept is useless after the device's RX2 window; a join made durable later
+        would replace a session the device still uses. Its DevNonce stays refused in memory.
+        """
+        now_s = self._clock()
+        keep: list[_StagedJoin] = []
+        for staged in taken:
+            if now_s - staged.staged_mono_s < region.JOIN_ACCEPT_DELAY2_S:
+                keep.append(staged)
+                continue
+            accepted = staged.accepted
+            self.reserved.discard(accepted.session.dev_addr.value)
+            if self.on_lost is not None:
+                detail = f"join of {accepted.dev_eui} not written before its RX2 window"
+                self.on_lost(accepted, "join_not_durable", detail)
+        self._pending[:0] = keep
 
 
 class JoinServer:
@@ -187,8 +373,13 @@ class JoinServer:
             devices[device.dev_eui.value] = device
         self._devices = devices
 
-    def handle(self, frame: RadioFrame, sessions: SessionTable) -> JoinAccepted:
+    def handle(
+        self, frame: RadioFrame, sessions: SessionTable, reserved: Container[bytes] = frozenset()
+    ) -> JoinAccepted:
         """Accept one join-request, or raise a ``FrameError`` whose ``reason`` says why not.
+
+        ``reserved``: DevAddrs of accepted joins not yet installed in ``sessions``
+        (``JoinCommits.reserved``); the new DevAddr avoids them too.
 
         Reasons: ``unknown_join_device`` (DevEUI not registered for OTAA, or another
         JoinEUI), ``bad_join_mic``, ``reused_dev_nonce``, ``dev_addr_exhausted``,
@@ -217,7 +408,7 @@ class JoinServer:
             )
         if device.last_join_nonce >= _MAX_JOIN_NONCE:
             raise FrameError(f"JoinNonce of {device.dev_eui} is exhausted", reason="join_nonce_exhausted")
-        dev_addr = self._allocate(device.dev_eui, dev_nonce, sessions)
+        dev_addr = self._allocate(device.dev_eui, dev_nonce, sessions, reserved)
         device.used_dev_nonces.add(dev_nonce)
         device.last_join_nonce += 1
         join_nonce = device.last_join_nonce
@@ -262,9 +453,12 @@ class JoinServer:
             rx1=rx1,
             rx2=rx2,
             joined_at=datetime.fromtimestamp(frame.received_at_s, UTC).isoformat(timespec="seconds"),
+            request=frame,
         )
 
-    def _allocate(self, dev_eui: DevEui, dev_nonce: int, sessions: SessionTable) -> DevAddr:
+    def _allocate(
+        self, dev_eui: DevEui, dev_nonce: int, sessions: SessionTable, reserved: Container[bytes]
+    ) -> DevAddr:
         """A DevAddr in the configured block, not used by any current session.
 
         Derived from (DevEUI, DevNonce) so a join is reproducible in tests, then probed
@@ -275,7 +469,7 @@ class JoinServer:
         start = int.from_bytes(seed[:4], "big") & self._addr_mask
         for probe in range(min(_ADDR_PROBES, self._addr_mask + 1)):
             candidate = (self._addr_prefix | ((start + probe) & self._addr_mask)).to_bytes(4, "big")
-            if not sessions.addr_in_use(candidate):
+            if not sessions.addr_in_use(candidate) and candidate not in reserved:
                 return DevAddr(candidate)
         raise FrameError(
             f"no free DevAddr in {self._section.dev_addr_prefix} for {dev_eui}", reason="dev_addr_exhausted"

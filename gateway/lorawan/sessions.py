@@ -214,3 +214,9 @@ class SessionTable:
 
     def committed(self, taken: list[SessionCounter]) -> None:
         """Nothing to do: the in-memory counters are already ahead."""
+
+    def give_back(self, taken: list[SessionCounter]) -> None:
+        """The group failed (a full disk): these counters go with the next one, unless a later
+        frame of the same device already queued a higher one."""
+        for counter in taken:
+            self._pending.setdefault(str(counter.dev_eui), counter)

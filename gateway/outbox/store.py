@@ -26,6 +26,18 @@ reused by the inserts and written once (bench/bench_outbox.py: half the bytes pe
 record). A delete lost to a crash only means a duplicate delivery with the same
 id, which §3.3 allows; a failed group keeps its deletes for the next one.
 
+A full disk (docs/outbox.md) is transient, never a reason to discard: a group that fails is
+handed back (``give_back``) and its records wait in memory, bounded by ``memory_queue_records``
+(beyond it the lowest-priority, oldest uncommitted records are dropped and counted); the next
+groups are small and take alerts first; acknowledged rows are deleted in a transaction of their
+own to free pages. No committed row is evicted for it: only ``max_bytes`` and ``max_age_s`` evict.
+
+Quarantine: a leased row that can never be sent (bigger than the broker accepts) moves to the
+``outbox_quarantine`` table (created here, like ``rules_state``, so an older agent still opens
+the file) with the next group, counted and kept; it never blocks the rows behind it.
+``requeue_quarantined`` moves them all back with a later group (new seqs, created now on the
+outbox clock), for a cause that went away (``edgegw buffer quarantine --requeue``).
+
 Threads: counters, leases and the byte/row totals live on the event loop; the
 SQL runs on the database thread, which only reads the totals (under a lock).
 """
@@ -49,6 +61,7 @@ from typing import NamedTuple, Protocol
 from gateway.db import transaction
 from gateway.db.commit import Database
 from gateway.errors import StorageError
+from gateway.loglimit import RateLimitedLog
 from gateway.messages import Priority, Record
 from gateway.outbox import clock as outbox_clock
 
@@ -98,6 +111,27 @@ _Row = tuple[str, str, int, float, int, str]
 """An outbox row to insert: record_id, kind, priority, created_s, size, body."""
 
 _OVERHEAD = ROW_OVERHEAD_BYTES
+MEMORY_QUEUE_RECORDS = 5000
+"""Records waiting in memory for a commit, at most (a full disk); beyond, the lowest priority,
+oldest ones are dropped and counted (``dropped_uncommitted.<class>``): they were never committed."""
+CONSTRAINED_TAKE = 200
+"""While the disk is full, a group takes at most this many records, highest priority first."""
+DROP_LOG_INTERVAL_S = 60.0
+_CREATE_QUARANTINE = (
+    "CREATE TABLE IF NOT EXISTS outbox_quarantine ("
+    " seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, kind TEXT NOT NULL, priority INTEGER NOT NULL,"
+    " created_s REAL NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL,"
+    " reason TEXT NOT NULL, quarantined_s REAL NOT NULL)"
+)
+_QUARANTINE = (
+    "INSERT OR IGNORE INTO outbox_quarantine"
+    " SELECT seq, record_id, kind, priority, created_s, size, body, ?, ? FROM outbox WHERE seq = ?"
+)
+_REQUEUE = (
+    "INSERT INTO outbox (record_id, kind, priority, created_s, size, body)"
+    " SELECT record_id, kind, priority, ?, size, body FROM outbox_quarantine ORDER BY seq"
+    " RETURNING priority, size"
+)
 _DELETE_RANGE = "DELETE FROM outbox WHERE seq BETWEEN ? AND ?"
 _INSERT = "INSERT INTO outbox (record_id, kind, priority, created_s, size, body) VALUES (?, ?, ?, ?, ?, ?)"
 _UPSERT_META = (
@@ -164,6 +198,10 @@ class OutboxStats:
     """Since the database file was created: ``evicted.<class>`` (full) and ``expired.<class>`` (age)."""
     leased: int
     ingest_bytes_s: float
+    quarantined: int = 0
+    """Rows in ``outbox_quarantine``: records that can never be sent, kept for a person to look at."""
+    waiting_in_memory: int = 0
+    """Records accepted and not yet committed (a full disk holds them here, bounded)."""
     """Recent rate of committed bytes (moving average), for a headroom estimate."""
 
     @property
@@ -186,6 +224,14 @@ class PendingWrite:
     removed: list[tuple[int, int, int]] = field(default_factory=list)
     """(seq, priority, size) of rows evicted or expired in this transaction."""
     evicted: Counter[str] = field(default_factory=Counter)
+    quarantined: list[tuple[int, str]] = field(default_factory=list)
+    """(seq, reason) of leased rows moved to ``outbox_quarantine`` here (before the deletes)."""
+    requeue: list[asyncio.Future[int]] = field(default_factory=list)
+    """``requeue_quarantined`` callers answered by this group (it moves the quarantine back first)."""
+    requeued: list[tuple[int, int]] = field(default_factory=list)
+    """(priority, size) of the rows moved back from ``outbox_quarantine`` here."""
+    unencodable: list[str] = field(default_factory=list)
+    """Records whose body could not be serialised (a producer's bug): not stored, counted."""
 
 
 class Outbox:
@@ -205,6 +251,7 @@ class Outbox:
         max_age_s: float = 7 * 86400.0,
         mono_clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        memory_queue_records: int = MEMORY_QUEUE_RECORDS,
     ) -> None:
         self._db = database
         self.committer_notify = committer_notify
@@ -217,7 +264,15 @@ class Outbox:
         self._totals_lock = threading.Lock()
         self._count: Counter[int] = Counter()
         self._bytes: Counter[int] = Counter()
-        self._capacity_bytes = max_bytes  # lowered after the disk itself was found full
+        self._memory_queue_records = memory_queue_records
+        # After a group failed (a full disk): how many records the next group may take, alerts
+        # first; doubled after each commit until it covers what waits (None: no limit).
+        self._take_limit: int | None = None
+        self._quarantine: list[tuple[int, str]] = []  # (seq, reason) to move with the next group
+        self._quarantine_set: set[int] = set()
+        self._requeue_asked: list[asyncio.Future[int]] = []  # requeue_quarantined() callers, until committed
+        self.quarantined_total = 0
+        self._rare_log = RateLimitedLog(log, DROP_LOG_INTERVAL_S)
         self._cursor: dict[int, int] = {}  # per priority: rows with seq <= cursor were leased since start
         self._leased: dict[int, Leased] = {}
         self._acked: list[int] = []  # acked seqs whose DELETE has not been committed yet
@@ -241,6 +296,7 @@ class Outbox:
             self._maybe[priority] = True
         for record_id in reversed(state.recent_ids):
             self._remember(record_id)
+        self.quarantined_total = state.quarantined
         self.evicted_total.update({k: int(v) for k, v in state.meta.items() if "." in k})
         restored = outbox_clock.restore(
             saved_clock_s=state.meta.get("clock_s"),
@@ -258,7 +314,9 @@ class Outbox:
         try:
             database.run_sync(_save_meta, self._clock_meta())
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot write the outbox clock: {exc}") from exc
+            # A full disk at start-up must not stop the agent: the backlog can still be read and
+            # delivered, and its acknowledgements free space. The clock is saved with a later group.
+            log.error("outbox clock not saved at start (%s); delivering the backlog all the same", exc)
 
     # --- on the loop: producers -------------------------------------------------
 
@@ -279,7 +337,10 @@ class Outbox:
         recent_set.add(record_id)
         if len(recent) > DEDUP_WINDOW:
             recent_set.discard(recent.popleft())
-        self._pending.append((record, self._clock.now_s()))
+        pending = self._pending
+        pending.append((record, self._clock.now_s()))
+        if self._take_limit is not None and len(pending) > self._memory_queue_records:
+            self._bound_pending()
         notify = self.committer_notify
         if notify is not None:
             notify(1, urgent=record.kind == "alert" or record.priority >= _ALERT)
@@ -297,27 +358,84 @@ class Outbox:
     # --- CommitSink ---------------------------------------------------------------
 
     def take(self) -> PendingWrite | None:
-        if not self._pending and not self._acked:
+        if not self._pending and not self._acked and not self._quarantine and not self._requeue_asked:
             return None
         # The acked seqs stay in ``_acked`` until ``committed()``: a failed group leaves
         # them for the next one (deleting a deleted row is harmless).
-        taken = PendingWrite(self._pending, list(self._acked))
-        self._pending = []
-        return taken
+        records = self._pending
+        limit = self._take_limit
+        if limit is not None and len(records) > limit:
+            # The disk was full: a small group, alerts first, has a chance where all would not.
+            order = sorted(range(len(records)), key=lambda i: -records[i][0].priority)
+            chosen = set(order[:limit])
+            self._pending = [r for i, r in enumerate(records) if i not in chosen]
+            records = [r for i, r in enumerate(records) if i in chosen]
+        else:
+            self._pending = []
+        return PendingWrite(
+            records, list(self._acked), quarantined=list(self._quarantine), requeue=list(self._requeue_asked)
+        )
+
+    def give_back(self, taken: PendingWrite) -> None:
+        """The group could not be committed (a full disk): its records wait in memory for the next
+        one, in front of the newer ones; acked deletes and quarantines stay queued anyway."""
+        self._take_limit = CONSTRAINED_TAKE
+        self._pending[:0] = taken.records
+        if len(self._pending) > self._memory_queue_records:
+            self._bound_pending()
+        if self._pending and self.committer_notify is not None:
+            self.committer_notify(0, urgent=False)
+
+    def _bound_pending(self) -> None:
+        """Drop the lowest-priority, oldest uncommitted records beyond the memory queue's bound."""
+        pending = self._pending
+        if len(pending) <= self._memory_queue_records:
+            return
+        # Down to 90 % of the bound, not to the bound: a sort per put would be quadratic.
+        over = len(pending) - self._memory_queue_records * 9 // 10
+        # Stable sort by priority: within a priority, the oldest (front) go first.
+        doomed = set(sorted(range(len(pending)), key=lambda i: pending[i][0].priority)[:over])
+        dropped: Counter[str] = Counter()
+        for i in doomed:
+            record = pending[i][0]
+            dropped[f"dropped_uncommitted.{priority_class(stored_priority(record))}"] += 1
+        self._pending = [item for i, item in enumerate(pending) if i not in doomed]
+        self.counters.update(dropped)
+        self._rare_log.error(
+            "dropped_uncommitted",
+            "outbox memory queue full (%d records at most wait for a commit): uncommitted records "
+            "dropped, totals %s",
+            self._memory_queue_records,
+            {k: v for k, v in self.counters.items() if k.startswith("dropped_uncommitted.")},
+        )
+
+    @property
+    def waiting_in_memory(self) -> int:
+        """Records put and not yet committed (more than a group's worth only while the disk is full)."""
+        return len(self._pending)
 
     def write(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
         # On the database thread, inside the group's transaction: serialising here keeps
         # the JSON work off the loop. Written again after SQLITE_FULL: start from scratch.
         taken.removed.clear()
+        taken.unencodable.clear()
         taken.evicted.clear()
         taken.added.clear()
         taken.added_bytes.clear()
+        self._requeue(conn, taken)  # before this group's own quarantines: those were just refused
+        self._move_to_quarantine(conn, taken)
         if taken.deleted:
             conn.executemany(_DELETE_RANGE, _runs(taken.deleted))
         rows: list[_Row] = []
         append = rows.append
         for record, created_s in taken.records:
-            body = _ENCODE(record.body)
+            try:
+                body = _ENCODE(record.body)
+            except (TypeError, ValueError) as exc:
+                # A producer's bug (a body that is not JSON-shaped) must not fail every group after
+                # it: that one record is refused, counted and logged, the others commit.
+                taken.unencodable.append(f"{record.record_id}: {exc}")
+                continue
             record_id = record.record_id
             priority = record.priority
             if record.kind == "alert" and priority < _ALERT:
@@ -365,7 +483,22 @@ class Outbox:
             done = set(taken.deleted)
             self._acked = [seq for seq in self._acked if seq not in done]
             self._acked_set -= done
+        if taken.quarantined:
+            moved = {seq for seq, _reason in taken.quarantined}
+            self._quarantine = [item for item in self._quarantine if item[0] not in moved]
+            self._quarantine_set -= moved
+        if taken.requeue:
+            self._requeue_committed(taken)
+        if self._take_limit is not None:
+            # A commit went through: grow the next group (slow start), so a disk that has room
+            # again clears the memory queue in a few groups without a failure each time.
+            self._take_limit *= 2
+            if len(self._pending) <= self._take_limit:
+                self._take_limit = None
         self.counters["committed"] += taken.inserted
+        if taken.unencodable:
+            self.counters["unencodable"] += len(taken.unencodable)
+            log.error("records not stored, their body is not JSON: %s", taken.unencodable[:3])
         for key, count in taken.evicted.items():
             self.counters[key] += count
             self.evicted_total[key] += count
@@ -381,21 +514,40 @@ class Outbox:
         for priority in taken.added:
             self._more_available(priority)
 
-    def relieve_full(self, conn: sqlite3.Connection) -> None:
-        """On the database thread, after a commit failed with a full disk: shrink and make room.
+    def relieve_full(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
+        """On the database thread, after a group failed on a full disk: delete the acknowledged
+        rows in a transaction of their own (it may fit where the whole group did not; the pages
+        it frees take the next inserts). Nothing committed and unacknowledged is evicted: a
+        full disk is transient (docs/outbox.md, "A full disk")."""
+        # (Counted by the committer: this runs on the database thread, the counters live on the loop.)
+        if not taken.deleted:
+            return
+        try:
+            with transaction(conn):
+                # Quarantined seqs are among the deleted ones: move them first, as write() does.
+                self._move_to_quarantine(conn, taken)
+                conn.executemany(_DELETE_RANGE, _runs(taken.deleted))
+        except sqlite3.Error as exc:
+            log.debug("acknowledged rows not deleted on a full disk: %s", exc)
 
-        The failed transaction was rolled back whole (SQLite does so on SQLITE_FULL), so
-        the committer retries the group after this.
-        """
-        with self._totals_lock:
-            total = sum(self._bytes.values())
-        self._capacity_bytes = max(ROW_OVERHEAD_BYTES, int(min(self._capacity_bytes, total) * 0.9))
-        log.error(
-            "disk full: outbox capacity lowered to %d bytes (max_bytes %d)",
-            self._capacity_bytes,
-            self.max_bytes,
+    def _move_to_quarantine(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
+        """Copy the quarantined rows into ``outbox_quarantine`` (database thread); the DELETE comes after."""
+        if taken.quarantined:
+            now_wall = self._wall_clock()
+            conn.execute(_CREATE_QUARANTINE)  # missing if the first start of this version met a full disk
+            conn.executemany(_QUARANTINE, [(reason, now_wall, seq) for seq, reason in taken.quarantined])
+
+    def abandon_waiting(self) -> int:
+        """At shutdown, when the disk still refuses them: count the records that never committed as
+        ``dropped_uncommitted.<class>`` and log them (ERROR); returns how many."""
+        dropped: Counter[str] = Counter(
+            f"dropped_uncommitted.{priority_class(stored_priority(record))}" for record, _s in self._pending
         )
-        self.counters["disk_full"] += 1
+        self._pending = []
+        if dropped:
+            self.counters.update(dropped)
+            log.error("stopping with uncommitted records (the disk refused them): %s", dict(dropped))
+        return sum(dropped.values())
 
     # --- bounds (database thread) -------------------------------------------------
 
@@ -419,7 +571,7 @@ class Outbox:
         with self._totals_lock:
             total = sum(self._bytes.values())
         total -= sum(size for _s, _p, size in taken.removed)
-        over = total + sum(map(_SIZE_OF, rows)) - self._capacity_bytes
+        over = total + sum(map(_SIZE_OF, rows)) - self.max_bytes
         if over <= 0:
             return rows
         keep = list(rows)
@@ -553,6 +705,92 @@ class Outbox:
             released += 1
         self.counters["released"] += released
 
+    def quarantine(self, seqs: Sequence[int], reason: str) -> None:
+        """Leased rows that can never be sent (bigger than the broker takes): they leave the
+        outbox's totals now and move to ``outbox_quarantine`` with the next group commit, kept
+        for a person to look at (``edgegw buffer``), never deleted and never blocking the others."""
+        moved = 0
+        with self._totals_lock:
+            for seq in seqs:
+                row = self._leased.pop(seq, None)
+                if row is None or seq in self._quarantine_set:
+                    continue
+                self._count[row.priority] -= 1
+                self._bytes[row.priority] -= row.size
+                self._quarantine.append((seq, reason))
+                self._quarantine_set.add(seq)
+                self._acked.append(seq)
+                self._acked_set.add(seq)
+                moved += 1
+        if not moved:
+            return
+        self.counters["quarantined"] += moved
+        self.counters[f"quarantined.{reason}"] += moved
+        self.quarantined_total += moved
+        self._rare_log.error(
+            f"quarantined.{reason}",
+            "outbox: %d record(s) quarantined (%s): kept in outbox_quarantine, not sent (%d in all)",
+            moved, reason, self.quarantined_total,
+        )  # fmt: skip
+        if self.committer_notify is not None:
+            self.committer_notify(0, urgent=False)
+
+    async def requeue_quarantined(self) -> int:
+        """Move every row of ``outbox_quarantine`` back into the outbox, to be leased again: the
+        cause may have gone away (a broker that refused once, a message size limit raised again).
+
+        Done by the next group commit (asked at once), like an insert of those rows: new seqs,
+        ``created_s`` now on the outbox clock (``max_age_s`` counts from the requeue; the body keeps
+        its own times). Rows quarantined in that same group stay quarantined (they were just
+        refused). ``max_bytes`` applies from the group after. Returns how many rows moved, once
+        committed; a group that fails (a full disk) keeps the request for the next one, and a
+        caller that stops waiting does not withdraw it.
+        """
+        if self.committer_notify is None:
+            try:
+                moved = await self._db.run(_requeue_now, self._clock.now_s())
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot requeue the quarantined records: {exc}") from exc
+            self._back_in_outbox(moved)
+            return len(moved)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._requeue_asked.append(future)
+        self.committer_notify(0, urgent=True)
+        return await asyncio.shield(future)
+
+    def _requeue(self, conn: sqlite3.Connection, taken: PendingWrite) -> None:
+        """On the database thread, in the group's transaction: the quarantine back into the outbox."""
+        taken.requeued.clear()
+        if taken.requeue:
+            conn.execute(_CREATE_QUARANTINE)  # missing if the first start of this version met a full disk
+            taken.requeued = move_quarantine_back(conn, self._clock.now_s())
+
+    def _requeue_committed(self, taken: PendingWrite) -> None:
+        """On the loop, after the group that moved the quarantine back: answer its callers."""
+        self._back_in_outbox(taken.requeued)
+        answered = set(map(id, taken.requeue))
+        self._requeue_asked = [f for f in self._requeue_asked if id(f) not in answered]
+        for future in taken.requeue:
+            if not future.done():  # two groups in flight may carry the same request
+                future.set_result(len(taken.requeued))
+
+    def _back_in_outbox(self, moved: Sequence[tuple[int, int]]) -> None:
+        """Rows (priority, size) moved back from the quarantine: counted as inserted, to be leased."""
+        if not moved:
+            return
+        with self._totals_lock:
+            for priority, size in moved:
+                self._count[priority] += 1
+                self._bytes[priority] += size
+        self.quarantined_total = max(0, self.quarantined_total - len(moved))
+        self.counters["requeued"] += len(moved)
+        log.warning(
+            "outbox: %d quarantined record(s) moved back to the outbox to be sent again (%d left)",
+            len(moved), self.quarantined_total,
+        )  # fmt: skip
+        for priority in sorted({priority for priority, _size in moved}):
+            self._more_available(priority)  # new seqs, above every lease cursor
+
     async def stats(self) -> OutboxStats:
         try:
             oldest = await self._db.run(_oldest_created)
@@ -574,6 +812,8 @@ class Outbox:
             evicted_total=dict(self.evicted_total),
             leased=len(self._leased),
             ingest_bytes_s=self._ingest_bytes_s,
+            quarantined=self.quarantined_total,
+            waiting_in_memory=len(self._pending),
         )
 
     @property
@@ -620,9 +860,14 @@ class _State:
     newest_created_s: float | None
     recent_ids: list[str]
     meta: dict[str, float]
+    quarantined: int
 
 
 def _load_state(conn: sqlite3.Connection, window: int) -> _State:
+    try:
+        conn.execute(_CREATE_QUARANTINE)  # a no-op (no write) once it exists
+    except sqlite3.OperationalError as exc:  # a full disk on the very first start of this version
+        log.error("outbox_quarantine table not created: %s", exc)
     totals = [
         (int(p), int(c), int(s))
         for p, c, s in conn.execute("SELECT priority, COUNT(*), SUM(size) FROM outbox GROUP BY priority")
@@ -630,7 +875,13 @@ def _load_state(conn: sqlite3.Connection, window: int) -> _State:
     newest = conn.execute("SELECT created_s FROM outbox ORDER BY seq DESC LIMIT 1").fetchone()
     recent = [r[0] for r in conn.execute("SELECT record_id FROM outbox ORDER BY seq DESC LIMIT ?", (window,))]
     meta = {str(k): float(v) for k, v in conn.execute("SELECT key, value FROM outbox_meta")}
-    return _State(totals, sum(c for _p, c, _s in totals), newest[0] if newest else None, recent, meta)
+    try:
+        (quarantined,) = conn.execute("SELECT COUNT(*) FROM outbox_quarantine").fetchone()
+    except sqlite3.OperationalError:
+        quarantined = 0
+    return _State(
+        totals, sum(c for _p, c, _s in totals), newest[0] if newest else None, recent, meta, int(quarantined)
+    )
 
 
 def _save_meta(conn: sqlite3.Connection, items: list[tuple[str, float]]) -> None:
@@ -680,6 +931,22 @@ def _runs(seqs: list[int]) -> list[tuple[int, int]]:
         last = seq
     runs.append((first, last))
     return runs
+
+
+def move_quarantine_back(conn: sqlite3.Connection, created_s: float) -> list[tuple[int, int]]:
+    """Every ``outbox_quarantine`` row into the outbox (new seqs, ``created_s``), in the caller's
+    transaction; returns (priority, size) of each. Also used by ``edgegw buffer quarantine
+    --requeue`` on the file when no agent runs (``gateway.outbox.inspect``)."""
+    moved = [(int(priority), int(size)) for priority, size in conn.execute(_REQUEUE, (created_s,))]
+    conn.execute("DELETE FROM outbox_quarantine")
+    return moved
+
+
+def _requeue_now(conn: sqlite3.Connection, created_s: float) -> list[tuple[int, int]]:
+    # Only without a group committer (tests, tools): its own transaction.
+    with transaction(conn):
+        conn.execute(_CREATE_QUARANTINE)
+        return move_quarantine_back(conn, created_s)
 
 
 def _delete_now(conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> None:

@@ -28,14 +28,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway import textfile
 from gateway.db import transaction
-from gateway.errors import RegistryError
+from gateway.errors import NotUtf8, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import registry
 from gateway.provisioning.keystore import KeyStore
@@ -114,6 +116,23 @@ class ImportResult:
             "unchanged": self.unchanged,
             "generated_app_keys": self.generated_app_keys,
         }
+
+
+def read_csv(path: str | os.PathLike[str]) -> str:
+    """The text of a CSV file: UTF-8, the byte-order mark spreadsheets add dropped.
+
+    A sheet saved as Latin-1 ("CSV" rather than "CSV UTF-8") is ImportFailed with the line of the
+    first byte that is not UTF-8; a file that cannot be read at all is a ConfigError naming it.
+    """
+    try:
+        return textfile.read_text(path)
+    except NotUtf8 as exc:
+        reason = (
+            exc.reason
+            if exc.byte is None
+            else f"not UTF-8 (byte 0x{exc.byte:02x} at column {exc.column}): save the sheet as CSV UTF-8"
+        )
+        raise ImportFailed([LineError(exc.line, reason)]) from exc
 
 
 def parse_csv(text: str, profile_ids: Collection[str]) -> list[DeviceRow]:

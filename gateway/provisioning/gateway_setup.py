@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from gateway.errors import ProvisioningError
+from gateway import textfile
+from gateway.errors import ConfigError, ProvisioningError
 from gateway.fsutil import write_atomic
 
 GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -90,7 +91,7 @@ def provision_identity(data_dir: Path, gateway_id: str) -> tuple[GatewayFiles, b
     files = GatewayFiles(data_dir)
     prepare_data_dir(data_dir)
     if files.identity.exists():
-        recorded = json.loads(files.identity.read_text()).get("gateway_id")
+        recorded = _recorded_id(files.identity)
         if recorded != gateway_id:
             raise ProvisioningError(
                 f"this gateway is already provisioned as {recorded!r} ({files.identity}); "
@@ -115,6 +116,16 @@ def provision_identity(data_dir: Path, gateway_id: str) -> tuple[GatewayFiles, b
     )
     write_atomic(files.csr, csr.public_bytes(serialization.Encoding.PEM), 0o644)
     return files, created
+
+
+def _recorded_id(path: Path) -> object:
+    """The gateway id in the identity file; ProvisioningError (one line) if it is unreadable or damaged."""
+    try:
+        doc = json.loads(textfile.read_text(path))
+    except (ConfigError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, ConfigError) else exc
+        raise ProvisioningError(f"{path} is not an identity file ({reason}); move it away") from exc
+    return doc.get("gateway_id") if isinstance(doc, dict) else None
 
 
 def _load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 from gateway.errors import ConfigError
 from gateway.radio.base import RadioBackend, RecentFrame
 
-__all__ = ["BACKENDS", "RadioBackend", "RecentFrame", "open_backend"]
+__all__ = ["BACKENDS", "RadioBackend", "RecentFrame", "check_url", "open_backend", "parse_url"]
 
 ENTRY_POINT_GROUP: Final = "edgegw.radio_backends"
 _KEY_PATH: Final = "radio.url"
@@ -56,11 +56,10 @@ def _load(scheme: str, target: str) -> type[RadioBackend]:
     return cls
 
 
-def open_backend(url: str) -> RadioBackend:
-    """Build (not start) the radio backend named by ``url``, e.g. ``semtech-udp://0.0.0.0:1700``.
+def parse_url(url: str) -> tuple[str, SplitResult]:
+    """The backend scheme (lower case) and the parts of ``radio.url``; ConfigError if it is not a URL.
 
-    Raises ConfigError(key_path="radio.url") for an unknown scheme or a URL the
-    backend cannot use.
+    Pure: no import, no I/O. ``check_url`` and ``open_backend`` start here.
     """
     try:
         parts: SplitResult = urlsplit(url.strip())
@@ -68,7 +67,23 @@ def open_backend(url: str) -> RadioBackend:
         raise ConfigError(f"not a valid URL: {url!r} ({exc})", key_path=_KEY_PATH) from exc
     if not parts.scheme or "://" not in url:
         raise ConfigError(
-            f"expected a URL such as semtech-udp://0.0.0.0:1700, got {url!r}", key_path=_KEY_PATH
+            f"expected a URL such as semtech-udp://127.0.0.1:1700, got {url!r}", key_path=_KEY_PATH
         )
-    scheme = parts.scheme.lower()
+    return parts.scheme.lower(), parts
+
+
+def check_url(url: str) -> None:
+    """Everything ``open_backend`` checks, for ``edgegw config check``: a known backend that can be
+    loaded (its optional dependencies installed) and a URL it accepts (host, port, parameters).
+    Builds the backend and drops it; nothing is opened."""
+    open_backend(url)
+
+
+def open_backend(url: str) -> RadioBackend:
+    """Build (not start) the radio backend named by ``url``, e.g. ``semtech-udp://127.0.0.1:1700``.
+
+    Raises ConfigError(key_path="radio.url") for an unknown scheme or a URL the
+    backend cannot use.
+    """
+    scheme, parts = parse_url(url)
     return _load(scheme, _target(scheme)).from_url(parts)

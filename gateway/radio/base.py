@@ -2,8 +2,8 @@
 
 Owns ``RadioBackend``: the bounded queue that hands received frames to the
 pipeline, the counters shown in health and ``edgegw status``, the ring of recent
-raw frames shown by ``edgegw diag``, and the "log the first of each problem
-loudly, the rest quietly" rule for untrusted input. It owns no wire format and
+raw frames shown by ``edgegw diag``, and the "log the first of each problem per
+minute loudly, count the rest" rule for untrusted input (``gateway.loglimit``). It owns no wire format and
 no socket or device: each backend (``semtech_udp/``, ...) receives bytes its own
 way and calls ``_deliver`` / ``_drop`` / ``_reject`` on the event loop.
 
@@ -38,6 +38,7 @@ from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl
 
 from gateway.errors import ConfigError
+from gateway.loglimit import RateLimitedLog
 from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
 from gateway.radio.airtime import LoraParams, airtime_s
 from gateway.radio.dutycycle import DutyCycle
@@ -46,6 +47,8 @@ _log = logging.getLogger(__name__)
 
 # Same number as gateway.cli.main.TRACE (stage packages do not import the CLI).
 TRACE: Final = 5
+# A problem that repeats is logged at WARNING at most once per this interval, with a count.
+LOG_INTERVAL_S: Final = 60.0
 
 
 def url_options(url: SplitResult, spec: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -139,7 +142,7 @@ class RadioBackend(abc.ABC):
         self.recent: collections.deque[RecentFrame] = collections.deque(maxlen=ring_size)
         # asyncio.Queue binds to the running loop at first use, so building it here is safe.
         self._queue: asyncio.Queue[RadioFrame] = asyncio.Queue(maxsize=queue_size)
-        self._warned: set[str] = set()
+        self._rate_log = RateLimitedLog(_log, interval_s=LOG_INTERVAL_S, clock=clock)
 
     @classmethod
     def from_url(cls, url: SplitResult) -> RadioBackend:
@@ -265,8 +268,9 @@ class RadioBackend(abc.ABC):
     def _reject(self, reason: str, detail: str) -> None:
         """Count malformed input as ``bad_datagram`` and ``bad_datagram.<reason>`` and log it.
 
-        The first occurrence of each reason is logged at WARNING, later ones at DEBUG,
-        so a misbehaving sender cannot flood the log.
+        The first occurrence of each reason per ``LOG_INTERVAL_S`` is logged at WARNING,
+        later ones at DEBUG and summed up with their count in the next WARNING line of
+        that reason, so a misbehaving sender cannot flood the log.
         """
         self.counters["bad_datagram"] += 1
         self.counters[f"bad_datagram.{reason}"] += 1
@@ -278,8 +282,5 @@ class RadioBackend(abc.ABC):
             _log.log(TRACE, "%s: frame %s %s", self.name, frame.phy_payload.hex(), frame.rx)
 
     def _log_once(self, key: str, message: str, *args: object) -> None:
-        if key in self._warned:
-            _log.debug(message, *args)
-        else:
-            self._warned.add(key)
-            _log.warning(message + " (further occurrences are logged at DEBUG)", *args)
+        """WARNING for the first ``key`` per LOG_INTERVAL_S, DEBUG and counted after that."""
+        self._rate_log.warn(key, message, *args)

@@ -18,7 +18,7 @@ rule evaluation (``edgegw rules test --trace``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -163,7 +163,7 @@ class RuleEngine:
         try:
             new = RuleSet.load(path)
         except ConfigError as exc:
-            log.error("rules file rejected, keeping the previous rules: %s", exc)
+            # Logged by the caller, which knows whether there were previous rules to keep.
             self.last_reload = {"at_s": now_s, "file": str(path), "ok": False, "error": str(exc)}
             return [], exc
         self.last_reload = {"at_s": now_s, "file": str(path), "ok": True, "error": None}
@@ -537,6 +537,12 @@ class RuleEngine:
         glob = self.global_state() if self._dirty_global else None
         self._dirty, self._dirty_global = set(), False
         return changed, glob
+
+    def mark_changed(self, devices: Iterable[str], global_changed: bool) -> None:
+        """Take back changes whose commit failed (a full disk): the next ``take_changes`` has them
+        again, with the state as it is then."""
+        self._dirty.update(devices)
+        self._dirty_global = self._dirty_global or global_changed
 
     @property
     def has_changes(self) -> bool:

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn
 
-import yaml
-
+from gateway import textfile
 from gateway.errors import ConfigError
 
 SCHEMA_VERSION: Final = 1
@@ -298,23 +297,13 @@ class RuleSet:
     @classmethod
     def load(cls, path: Path | str) -> RuleSet:
         """Read and validate a rules file; ConfigError (file, key path, reason) if it is not valid."""
-        file = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read rules file: {exc.strerror or exc}", file=file) from exc
-        return cls.parse(text, file=file)
+        # Not UTF-8 (a file saved in Latin-1) is a ConfigError naming the byte and the line, like any
+        # other invalid file: a reload keeps the previous rules, a start runs without rules.
+        return cls.parse(textfile.read_text(path), file=str(path))
 
     @classmethod
     def parse(cls, text: str, *, file: str = "<rules>") -> RuleSet:
-        try:
-            doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
-        except ValueError as exc:  # PyYAML builds timestamps with datetime: 2001-02-30 raises ValueError
-            raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
-        except RecursionError as exc:  # PyYAML composes nested collections recursively
-            raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
+        doc = textfile.parse_yaml(text, file=file)  # a repeated key is refused
         try:
             return _Reader(file).ruleset(doc)
         except RecursionError as exc:  # all/any conditions nest; so does the reader
@@ -327,27 +316,6 @@ class RuleSet:
         return merged
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (a silent override would hide a mistake)."""
-
-
-def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            hash(key)
-        except TypeError:  # a complex key ({[a]: 1}); construct_mapping would say the same
-            raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
 
 
 class _Reader:

@@ -66,16 +66,34 @@ INVENTORY_PAGE_DEVICES = 500
 """Devices per ``inventory`` message: a city gateway's list stays a few tens of kB per page."""
 
 
-def inventory(gateway_id: str, at: str, devices: Sequence[Mapping[str, Any]]) -> list[bytes]:
+def inventory(
+    gateway_id: str, at: str, devices: Sequence[Mapping[str, Any]], *, max_bytes: int | None = None
+) -> list[bytes]:
     """The ``inventory`` messages: ``{"v":1,"gateway_id","at","page","pages","devices":[...]}``,
-    ``INVENTORY_PAGE_DEVICES`` devices per page (one empty page when nothing was heard)."""
-    size = INVENTORY_PAGE_DEVICES
-    chunks = [devices[i : i + size] for i in range(0, len(devices), size)] or [[]]
-    return [
-        json.dumps(
-            {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at, "page": n, "pages": len(chunks),
-             "devices": list(chunk)},
-            separators=(",", ":"),
-        ).encode()
-        for n, chunk in enumerate(chunks, start=1)
-    ]  # fmt: skip
+    ``INVENTORY_PAGE_DEVICES`` devices per page at most and, with ``max_bytes``, no page over that
+    many bytes (the broker's message size limit); one empty page when nothing was heard."""
+    texts = [json.dumps(device, separators=(",", ":")) for device in devices]
+    # The envelope of a page, with page numbers as long as they can get: an upper bound.
+    most = str(len(devices) + 1)
+    head_bytes = len(_inventory_page(gateway_id, at, most, most, []))
+    chunks: list[list[str]] = [[]]
+    size = head_bytes
+    for text in texts:
+        grows = len(text) + 1  # ASCII (json.dumps escapes the rest), and a comma
+        full = len(chunks[-1]) >= INVENTORY_PAGE_DEVICES or (
+            max_bytes is not None and size + grows > max_bytes
+        )
+        if full and chunks[-1]:
+            chunks.append([])
+            size = head_bytes
+        chunks[-1].append(text)
+        size += grows
+    pages = str(len(chunks))
+    return [_inventory_page(gateway_id, at, str(n), pages, chunk) for n, chunk in enumerate(chunks, start=1)]
+
+
+def _inventory_page(gateway_id: str, at: str, page: str, pages: str, device_texts: Sequence[str]) -> bytes:
+    head = json.dumps(
+        {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at}, separators=(",", ":")
+    )
+    return f'{head[:-1]},"page":{page},"pages":{pages},"devices":[{",".join(device_texts)}]}}'.encode()

@@ -12,6 +12,16 @@ back to be leased again after the reconnect):
   most ``max_inflight_batches`` in flight, and paced by a token bucket at
   ``drain_rate_records_s`` so a backlog after an outage drains at a known rate.
 
+Broker limits: a batch holds at most what fits in one message the broker takes
+(``PublisherLike.max_payload_bytes``: ``mqtt.max_message_bytes`` or an MQTT 5 broker's
+Maximum Packet Size), sized before compression, less the envelope. A batch the broker
+refuses as too large anyway is given back and the bulk lane's byte budget drops to half
+of it, again and again if need be; one record alone that is too large (a batch of one, or
+an alert) can never be sent: it is quarantined (``OutboxLike.quarantine``), counted and
+logged, and the others flow on. What was learned is forgotten at every (re)connect: the
+broker may be another one, or reconfigured (``edgegw buffer quarantine --requeue`` then
+sends the quarantined records again).
+
 ``flush()`` (``edgegw buffer flush``) means "drain now": the wait after a failed
 publish is cut short and the drain-rate limit is lifted until a lease comes back
 short of a full batch, i.e. the backlog is gone; then the limit applies again.
@@ -32,11 +42,16 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.clock import iso_utc
-from gateway.errors import StorageError, UplinkError
+from gateway.errors import MessageTooLarge, StorageError, UplinkError
+from gateway.loglimit import RateLimitedLog
 from gateway.uplink import envelope
 from gateway.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log, interval_s=60.0)
+
+QUARANTINE_TOO_LARGE = "too_large"
+"""``OutboxLike.quarantine`` reason of a record bigger than any message the broker takes."""
 
 
 ALERT_PRIORITY = 100
@@ -72,6 +87,10 @@ class OutboxLike(Protocol):
 
     def release(self, seqs: Sequence[int]) -> None: ...
 
+    def quarantine(self, seqs: Sequence[int], reason: str) -> None:
+        """Set leased rows aside for good (they can never be delivered): out of the outbox, counted."""
+        ...
+
     def may_have(self, min_priority: int = 0, max_priority: int = MAX_PRIORITY) -> bool:
         """False when no committed, unleased row in the range exists (True may be a false alarm)."""
         ...
@@ -81,6 +100,14 @@ class PublisherLike(Protocol):
     """What the forwarder needs from the connection (``MqttUplink`` fits)."""
 
     async def wait_connected(self, timeout_s: float | None = None) -> bool: ...
+
+    def add_connect_hook(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` on the loop after each (re)connect."""
+        ...
+
+    def max_payload_bytes(self, topic: str, *, content_type: str | None = None, qos: int = 1) -> int:
+        """The largest payload the broker takes on ``topic`` now."""
+        ...
 
     async def publish(
         self,
@@ -145,6 +172,10 @@ class Forwarder:
         self._gateway_id = gateway_id
         self._batch_max = batch_max_records
         self._batch_max_bytes = batch_max_bytes
+        # Bytes of an empty `up` envelope; each record adds its body and a comma.
+        self._envelope_bytes = len(envelope.up_batch(gateway_id, [], iso_utc(0.0)))
+        self._refused_max_bytes: int | None = None  # learned: half of the last batch refused as too large
+        uplink.add_connect_hook(self._broker_connected)
         self._linger_s = batch_linger_ms / 1000.0
         self._slots = asyncio.Semaphore(max_inflight_batches)
         self._alert_slots = asyncio.Semaphore(max_inflight_alerts)
@@ -204,6 +235,16 @@ class Forwarder:
         self._woken.set()
         self.counters["flushes"] += 1
         log.info("flush requested: draining the backlog without the rate limit")
+
+    def _broker_connected(self) -> None:
+        """A (re)connect: the broker may have changed (a failover, a limit raised), so the batch size
+        it refused is learned again rather than kept for good (issue 16, finding 7 review)."""
+        if self._refused_max_bytes is not None:
+            log.info(
+                "broker (re)connected: the batch limit of %d bytes learned from a refusal no longer applies",
+                self._refused_max_bytes,
+            )
+            self._refused_max_bytes = None
 
     @property
     def flushing(self) -> bool:
@@ -329,23 +370,37 @@ class Forwarder:
         if self._flushing and len(batch) < self._batch_max:
             self._flushing = False  # short of a full batch after the linger: the backlog is gone
             log.info("flush done: backlog drained, drain rate limit applies again")
+        budget = self._batch_budget_bytes()
         size = 0
         for index, item in enumerate(batch):
             size += len(item.body_json) + 1
-            if size > self._batch_max_bytes and index > 0:
+            if size > budget and index > 0:
                 self._outbox.release([extra.seq for extra in batch[index:]])
                 return batch[:index]
         return batch
+
+    def _up_topic(self) -> tuple[str, str]:
+        if self._zlib:
+            return self._topics.up_zlib, envelope.CONTENT_TYPE_ZLIB
+        return self._topics.up, envelope.CONTENT_TYPE_JSON
+
+    def _batch_budget_bytes(self) -> int:
+        """Record bytes of one batch: ``batch_max_bytes``, what fits in a message the broker takes
+        (before compression: compressed is smaller but not known before), and what was learned."""
+        topic, content_type = self._up_topic()
+        fits = self._uplink.max_payload_bytes(topic, content_type=content_type) - self._envelope_bytes
+        budget = min(self._batch_max_bytes, fits)
+        if self._refused_max_bytes is not None:
+            budget = min(budget, self._refused_max_bytes)
+        return max(1, budget)
 
     async def _send(self, batch: list[LeasedLike]) -> None:
         payload = envelope.up_batch(
             self._gateway_id, [item.body_json for item in batch], iso_utc(self._wall_clock())
         )
+        topic, content_type = self._up_topic()
         if self._zlib:
-            topic, content_type = self._topics.up_zlib, envelope.CONTENT_TYPE_ZLIB
             payload = envelope.compress(payload)
-        else:
-            topic, content_type = self._topics.up, envelope.CONTENT_TYPE_JSON
         self.counters["batches_sent"] += 1
         if await self._deliver(topic, payload, batch, content_type, "records"):
             self.counters["batches_acked"] += 1
@@ -357,6 +412,9 @@ class Forwarder:
         seqs = [item.seq for item in items]
         try:
             await self._uplink.publish(topic, payload, qos=1, content_type=content_type)
+        except MessageTooLarge as exc:
+            self._too_large(items, len(payload), exc, what)
+            return False
         except UplinkError as exc:
             self.counters["publish_failures"] += 1
             self._outbox.release(seqs)
@@ -376,6 +434,35 @@ class Forwarder:
             return True
         self.counters[f"{what}_acked"] += len(seqs)
         return True
+
+    def _too_large(
+        self, items: Sequence[LeasedLike], payload_bytes: int, exc: MessageTooLarge, what: str
+    ) -> None:
+        """The broker does not take this message: split the batch, or set a lone record aside.
+
+        Sending the same message again never helps (it stalled the whole outbox: issue 16,
+        finding 7), so nothing here waits for a retry.
+        """
+        seqs = [item.seq for item in items]
+        self.counters["too_large"] += 1
+        if len(items) > 1:
+            record_bytes = sum(len(item.body_json) + 1 for item in items)
+            halved = max(1, record_bytes // 2)
+            if self._refused_max_bytes is None or halved < self._refused_max_bytes:
+                self._refused_max_bytes = halved
+                log.warning(
+                    "a batch of %d %s (%d bytes) is too large for the broker (%s); batches of at most "
+                    "%d bytes until the next (re)connect", len(items), what, payload_bytes, exc, halved,
+                )  # fmt: skip
+            self._outbox.release(seqs)
+            return
+        self._outbox.quarantine(seqs, QUARANTINE_TOO_LARGE)
+        self.counters[f"{what}_quarantined"] += 1
+        _refusals.error(
+            "quarantined_too_large",
+            "%s %s of %d bytes can never be sent (%s): quarantined, the others go on",
+            what, items[0].record_id, payload_bytes, exc,
+        )  # fmt: skip
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

@@ -25,6 +25,20 @@ A QoS 1 message that was not acknowledged when the connection dropped fails its
 awaitable and is dropped from paho's resend queue: the caller still holds the
 rows and will publish them again, so letting paho resend too would only double
 the traffic (delivery stays at least once either way).
+
+Message size, outbound: every publish is checked against the broker's limit before it is
+sent (``mqtt.max_message_bytes``, or the Maximum Packet Size of an MQTT 5 CONNACK when
+smaller; the whole PUBLISH packet counts, topic and headers included) and raises
+``MessageTooLarge`` instead of going out; so does a PUBACK refusing it as too large.
+``max_payload_bytes(topic)`` tells a caller how much payload fits.
+
+Message size, inbound: each subscription has its own payload cap, checked in paho's callback
+before anything is copied or handed to the loop; what passes goes through one queue bounded in
+messages and bytes (``INBOUND_QUEUE_MESSAGES``, ``INBOUND_QUEUE_BYTES``). When it is full, the
+network thread waits up to ``INBOUND_FULL_WAIT_S`` for the loop (back-pressure through TCP: the
+broker holds the rest), then drops the message. Refusals are counted in ``counters`` under
+``inbound_refused.<reason>`` and logged once per reason per minute: a flood of large messages
+costs one message's memory at a time, never the loop's.
 """
 
 from __future__ import annotations
@@ -35,9 +49,10 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -46,12 +61,62 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import MqttSection
-from gateway.errors import UplinkError
+from gateway.errors import MessageTooLarge, UplinkError
+from gateway.loglimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log, interval_s=60.0)
 
 WATCHDOG_PERIOD_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
+DEFAULT_MAX_INBOUND_BYTES = 64 * 1024
+"""A subscription's payload cap unless it asks for another: a signed envelope's bound
+(``gateway.fleet.envelope.MAX_ENVELOPE_BYTES``), which the uplink may not import."""
+INBOUND_QUEUE_MESSAGES = 256
+INBOUND_QUEUE_BYTES = 8 * 1024 * 1024
+INBOUND_FULL_WAIT_S = 0.5
+INBOUND_PUMP_BATCH = 64
+"""Inbound messages handled per turn of the loop before other tasks get theirs."""
+PACKET_TOO_LARGE = 0x95
+"""MQTT 5 reason code 0x95, Packet too large (§2.4)."""
+
+
+def _accept_puback_packet_too_large() -> None:
+    """Let paho decode a PUBACK with reason 0x95 instead of dropping the connection.
+
+    mosquitto 2.0 answers a QoS 1 PUBLISH over its ``message_size_limit`` with a PUBACK of
+    reason 0x95 (handle_publish.c), a code MQTT 5 §3.4.2.1 does not list for PUBACK. paho's
+    reason table then refuses the packet, closes the connection as a protocol error, and the
+    same batch went again after every reconnect, for ever (issue 16, finding 7). Adding the
+    code for PUBACK to paho's table makes the refusal reach ``_on_publish`` as what it is.
+    """
+    names = ReasonCode.names
+    entry = names.get(PACKET_TOO_LARGE, {})
+    packets = entry.get("Packet too large")
+    if packets is None or PacketTypes.PUBACK in packets:
+        return
+    patched = {**names, PACKET_TOO_LARGE: {**entry, "Packet too large": [*packets, PacketTypes.PUBACK]}}
+    ReasonCode.names = MappingProxyType(patched)
+
+
+_accept_puback_packet_too_large()
+
+
+def _varint_bytes(n: int) -> int:
+    """Bytes of MQTT's Variable Byte Integer for ``n`` (§1.5.5 in 5.0, §2.2.3 in 3.1.1)."""
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def publish_packet_bytes(
+    topic: str, payload_bytes: int, *, qos: int = 1, v5: bool = False, content_type: str | None = None
+) -> int:
+    """Size of the whole PUBLISH packet (MQTT 3.1.1 §3.3, 5.0 §3.3): fixed header, topic,
+    packet id (QoS > 0), MQTT 5 properties (the Content Type we send) and payload."""
+    props = 3 + len(content_type.encode()) if v5 and content_type else 0
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + payload_bytes
+    if v5:
+        remaining += _varint_bytes(props) + props
+    return 1 + _varint_bytes(remaining) + remaining
 
 
 def backoff_s(attempt: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
@@ -59,6 +124,12 @@ def backoff_s(attempt: int, min_s: float, max_s: float, rand: Callable[[], float
     then "equal jitter" (a uniform draw in [cap/2, cap]) so a fleet does not reconnect in step."""
     cap = min(max_s, min_s * (2.0 ** min(attempt, 30)))
     return cap / 2 + rand() * cap / 2
+
+
+class _Subscription(NamedTuple):
+    handler: Callable[[str, bytes], None]
+    qos: int
+    max_payload_bytes: int
 
 
 class MqttUplink:
@@ -108,10 +179,19 @@ class MqttUplink:
         self._connected = False
         self._connected_event = asyncio.Event()
         self._window = asyncio.Semaphore(settings.max_inflight_messages)
-        self._pending: dict[int, tuple[asyncio.Future[None], float]] = {}
+        # mid -> (awaitable, sent at (monotonic), packet bytes)
+        self._pending: dict[int, tuple[asyncio.Future[None], float, int]] = {}
         self._hooks: list[Callable[[], None]] = []
         # Replaced, never mutated: the network thread reads it in its callbacks without a lock.
-        self._subscriptions: dict[str, tuple[Callable[[str, bytes], None], int]] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
+        # Inbound messages from the network thread to the loop, and refusals not yet counted on
+        # the loop: both under _inbound_lock; _pump_scheduled says a _pump is on its way.
+        self._inbound: deque[tuple[Callable[[str, bytes], None], str, bytes]] = deque()
+        self._inbound_bytes = 0
+        self._inbound_lock = threading.Condition()
+        self._inbound_refused: Counter[str] = Counter()
+        self._pump_scheduled = False
+        self._broker_max_packet_bytes: int | None = None  # the CONNACK's Maximum Packet Size (MQTT 5)
         self._started = False
         self._stopping = False
         self._stop_flag = threading.Event()
@@ -151,6 +231,13 @@ class MqttUplink:
             "connect_failures": self.counters["connect_failures"],
             "watchdog_resets": self.counters["watchdog_stalled"] + self.counters["watchdog_stuck"],
             "inflight": len(self._pending),
+            "max_message_bytes": self.max_message_bytes,
+            "too_large": self.counters["too_large"],
+            "inbound_refused": {
+                key.split(".", 1)[1]: n
+                for key, n in self.counters.items()
+                if key.startswith("inbound_refused.")
+            },
             "last_puback_age_s": None
             if self._last_puback_mono is None
             else round(now - self._last_puback_mono, 3),
@@ -170,15 +257,42 @@ class MqttUplink:
         """Call ``fn()`` on the loop after each (re)connect (e.g. to publish the retained 'online')."""
         self._hooks.append(fn)
 
-    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None], *, qos: int = 1) -> None:
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest PUBLISH packet sent: ``mqtt.max_message_bytes``, or the broker's Maximum
+        Packet Size from the CONNACK of this connection (MQTT 5) when smaller."""
+        configured = self._settings.max_message_bytes
+        broker = self._broker_max_packet_bytes
+        return configured if broker is None else min(configured, broker)
+
+    def max_payload_bytes(self, topic: str, *, content_type: str | None = None, qos: int = 1) -> int:
+        """The largest payload that fits in ``max_message_bytes`` when published on ``topic``."""
+        empty = publish_packet_bytes(topic, 0, qos=qos, v5=self._v5, content_type=content_type)
+        # The remaining length's own size grows with the payload: up to 3 more bytes.
+        return max(0, self.max_message_bytes - empty - 3)
+
+    def subscribe(
+        self,
+        topic_filter: str,
+        handler: Callable[[str, bytes], None],
+        *,
+        qos: int = 1,
+        max_payload_bytes: int = DEFAULT_MAX_INBOUND_BYTES,
+    ) -> None:
         """Subscribe to ``topic_filter`` now (if connected) and again after every reconnect.
 
         The sessions are clean (no broker-side state survives a reconnect), so the
         filter is subscribed in each CONNACK callback, before any message can arrive.
-        ``handler(topic, payload)`` runs on the loop (``call_soon_threadsafe``); it must
-        not block, and an exception from it is logged and counted, never fatal.
+        ``handler(topic, payload)`` runs on the loop; it must not block, and an exception
+        from it is logged and counted, never fatal. A message with a payload over
+        ``max_payload_bytes`` is refused in the network thread and never reaches it.
         """
-        self._subscriptions = {**self._subscriptions, topic_filter: (handler, qos)}
+        if not 0 < max_payload_bytes <= INBOUND_QUEUE_BYTES:
+            raise ValueError(f"max_payload_bytes must be in 1..{INBOUND_QUEUE_BYTES}")
+        self._subscriptions = {
+            **self._subscriptions,
+            topic_filter: _Subscription(handler, qos, max_payload_bytes),
+        }
         if self._connected:
             self._client.subscribe(topic_filter, qos)
 
@@ -195,8 +309,10 @@ class MqttUplink:
 
         At most ``mqtt.max_inflight_messages`` wait for their PUBACK; more callers wait
         here for a slot. ``content_type`` is sent as the MQTT 5 Content Type property
-        (ignored with 3.1.1). Raises ``UplinkError`` when not connected, when paho
-        refuses the message, or when the connection drops before the acknowledgement.
+        (ignored with 3.1.1). Raises ``MessageTooLarge`` when the packet exceeds
+        ``max_message_bytes`` (nothing is sent) or the broker refused it as too large, and
+        ``UplinkError`` when not connected, when paho refuses the message, when the broker's
+        PUBACK carries another failure reason, or when the connection drops before it.
         """
         async with self._window:
             await self._publish(topic, payload, qos, retain, content_type)
@@ -206,6 +322,17 @@ class MqttUplink:
     ) -> None:
         if not self._connected or self._loop is None:
             raise UplinkError("not connected to the MQTT broker")
+        size = publish_packet_bytes(
+            topic, len(payload), qos=qos, v5=self._v5, content_type=content_type if self._v5 else None
+        )
+        limit = self.max_message_bytes
+        if size > limit:
+            self.counters["too_large"] += 1
+            raise MessageTooLarge(
+                f"a message of {size} bytes to {topic} exceeds the broker's limit of {limit} bytes",
+                size_bytes=size,
+                limit_bytes=limit,
+            )
         properties = None
         if self._v5 and content_type:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -225,7 +352,7 @@ class MqttUplink:
         # only schedules _handle_puback on this loop, which cannot run before this
         # coroutine registers the future and yields at the await below.
         future: asyncio.Future[None] = self._loop.create_future()
-        self._pending[info.mid] = (future, time.monotonic())
+        self._pending[info.mid] = (future, time.monotonic(), size)
         try:
             await future
         finally:
@@ -300,7 +427,7 @@ class MqttUplink:
                 log.error("MQTT network thread died; starting it again")
                 self._start_thread()
                 continue
-            oldest = min((t for _f, t in self._pending.values()), default=None)
+            oldest = min((t for _f, t, _n in self._pending.values()), default=None)
             if self._connected and oldest is not None and now - oldest > settings.publish_timeout_s > 0:
                 self.counters["watchdog_stalled"] += 1
                 log.warning("MQTT: no PUBACK for %.0f s; closing the connection to start again", now - oldest)
@@ -341,9 +468,11 @@ class MqttUplink:
             self._to_loop(self._handle_connect_failed, str(reason))
             return
         self._session_ok = True
-        for topic_filter, (_handler, qos) in self._subscriptions.items():
-            client.subscribe(topic_filter, qos)
-        self._to_loop(self._handle_connected)
+        for topic_filter, sub in self._subscriptions.items():
+            client.subscribe(topic_filter, sub.qos)
+        # MQTT 5 §3.2.2.3.6: the broker states the largest packet it accepts; absent, no limit.
+        broker_max = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+        self._to_loop(self._handle_connected, broker_max if isinstance(broker_max, int) else None)
 
     def _on_disconnect(
         self,
@@ -361,14 +490,76 @@ class MqttUplink:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
     ) -> None:
-        self._to_loop(self._handle_puback, mid, reason.is_failure, str(reason))
+        self._to_loop(self._handle_puback, mid, reason.is_failure, str(reason), reason.value)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        for topic_filter, (handler, _qos) in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, msg.topic):
-                self._to_loop(self._handle_message, handler, msg.topic, bytes(msg.payload))
+        # Runs for every message: only lengths are looked at before the cap is checked, and
+        # nothing crosses to the loop unless it passed (paho already holds this one message).
+        size = len(msg.payload)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self._refuse("bad_topic", "MQTT message with a topic that is not UTF-8 refused")
+            return
+        for topic_filter, sub in self._subscriptions.items():
+            if not mqtt.topic_matches_sub(topic_filter, topic):
+                continue
+            if size > sub.max_payload_bytes:
+                self._refuse(
+                    "too_large", "MQTT message of %d bytes on %s refused (at most %d bytes on %s)",
+                    size, topic, sub.max_payload_bytes, topic_filter,
+                )  # fmt: skip
+            elif not self._enqueue(sub.handler, topic, msg.payload):
+                self._refuse("queue_full", "MQTT message on %s dropped: the inbound queue is full", topic)
+
+    def _enqueue(self, handler: Callable[[str, bytes], None], topic: str, payload: bytes | bytearray) -> bool:
+        """Queue one message for the loop, waiting a little for room (network thread)."""
+        deadline = time.monotonic() + INBOUND_FULL_WAIT_S
+        with self._inbound_lock:
+            while (
+                len(self._inbound) >= INBOUND_QUEUE_MESSAGES
+                or self._inbound_bytes + len(payload) > INBOUND_QUEUE_BYTES
+            ):
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0 or self._stop_flag.is_set():
+                    return False
+                self._inbound_lock.wait(remaining_s)
+            self._inbound.append((handler, topic, bytes(payload)))
+            self._inbound_bytes += len(payload)
+            self._schedule_pump()
+        return True
+
+    def _refuse(self, reason: str, msg: str, *args: object) -> None:
+        """Count a refused inbound message (the loop adds it to ``counters``) and log it, rate-limited."""
+        with self._inbound_lock:
+            self._inbound_refused[reason] += 1
+            self._schedule_pump()
+        _refusals.warn(f"mqtt_inbound_{reason}", msg, *args)
+
+    def _schedule_pump(self) -> None:
+        """Under ``_inbound_lock``: one ``_pump`` on its way to the loop at a time, whatever the rate."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._to_loop(self._pump)
 
     # --- back on the loop -------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Hand queued messages to their handlers, ``INBOUND_PUMP_BATCH`` per turn of the loop."""
+        for _ in range(INBOUND_PUMP_BATCH):
+            with self._inbound_lock:
+                # Counted under the same lock that clears _pump_scheduled: none is left behind.
+                for reason, n in self._inbound_refused.items():
+                    self.counters[f"inbound_refused.{reason}"] += n
+                self._inbound_refused.clear()
+                if not self._inbound:
+                    self._pump_scheduled = False
+                    return
+                handler, topic, payload = self._inbound.popleft()
+                self._inbound_bytes -= len(payload)
+                self._inbound_lock.notify()
+            self._handle_message(handler, topic, payload)
+        asyncio.get_running_loop().call_soon(self._pump)  # more waiting: let other tasks run first
 
     def _handle_message(self, handler: Callable[[str, bytes], None], topic: str, payload: bytes) -> None:
         self.counters["received"] += 1
@@ -379,9 +570,12 @@ class MqttUplink:
             self.counters["handler_errors"] += 1
             log.exception("MQTT message handler for %s failed", topic)
 
-    def _handle_connected(self) -> None:
+    def _handle_connected(self, broker_max_packet_bytes: int | None = None) -> None:
         if self._stopping:
             return
+        self._broker_max_packet_bytes = broker_max_packet_bytes
+        if broker_max_packet_bytes is not None and broker_max_packet_bytes < self._settings.max_message_bytes:
+            log.info("MQTT broker takes packets of %d bytes at most", broker_max_packet_bytes)
         self._connected = True
         self._connected_event.set()
         self.counters["connects"] += 1
@@ -414,17 +608,28 @@ class MqttUplink:
         self._connected = False
         self._connected_event.clear()
         pending, self._pending = self._pending, {}
-        for future, _sent in pending.values():
+        for future, _sent, _size in pending.values():
             if not future.done():
                 future.set_exception(UplinkError(why))
 
-    def _handle_puback(self, mid: int, failed: bool, reason: str) -> None:
+    def _handle_puback(self, mid: int, failed: bool, reason: str, code: int = 0) -> None:
         entry = self._pending.pop(mid, None)
         if entry is None or entry[0].done():
             return  # acknowledged after its publish was failed (disconnect) or cancelled
-        future = entry[0]
+        future, _sent, size = entry
         if failed:
-            future.set_exception(UplinkError(f"broker rejected the publish: {reason}"))
+            # MQTT 5 §3.4.2.1: the broker did not take it; the caller keeps the rows (no ack).
+            self.counters[f"puback_refused.{code:#04x}"] += 1
+            if code == PACKET_TOO_LARGE:
+                future.set_exception(
+                    MessageTooLarge(
+                        f"the broker refused a message of {size} bytes as too large",
+                        size_bytes=size,
+                        limit_bytes=None,
+                    )
+                )
+            else:
+                future.set_exception(UplinkError(f"broker rejected the publish: {reason}"))
             return
         self.counters["puback"] += 1
         self._last_puback_mono = time.monotonic()

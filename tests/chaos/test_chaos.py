@@ -4,8 +4,11 @@ the simulator's ground truth (issue 12). The CI runs a bounded schedule; the soa
     CHAOS_EVENTS=200 CHAOS_SEED=$RANDOM .venv/bin/pytest tests/chaos -q --timeout 0
 
 Faults: kill -9 of the agent (then started again), a broker restart, garbage datagrams, frames with
-a broken MIC, replayed frames, a clean restart. Every part is real: the agent process, mosquitto
-with persistence, UDP, SQLite. Asserted at the end:
+a broken MIC, replayed frames, a clean restart, a full disk (the data directory lives on a 64 MiB
+tmpfs that an outside file fills for 1-3 s, then frees), a damaged database page (kill -9, one
+outbox page overwritten with random bytes, start again: the agent salvages the file; the rows of
+that page are the only ones it may lose, and they are excluded from "committed"). Every part is
+real: the agent process, mosquitto with persistence, UDP, SQLite, the filesystem. Asserted at the end:
 * every record the outbox committed reached the broker (ids logged by an SQLite trigger in the
   inserting transaction), and nothing the outbox never committed did;
 * a duplicate is the same record again (same id, same body): the platform can drop it;
@@ -20,9 +23,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
+import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,8 @@ from gateway import db
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
 from tests.e2e.harness import GATEWAY_EUI, AgentProcess, em310, make_device, register_abp, wait_ready
+from tests.faults.conftest import SmallDisk, rss_mib
+from tests.faults.test_salvage import damage_outbox_page
 from tests.reliability.conftest import (
     DurableSubscriber,
     PersistentBroker,
@@ -44,7 +52,7 @@ from tests.reliability.conftest import (
 EVENTS = int(os.environ.get("CHAOS_EVENTS", "8"))
 SEED = int(os.environ.get("CHAOS_SEED", "20261125"))
 GATEWAY_ID = "gw-chaos"
-FAULTS = ("kill9", "broker_restart", "garbage", "bad_mic", "replay", "restart")
+FAULTS = ("kill9", "broker_restart", "garbage", "bad_mic", "replay", "restart", "disk_full", "corrupt")
 
 pytestmark = pytest.mark.timeout(max(90, 12 * EVENTS))
 
@@ -58,6 +66,8 @@ class Fleet:
         self.sent_frames: list[bytes] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -65,6 +75,7 @@ class Fleet:
         for _ in range(200_000):  # bounded: ~30 minutes at this pace
             if self._stop.is_set():
                 return
+            self.running.wait(10)
             frames = []
             with self._lock:
                 for d in self._devices:
@@ -88,11 +99,22 @@ class Fleet:
         self._thread.join(5)
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def all_committed(db_file: Path) -> list[str]:
+    """The commit log of the file and of every damaged copy a salvage moved aside."""
+    ids = committed_ids(db_file)
+    for moved in sorted(db_file.parent.glob(f"{db_file.name}.corrupt-*")):
+        if not moved.name.endswith(("-wal", "-shm")):
+            ids += [i for i in committed_ids(moved) if i not in set(ids)]
+    return ids
+
+
+def damage_a_page(db_file: Path) -> set[str]:
+    """One outbox page of the (checkpointed) file overwritten with random bytes; the ids it held."""
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        by_seq = dict(conn.execute("SELECT seq, record_id FROM outbox"))
+    conn.close()
+    return {by_seq[seq] for seq in damage_outbox_page(db_file) if seq in by_seq}
 
 
 def garbage(udp_port: int, rng: random.Random, n: int = 50) -> None:
@@ -117,11 +139,27 @@ def garbage(udp_port: int, rng: random.Random, n: int = 50) -> None:
             sock.sendto(data, ("127.0.0.1", udp_port))
 
 
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """The data directory's filesystem: a 64 MiB tmpfs (room for a soak's records), filled on demand."""
+    if os.geteuid() != 0:
+        pytest.fail("the chaos test mounts a tmpfs for its disk-full fault: run it as root (CI does)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        yield SmallDisk(mount, 64)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def test_random_faults_lose_no_committed_record_and_forge_none(
-    tmp_path: Path, persistent_broker: PersistentBroker
+    tmp_path: Path, persistent_broker: PersistentBroker, disk: SmallDisk
 ) -> None:
     rng = random.Random(SEED)
-    config_file, udp_port, data_dir = restartable_agent_config(tmp_path, GATEWAY_ID, persistent_broker.port)
+    config_file, udp_port, data_dir = restartable_agent_config(
+        tmp_path, GATEWAY_ID, persistent_broker.port, data_dir=disk.path / "data"
+    )
     devices = [make_device(n) for n in range(1, 6)]
     for d in devices:
         register_abp(config_file, d)
@@ -131,6 +169,7 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
     schedule = [rng.choice(FAULTS) for _ in range(EVENTS)]
     memory: list[float] = []
     forged: list[bytes] = []
+    lost: set[str] = set()  # the record ids on a damaged page: unreadable, so not owed
     try:
         with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
             agent = AgentProcess(config_file)
@@ -151,6 +190,20 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
                         wait_ready(fwd)
                     elif fault == "broker_restart":
                         persistent_broker.restart()
+                    elif fault == "corrupt":
+                        fleet.running.clear()  # no commit between the salvage and the new commit log
+                        time.sleep(0.2)
+                        agent.proc.kill()
+                        agent.proc.wait(10)
+                        lost |= damage_a_page(db_file)
+                        agent = AgentProcess(config_file)
+                        wait_ready(fwd)  # the salvage runs before the radio starts
+                        install_commit_log(db_file)  # the fresh file has the log's table, not its trigger
+                        fleet.running.set()
+                    elif fault == "disk_full":
+                        disk.fill()
+                        time.sleep(rng.uniform(1.0, 3.0))
+                        disk.free()
                     elif fault == "garbage":
                         garbage(udp_port, rng)
                     elif fault == "bad_mic":
@@ -163,7 +216,7 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
                     memory.append(rss_mib(agent.proc.pid))
                 # Broker up, traffic stopped: everything committed drains; a clean stop ends the run.
                 fleet.stop()
-                sub.wait_ids(set(committed_ids(db_file)), timeout_s=30.0)
+                sub.wait_ids(set(all_committed(db_file)) - lost, timeout_s=30.0)
                 assert agent.stop() == 0, "\n".join(agent.lines[-20:])
             finally:
                 fleet.stop()
@@ -174,7 +227,7 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
     finally:
         sub.close()
 
-    committed = committed_ids(db_file)
+    committed = all_committed(db_file)
     assert len(committed) > 100, f"too little traffic to mean anything ({schedule})"
     assert len(set(committed)) == len(committed), "an id was committed twice"
     received = sub.snapshot()
@@ -197,3 +250,6 @@ def test_random_faults_lose_no_committed_record_and_forge_none(
     # Bounded memory: after the first fault, the agent's size does not keep growing with faults.
     assert max(memory) < memory[0] + 30, f"resident MiB after each fault: {memory}"
     assert integrity(db_file) == "ok"
+    assert len(lost) < 100, f"a damaged page lost {len(lost)} records: more than one page holds"
+    if "corrupt" in schedule:
+        assert list(db_file.parent.glob(f"{db_file.name}.corrupt-*")), "a damaged page went unnoticed"

@@ -369,7 +369,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         ProfileStore.load_dir(tmp_path)
     assert info.value.file == str(path)
-    assert "YAML syntax error at line" in info.value.reason
+    assert "not valid YAML: line 4, column 1" in info.value.reason
     assert str(path) in str(info.value)
 
 

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import config
 from gateway.cli.main import main
-from gateway.errors import CommandRejected, ConfigError
+from gateway.errors import CommandRejected
 from gateway.fleet import desired, sign
 from gateway.fleet.config_store import FAILED_FILE, FLEET_DIR, GOOD_FILE, TRIAL_FILE, ConfigStore
 from gateway.fleet.remote_config import EXIT_RESTART, startup_config
@@ -51,7 +51,8 @@ def config_file(tmp_path: Path, data_dir: Path, mosquitto: Broker, free_udp_port
         f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false, reconnect_min_s: 0.2,"
         " reconnect_max_s: 0.5}\n"
         "log: {stats_interval_s: 0}\n"
-        f"fleet: {{revert_after_s: {REVERT_AFTER_S}}}\n"
+        # mqtt.port is local-only unless listed (docs/fleet.md): the revert test pushes a dead port.
+        f'fleet: {{revert_after_s: {REVERT_AFTER_S}, remote_settable: "mqtt.port"}}\n'
         f"data_dir: {data_dir}\n"
     )
     return path
@@ -215,7 +216,7 @@ def test_refused_configs_change_nothing(
          "bad_signature", "signature"),
         ("zero-batch", {"outbox": {"batch_max_records": 0}}, None, None, "invalid",
          "outbox.batch_max_records: must be at least 1"),
-        ("other-id", {"gateway": {"id": "gw-someone-else"}}, None, None, "invalid", "gateway.id"),
+        ("other-id", {"gateway": {"id": "gw-someone-else"}}, None, None, "local_only", "gateway.id"),
         ("typo", {"mqtt": {"prot": 1884}}, None, None, "invalid", "mqtt.prot: unknown key"),
         ("bad-rules", {}, "rules: [unclosed", None, "invalid", "config.rules: not valid YAML"),
     ]  # fmt: skip
@@ -231,7 +232,8 @@ def test_refused_configs_change_nothing(
         not (data_dir / FLEET_DIR / GOOD_FILE).exists() and not (data_dir / FLEET_DIR / TRIAL_FILE).exists()
     )
     counters = supervisor.stop()
-    assert counters["fleet"]["config"]["rejected_invalid"] == 4
+    assert counters["fleet"]["config"]["rejected_invalid"] == 3
+    assert counters["fleet"]["config"]["rejected_local_only"] == 1
     assert counters["fleet"]["config"]["rejected_bad_signature"] == 1
 
 
@@ -297,9 +299,9 @@ def test_overlay_may_not_move_the_data_dir(tmp_path: Path) -> None:
     local = config.loads(f"gateway: {{id: gw-1}}\ndata_dir: {tmp_path}\n", environ={})
     raw = desired.local_raw(local)
     wanted = desired.DesiredConfig("v", {"data_dir": "/elsewhere"}, None)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(CommandRejected) as info:
         desired.effective(raw, wanted, rules_path=tmp_path / "r.yaml", file="pushed", local=local, environ={})
-    assert info.value.key_path == "data_dir"
+    assert info.value.reason == "local_only" and "data_dir" in str(info.value)
     same = desired.DesiredConfig("v", {"data_dir": str(tmp_path), "gateway": {"name": "north"}}, "x: 1")
     cfg = desired.effective(raw, same, rules_path=tmp_path / "r.yaml", file="pushed", local=local, environ={})
     assert (cfg.gateway.name, cfg.rules.path, cfg.source) == ("north", str(tmp_path / "r.yaml"), local.source)
@@ -307,7 +309,10 @@ def test_overlay_may_not_move_the_data_dir(tmp_path: Path) -> None:
 
 def test_startup_gives_a_trial_up_after_three_starts(tmp_path: Path) -> None:
     local_file = tmp_path / "edgegw.yaml"
-    local_file.write_text(f"gateway: {{id: gw-1}}\ndata_dir: {tmp_path}\nmqtt: {{port: 1883}}\n")
+    local_file.write_text(
+        f"gateway: {{id: gw-1}}\ndata_dir: {tmp_path}\nmqtt: {{port: 1883}}\n"
+        'fleet: {remote_settable: "mqtt.port"}\n'
+    )
     store = ConfigStore(tmp_path)
     good = desired.DesiredConfig("good", {"mqtt": {"port": 1884}}, None)
     trial = desired.DesiredConfig("trial", {"mqtt": {"port": 1885}}, None)

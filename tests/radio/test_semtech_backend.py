@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.messages import RadioFrame
+from gateway.messages import RadioFrame, TxRequest, TxStatus
 from gateway.radio import open_backend
-from gateway.radio.semtech_udp.backend import SemtechUdpBackend
+from gateway.radio.semtech_udp.backend import MAX_FORWARDERS, SemtechUdpBackend
 from gateway.radio.semtech_udp.packets import (
     PullAck,
+    PullData,
     PullResp,
     PushAck,
     PushData,
@@ -64,9 +65,10 @@ async def receive(backend: SemtechUdpBackend) -> RadioFrame:
 class RawPeer:
     """A bare UDP socket, to see the exact bytes the backend sends back."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        self.sock.bind((host, 0))  # another host on the loopback network: 127.0.0.2, ...
         self.sock.connect(("127.0.0.1", port))
 
     async def exchange(self, datagram: bytes) -> bytes:
@@ -350,6 +352,154 @@ async def test_no_ack_when_nobody_listens(free_udp_port: int) -> None:
     async with AsyncPacketForwarder(EUI_A, ("127.0.0.1", free_udp_port)) as fwd:
         assert not await fwd.wait_ack(fwd.send_frames([(b"\x40", {})]), 0.2)
         assert not await fwd.pull(0.2)
+
+
+# ------------------------------------------------------------------- bounds and downlink address pinning
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+@pytest.fixture
+async def pinned() -> AsyncIterator[tuple[SemtechUdpBackend, FakeClock]]:
+    clock = FakeClock()
+    radio = SemtechUdpBackend("127.0.0.1", 0, pull_pin_s=30.0, clock=clock)
+    await radio.start()
+    try:
+        yield radio, clock
+    finally:
+        await radio.stop()
+
+
+async def _no_reply(peer: RawPeer, datagram: bytes) -> bool:
+    peer.sock.send(datagram)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_recv(peer.sock, 65535), 0.2)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_pull_data_from_another_host_does_not_take_the_downlink_route(
+    pinned: tuple[SemtechUdpBackend, FakeClock],
+) -> None:
+    backend, clock = pinned
+    real, intruder = RawPeer(backend.bound_port), RawPeer(backend.bound_port, host="127.0.0.2")
+    try:
+        assert await real.exchange(PullData(1, EUI_A).to_bytes()) == PullAck(1).to_bytes()
+        clock.now_s += 29.0
+        # The intruder gets no PULL_ACK and the route stays with the real forwarder.
+        assert await _no_reply(intruder, PullData(2, EUI_A).to_bytes())
+        assert backend.downlink_addresses == {EUI_A.hex(): real.sock.getsockname()}
+        assert backend.counters["pull_data_moved"] == 1
+        # Its keepalives keep the pin; the intruder stays refused.
+        assert await real.exchange(PullData(3, EUI_A).to_bytes()) == PullAck(3).to_bytes()
+        clock.now_s += 29.0
+        assert await _no_reply(intruder, PullData(4, EUI_A).to_bytes())
+        assert backend.downlink_addresses == {EUI_A.hex(): real.sock.getsockname()}
+        assert backend.counters["pull_data_moved"] == 2
+    finally:
+        real.close()
+        intruder.close()
+
+
+async def test_a_restarted_forwarder_on_the_same_host_gets_its_route_at_once(
+    pinned: tuple[SemtechUdpBackend, FakeClock],
+) -> None:
+    backend, _clock = pinned
+    old, new = RawPeer(backend.bound_port), RawPeer(backend.bound_port)
+    try:
+        assert await old.exchange(PullData(1, EUI_A).to_bytes()) == PullAck(1).to_bytes()
+        assert await new.exchange(PullData(2, EUI_A).to_bytes()) == PullAck(2).to_bytes()  # new port
+        assert backend.downlink_addresses == {EUI_A.hex(): new.sock.getsockname()}
+        assert backend.counters["pull_data_moved"] == 0
+    finally:
+        old.close()
+        new.close()
+
+
+async def test_a_forwarder_that_moved_host_gets_its_route_back_after_the_pin_delay(
+    pinned: tuple[SemtechUdpBackend, FakeClock],
+) -> None:
+    backend, clock = pinned
+    old, new = RawPeer(backend.bound_port), RawPeer(backend.bound_port, host="127.0.0.2")
+    try:
+        assert await old.exchange(PullData(1, EUI_A).to_bytes()) == PullAck(1).to_bytes()
+        clock.now_s += 10.0
+        assert await _no_reply(new, PullData(2, EUI_A).to_bytes())  # new DHCP lease
+        clock.now_s += 20.0  # the old host has been silent for pull_pin_s
+        assert await new.exchange(PullData(3, EUI_A).to_bytes()) == PullAck(3).to_bytes()
+        assert backend.downlink_addresses == {EUI_A.hex(): new.sock.getsockname()}
+    finally:
+        old.close()
+        new.close()
+
+
+async def test_tx_ack_from_another_address_does_not_complete_a_downlink(backend: SemtechUdpBackend) -> None:
+    real, intruder = RawPeer(backend.bound_port), RawPeer(backend.bound_port)
+    try:
+        assert await real.exchange(PullData(1, EUI_A).to_bytes()) == PullAck(1).to_bytes()
+        request = TxRequest(b"\x60" + bytes(11), freq_hz=869_525_000, sf=9, gateway_eui=EUI_A.hex())
+        send = asyncio.ensure_future(backend.transmit(request))
+        reply = asyncio.get_running_loop().sock_recv(real.sock, 65535)
+        resp = parse(await asyncio.wait_for(reply, TIMEOUT_S))
+        assert isinstance(resp, PullResp)
+        intruder.sock.send(TxAck(resp.token, EUI_A, "TOO_LATE").to_bytes())  # forged
+        await asyncio.sleep(0.1)
+        assert not send.done()
+        assert backend.counters["tx_ack_foreign"] == 1
+        real.sock.send(TxAck(resp.token, EUI_A, "NONE").to_bytes())
+        assert (await asyncio.wait_for(send, TIMEOUT_S)).status is TxStatus.SENT
+    finally:
+        real.close()
+        intruder.close()
+
+
+async def test_forwarders_remembered_are_bounded_and_live_ones_are_never_evicted(
+    pinned: tuple[SemtechUdpBackend, FakeClock],
+) -> None:
+    backend, clock = pinned
+    peer = RawPeer(backend.bound_port)
+    try:
+        euis = [i.to_bytes(8, "big") for i in range(1, MAX_FORWARDERS + 11)]
+        for i, eui in enumerate(euis[:MAX_FORWARDERS]):
+            assert await peer.exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
+        # All 64 are live: a 65th EUI is refused rather than unpinning one of them.
+        assert await _no_reply(peer, PullData(999, euis[MAX_FORWARDERS]).to_bytes())
+        assert backend.counters["too_many_forwarders"] == 1
+        assert len(backend.downlink_addresses) == MAX_FORWARDERS
+        # Once they fall silent, new EUIs replace the oldest.
+        clock.now_s += 31.0
+        for i, eui in enumerate(euis[MAX_FORWARDERS:]):
+            assert await peer.exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
+        assert len(backend.downlink_addresses) == MAX_FORWARDERS
+        assert euis[0].hex() not in backend.downlink_addresses
+        assert euis[-1].hex() in backend.downlink_addresses
+    finally:
+        peer.close()
+
+
+async def test_stats_are_trimmed_and_bounded(backend: SemtechUdpBackend, raw: RawPeer) -> None:
+    stat: Any = {"rxnb": 1, "desc": "x" * 2000, "mail": "y" * 2000}
+    for i in range(MAX_FORWARDERS * 2):
+        datagram = PushData(i, i.to_bytes(8, "big"), [], stat).to_bytes()
+        assert await raw.exchange(datagram) == PushAck(i).to_bytes()
+    assert len(backend.last_stat) == MAX_FORWARDERS
+    assert all(kept == {"rxnb": 1} for kept in backend.last_stat.values())
+
+
+async def test_an_oversized_datagram_is_refused_before_parsing(
+    backend: SemtechUdpBackend, raw: RawPeer
+) -> None:
+    big = PushData(1, EUI_A, [], {"desc": "x" * 60_000}).to_bytes()  # type: ignore[typeddict-unknown-key]
+    assert await _no_reply(raw, big)
+    assert backend.counters["bad_datagram.datagram_too_large"] == 1
+    assert backend.last_stat == {}
 
 
 # ------------------------------------------------------------------- the fake forwarder's downlink side

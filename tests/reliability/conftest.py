@@ -102,11 +102,14 @@ class DurableSubscriber:
         self.client.loop_stop()
 
 
-def restartable_agent_config(tmp_path: Path, gateway_id: str, broker_port: int) -> tuple[Path, int, Path]:
+def restartable_agent_config(
+    tmp_path: Path, gateway_id: str, broker_port: int, *, data_dir: Path | None = None
+) -> tuple[Path, int, Path]:
     """(config file, UDP port, data dir) of an agent that reconnects within 0.5 s and commits and
-    forwards in small, quick groups: what the kill -9 and chaos tests restart again and again."""
+    forwards in small, quick groups: what the kill -9 and chaos tests restart again and again.
+    ``data_dir`` defaults to ``tmp_path / "data"`` (the chaos test puts it on a small tmpfs)."""
     udp_port = free_port(2)  # SOCK_DGRAM
-    config_file, data_dir = tmp_path / "edgegw.yaml", tmp_path / "data"
+    config_file, data_dir = tmp_path / "edgegw.yaml", data_dir or tmp_path / "data"
     config_file.write_text(
         f"gateway: {{id: {gateway_id}}}\n"
         f'radio: {{url: "semtech-udp://127.0.0.1:{udp_port}"}}\n'

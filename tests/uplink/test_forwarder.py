@@ -131,6 +131,9 @@ class GatedOutbox:
     def release(self, seqs: Sequence[int]) -> None:
         self.inner.release(seqs)
 
+    def quarantine(self, seqs: Sequence[int], reason: str) -> None:
+        self.inner.quarantine(seqs, reason)
+
     def may_have(self, min_priority: int = 0, max_priority: int = 1 << 30) -> bool:
         return self.inner.may_have(min_priority, max_priority)
 

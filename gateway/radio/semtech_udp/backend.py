@@ -12,7 +12,12 @@ sent to the address the chosen forwarder pulls from, and the outcome is its TX_A
 format (``packets.py``, pure). One asyncio loop, no threads.
 
 PROTOCOL.TXT has no authentication (§1): anyone who can reach the port can push
-frames. Bind to the address the forwarder uses (often 127.0.0.1 on the same Pi).
+frames. Bind to the address the forwarder uses (127.0.0.1 on the same Pi). What this
+backend does about it (docs/radio.md, "Bounds" and "Downlink address pinning"):
+every datagram is bounded before it is parsed (``packets.MAX_DATAGRAM_BYTES``, rxpk
+count, stat keys), a stat keeps only the §4 fields, at most ``MAX_FORWARDERS`` gateway
+EUIs are remembered, and a gateway's downlink route is pinned to the first host (IP
+address) that pulled for it until that host has been silent for ``pull_pin_s``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import logging
 import random
 import socket
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import SplitResult
 
@@ -46,8 +53,15 @@ from gateway.radio.semtech_udp.packets import (
 _log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 1700  # serv_port_up/serv_port_down in the reference forwarder's global_conf.json
-# Per-gateway maps are keyed by an EUI taken from untrusted datagrams: bound them.
-MAX_GATEWAYS: Final = 1024
+# Per-gateway maps are keyed by an EUI taken from untrusted datagrams: bound them. A Pi
+# serves one forwarder (its own concentrator), a site a handful.
+MAX_FORWARDERS: Final = 64
+# A gateway's downlink route is pinned to the host that first sent PULL_DATA for it,
+# until that host has been silent this long: 3 x the keepalive_interval (10 s) of the
+# reference forwarder's global_conf.json, so a forwarder that moved to another address
+# (DHCP) gets its downlinks back within this delay. A new port on the same host (the
+# forwarder restarted) is taken at once.
+DEFAULT_PULL_PIN_S: Final = 30.0
 # A bigger kernel receive buffer absorbs bursts while the loop is busy elsewhere.
 _RCVBUF_BYTES: Final = 1 << 20
 
@@ -108,11 +122,21 @@ def build_txpk(request: TxRequest) -> dict[str, Any]:
 
 
 def _remember(table: dict[str, _V], key: str, value: _V) -> None:
-    """Insert or refresh ``key`` as the newest entry; evict the oldest beyond MAX_GATEWAYS."""
+    """Insert or refresh ``key`` as the newest entry; evict the oldest beyond MAX_FORWARDERS."""
     table.pop(key, None)
     table[key] = value
-    if len(table) > MAX_GATEWAYS:
+    if len(table) > MAX_FORWARDERS:
         del table[next(iter(table))]
+
+
+@dataclass(slots=True)
+class _Forwarder:
+    """What PULL_DATA taught us about one gateway EUI (§5.1-§5.2)."""
+
+    address: tuple[str, int]
+    """Where its PULL_DATA comes from: where PULL_RESP must go."""
+    version: int
+    last_pull_mono_s: float
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -140,7 +164,11 @@ class SemtechUdpBackend(RadioBackend):
 
     Extra counters: ``datagrams`` (every datagram received), ``push_data``, ``pull_data``,
     ``stat``, ``tx_ack`` and ``tx_ack.<ERROR>``, ``tx_ack_timeout``, ``tx_ack_unmatched``,
-    ``socket_error``.
+    ``socket_error``; refusals: ``bad_datagram.<reason>`` (``datagram_too_large``,
+    ``too_many_rxpk``, ``stat_too_large`` and the malformed ones), ``pull_data_moved``
+    (a PULL_DATA for a pinned gateway EUI from another host), ``too_many_forwarders``
+    (a new EUI while MAX_FORWARDERS are pulling), ``tx_ack_foreign`` (a TX_ACK from
+    another address than the one the PULL_RESP went to).
 
     Transmit goes to ``TxRequest.gateway_eui``'s forwarder; without one (a class C send
     not tied to an uplink) to the forwarder that pulled most recently. NO_ROUTE when that
@@ -155,26 +183,36 @@ class SemtechUdpBackend(RadioBackend):
         queue_size: int = 10000,
         ring_size: int = 64,
         tx_ack_timeout_s: float = DEFAULT_TX_ACK_TIMEOUT_S,
+        pull_pin_s: float = DEFAULT_PULL_PIN_S,
         **options: Any,
     ) -> None:
         super().__init__(BACKEND_NAME, queue_size=queue_size, ring_size=ring_size, **options)
         self.host = host
         self.port = port
         self.tx_ack_timeout_s = tx_ack_timeout_s
-        self._versions: dict[str, int] = {}
-        self._tx_waiters: dict[tuple[str, int], asyncio.Future[TxAck]] = {}
+        self.pull_pin_s = pull_pin_s
+        # Ordered by the last accepted PULL_DATA, oldest first (at most MAX_FORWARDERS).
+        self._forwarders: OrderedDict[str, _Forwarder] = OrderedDict()
+        # (EUI, token) → (address the PULL_RESP went to, the TX_ACK waiter)
+        self._tx_waiters: dict[tuple[str, int], tuple[tuple[str, int], asyncio.Future[TxAck]]] = {}
         self._tx_token = random.getrandbits(16)
-        self.downlink_addresses: dict[str, tuple[str, int]] = {}
-        """Gateway EUI (hex) → address its PULL_DATA came from: where PULL_RESP must go (§5.1)."""
         self.last_stat: dict[str, Stat] = {}
-        """Gateway EUI (hex) → the last ``stat`` object it pushed (§4)."""
+        """Gateway EUI (hex) → the §4 fields of the last ``stat`` it pushed (MAX_FORWARDERS EUIs)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._closed: asyncio.Future[None] | None = None
         self._bound_port: int | None = None
 
+    @property
+    def downlink_addresses(self) -> dict[str, tuple[str, int]]:
+        """Gateway EUI (hex) → address its PULL_DATA came from: where PULL_RESP must go (§5.1).
+
+        A copy, oldest pull first.
+        """
+        return {eui: fwd.address for eui, fwd in self._forwarders.items()}
+
     @classmethod
     def from_url(cls, url: SplitResult) -> SemtechUdpBackend:
-        """``semtech-udp://HOST[:PORT][?tx_ack_timeout_s=1.0&max_defer_s=0]``.
+        """``semtech-udp://HOST[:PORT][?tx_ack_timeout_s=1.0&pull_pin_s=30&max_defer_s=0]``.
 
         The port defaults to 1700 like the reference forwarder.
         """
@@ -184,7 +222,7 @@ class SemtechUdpBackend(RadioBackend):
             raise ConfigError(f"bad port in {url.geturl()!r}: {exc}", key_path="radio.url") from exc
         if not url.hostname:
             raise ConfigError(
-                f"{url.geturl()!r} needs an address to listen on, e.g. semtech-udp://0.0.0.0:1700",
+                f"{url.geturl()!r} needs an address to listen on, e.g. semtech-udp://127.0.0.1:1700",
                 key_path="radio.url",
             )
         if url.path not in ("", "/") or url.fragment or url.username or url.password:
@@ -192,7 +230,10 @@ class SemtechUdpBackend(RadioBackend):
                 f"{url.geturl()!r}: semtech-udp takes HOST:PORT and query parameters only",
                 key_path="radio.url",
             )
-        options = url_options(url, {**COMMON_URL_OPTIONS, "tx_ack_timeout_s": non_negative_float})
+        options = url_options(
+            url,
+            {**COMMON_URL_OPTIONS, "tx_ack_timeout_s": non_negative_float, "pull_pin_s": non_negative_float},
+        )
         return cls(url.hostname, DEFAULT_PORT if port is None else port, **options)
 
     @property
@@ -260,7 +301,7 @@ class SemtechUdpBackend(RadioBackend):
         elif isinstance(packet, PullData):
             self._on_pull_data(packet, addr)
         elif isinstance(packet, TxAck):
-            self._on_tx_ack(packet)
+            self._on_tx_ack(packet, addr)
         else:
             # PUSH_ACK, PULL_ACK, PULL_RESP travel server → gateway; a gateway never sends them.
             what = f"{type(packet).__name__} from {addr[0]}:{addr[1]}"
@@ -295,24 +336,85 @@ class SemtechUdpBackend(RadioBackend):
     def _on_pull_data(self, packet: PullData, addr: Any) -> None:
         # §5.2/§5.3: PULL_ACK opens (and keeps open) the route through the gateway's NAT;
         # the forwarder's downlink socket is not the one it pushes from, so remember it.
-        self._send(PullAck(packet.token, packet.version).to_bytes(), addr)
         self.counters["pull_data"] += 1
         eui = packet.gateway_eui.hex()
         address = (str(addr[0]), int(addr[1]))
-        if self.downlink_addresses.get(eui) != address:
+        now_s = self._clock()
+        known = self._forwarders.get(eui)
+        if known is not None and known.address[0] != address[0]:
+            # PROTOCOL.TXT has no authentication: without this, anyone who can reach the
+            # port takes a gateway's downlinks by sending PULL_DATA with its EUI. The host
+            # is pinned, not the port: a restarted forwarder pulls from a new port at once.
+            silent_s = now_s - known.last_pull_mono_s
+            if silent_s < self.pull_pin_s:
+                self.counters["pull_data_moved"] += 1
+                self._log_once(
+                    "pull_data_moved",
+                    "%s: PULL_DATA for gateway %s from %s:%d refused: it pulls from %s:%d "
+                    "(%.0f s ago; another address is accepted after %.0f s of silence)",
+                    self.name,
+                    eui,
+                    address[0],
+                    address[1],
+                    known.address[0],
+                    known.address[1],
+                    silent_s,
+                    self.pull_pin_s,
+                )
+                return
+            _log.info(
+                "%s: gateway %s moved from %s:%d to %s:%d (silent for %.0f s)",
+                self.name,
+                eui,
+                known.address[0],
+                known.address[1],
+                address[0],
+                address[1],
+                silent_s,
+            )
+        elif known is not None and known.address != address:
+            _log.info(
+                "%s: gateway %s pulls from %s:%d (new port)", self.name, eui, address[0], address[1]
+            )
+        elif known is None:
+            if len(self._forwarders) >= MAX_FORWARDERS:
+                oldest_eui, oldest = next(iter(self._forwarders.items()))
+                if now_s - oldest.last_pull_mono_s < self.pull_pin_s:
+                    # All are pulling: evicting one would unpin a live forwarder.
+                    self.counters["too_many_forwarders"] += 1
+                    self._log_once(
+                        "too_many_forwarders",
+                        "%s: PULL_DATA for gateway %s from %s:%d refused: %d gateways are pulling",
+                        self.name,
+                        eui,
+                        address[0],
+                        address[1],
+                        len(self._forwarders),
+                    )
+                    return
+                del self._forwarders[oldest_eui]
             _log.info("%s: gateway %s pulls from %s:%d", self.name, eui, address[0], address[1])
-        _remember(self.downlink_addresses, eui, address)
-        _remember(self._versions, eui, packet.version)
+        self._send(PullAck(packet.token, packet.version).to_bytes(), addr)
+        self._forwarders.pop(eui, None)
+        self._forwarders[eui] = _Forwarder(address, packet.version, now_s)
 
-    def _on_tx_ack(self, packet: TxAck) -> None:
+    def _on_tx_ack(self, packet: TxAck, addr: Any) -> None:
         self.counters["tx_ack"] += 1
         if not packet.ok:
             error = packet.error if packet.error in TX_ACK_ERRORS else "other"
             self.counters[f"tx_ack.{error}"] += 1
-        waiter = self._tx_waiters.pop((packet.gateway_eui.hex(), packet.token), None)
-        if waiter is None:
+        key = (packet.gateway_eui.hex(), packet.token)
+        entry = self._tx_waiters.get(key)
+        if entry is None:
             self.counters["tx_ack_unmatched"] += 1  # late (after our timeout) or not ours
-        elif not waiter.done():
+            return
+        sent_to, waiter = entry
+        if (str(addr[0]), int(addr[1])) != sent_to:
+            # The reference forwarder answers from the socket it pulls from (thread_down).
+            self.counters["tx_ack_foreign"] += 1
+            return
+        del self._tx_waiters[key]
+        if not waiter.done():
             waiter.set_result(packet)
 
     # ---------------------------------------------------------------- transmit
@@ -320,9 +422,9 @@ class SemtechUdpBackend(RadioBackend):
     def _route(self, request: TxRequest) -> str | None:
         if request.gateway_eui is not None:
             eui = request.gateway_eui.lower()
-            return eui if eui in self.downlink_addresses else None
-        # The newest entry: _remember keeps the table in order of the last PULL_DATA.
-        return next(reversed(self.downlink_addresses), None)
+            return eui if eui in self._forwarders else None
+        # The newest entry: the table is kept in order of the last accepted PULL_DATA.
+        return next(reversed(self._forwarders), None)
 
     async def _transmit(self, request: TxRequest, airtime_s: float) -> TxResult:
         eui = self._route(request)
@@ -333,13 +435,14 @@ class SemtechUdpBackend(RadioBackend):
             return TxResult(TxStatus.FAILED, "the backend is not started")
         self._tx_token = (self._tx_token + 1) & 0xFFFF
         token = self._tx_token
-        version = self._versions.get(eui, 2)
-        self._send(PullResp(token, build_txpk(request), version).to_bytes(), self.downlink_addresses[eui])
+        forwarder = self._forwarders[eui]
+        version = forwarder.version
+        self._send(PullResp(token, build_txpk(request), version).to_bytes(), forwarder.address)
         if version < 2:
             # Protocol v1 has no TX_ACK (§7): handing the packet over is all we can know.
             return TxResult(TxStatus.SENT, f"sent to {eui} (protocol v1: no TX_ACK)")
         waiter: asyncio.Future[TxAck] = asyncio.get_running_loop().create_future()
-        self._tx_waiters[(eui, token)] = waiter
+        self._tx_waiters[(eui, token)] = (forwarder.address, waiter)
         try:
             ack = await asyncio.wait_for(waiter, self.tx_ack_timeout_s)
         except TimeoutError:

@@ -75,6 +75,21 @@ _SF_RANGE: Final = range(5, 13)  # SX1302 demodulates SF5/SF6 too; EU868 LoRaWAN
 _FREQ_MHZ_MAX: Final = 10_000.0
 _MAX_TIME_CHARS: Final = 64
 
+# Input bounds, checked before anything is parsed or kept (docs/radio.md, "Bounds").
+# The largest PUSH_DATA a real concentrator can produce: one fetch of the SX1302 RX
+# buffer (4,096 bytes, libloragw loragw_sx1302_rx.h) holds at most 117 frames of the
+# smallest LoRaWAN PHYPayload (12 bytes + 9 + 14 bytes of buffer metadata); at most
+# 274 bytes of rxpk JSON each (GPS time included) plus the 200-byte stat (STATUS_SIZE
+# in lora_pkt_fwd.c), that is about 32,300 bytes. The SX1301 packet_forwarder sends at
+# most 8 frames (TX_BUFF_SIZE 4,550 bytes). UDP itself allows 65,507.
+MAX_DATAGRAM_BYTES: Final = 32 * 1024
+# lora_pkt_fwd.c (sx1302_hal) NB_PKT_MAX: packets per fetch/send cycle.
+MAX_RXPK_PER_DATAGRAM: Final = 255
+# A stat object is reduced to the fields of PROTOCOL.TXT §4 (STAT_FIELDS); the
+# reference forwarder's stat fits STATUS_SIZE (200 bytes), so more keys than this
+# is not a forwarder talking.
+MAX_STAT_KEYS: Final = 64
+
 
 class RsigEntry(TypedDict, total=False):
     """One antenna's signal report inside ``rxpk.rsig`` (multi-antenna / "jver":2 forwarders).
@@ -121,7 +136,11 @@ class Rxpk(TypedDict, total=False):
 
 
 class Stat(TypedDict, total=False):
-    """Gateway status, the ``stat`` object of PROTOCOL.TXT §4 (forwarders add more keys)."""
+    """Gateway status, the ``stat`` object of PROTOCOL.TXT §4.
+
+    Forwarders add more keys (``temp``, ``desc``, ``mail``...); :func:`parse` keeps
+    only these, with the right types, so a stat never holds what a sender chose to put in.
+    """
 
     time: str
     lati: float
@@ -133,6 +152,21 @@ class Stat(TypedDict, total=False):
     ackr: float
     dwnb: int
     txnb: int
+
+
+STAT_FIELDS: Final[dict[str, str]] = {
+    "time": "text",
+    "lati": "number",
+    "long": "number",
+    "alti": "int",
+    "rxnb": "int",
+    "rxok": "int",
+    "rxfw": "int",
+    "ackr": "number",
+    "dwnb": "int",
+    "txnb": "int",
+}
+"""The ``stat`` keys kept (PROTOCOL.TXT §4) and the JSON type each must have."""
 
 
 def _header(version: int, token: int, identifier: int) -> bytes:
@@ -342,12 +376,39 @@ def _parse_push_data(version: int, token: int, datagram: bytes) -> PushData:
     rxpk = body.get("rxpk", [])
     if not isinstance(rxpk, list):
         _fail(f"'rxpk' must be an array, got {type(rxpk).__name__}", "bad_rxpk")
+    if len(rxpk) > MAX_RXPK_PER_DATAGRAM:
+        _fail(f"{len(rxpk)} rxpk in one PUSH_DATA (at most {MAX_RXPK_PER_DATAGRAM})", "too_many_rxpk")
     for entry in rxpk:
         _rxpk_payload(entry)
     stat = body.get("stat")
     if stat is not None and not isinstance(stat, dict):
         _fail(f"'stat' must be an object, got {type(stat).__name__}", "bad_stat")
-    return PushData(token, datagram[HEADER_SIZE:_EUI_END], rxpk, cast("Stat | None", stat), version)
+    kept = None if stat is None else _stat_fields(stat)
+    return PushData(token, datagram[HEADER_SIZE:_EUI_END], rxpk, kept, version)
+
+
+def _stat_fields(stat: dict[str, Any]) -> Stat:
+    """The §4 fields of a ``stat`` object, each only when it has the right type.
+
+    A new dict: nothing of the sender's object (other keys, long strings, nested
+    values) survives the datagram.
+    """
+    if len(stat) > MAX_STAT_KEYS:
+        _fail(f"'stat' has {len(stat)} keys (at most {MAX_STAT_KEYS})", "stat_too_large")
+    kept: dict[str, Any] = {}
+    for key, kind in STAT_FIELDS.items():
+        value = stat.get(key)
+        if kind == "text":
+            if isinstance(value, str) and len(value) <= _MAX_TIME_CHARS:
+                kept[key] = value
+        elif kind == "int":
+            if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+                kept[key] = value
+        else:
+            number = _as_float(value)
+            if number is not None:
+                kept[key] = value if _is_int(value) else number
+    return cast(Stat, kept)
 
 
 def _expect_length(datagram: bytes, size: int, name: str) -> None:
@@ -409,8 +470,14 @@ _PARSERS: Final[dict[int, Callable[[int, int, bytes], Packet]]] = {
 }
 
 
-def parse(datagram: bytes) -> Packet:
-    """Decode one datagram; raises only :class:`DatagramError` (reason in ``.reason``)."""
+def parse(datagram: bytes, *, max_bytes: int = MAX_DATAGRAM_BYTES) -> Packet:
+    """Decode one datagram; raises only :class:`DatagramError` (reason in ``.reason``).
+
+    A datagram longer than ``max_bytes`` is refused (``datagram_too_large``) before
+    any of it is decoded.
+    """
+    if len(datagram) > max_bytes:
+        _fail(f"datagram of {len(datagram)} bytes is longer than {max_bytes}", "datagram_too_large")
     if len(datagram) < HEADER_SIZE:
         _fail(f"datagram of {len(datagram)} bytes is shorter than the 4-byte header", "truncated")
     version = datagram[0]

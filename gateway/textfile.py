@@ -1,0 +1,118 @@
+"""The text files edgegw is given: how they are read, decoded and parsed as YAML.
+
+Owns the one way the agent and the CLI read a file a person wrote or edited (the config,
+rules, device profiles and their JavaScript codecs, CSV imports, identity files): bytes read
+with a bound, decoded as UTF-8 (a UTF-8 byte-order mark, which Windows editors and spreadsheets
+add, is accepted and dropped), and YAML parsed by one safe loader that refuses a repeated key
+(PyYAML keeps the last one silently: ``port: 1883`` then ``port: 8883`` would hide a mistake).
+
+Every failure is a ``ConfigError`` with a one-line reason that names the file, e.g.::
+
+    /etc/edgegw/rules.yaml: not UTF-8 (byte 0xc9 at line 3, column 12): save the file as UTF-8
+    /etc/edgegw/edgegw.yaml: not valid YAML: line 7, column 3: duplicate key 'port' (first on line 4)
+
+It does not own what a document means: each reader validates its own schema.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import yaml
+
+from gateway.errors import ConfigError, NotUtf8
+
+MAX_TEXT_BYTES: Final = 16 * 1024 * 1024
+"""Larger than any config, rules file, profile or device CSV; a mistaken path (a log, a disk image,
+``/dev/zero``) is refused before it fills the memory of a Pi."""
+
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+def read_bytes(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of ``path``, at most ``max_bytes``; ConfigError naming the file otherwise."""
+    file = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
+    if len(data) > max_bytes:
+        raise ConfigError(f"larger than {max_bytes} bytes: not a text file for edgegw?", file=file)
+    return data
+
+
+def decode(data: bytes, *, file: str) -> str:
+    """``data`` as text: UTF-8, a leading byte-order mark dropped; NotUtf8 naming the first bad byte."""
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    elif data.startswith(_UTF16_BOMS):
+        raise NotUtf8(
+            file, byte=None, line=1, column=1, reason="not UTF-8 but UTF-16: save the file as UTF-8"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        # Everything before the first bad byte decodes, so the column counts characters, as editors do.
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
+        byte = data[exc.start]
+        reason = f"not UTF-8 (byte 0x{byte:02x} at line {line}, column {column}): save the file as UTF-8"
+        raise NotUtf8(file, byte=byte, line=line, column=column, reason=reason) from exc
+
+
+def read_text(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Read and decode a text file (see ``read_bytes`` and ``decode``)."""
+    return decode(read_bytes(path, max_bytes=max_bytes), file=os.fspath(path))
+
+
+def parse_yaml(text: str, *, file: str) -> Any:
+    """Parse YAML with the safe loader that refuses repeated keys; ConfigError with line and column."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no object construction
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"not valid YAML: {where}{problem}", file=file) from exc
+    except yaml.YAMLError as exc:  # e.g. ReaderError: a control character; its text spans lines
+        raise ConfigError(f"not valid YAML: {' '.join(str(exc).split())}", file=file) from exc
+    except ValueError as exc:  # PyYAML builds timestamps with datetime: 2001-02-30 raises ValueError
+        raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
+
+
+def load_yaml(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """Read, decode and parse a YAML file."""
+    return parse_yaml(read_text(path, max_bytes=max_bytes), file=os.fspath(path))
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a repeated mapping key is an error naming the key and both lines."""
+
+
+def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[object, int] = {}
+    for key_node, _value_node in node.value:
+        if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: keys given here override merged ones, by design
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            first = first_line.get(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        line = key_node.start_mark.line + 1
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+            )
+        first_line[key] = line
+    return loader.construct_mapping(node)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
