@@ -115,7 +115,7 @@ def show_status(args: argparse.Namespace) -> int:
         grid.add_row(
             "lost",
             f"{lost} uncommitted records dropped (memory queue full), "
-            f"{disk.get('quarantined', 0)} quarantined (edgegw buffer)",
+            f"{disk.get('quarantined', 0)} quarantined (edgegw buffer quarantine)",
         )
     grid.add_row("clock", clock if clock != "unsynced" else "[yellow]unsynced[/] (no NTP/GPS yet)")
     grid.add_row("devices", f"{doc['devices']['registered']} registered, {doc['devices']['heard']} heard")

@@ -1,6 +1,8 @@
 """Answers of the control socket's queries, from the running agent's stages.
 
-Owns what `edgegw status`, `devices`, `device show` and `diag` show; reads the stages, changes nothing.
+Owns what `edgegw status`, `devices`, `device show` and `diag` show, which only read the stages,
+and the two technician actions the socket carries: `flush` (drain the outbox now) and
+`requeue_quarantined` (put quarantined records back in the outbox).
 """
 
 from __future__ import annotations

@@ -11,14 +11,21 @@ schema and its versions (``gateway.db``).
 Reading past damage. A table is read in key order, ``CHUNK_ROWS`` rows at a time: by rowid, or by
 primary key for a WITHOUT ROWID table. A damaged b-tree page makes every read that touches it fail,
 but a seek past it still works: SQLite finds a key through the interior pages and reads only the
-leaf it lands on. So when a chunk fails, its rows are read one by one up to the damage, and the
-next readable rowid is found by seeks, doubling steps then bisection (at most ~2 x 64 seeks). The
-rowids stepped over are counted as lost: an upper bound, since some may have been deleted before
-the damage. A WITHOUT ROWID table (``rules_state``, text keys) cannot be bisected: it is read
-forwards to the damage, then backwards from its end down to it; the rows between are lost, their
-number unknown (``uncounted_ranges``). Not recovered: the leaves under a damaged interior page
-(a seek cannot reach them), and everything when ``sqlite_master`` itself is unreadable; reading
-raw pages (SQLite's ``.recover``) is not done here.
+leaf it lands on. So when a chunk fails, its rows are read one by one up to the damage, then a
+walk of seeks on the first key column finds the next readable stretch (``_walk``): one key at a
+time at first, then by 1/1,024 of the distance walked, and from where a seek lands, a read
+backwards to where its stretch begins. Damage, a sound leaf, more damage: the walk stops at the
+sound leaf (a search that doubles its step, then bisects, jumped over it). Text and blob keys are
+walked as the numbers their bytes make. A damaged first leaf leaves no key to walk from: the walk
+starts from the last key (or the bottom of the key space) and goes downwards, then the copy goes
+forwards from the first stretch found. The rowids stepped over are counted as lost: an upper
+bound, since some may have been deleted before the damage; a range of other keys counts in
+``uncounted_ranges``. Not recovered: a sound leaf whose keys span less than 1/1,024 of its
+distance from the damage (with evenly spread keys, one past more than ~1,000 damaged leaves);
+the leaves under a damaged interior page (a seek cannot reach them); in a WITHOUT ROWID table, the
+keys its interior pages hold between two damaged leaves, and the text keys of a table whose first
+and last leaves are both damaged (none left to walk from); everything when ``sqlite_master``
+itself is unreadable. Reading raw pages (SQLite's ``.recover``) is not done here.
 
 Crash safety. ``<name>.salvage-pending`` (JSON: the damaged files' names, each with whether it was
 moved yet) is written and fsynced before the damaged file is moved, and removed only after the last
@@ -38,7 +45,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -472,17 +479,10 @@ def _copy_table(src: sqlite3.Connection, conn: sqlite3.Connection, source: str, 
 
 def _forward(src: sqlite3.Connection, table: _Table, p: _Progress) -> tuple[list[tuple[Any, ...]], _Progress]:
     """The next chunk in key order; at damage, the rows before it and a step over it."""
-    keys = ", ".join(table.keys)
-    select = f"SELECT {keys}, {', '.join(table.columns) or 'NULL'} FROM {_quote(table.name)}"
     start = _Bound(_load_key(p.cursor), bool(p.inclusive))
     if table.by_rowid and start.key is not None and not start.inclusive and start.key[0] >= _MAX_ROWID:
         return [], replace(p, phase="done")
-
-    def query(bound: _Bound) -> tuple[str, tuple[Any, ...]]:
-        where, args = _from(table, bound)
-        return f"{select} {_where(where)} ORDER BY {keys} LIMIT ?", args
-
-    rows, damaged = _read_chunk(src, query, start, len(table.keys))
+    rows, damaged = _read_chunk(src, table, start)
     end = _Bound(tuple(rows[-1][: len(table.keys)])) if rows else start
     p = replace(p, cursor=_dump_key(end.key), inclusive=int(end.inclusive), rescued=p.rescued + len(rows))
     if not damaged:
@@ -490,35 +490,57 @@ def _forward(src: sqlite3.Connection, table: _Table, p: _Progress) -> tuple[list
     return rows, _step_over(src, table, p, end)
 
 
-def _read_chunk(
-    src: sqlite3.Connection,
-    query: Callable[[_Bound], tuple[str, tuple[Any, ...]]],
-    start: _Bound,
-    nkeys: int,
-) -> tuple[list[tuple[Any, ...]], bool]:
-    """Up to CHUNK_ROWS rows from ``start`` (``query(bound)`` gives SQL and key arguments, LIMIT
-    last); on damage, the rows before it one by one. Returns (rows, whether damage stopped it)."""
-    sql, args = query(start)
+def _read_chunk(src: sqlite3.Connection, table: _Table, start: _Bound) -> tuple[list[tuple[Any, ...]], bool]:
+    """Up to CHUNK_ROWS rows (keys, then columns) from ``start`` in key order; on damage, the rows
+    before it one by one. Returns (rows, whether damage stopped it)."""
+    keys = ", ".join(table.keys)
+    select = f"SELECT {keys}, {', '.join(table.columns) or 'NULL'} FROM {_quote(table.name)}"
+
+    def query(bound: _Bound, limit: int) -> tuple[str, tuple[Any, ...]]:
+        where, args = _from(table, bound)
+        return f"{select} {_where(where)} ORDER BY {keys} LIMIT ?", (*args, limit)
+
     try:
-        return [tuple(r) for r in src.execute(sql, (*args, CHUNK_ROWS))], False
+        return [tuple(r) for r in src.execute(*query(start, CHUNK_ROWS))], False
     except sqlite3.DatabaseError as exc:
         if _errorname(exc) not in _DAMAGE:
             raise
     rows: list[tuple[Any, ...]] = []
     bound = start
     while len(rows) < CHUNK_ROWS:
-        sql, args = query(bound)
         try:
-            row = src.execute(sql, (*args, 1)).fetchone()
+            row = src.execute(*query(bound, 1)).fetchone()
         except sqlite3.DatabaseError as exc:
             if _errorname(exc) not in _DAMAGE:
                 raise
-            return rows, True
+            # A key found past damage by reading backwards (``_walk``) may be one no seek reaches:
+            # in a WITHOUT ROWID table's b-tree, a key of an interior page whose left child is
+            # damaged (a seek for it descends to the left). A backward read reaches it.
+            row = _row_at(src, table, select, bound) if bound.inclusive else None
+            if row is None:
+                return rows, True
         if row is None:
             break
         rows.append(tuple(row))
-        bound = _Bound(tuple(row[:nkeys]))
+        bound = _Bound(tuple(row[: len(table.keys)]))
     return rows, False
+
+
+def _row_at(src: sqlite3.Connection, table: _Table, select: str, bound: _Bound) -> tuple[Any, ...] | None:
+    """The row whose key is ``bound.key``, read backwards (None: damaged, or no such row)."""
+    assert bound.key is not None
+    keys = ", ".join(table.keys)
+    desc = ", ".join(f"{k} DESC" for k in table.keys)
+    where = f"({keys}) <= ({_marks(bound.key)}) AND ({keys}) >= ({_marks(bound.key)})"
+    try:
+        row = src.execute(
+            f"{select} WHERE {where} ORDER BY {desc} LIMIT 1", (*bound.key, *bound.key)
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _errorname(exc) not in _DAMAGE:
+            raise
+        return None
+    return None if row is None else tuple(row)
 
 
 def _step_over(src: sqlite3.Connection, table: _Table, p: _Progress, start: _Bound) -> _Progress:
@@ -527,7 +549,9 @@ def _step_over(src: sqlite3.Connection, table: _Table, p: _Progress, start: _Bou
     as one uncounted range when the keys are not rowids."""
     keys = ", ".join(table.keys)
     where, args = _from(table, start)
-    ok, nxt = _probe(src, f"SELECT {keys} FROM {_quote(table.name)} {_where(where)} ORDER BY {keys} LIMIT 1", args)
+    ok, nxt = _probe(
+        src, f"SELECT {keys} FROM {_quote(table.name)} {_where(where)} ORDER BY {keys} LIMIT 1", args
+    )
     found = _walk(src, table, start) if not ok else None
     if ok or (found is not None and start.inclusive and found == start.key):
         # Its key is readable, its record is not (a damaged record or overflow page): that row only.
@@ -556,17 +580,35 @@ def _walk(src: sqlite3.Connection, table: _Table, start: _Bound) -> tuple[Any, .
     Seeks on the first key column, stepping away from the damage: one key at a time for the
     first _WALK_RESOLUTION keys, then by 1/_WALK_RESOLUTION of the distance walked. The first
     seek that lands on a readable leaf ends the walk, and a read backwards from there finds
-    where its stretch begins (which a step may have jumped into). So every readable leaf is
-    found whose keys span at least 1/_WALK_RESOLUTION of its distance from the damage: with
-    evenly spread keys, every one after fewer than ~_WALK_RESOLUTION damaged leaves. The walk
+    where its stretch begins (a step may have jumped into it). So every readable leaf is found
+    whose keys span at least 1/_WALK_RESOLUTION of its distance from the damage: with evenly
+    spread keys, every one after fewer than ~_WALK_RESOLUTION damaged leaves. Upwards, the walk
     ends at the last key (when the last leaf is readable), else at the AUTOINCREMENT counter,
-    else at the end of the key space (~45 x _WALK_RESOLUTION seeks for rowids)."""
-    name = _quote(table.name)
+    else at the end of the key space (~40 x _WALK_RESOLUTION seeks for rowids). A damaged
+    first leaf leaves no key to start from: the stretch found from the last key (or from the
+    bottom of the key space) is the start of walks downwards, repeated down to the first."""
     keys = ", ".join(table.keys)
     desc = ", ".join(f"{k} DESC" for k in table.keys)
-    readable_end, last = _probe(src, f"SELECT {keys} FROM {name} ORDER BY {desc} LIMIT 1", ())
+    readable_end, last = _probe(src, f"SELECT {keys} FROM {_quote(table.name)} ORDER BY {desc} LIMIT 1", ())
     if readable_end and last is None:
         return None
+    if start.key is not None:
+        return _walk_up(src, table, start, last)
+    if last is not None:
+        first: tuple[Any, ...] | None = _down_from(
+            src, table, last, (f"({keys}) < ({_marks(last)})", last), ([], ())
+        )
+    else:
+        first = _walk_up(src, table, start, None)
+    while first is not None and (lower := _walk_down(src, table, first)) is not None:
+        first = lower
+    return first
+
+
+def _walk_up(
+    src: sqlite3.Connection, table: _Table, start: _Bound, last: tuple[Any, ...] | None
+) -> tuple[Any, ...] | None:
+    """``_walk`` upwards from ``start`` (None: from the bottom) to ``last`` (the last key, if readable)."""
     scale = _Scale.of(table, start.key, last)
     if scale is None:
         return None
@@ -586,6 +628,8 @@ def _walk(src: sqlite3.Connection, table: _Table, start: _Bound) -> tuple[Any, .
         top = table.sequence
     if top < low:
         return None
+    name = _quote(table.name)
+    keys = ", ".join(table.keys)
     seek = f"SELECT {keys} FROM {name} WHERE {table.keys[0]} >= {scale.marker} ORDER BY {keys} LIMIT 1"
     at = low
     while True:
@@ -595,24 +639,82 @@ def _walk(src: sqlite3.Connection, table: _Table, start: _Bound) -> tuple[Any, .
         if at >= top:
             return None
         at = min(top, at + 1 + (at - low) // _WALK_RESOLUTION)
-    # The readable stretch may begin before the seek's point: read it backwards, keys only, from
-    # the key found (or the point, when the seek went past the last key) down to the damage.
+    # The readable stretch may begin before the seek's point: read it backwards down to the
+    # damage, from the key found (or the point, when the seek went past the last key).
     if found is None:
-        upper, upper_args = f"{table.keys[0]} < {scale.marker}", (scale.value(at),)
+        upper = f"{table.keys[0]} < {scale.marker}", (scale.value(at),)
     else:
-        upper, upper_args = f"({keys}) < ({_marks(found)})", found
-    lower, lower_args = _from(table, start)
-    first = found
-    try:
-        backwards = src.execute(
-            f"SELECT {keys} FROM {name} {_where([upper, *lower])} ORDER BY {desc}", (*upper_args, *lower_args)
+        upper = f"({keys}) < ({_marks(found)})", found
+    return _down_from(src, table, found, upper, _from(table, start))
+
+
+def _walk_down(src: sqlite3.Connection, table: _Table, first: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``_walk`` downwards from a stretch that begins at ``first``, to the bottom of the key space
+    (0 for integers: SQLite never gives a row a rowid below 1 itself): the first key of the
+    readable stretch found below, or None."""
+    scale = _Scale.of(table, first)
+    high = None if scale is None else scale.number(first[0])
+    if scale is None or high is None or high <= 0:
+        return None
+    name = _quote(table.name)
+    keys = ", ".join(table.keys)
+    desc = ", ".join(f"{k} DESC" for k in table.keys)
+    high -= 1
+    seek = f"SELECT {keys} FROM {name} WHERE {table.keys[0]} <= {scale.marker} ORDER BY {desc} LIMIT 1"
+    at = high
+    while True:
+        reachable, found = _probe(src, seek, (scale.value(at),))
+        if reachable:
+            break
+        if at <= 0:
+            return None
+        at = max(0, at - 1 - (high - at) // _WALK_RESOLUTION)
+    if found is None:
+        # Nothing at or below the point, and the leaf it lies in is readable: the table's first
+        # rows, if any, lie between the point and ``first``.
+        above = (
+            f"SELECT {keys} FROM {name} WHERE {table.keys[0]} > {scale.marker} "
+            f"AND ({keys}) < ({_marks(first)}) ORDER BY {keys} LIMIT 1"
         )
-        for row in backwards:
+        reachable, lowest = _probe(src, above, (scale.value(at), *first))
+        return lowest if reachable else None
+    return _down_from(src, table, found, (f"({keys}) < ({_marks(found)})", found), ([], ()))
+
+
+def _down_from(
+    src: sqlite3.Connection,
+    table: _Table,
+    first: tuple[Any, ...] | None,
+    upper: tuple[str, tuple[Any, ...]],
+    lower: tuple[list[str], tuple[Any, ...]],
+) -> tuple[Any, ...] | None:
+    """The lowest key read backwards, keys only, below ``upper`` (an SQL condition and its
+    arguments) and within ``lower`` (conditions and arguments), down to the damage; ``first``
+    when there is none."""
+    name = _quote(table.name)
+    keys = ", ".join(table.keys)
+    desc = ", ".join(f"{k} DESC" for k in table.keys)
+    conditions, args = lower
+
+    def below(condition: str, condition_args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        sql = f"SELECT {keys} FROM {name} {_where([condition, *conditions])} ORDER BY {desc}"
+        return sql, (*condition_args, *args)
+
+    try:
+        for row in src.execute(*below(*upper)):
             first = tuple(row)
+        return first
     except sqlite3.DatabaseError as exc:
         if _errorname(exc) not in _DAMAGE:
             raise
-    return first
+    # The damage: Python's sqlite3 reads one row ahead, so the row before it was dropped. One by
+    # one (LIMIT 1 reads no further) from the last key received down to the damage.
+    while True:
+        sql, sql_args = below(*upper) if first is None else below(f"({keys}) < ({_marks(first)})", first)
+        reachable, row = _probe(src, f"{sql} LIMIT 1", sql_args)
+        if not reachable or row is None:
+            return first
+        first = row
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ class OutboxStats:
     leased: int
     ingest_bytes_s: float
     quarantined: int = 0
-    """Rows in ``outbox_quarantine``: records that can never be sent, kept for a person to look at."""
+    """Rows in ``outbox_quarantine``: never sent, kept until ``edgegw buffer quarantine --requeue``."""
     waiting_in_memory: int = 0
     """Records accepted and not yet committed (a full disk holds them here, bounded)."""
     """Recent rate of committed bytes (moving average), for a headroom estimate."""

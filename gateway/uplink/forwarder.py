@@ -88,7 +88,7 @@ class OutboxLike(Protocol):
     def release(self, seqs: Sequence[int]) -> None: ...
 
     def quarantine(self, seqs: Sequence[int], reason: str) -> None:
-        """Set leased rows aside for good (they can never be delivered): out of the outbox, counted."""
+        """Set leased rows aside (this broker never takes them): out of the outbox, counted, kept."""
         ...
 
     def may_have(self, min_priority: int = 0, max_priority: int = MAX_PRIORITY) -> bool:

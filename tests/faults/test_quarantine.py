@@ -20,7 +20,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from gateway.outbox import Outbox
 from tests.conftest import free_port
 from tests.e2e.harness import GATEWAY_ID, AgentProcess, cli
 from tests.faults.test_broker_limits import LimitedBroker, reading_body, write_config
+from tests.faults.test_broker_limits import limited_broker as limited_broker  # the fixture
 from tests.reliability.conftest import DurableSubscriber
 
 BROKER_LIMIT_BYTES = 20_000
@@ -42,23 +43,6 @@ BIG_PAD_BYTES = 25_000
 NORMAL = 100
 BIG_READINGS = ["big-reading-1", "big-reading-2", "big-reading-3"]
 BIG_ALERT = "big-alert"
-
-
-@pytest.fixture
-def limited_broker(tmp_path: Path) -> Iterator[Callable[..., LimitedBroker]]:
-    started: list[LimitedBroker] = []
-
-    def start(*lines: str) -> LimitedBroker:
-        workdir = tmp_path / "mosquitto-limited"
-        workdir.mkdir()
-        broker = LimitedBroker(port=free_port(), workdir=workdir, extra_lines=lines)
-        broker.start()
-        started.append(broker)
-        return broker
-
-    yield start
-    for broker in started:
-        broker.stop()
 
 
 class BatchSubscriber(DurableSubscriber):

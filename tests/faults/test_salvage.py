@@ -11,6 +11,7 @@ reads the rowids that page held before destroying it (the b-tree leaf format, sq
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 import shutil
@@ -250,9 +251,20 @@ def index_leaf_first_texts(page: bytes) -> list[str]:
     WITHOUT ROWID table's leaves are: varint payload size, then the record (header size, serial
     types, values; sqlite.org/fileformat2.html §1.6, §2.1). Cells must not overflow."""
     assert page[0] == 10, f"not an index leaf page (type {page[0]})"
+    return _index_first_texts(page, header=8, child=0)
+
+
+def index_interior_first_texts(page: bytes) -> list[str]:
+    """The same for an index b-tree interior page (type 2): its cells are keys too, each after the
+    4-byte number of its left child (§1.6)."""
+    assert page[0] == 2, f"not an index interior page (type {page[0]})"
+    return _index_first_texts(page, header=12, child=4)
+
+
+def _index_first_texts(page: bytes, header: int, child: int) -> list[str]:
     keys = []
     for i in range(int.from_bytes(page[3:5], "big")):
-        offset = int.from_bytes(page[8 + 2 * i : 10 + 2 * i], "big")
+        offset = int.from_bytes(page[header + 2 * i : header + 2 + 2 * i], "big") + child
         _size, record = _varint(page, offset)
         header_size, cursor = _varint(page, record)
         serial, _ = _varint(page, cursor)
@@ -262,8 +274,8 @@ def index_leaf_first_texts(page: bytes) -> list[str]:
     return keys
 
 
-def test_a_without_rowid_table_is_read_from_both_ends_around_its_damaged_page(tmp_path: Path) -> None:
-    """rules_state (text keys, no rowid to bisect): forwards to the damage, then backwards to it."""
+def test_a_without_rowid_table_loses_only_the_keys_of_its_damaged_page(tmp_path: Path) -> None:
+    """rules_state (text keys, no rowid): the walk past its damaged page goes by primary key."""
     path = db.db_path(tmp_path / "data")
     database = Database(path)
     states = {f"{n:016x}": {"episodes": {"high": n, "pad": "s" * 60}} for n in range(3000)}
@@ -303,25 +315,35 @@ def test_a_without_rowid_table_is_read_from_both_ends_around_its_damaged_page(tm
 
 
 def damage_leaves(
-    path: Path, table: str, head: str, tail: str, keys_of: Callable[[bytes], list[Any]]
+    path: Path,
+    table: str,
+    head: str,
+    tail: str,
+    keys_of: Callable[[bytes], list[Any]],
+    interior_keys_of: Callable[[bytes], list[Any]] | None = None,
 ) -> tuple[set[Any], int, int]:
     """Overwrite leaves of ``table`` with random bytes. In key order, the first leaves follow
     ``head`` and the last ones ``tail`` ("x" damaged, "." sound); the leaves between are sound.
-    Returns the keys the damaged pages held, the number of damaged ranges (runs of damaged
-    leaves) and the number of leaves."""
+    Returns the keys no read can reach any more, the number of damaged ranges (runs of damaged
+    leaves) and the number of leaves. The keys: those the damaged leaves held and, for a WITHOUT
+    ROWID table (``interior_keys_of``: its interior pages hold keys too), those of its interior
+    pages between two damaged leaves (a read reaches such a key only from a leaf next to it)."""
     with sqlite3.connect(path) as conn:
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        pages = [
-            r[0]
-            for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf'", (table,))
-        ]
+        pages = {
+            r[0]: r[1] for r in conn.execute("SELECT pageno, pagetype FROM dbstat WHERE name = ?", (table,))
+        }
     conn.close()
     with path.open("r+b") as f:
         held: dict[int, list[Any]] = {}
-        for page in pages:
+        interior: list[Any] = []
+        for page, kind in pages.items():
             f.seek((page - 1) * page_size)
-            held[page] = keys_of(f.read(page_size))
-        leaves = sorted(pages, key=lambda page: min(held[page]))
+            if kind == "leaf":
+                held[page] = keys_of(f.read(page_size))
+            elif interior_keys_of is not None:
+                interior.extend(interior_keys_of(f.read(page_size)))
+        leaves = sorted(held, key=lambda page: min(held[page]))
         assert len(leaves) > len(head) + len(tail) + 10
         plan = head + "." * (len(leaves) - len(head) - len(tail)) + tail
         rng = random.Random(16)
@@ -331,6 +353,11 @@ def damage_leaves(
                 f.seek((page - 1) * page_size)
                 f.write(rng.randbytes(page_size))
                 lost.update(held[page])
+    firsts = [min(held[page]) for page in leaves]
+    for key in interior:  # between the leaf before it and the one after it, in key order
+        after = bisect.bisect(firsts, key)
+        if plan[after - 1] == plan[after] == "x":
+            lost.add(key)
     ranges = len([run for run in plan.split(".") if run])
     return lost, ranges, len(leaves)
 
@@ -374,38 +401,52 @@ def test_several_damaged_ranges_lose_only_the_rows_their_pages_held(tmp_path: Pa
         salvaged = set(database.run_sync(lambda c: [r[0] for r in c.execute("SELECT seq FROM outbox")]))
     finally:
         database.close()
-    print(f"\n{len(before)} outbox rows on {leaves} leaves, {len(on_damaged)} on {(SEVERAL_HEAD + tail).count('x')} "
-          f"damaged leaves in {ranges} ranges: {len(salvaged)} salvaged, {len(before - salvaged - on_damaged)} "
-          f"readable ones not, {elapsed_s:.2f} s")  # fmt: skip
+    missed = before - on_damaged - salvaged
+    print(f"\n{len(before)} outbox rows on {leaves} leaves, {len(on_damaged)} on "
+          f"{(SEVERAL_HEAD + tail).count('x')} damaged leaves in {ranges} ranges: {len(salvaged)} salvaged, "
+          f"{len(missed)} readable ones not, {elapsed_s:.2f} s")  # fmt: skip
     assert salvaged <= before
-    assert not before - on_damaged - salvaged, f"readable rows not salvaged: {sorted(before - on_damaged - salvaged)[:8]}"
+    assert not missed, f"readable rows not salvaged: {sorted(missed)[:8]}"
     assert salvaged == before - on_damaged
     assert report is not None and report.complete
     outbox = report.tables["outbox"]
-    assert outbox.rescued == len(salvaged) and outbox.lost == len(on_damaged) and outbox.damaged_ranges == ranges
+    assert (
+        outbox.rescued == len(salvaged) and outbox.lost == len(on_damaged) and outbox.damaged_ranges == ranges
+    )
 
 
-def test_a_without_rowid_table_with_several_damaged_ranges_loses_only_their_rows(tmp_path: Path) -> None:
-    """rules_state (text keys): damaged first leaf, ranges with one sound leaf between, damaged last leaf."""
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [("x.." + "x" * 6 + "." + "x" * 10 + "..x.x", ".."), ("..." + "x" * 6 + "." + "x" * 10 + "..x.x", ".x")],
+    ids=["first leaf damaged", "last leaf damaged"],
+)
+def test_a_without_rowid_table_with_several_damaged_ranges_loses_only_their_rows(
+    tmp_path: Path, head: str, tail: str
+) -> None:
+    """rules_state (text keys): ranges of damaged leaves with one sound leaf between, and a damaged
+    first or last leaf. (Both at once is not covered: no key is left to walk from; see the docs.)"""
     path = db.db_path(tmp_path / "data")
     database = Database(path)
     states = {f"{n:016x}": {"episodes": {"high": n, "pad": "s" * 60}} for n in range(3000)}
     database.run_sync(rules_state._create_and_read)
     database.run_sync(rules_state._write_now, (states, None))
     database.close()
-    head = "x.." + "x" * 6 + "." + "x" * 10 + "..x.x"
-    on_damaged, ranges, _leaves = damage_leaves(path, "rules_state", head, ".x", index_leaf_first_texts)
-    assert ranges == 6 and min(states) in on_damaged and max(states) in on_damaged
+    unreachable, ranges, _leaves = damage_leaves(
+        path, "rules_state", head, tail, index_leaf_first_texts, index_interior_first_texts
+    )
+    assert ranges == 5 and (min(states) in unreachable) != (max(states) in unreachable)
 
+    started = time.monotonic()
     database = Database(path)
+    elapsed_s = time.monotonic() - started
     try:
         report = database.salvage
         salvaged = set(database.run_sync(lambda c: [r[0] for r in c.execute("SELECT key FROM rules_state")]))
     finally:
         database.close()
-    print(f"\nrules_state: {len(states)} keys, {len(on_damaged)} on damaged leaves: {len(salvaged)} salvaged, "
-          f"{len(states.keys() - salvaged - on_damaged)} readable ones not")  # fmt: skip
-    assert salvaged == states.keys() - on_damaged
+    print(f"\nrules_state: {len(states)} keys, {len(unreachable)} unreachable: {len(salvaged)} salvaged, "
+          f"{len(states.keys() - salvaged - unreachable)} readable ones not, {elapsed_s:.2f} s")  # fmt: skip
+    assert salvaged == states.keys() - unreachable
     assert report is not None and report.complete
     table = report.tables["rules_state"]
     assert table.rescued == len(salvaged) and table.uncounted_ranges == ranges and table.lost == 0
