@@ -223,6 +223,7 @@ def test_600_idle_control_connections_leave_no_traceback_and_status_still_answer
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)
         assert agent.proc.poll() is None
+        assert rss_mib(agent.proc.pid) <= RSS_LIMIT_MIB
     finally:
         try:
             counters = _stop(agent)  # with the idle connections still open
@@ -266,6 +267,7 @@ def test_20000_forged_commands_give_a_few_log_lines_and_every_refusal_counted(sh
                 publisher.publish(f"edgegw/{GATEWAY_ID}/cmd/flush", payloads[i % len(payloads)], qos=1)
             sent += batch
             results.wait_for(lambda m, n=sent: len(m) >= n, timeout_s=30)
+            assert rss_mib(shared.agent.proc.pid) <= RSS_LIMIT_MIB
         assert shared.agent.proc.poll() is None
     finally:
         publisher.loop_stop()

@@ -59,6 +59,7 @@ from tests.e2e.harness import (
     up_records,
     wait_ready,
 )
+from tests.faults.conftest import RSS_LIMIT_MIB, rss_mib
 
 pytestmark = pytest.mark.e2e
 
@@ -132,6 +133,7 @@ def test_a_join_storm_does_not_starve_data_frames(
             storm.join(STORM_S + 5)
             storm_s = time.monotonic() - started
             assert agent.proc.poll() is None, "the agent died under the join storm"
+            assert rss_mib(agent.proc.pid) <= RSS_LIMIT_MIB
             # Everything accepted reaches the broker within the commit interval and a batch or two.
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
