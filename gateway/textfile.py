@@ -17,6 +17,7 @@ It does not own what a document means: each reader validates its own schema.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Final
 
 import yaml
@@ -30,13 +31,19 @@ MAX_TEXT_BYTES: Final = 16 * 1024 * 1024
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+MAX_YAML_NODES: Final = 200_000
+"""Nodes a YAML document may expand to, aliases included (the largest profile has a few thousand)."""
 
 
 def read_bytes(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of ``path``, at most ``max_bytes``; ConfigError naming the file otherwise."""
     file = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO given as a file must not block the agent's loop waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError("not a regular file", file=file)
             data = f.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
@@ -73,7 +80,21 @@ def read_text(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) 
 def parse_yaml(text: str, *, file: str) -> Any:
     """Parse YAML with the safe loader that refuses repeated keys; ConfigError with line and column."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no object construction
+        loader = StrictLoader(text)  # a SafeLoader subclass: no object construction
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            expanded = _expanded_nodes(node, {})
+            if expanded > MAX_YAML_NODES:
+                # Anchors and aliases are shared, not copied, until something walks the data (an
+                # error message's repr, a rule's matching): nine nested aliases are a billion nodes.
+                raise ConfigError(
+                    f"not valid YAML: aliases expand to more than {MAX_YAML_NODES} nodes", file=file
+                )
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -85,6 +106,27 @@ def parse_yaml(text: str, *, file: str) -> Any:
         raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
     except RecursionError as exc:  # PyYAML composes nested collections recursively
         raise ConfigError("not valid YAML: nested too deeply", file=file) from exc
+
+
+def _expanded_nodes(node: yaml.Node, seen: dict[int, int]) -> int:
+    """Nodes of the document once every alias is expanded (each shared node counted per use)."""
+    known = seen.get(id(node))
+    if known is not None:
+        return known
+    seen[id(node)] = MAX_YAML_NODES + 1  # a node inside itself (a recursive alias) is "too many"
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_nodes(child, seen)
+            if total > MAX_YAML_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            total += _expanded_nodes(key, seen) + _expanded_nodes(value, seen)
+            if total > MAX_YAML_NODES:
+                break
+    seen[id(node)] = total
+    return total
 
 
 def load_yaml(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> Any:

@@ -192,7 +192,7 @@ class ControlServer:
             request = json.loads(line or b"{}")
             if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
                 raise ValueError('expected {"cmd": NAME, ...}')
-        except ValueError as exc:  # also JSONDecodeError
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError; RecursionError: "[[[[..."
             self.counters["bad_request"] += 1
             await self._send(writer, {"ok": False, "error": str(exc)[:200]})
             return
@@ -200,7 +200,17 @@ class ControlServer:
         if cmd in self._streams:
             await self._stream(cmd, reader, writer)
         elif cmd in self._queries:
-            await self._send(writer, {"ok": True, **(await self._queries[cmd](request))})
+            try:
+                answer = await self._queries[cmd](request)
+            except ValueError as exc:  # the request's own fault: a bad or unregistered DevEUI...
+                await self._send(writer, {"ok": False, "error": str(exc)[:200]})
+                return
+            except Exception as exc:  # a query's bug: answered and counted, never an unread traceback
+                self.counters["query_failed"] += 1
+                self._log.error("query_failed", "control query %s failed: %r", cmd[:64], exc)
+                await self._send(writer, {"ok": False, "error": f"{cmd} failed: {exc!r}"[:200]})
+                return
+            await self._send(writer, {"ok": True, **answer})
         else:
             known = sorted([*self._queries, *self._streams])
             await self._send(writer, {"ok": False, "error": f"unknown command {cmd[:64]!r} (known: {known})"})

@@ -115,3 +115,33 @@ async def test_stopping_with_open_connections_leaves_no_task_and_no_traceback(
     await asyncio.sleep(0.05)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors
+
+
+async def _refuse(req: dict[str, Any]) -> dict[str, Any]:
+    raise ValueError(f"{req.get('dev_eui')} is not registered")
+
+
+async def _bug(_req: dict[str, Any]) -> dict[str, Any]:
+    raise KeyError("a query's bug")
+
+
+async def test_a_query_that_raises_is_answered_and_a_nested_request_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = ControlServer(tmp_path / "control.sock", {"status": _status, "device": _refuse, "bug": _bug})
+    await srv.start()
+    try:
+        refused = await _ask(srv, {"cmd": "device", "dev_eui": "0000000000000001"})
+        assert refused == {"ok": False, "error": "0000000000000001 is not registered"}
+        failed = await _ask(srv, {"cmd": "bug"})
+        assert failed["ok"] is False and "KeyError" in failed["error"]
+        reader, writer = await _connect(srv)
+        writer.write(b"[" * 3000 + b"\n")  # json.loads recurses: RecursionError, not a traceback
+        nested = await _line(reader)
+        writer.close()
+        assert nested["ok"] is False
+        assert (await _ask(srv, {"cmd": "status"}))["ok"] is True
+    finally:
+        await srv.stop()
+    assert srv.counters["query_failed"] == 1 and srv.counters["bad_request"] == 1
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

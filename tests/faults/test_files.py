@@ -237,3 +237,33 @@ def test_edgegw_device_import_of_a_latin1_csv_exits_2_with_the_line(tmp_path: Pa
         ],
     }
     assert "Traceback" not in result.stderr
+
+
+BILLION_LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+"""Nine nested aliases: 400 bytes of YAML, 9^9 strings once expanded."""
+
+
+def test_aliases_that_expand_to_a_billion_nodes_are_refused_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="aliases expand to more than"):
+        textfile.parse_yaml(BILLION_LAUGHS + "gateway: {id: gw, name: *i}\n", file="bomb.yaml")
+    with pytest.raises(ConfigError, match="aliases expand to more than"):
+        RuleSet.parse(BILLION_LAUGHS + "rules: *i\n", file="rules.yaml")
+    assert time.monotonic() - started < 5.0
+    # Anchors of ordinary size, as the device profiles use them, still work.
+    doc = textfile.parse_yaml("base: &b {x: 1}\nuse: {<<: *b, y: 2}\nlist: [*b, *b]\n", file="ok.yaml")
+    assert doc["use"] == {"x": 1, "y": 2} and doc["list"] == [{"x": 1}, {"x": 1}]
+
+
+def test_a_fifo_or_a_directory_given_as_a_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "rules.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        textfile.read_text(fifo)
+    with pytest.raises(ConfigError):
+        textfile.read_text(tmp_path)
+    assert time.monotonic() - started < 1.0
