@@ -558,6 +558,19 @@ def _check(config: Config, file: str) -> None:
     for key in ("reconnect_min_s", "publish_timeout_s", "drain_rate_records_s", *intervals):
         if getattr(config.mqtt, key) < 0:
             raise ConfigError("must not be negative", file=file, key_path=f"mqtt.{key}")
+    # Bounds a pushed overlay could otherwise abuse: a reconnect loop with no pause hammers the
+    # broker from every gateway at once; a drain of a record an hour stalls the backlog; an hour
+    # between group commits holds every accepted record in memory (lost on a power cut).
+    if not config.mqtt.reconnect_min_s >= 0.05:
+        raise ConfigError("must be at least 0.05 seconds", file=file, key_path="mqtt.reconnect_min_s")
+    if config.mqtt.reconnect_max_s < config.mqtt.reconnect_min_s:
+        raise ConfigError("must be at least reconnect_min_s", file=file, key_path="mqtt.reconnect_max_s")
+    if 0 < config.mqtt.drain_rate_records_s < 1:
+        raise ConfigError(
+            "must be 0 (no limit) or at least 1", file=file, key_path="mqtt.drain_rate_records_s"
+        )
+    if config.outbox.commit_interval_ms > 1000:
+        raise ConfigError("must be at most 1000 ms", file=file, key_path="outbox.commit_interval_ms")
     if config.outbox.disk_reserve_bytes < 0:
         raise ConfigError("must not be negative", file=file, key_path="outbox.disk_reserve_bytes")
     if config.outbox.max_age_s < 0:
@@ -598,6 +611,9 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
         raise bad("rx2_freq_hz", "must be in the EU868 band (863..870 MHz)")
     if not 1 <= section.rx_delay_s <= 15:
         raise bad("rx_delay_s", "must be 1..15")
+    if not 0 <= section.downlink_power_dbm <= 27:
+        # EU868 (ETSI EN 300 220): 14 dBm ERP in the RX1 bands, 27 dBm only in 869.40-869.65 MHz.
+        raise bad("downlink_power_dbm", "must be 0..27 dBm (EU868: 14 in the RX1 bands, 27 at most in RX2)")
     if section.dedup_window_ms < 0:
         raise bad("dedup_window_ms", "must not be negative")
     try:

@@ -72,6 +72,12 @@ def test_environment_overrides_nested_and_top_level_keys() -> None:
         ("gateway: {id: g}\noutbox: {batch_max_records: 0}", "outbox.batch_max_records", "at least 1"),
         ("gateway: {id: g}\nmqtt: 5", "mqtt", "expected a mapping"),
         ("gateway: {id: g}\nmqtt: {cert_file: /a.pem}", "mqtt.cert_file", "go together"),
+        # Values a signed push could otherwise use against the gateway or the broker (issue 16).
+        ("gateway: {id: g}\nmqtt: {reconnect_min_s: 0}", "mqtt.reconnect_min_s", "at least 0.05"),
+        ("gateway: {id: g}\nmqtt: {reconnect_max_s: -5}", "mqtt.reconnect_max_s", "at least reconnect_min_s"),
+        ("gateway: {id: g}\nmqtt: {drain_rate_records_s: 0.0001}", "mqtt.drain_rate_records_s", "at least 1"),
+        ("gateway: {id: g}\noutbox: {commit_interval_ms: 3600000}", "outbox.commit_interval_ms", "at most"),
+        ("gateway: {id: g}\nlorawan: {downlink_power_dbm: 30}", "lorawan.downlink_power_dbm", "0..27 dBm"),
     ],
 )
 def test_errors_name_file_key_path_and_reason(text: str, key_path: str, reason: str) -> None:

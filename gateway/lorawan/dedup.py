@@ -12,10 +12,13 @@ runs the timer (wake at ``next_due_s``). It does not parse frames.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from gateway.messages import RadioFrame
+
+MAX_SOURCES = 64
+"""Gateway EUIs remembered for the single-forwarder shortcut (the radio backend remembers as many)."""
 
 __all__ = ["Deduplicator", "HeardFrame"]
 
@@ -52,7 +55,7 @@ class Deduplicator:
         self._window_s = window_s
         self._max_open = max_open
         self._open: dict[bytes, _Group] = {}
-        self._sources: dict[str | None, float] = {}
+        self._sources: OrderedDict[str | None, float] = OrderedDict()
         """Packet forwarders (gateway EUIs) heard, with when last: the window is only worth its
         delay when a copy can come from another forwarder. One concentrator never sends an uplink
         twice (its antennas are merged into one rxpk), so with a single forwarder heard in the
@@ -89,12 +92,18 @@ class Deduplicator:
         return []
 
     def _single_source(self, gateway_eui: str | None, now_s: float) -> bool:
+        # Least recently heard first: expiry stops at the first source still fresh, and a flood
+        # of gateway EUIs costs O(1) per frame and at most MAX_SOURCES entries.
         sources = self._sources
         sources[gateway_eui] = now_s
-        if len(sources) > 1:
-            for eui, seen_s in list(sources.items()):
-                if now_s - seen_s > self._sources_memory_s:
-                    del sources[eui]
+        sources.move_to_end(gateway_eui)
+        while len(sources) > MAX_SOURCES:
+            sources.popitem(last=False)
+        while len(sources) > 1:
+            oldest, seen_s = next(iter(sources.items()))
+            if now_s - seen_s <= self._sources_memory_s:
+                break
+            del sources[oldest]
         return len(sources) <= 1
 
     def next_due_s(self) -> float | None:
