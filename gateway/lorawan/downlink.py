@@ -88,6 +88,9 @@ class DownlinkScheduler:
         self._clock_synced = clock_synced
         self._queues: dict[bytes, deque[QueuedDownlink]] = {}
         self._class_c: set[bytes] = set()
+        self._heard_by: dict[bytes, str] = {}
+        """Class C device → the gateway EUI of its last accepted uplink: its downlinks go there, not
+        to whichever forwarder pulled last (anyone who can reach the UDP port can send PULL_DATA)."""
         self._awaiting_ack: dict[bytes, int] = {}
         self._pending: dict[bytes, FcntDown] = {}
         self.counters: Counter[str] = Counter()
@@ -124,6 +127,7 @@ class DownlinkScheduler:
             self._class_c.add(dev_eui.value)
         else:
             self._class_c.discard(dev_eui.value)
+            self._heard_by.pop(dev_eui.value, None)
 
     # --- class A: after each accepted uplink ---------------------------------------------------
 
@@ -143,6 +147,8 @@ class DownlinkScheduler:
             self.counters["confirmed_acked"] += 1
         answers = self._mac_answers(up, gw_count)
         rx = up.frame.rx
+        if eui in self._class_c and rx.gateway_eui is not None:
+            self._heard_by[eui] = rx.gateway_eui
         tmst = rx.concentrator_tmst_us
         if tmst is None:
             if up.confirmed or answers or self.queued(up.dev_eui):
@@ -190,7 +196,9 @@ class DownlinkScheduler:
     # --- class C: any time ---------------------------------------------------------------------
 
     def class_c_ready(self, gateway_eui: str | None = None) -> list[TxRequest]:
-        """One immediate RX2 downlink for each class C device with something queued."""
+        """One immediate RX2 downlink for each class C device with something queued, through
+        ``gateway_eui`` if given, else through the forwarder that heard the device last (a device
+        not heard since the start goes to the backend's default forwarder)."""
         requests: list[TxRequest] = []
         limit = _MAX_MAC_PAYLOAD[self._section.rx2_dr] - _FHDR_FPORT_BYTES
         for eui in sorted(self._class_c):
@@ -211,7 +219,7 @@ class DownlinkScheduler:
                     bw_hz=self._rx2_bw_hz,
                     power_dbm=self._section.downlink_power_dbm,
                     send_at_tmst_us=None,
-                    gateway_eui=gateway_eui,
+                    gateway_eui=gateway_eui or self._heard_by.get(eui),
                     dev_eui=session.dev_eui,
                 )
             )

@@ -218,6 +218,18 @@ def test_class_c_sends_at_once_on_rx2() -> None:
     assert scheduler.class_c_ready() == []
 
 
+def test_class_c_goes_through_the_forwarder_that_heard_the_device_last() -> None:
+    # Not through whichever forwarder pulled last: anyone who reaches the UDP port can send a
+    # PULL_DATA with an EUI of its own (issue 16, second review).
+    scheduler, _ = make(LorawanSection(rx2_dr=3))
+    scheduler.set_class_c(EUI)
+    heard = RxInfo(868_100_000, -80.0, 7.0, 7, 125_000, "4/5", True, "t", "b827ebfffe000001", 5_000_000)
+    scheduler.on_uplink(up(rx=heard))
+    scheduler.enqueue(EUI, 50, b"\x03")
+    (request,) = scheduler.class_c_ready()
+    assert request.gateway_eui == "b827ebfffe000001"
+
+
 def test_downlink_counter_is_persisted_and_reloaded(tmp_path: Path) -> None:
     conn: sqlite3.Connection = db.connect(tmp_path / "edgegw.sqlite")
     registry.add_device(

@@ -21,7 +21,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.messages import RadioFrame, TxRequest, TxStatus
 from gateway.radio import open_backend
-from gateway.radio.semtech_udp.backend import MAX_FORWARDERS, SemtechUdpBackend
+from gateway.radio.semtech_udp.backend import MAX_FORWARDERS, MAX_FORWARDERS_PER_HOST, SemtechUdpBackend
 from gateway.radio.semtech_udp.packets import (
     PullAck,
     PullData,
@@ -464,24 +464,48 @@ async def test_forwarders_remembered_are_bounded_and_live_ones_are_never_evicted
     pinned: tuple[SemtechUdpBackend, FakeClock],
 ) -> None:
     backend, clock = pinned
-    peer = RawPeer(backend.bound_port)
+    hosts = MAX_FORWARDERS // MAX_FORWARDERS_PER_HOST + 3
+    peers = [RawPeer(backend.bound_port, f"127.0.0.{2 + h}") for h in range(hosts)]
     try:
         euis = [i.to_bytes(8, "big") for i in range(1, MAX_FORWARDERS + 11)]
+
+        def peer_of(i: int) -> RawPeer:  # MAX_FORWARDERS_PER_HOST EUIs per host, as gateways do
+            return peers[i // MAX_FORWARDERS_PER_HOST]
+
         for i, eui in enumerate(euis[:MAX_FORWARDERS]):
-            assert await peer.exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
+            assert await peer_of(i).exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
         # All 64 are live: a 65th EUI is refused rather than unpinning one of them.
-        assert await _no_reply(peer, PullData(999, euis[MAX_FORWARDERS]).to_bytes())
+        assert await _no_reply(peer_of(MAX_FORWARDERS), PullData(999, euis[MAX_FORWARDERS]).to_bytes())
         assert backend.counters["too_many_forwarders"] == 1
         assert len(backend.downlink_addresses) == MAX_FORWARDERS
         # Once they fall silent, new EUIs replace the oldest.
         clock.now_s += 31.0
-        for i, eui in enumerate(euis[MAX_FORWARDERS:]):
-            assert await peer.exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
+        for i, eui in enumerate(euis[MAX_FORWARDERS:], start=MAX_FORWARDERS):
+            assert await peer_of(i).exchange(PullData(i, eui).to_bytes()) == PullAck(i).to_bytes()
         assert len(backend.downlink_addresses) == MAX_FORWARDERS
         assert euis[0].hex() not in backend.downlink_addresses
         assert euis[-1].hex() in backend.downlink_addresses
     finally:
-        peer.close()
+        for peer in peers:
+            peer.close()
+
+
+async def test_one_host_pulling_for_many_euis_cannot_lock_a_real_forwarder_out(
+    pinned: tuple[SemtechUdpBackend, FakeClock],
+) -> None:
+    # The review's case: one host kept 64 EUIs pulling and every new gateway got too_many_forwarders.
+    backend, _clock = pinned
+    flooder, real = RawPeer(backend.bound_port, "127.0.0.2"), RawPeer(backend.bound_port, "127.0.0.3")
+    try:
+        for i in range(MAX_FORWARDERS * 2):
+            assert await flooder.exchange(PullData(i, (1000 + i).to_bytes(8, "big")).to_bytes())
+        assert await real.exchange(PullData(1, EUI_A).to_bytes()) == PullAck(1).to_bytes()
+        assert EUI_A.hex() in backend.downlink_addresses
+        from_flooder = [e for e, a in backend.downlink_addresses.items() if a[0] == "127.0.0.2"]
+        assert len(from_flooder) == MAX_FORWARDERS_PER_HOST
+    finally:
+        flooder.close()
+        real.close()
 
 
 async def test_stats_are_trimmed_and_bounded(backend: SemtechUdpBackend, raw: RawPeer) -> None:

@@ -56,6 +56,8 @@ DEFAULT_PORT: Final = 1700  # serv_port_up/serv_port_down in the reference forwa
 # Per-gateway maps are keyed by an EUI taken from untrusted datagrams: bound them. A Pi
 # serves one forwarder (its own concentrator), a site a handful.
 MAX_FORWARDERS: Final = 64
+MAX_FORWARDERS_PER_HOST: Final = 4
+"""Gateway EUIs pulling from one IP address at most (a Pi runs one or two forwarders)."""
 # A gateway's downlink route is pinned to the host that first sent PULL_DATA for it,
 # until that host has been silent this long: 3 x the keepalive_interval (10 s) of the
 # reference forwarder's global_conf.json, so a forwarder that moved to another address
@@ -377,6 +379,12 @@ class SemtechUdpBackend(RadioBackend):
                 "%s: gateway %s pulls from %s:%d (new port)", self.name, eui, address[0], address[1]
             )
         elif known is None:
+            same_host = [e for e, f in self._forwarders.items() if f.address[0] == address[0]]
+            if len(same_host) >= MAX_FORWARDERS_PER_HOST:
+                # One host pulling for many EUIs is not a gateway: it must not fill the table and
+                # lock a real forwarder out. Its own oldest EUI makes room, never another host's.
+                del self._forwarders[same_host[0]]
+                self.counters["forwarders_per_host_evicted"] += 1
             if len(self._forwarders) >= MAX_FORWARDERS:
                 oldest_eui, oldest = next(iter(self._forwarders.items()))
                 if now_s - oldest.last_pull_mono_s < self.pull_pin_s:
