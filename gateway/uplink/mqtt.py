@@ -72,6 +72,8 @@ CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_INBOUND_BYTES = 64 * 1024
 """A subscription's payload cap unless it asks for another: a signed envelope's bound
 (``gateway.fleet.envelope.MAX_ENVELOPE_BYTES``), which the uplink may not import."""
+INBOUND_PACKET_OVERHEAD_BYTES = 64 * 1024
+"""Above the largest payload cap, for the topic, properties and fixed header of a PUBLISH."""
 INBOUND_QUEUE_MESSAGES = 256
 INBOUND_QUEUE_BYTES = 8 * 1024 * 1024
 INBOUND_FULL_WAIT_S = 0.5
@@ -382,6 +384,18 @@ class MqttUplink:
         self._thread = threading.Thread(target=self._network, name="edgegw-mqtt", daemon=True)
         self._thread.start()
 
+    def _connect_properties(self) -> Properties:
+        # MQTT 5 §3.1.2.11.4 Maximum Packet Size: the broker must not send us a larger packet, so an
+        # oversized PUBLISH is dropped at the broker instead of read whole into this process's memory
+        # before our per-subscription check can refuse it. (A 3.1.1 broker cannot be told: its own
+        # message_size_limit is what bounds it, docs/mqtt.md.)
+        largest = max(
+            (sub.max_payload_bytes for sub in self._subscriptions.values()), default=DEFAULT_MAX_INBOUND_BYTES
+        )
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = largest + INBOUND_PACKET_OVERHEAD_BYTES
+        return properties
+
     def _network(self) -> None:
         settings = self._settings
         attempt = 0
@@ -391,7 +405,10 @@ class MqttUplink:
             self._session_ok = False
             try:
                 if self._v5:
-                    self._client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=True)
+                    self._client.connect(
+                        settings.host, settings.port, settings.keepalive_s, clean_start=True,
+                        properties=self._connect_properties(),
+                    )  # fmt: skip
                 else:
                     self._client.connect(settings.host, settings.port, settings.keepalive_s)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError

@@ -238,3 +238,39 @@ async def test_the_inbound_queue_is_bounded_while_the_loop_is_busy(mosquitto: Br
     assert len(handled) + dropped == total
     assert uplink.counters["connects"] == 1
 
+
+
+BIG_MESSAGE_BYTES = 100 * 1024 * 1024
+"""One message of the size the review sent (mosquitto's default limit is 256 MB): RSS 57 → 329 MiB."""
+
+
+def test_one_huge_message_on_mqtt5_is_dropped_by_the_broker_not_read_by_the_agent(
+    tmp_path: Path, free_udp_port: int, mosquitto: Broker
+) -> None:
+    # MQTT 5: the agent's CONNECT says its Maximum Packet Size (largest subscription cap + 64 KiB),
+    # so the broker drops the message; paho would otherwise read all of it before our check.
+    config_file = minimal_config(tmp_path, free_udp_port, mosquitto.port)
+    config_file.write_text(
+        config_file.read_text().replace("tls: false}", "tls: false, protocol: mqttv5}")
+        + "log: {stats_interval_s: 0}\n"
+    )
+    agent = AgentProcess(config_file)
+    try:
+        deadline = time.monotonic() + 20
+        while not any("connected to" in line for line in agent.lines):
+            assert time.monotonic() < deadline, "\n".join(agent.lines[-20:])
+            time.sleep(0.1)
+        with RssSampler(agent.proc.pid) as sampler:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="huge", protocol=mqtt.MQTTv5)
+            client.connect(mosquitto.host, mosquitto.port)
+            client.loop_start()
+            client.publish(f"{ROOT}/cmd/flush", b"\x5a" * BIG_MESSAGE_BYTES, qos=1).wait_for_publish(30)
+            client.disconnect()
+            client.loop_stop()
+            time.sleep(2.0)  # what the broker would deliver has been delivered
+        assert agent.proc.poll() is None
+    finally:
+        code = agent.stop()
+    assert code == 0
+    print(f"one {BIG_MESSAGE_BYTES} B message: agent RSS peak {sampler.peak_mib:.0f} MiB")
+    assert sampler.peak_mib <= RSS_LIMIT_MIB, f"RSS peaked at {sampler.peak_mib:.0f} MiB"
