@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import socket
 from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
@@ -75,8 +76,21 @@ def parse_url(url: str) -> tuple[str, SplitResult]:
 def check_url(url: str) -> None:
     """Everything ``open_backend`` checks, for ``edgegw config check``: a known backend that can be
     loaded (its optional dependencies installed) and a URL it accepts (host, port, parameters).
-    Builds the backend and drops it; nothing is opened."""
+    Builds the backend and drops it. For Semtech UDP it also binds the address on a free port
+    and closes it at once: an address this host does not have fails here, not after ``run`` has
+    opened the database (the port itself may be in use by the running agent, so it is not tried)."""
     open_backend(url)
+    scheme, parts = parse_url(url)
+    if scheme == "semtech-udp" and parts.hostname:
+        try:
+            family = socket.AF_INET6 if ":" in parts.hostname else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((parts.hostname, 0))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot bind {parts.hostname}: {exc.strerror or exc} (not an address of this host?)",
+                key_path=_KEY_PATH,
+            ) from exc
 
 
 def open_backend(url: str) -> RadioBackend:

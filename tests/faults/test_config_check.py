@@ -64,6 +64,8 @@ def test_a_good_config_checks_and_the_check_changes_nothing(
         ({"url": "semtch-udp://127.0.0.1:1700"}, "radio.url", "unknown radio backend 'semtch-udp'"),
         ({"url": "semtech-udp://127.0.0.1:99999"}, "radio.url", "Port out of range"),
         ({"url": "semtech-udp://127.0.0.1:1700?tx_ack_timout_s=1"}, "radio.url", "unknown parameter"),
+        # An address this host does not have (TEST-NET-1: a bind is tried, nothing is sent).
+        ({"url": "semtech-udp://192.0.2.1:1700"}, "radio.url", "cannot bind 192.0.2.1"),
         ({"port": "99999"}, "mqtt.port", "expected a port in 1..65535, got 99999"),
         (
             {"tls": "true", "ca_file": "/nonexistent/ca.pem"},
