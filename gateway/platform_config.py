@@ -43,7 +43,10 @@ def build_config_applier(agent: Agent, trust: Trust) -> ConfigApplier:
         # quarantined (too large for the broker: a pushed mqtt.max_message_bytes) of this run.
         lost = sum(n for key, n in outbox.counters.items() if key.startswith(("evicted.", "expired.")))
         lost += outbox.counters["quarantined"]
-        return Delivery(acked=outbox.counters["acked"], waiting=outbox.depth, lost=lost)
+        # Waiting: committed rows and accepted records not yet committed (a config that stops the
+        # group commit would otherwise look like a gateway with nothing to send).
+        waiting = outbox.depth + outbox.waiting_in_memory
+        return Delivery(acked=outbox.counters["acked"], waiting=waiting, lost=lost)
 
     def reload_rules() -> None:
         if agent.rules is not None:
