@@ -137,7 +137,11 @@ class Agent:
             "salvage": self.database.salvage.as_dict() if self.database.salvage is not None else None,
             "uplink": {"connected": self.uplink.connected, **self.uplink.counters},
             "forwarder": dict(self.forwarder.counters),
-            "control": dict(self.control.counters) if self.control is not None else {},
+            "control": (
+                {**self.control.counters, "subscribers": self.control.subscribers}
+                if self.control is not None
+                else {}
+            ),
             "fleet": {
                 **(self.commands.counters if self.commands is not None else {}),
                 "config": dict(self.remote_config.counters) if self.remote_config is not None else {},

@@ -114,6 +114,11 @@ class ControlServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def subscribers(self) -> dict[str, int]:
+        """Clients reading each stream now (``edgegw tail``, ``device verify``, ``radio test``)."""
+        return {name: len(queues) for name, queues in self._subscribers.items()}
+
     def publish(self, stream: str, event: dict[str, Any]) -> None:
         """Hand an event to every subscriber of ``stream`` (on the loop; never blocks)."""
         for queue in self._subscribers.get(stream, ()):

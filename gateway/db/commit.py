@@ -40,6 +40,9 @@ RETRY_S = 1.0
 RESERVE_CHECK_S = 30.0
 """How often a released disk reserve is written again, if there is room."""
 FAILURE_LOG_INTERVAL_S = 60.0
+ROOM_AFTER_FULL_BYTES = 1 << 20
+"""A full-disk episode ends when a group commits at once and the filesystem has this much free
+(or the reserve's size, if larger)."""
 
 
 class Database:
@@ -239,8 +242,9 @@ class GroupCommitter:
                 # Durable already: one sink's bug must not skip the others' bookkeeping nor stop
                 # the commit task (which would leave every later record in memory).
                 log.exception("after commit, %s failed", type(sink).__name__)
-        # Still "full" while groups only fit after freeing room; writable again at a clean first try.
-        if self.full_since_s is not None and not met_full:
+        # Still "full" while groups only fit after freeing room, or while the filesystem has less
+        # room than the reserve (a group may fit in WAL blocks that acks freed, on a disk still full).
+        if self.full_since_s is not None and not met_full and self._has_room():
             log.warning(
                 "disk writable again after %.0f s of full disk (%d groups could not be committed)",
                 self._wall_clock() - self.full_since_s, self._failed_in_episode,
@@ -249,6 +253,13 @@ class GroupCommitter:
             self.last_error = None
             self._failed_in_episode = 0
         await self._keep_reserve()
+
+    def _has_room(self) -> bool:
+        needed = max(self._reserve.size_bytes if self._reserve is not None else 0, ROOM_AFTER_FULL_BYTES)
+        try:
+            return shutil.disk_usage(self._db.path.parent).free >= needed
+        except OSError:
+            return True
 
     async def _keep_reserve(self) -> None:
         """Write the disk reserve again once there is room (checked at most every RESERVE_CHECK_S)."""

@@ -38,6 +38,20 @@ def background(config_file: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def wait_subscribed(config_file: Path, count: int, timeout_s: float = 30.0) -> None:
+    """Until ``count`` clients read the agent's tail stream (a CLI takes a second or more to start
+    on a loaded machine: a fixed sleep raced it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = cli(config_file, "status", "--json")
+        if done.returncode == 0:
+            subscribers = json.loads(done.stdout).get("control", {}).get("subscribers", {})
+            if subscribers.get("tail", 0) >= count:
+                return
+        assert time.monotonic() < deadline, f"{count} tail subscribers never came: {done.stdout[-300:]}"
+        time.sleep(0.2)
+
+
 def test_verify_show_radio_test_and_diag_against_the_agent(
     setup: tuple[Path, int, list[AbpDevice]], tmp_path: Path
 ) -> None:
@@ -51,7 +65,7 @@ def test_verify_show_radio_test_and_diag_against_the_agent(
                 config_file, "device", "verify", dev1.dev_eui.hex(), "--timeout", "30", "--json"
             )
             radio = background(config_file, "radio", "test", "--seconds", "4", "--json")
-            time.sleep(1.5)  # both subscribed to tail
+            wait_subscribed(config_file, 2)  # both read the tail stream before the frames come
             for distance_mm in (1500, 1400, 1300):
                 fwd.send_frames([(dev1.uplink(em310(80, distance_mm, False), 85), {"rssi_dbm": -90.0})])
             fwd.send_frames([(dev2.uplink(em310(60, 700, False), 85), {"rssi_dbm": -100.0, "snr_db": 1.0})])
@@ -110,7 +124,7 @@ def test_verify_an_otaa_device_through_its_join(setup: tuple[Path, int, list[Abp
         with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
             wait_ready(fwd)
             verify = background(config_file, "device", "verify", OTAA_EUI.hex(), "--timeout", "30")
-            time.sleep(1.5)
+            wait_subscribed(config_file, 1)
             nonce = bytes.fromhex("0a0b")
             request = phy.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_EUI, dev_nonce=nonce)
             fwd.send_frames([(request, {"tmst_us": 1_000_000})])
