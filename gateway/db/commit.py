@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -67,11 +66,8 @@ class Database:
         except StorageError:
             # Started on a full disk: SQLite cannot even create its -wal and -shm files. The
             # backlog must still go out (its acknowledgements free space): give up the reserve.
-            if (
-                self._reserve is None
-                or not _nearly_full(path.parent, self._reserve)
-                or not self._reserve.release()
-            ):
+            reserve = self._reserve
+            if reserve is None or reserve.has_room() or not reserve.release():
                 raise
             conn, self.quarantined = db.connect_or_quarantine(path)
         return conn
@@ -244,7 +240,11 @@ class GroupCommitter:
                 log.exception("after commit, %s failed", type(sink).__name__)
         # Still "full" while groups only fit after freeing room, or while the filesystem has less
         # room than the reserve (a group may fit in WAL blocks that acks freed, on a disk still full).
-        if self.full_since_s is not None and not met_full and self._has_room():
+        if (
+            self.full_since_s is not None
+            and not met_full
+            and (self._reserve is None or self._reserve.has_room(ROOM_AFTER_FULL_BYTES))
+        ):
             log.warning(
                 "disk writable again after %.0f s of full disk (%d groups could not be committed)",
                 self._wall_clock() - self.full_since_s, self._failed_in_episode,
@@ -253,13 +253,6 @@ class GroupCommitter:
             self.last_error = None
             self._failed_in_episode = 0
         await self._keep_reserve()
-
-    def _has_room(self) -> bool:
-        needed = max(self._reserve.size_bytes if self._reserve is not None else 0, ROOM_AFTER_FULL_BYTES)
-        try:
-            return shutil.disk_usage(self._db.path.parent).free >= needed
-        except OSError:
-            return True
 
     async def _keep_reserve(self) -> None:
         """Write the disk reserve again once there is room (checked at most every RESERVE_CHECK_S)."""
@@ -290,13 +283,6 @@ def _relieve_full(conn: sqlite3.Connection, taken: list[tuple[CommitSink, Any]])
         relieve = getattr(sink, "relieve_full", None)
         if relieve is not None:
             relieve(conn, item)
-
-
-def _nearly_full(directory: Path, reserve: DiskReserve) -> bool:
-    try:
-        return shutil.disk_usage(directory).free < reserve.size_bytes
-    except OSError:
-        return False
 
 
 def _limit_wal(conn: sqlite3.Connection, max_wal_bytes: int) -> None:

@@ -35,6 +35,19 @@ class DiskReserve:
         self.size_bytes = size_bytes
         self.releases = 0
 
+    def free_bytes(self) -> int | None:
+        """Bytes the filesystem of the data directory has free for us; None when it cannot say."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def has_room(self, at_least_bytes: int = 0) -> bool:
+        """The filesystem has the reserve's size free (and ``at_least_bytes``); True when unknown."""
+        free = self.free_bytes()
+        return free is None or free >= max(self.size_bytes, at_least_bytes)
+
     @property
     def held(self) -> bool:
         """The reserve file exists at its full size."""
@@ -53,11 +66,8 @@ class DiskReserve:
             return False
         if self.held:
             return True
-        try:
-            stat = os.statvfs(self.path.parent)
-        except OSError:
-            return False
-        if stat.f_bavail * stat.f_frsize < 2 * self.size_bytes:
+        free = self.free_bytes()
+        if free is None or free < 2 * self.size_bytes:
             return False
         partial = self.path.with_name(self.path.name + ".part")
         try:

@@ -395,12 +395,8 @@ class Outbox:
         over = len(pending) - self._memory_queue_records * 9 // 10
         # Stable sort by priority: within a priority, the oldest (front) go first.
         doomed = set(sorted(range(len(pending)), key=lambda i: pending[i][0].priority)[:over])
-        dropped: Counter[str] = Counter()
-        for i in doomed:
-            record = pending[i][0]
-            dropped[f"dropped_uncommitted.{priority_class(stored_priority(record))}"] += 1
+        self._count_dropped(pending[i] for i in doomed)
         self._pending = [item for i, item in enumerate(pending) if i not in doomed]
-        self.counters.update(dropped)
         self._rare_log.error(
             "dropped_uncommitted",
             "outbox memory queue full (%d records at most wait for a commit): uncommitted records "
@@ -540,14 +536,19 @@ class Outbox:
     def abandon_waiting(self) -> int:
         """At shutdown, when the disk still refuses them: count the records that never committed as
         ``dropped_uncommitted.<class>`` and log them (ERROR); returns how many."""
-        dropped: Counter[str] = Counter(
-            f"dropped_uncommitted.{priority_class(stored_priority(record))}" for record, _s in self._pending
-        )
+        dropped = self._count_dropped(self._pending)
         self._pending = []
         if dropped:
-            self.counters.update(dropped)
             log.error("stopping with uncommitted records (the disk refused them): %s", dict(dropped))
         return sum(dropped.values())
+
+    def _count_dropped(self, waiting: Iterable[tuple[Record, float]]) -> Counter[str]:
+        """Count records that never committed as ``dropped_uncommitted.<class>``; returns the counts."""
+        dropped = Counter(
+            f"dropped_uncommitted.{priority_class(stored_priority(record))}" for record, _s in waiting
+        )
+        self.counters.update(dropped)
+        return dropped
 
     # --- bounds (database thread) -------------------------------------------------
 
