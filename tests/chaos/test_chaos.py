@@ -24,7 +24,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from gateway import db
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
 from tests.e2e.harness import GATEWAY_EUI, AgentProcess, em310, make_device, register_abp, wait_ready
-from tests.faults.conftest import SmallDisk, rss_mib
+from tests.faults.conftest import SmallDisk, mounted_tmpfs, rss_mib
 from tests.faults.test_salvage import damage_outbox_page
 from tests.reliability.conftest import (
     DurableSubscriber,
@@ -142,15 +141,8 @@ def garbage(udp_port: int, rng: random.Random, n: int = 50) -> None:
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[SmallDisk]:
     """The data directory's filesystem: a 64 MiB tmpfs (room for a soak's records), filled on demand."""
-    if os.geteuid() != 0:
-        pytest.fail("the chaos test mounts a tmpfs for its disk-full fault: run it as root (CI does)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-    try:
-        yield SmallDisk(mount, 64)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", 64) as mounted:
+        yield mounted
 
 
 def test_random_faults_lose_no_committed_record_and_forge_none(

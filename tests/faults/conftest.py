@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,16 +72,24 @@ class SmallDisk:
         return st.f_bavail * st.f_frsize
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    """A 16 MiB tmpfs (CI runs as root on Debian; the fault needs a real filesystem that fills)."""
+@contextmanager
+def mounted_tmpfs(mount: Path, size_mib: int) -> Iterator[SmallDisk]:
+    """A tmpfs of ``size_mib`` at ``mount`` (created), unmounted afterwards. Needs root: CI runs as
+    root on Debian; the fault needs a real filesystem that fills, not a flag that imitates one."""
     if os.geteuid() != 0:
-        pytest.fail("tests/faults needs root to mount a small tmpfs (CI runs as root; run make test as root)")
-    mount = tmp_path / "disk"
+        pytest.fail("mounting a small tmpfs needs root (CI runs as root; run make test as root)")
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount)], check=True)
-    disk = SmallDisk(mount, 16)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs", str(mount)], check=True
+    )
     try:
-        yield disk
+        yield SmallDisk(mount, size_mib)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 16 MiB tmpfs under the test's directory."""
+    with mounted_tmpfs(tmp_path / "disk", 16) as disk:
+        yield disk

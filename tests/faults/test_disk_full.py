@@ -26,6 +26,7 @@ from gateway.db.reserve import DiskReserve
 from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
 from tests.faults.conftest import SmallDisk
+from tests.outbox.helpers import ids_in_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,14 +35,6 @@ def record(i: int, kind: str = "reading") -> Record:
     body: dict[str, Any] = {"id": f"{kind}-{i:06d}", "kind": kind, "data": {"v": i, "pad": "x" * 300}}
     priority = Priority.ALERT if kind == "alert" else Priority.READING
     return Record(record_id=body["id"], kind=kind, priority=priority, body=body)  # type: ignore[arg-type]
-
-
-def ids_in(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [r[0] for r in conn.execute("SELECT record_id FROM outbox ORDER BY seq")]
-    finally:
-        conn.close()
 
 
 class Stage:
@@ -101,7 +94,7 @@ async def test_empty_outbox_then_full_disk_evicts_nothing_later(small_disk: Smal
     assert stats.max_bytes == 256 * 1024 * 1024, "the configured bound is unchanged"
     assert stats.depth == 120 and not stats.evicted_total, stats.evicted_total
     stage.close()
-    assert ids_in(stage.path) == [f"reading-{i:06d}" for i in range(120)]
+    assert ids_in_file(stage.path) == [f"reading-{i:06d}" for i in range(120)]
 
 
 async def test_committed_backlog_survives_a_full_disk_and_one_commit(small_disk: SmallDisk) -> None:
@@ -140,7 +133,7 @@ async def test_memory_queue_is_bounded_alerts_first_and_counts_what_it_drops(sma
     while stage.outbox.waiting_in_memory:
         assert await stage.commit()
     stage.close()
-    ids = ids_in(stage.path)
+    ids = ids_in_file(stage.path)
     assert [i for i in ids if i.startswith("alert")] == [f"alert-{i:06d}" for i in range(5)]
     # The oldest readings were dropped: the newest 85 are kept.
     assert [i for i in ids if i.startswith("reading")] == [f"reading-{i:06d}" for i in range(65, 150)]
@@ -169,7 +162,7 @@ async def test_reserve_lets_alerts_commit_and_acks_free_space_on_a_full_disk(sma
     assert ok, f"acknowledged rows did not free room: {stage.committer.last_error}"
     small_disk.free()
     stage.close()
-    assert ids_in(stage.path) == [f"reading-{i:06d}" for i in range(3000, 3300)]
+    assert ids_in_file(stage.path) == [f"reading-{i:06d}" for i in range(3000, 3300)]
 
 
 async def test_reserve_comes_back_once_there_is_room(small_disk: SmallDisk, monkeypatch: Any) -> None:
@@ -213,7 +206,7 @@ async def test_a_quarantined_row_survives_a_full_disk(small_disk: SmallDisk) -> 
     finally:
         conn.close()
     assert quarantined == [leased[0].record_id]
-    ids = set(ids_in(stage.path))
+    ids = set(ids_in_file(stage.path))
     assert leased[0].record_id not in ids
     expected = {f"reading-{i:06d}" for i in (*range(50), *range(100, 2100))} - {r.record_id for r in leased}
     assert ids == expected, f"{len(expected - ids)} committed or accepted records lost"
@@ -239,7 +232,7 @@ async def test_the_memory_queue_clears_in_a_few_growing_groups_once_space_is_bac
     assert not any(k.startswith("dropped_uncommitted") for k in stage.outbox.counters)
     assert await stage.commit()
     stage.close()
-    assert len(ids_in(stage.path)) == 7000
+    assert len(ids_in_file(stage.path)) == 7000
 
 
 class BrokenSink:

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.timeout(180)
 GATEWAY_ID = "gw-disk"
 
 
-def agent_config(tmp_path: Path, disk: SmallDisk, broker_port: int) -> tuple[Path, int]:
+def agent_config(
+    tmp_path: Path, disk: SmallDisk, broker_port: int, *, reserve_bytes: int = 1048576
+) -> tuple[Path, int]:
     udp_port = free_port(2)
     config_file = tmp_path / "edgegw.yaml"
     config_file.write_text(
@@ -38,7 +40,7 @@ def agent_config(tmp_path: Path, disk: SmallDisk, broker_port: int) -> tuple[Pat
         f"mqtt: {{host: 127.0.0.1, port: {broker_port}, tls: false, reconnect_min_s: 0.1, "
         "reconnect_max_s: 0.5, health_interval_s: 0}\n"
         "outbox: {commit_interval_ms: 20, batch_max_records: 50, batch_linger_ms: 20, "
-        "disk_reserve_bytes: 1048576}\n"
+        f"disk_reserve_bytes: {reserve_bytes}}}\n"
         "log: {stats_interval_s: 0}\n"
         f"data_dir: {disk.path / 'data'}\n"
     )
@@ -163,3 +165,39 @@ def test_committed_backlog_survives_full_disk_and_a_start_on_a_full_disk(
         small_disk.free()
     missing = sorted(set(range(302)) - got)
     assert not missing, f"{len(missing)} committed records never delivered, e.g. {missing[:10]}"
+
+
+def test_while_commits_fail_no_downlink_goes_out_and_a_stop_counts_what_never_committed(
+    tmp_path: Path, small_disk: SmallDisk, persistent_broker: PersistentBroker
+) -> None:
+    # docs/outbox.md: while groups fail, a downlink's FCntDown would not be durable (after a crash
+    # the same counter would go out again), so none is sent; a clean stop on a disk that still
+    # refuses the waiting records counts them as dropped instead of losing them silently.
+    config_file, udp_port = agent_config(tmp_path, small_disk, persistent_broker.port, reserve_bytes=0)
+    device = make_device(3)
+    register_abp(config_file, device)
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            small_disk.fill()
+            frames = Sender(fwd, device)
+            frames.send(5)
+            deadline = time.monotonic() + 10
+            while not status(config_file)["storage"]["disk_full_since"]:
+                assert time.monotonic() < deadline, "the agent never met the full disk"
+                time.sleep(0.2)
+            confirmed = device.uplink(em310(80, 1234, False), 85, confirmed=True)
+            fwd.send_frames([(confirmed, {"tmst_us": 5_000_000})])
+            sent = fwd.wait_downlink(timeout_s=2.5)
+            assert sent is None, "an ACK went out while its FCntDown was not durable"
+            assert agent.stop() == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+        small_disk.free()
+    counters = agent.final_counters()
+    assert counters["downlinks"].get("not_sent_disk_full", 0) >= 1
+    # The 6 accepted frames never committed: counted, not silently gone.
+    assert counters["outbox"].get("dropped_uncommitted.reading") == 6, counters["outbox"]
+

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
 from tests.conftest import free_port
 from tests.e2e.harness import GATEWAY_ID, AgentProcess, cli
-from tests.faults.test_broker_limits import LimitedBroker, reading_body, write_config
+from tests.faults.test_broker_limits import LimitedBroker, db_rows, reading_body, write_config
 from tests.faults.test_broker_limits import limited_broker as limited_broker  # the fixture
 from tests.reliability.conftest import DurableSubscriber
 
@@ -108,14 +107,6 @@ def poll(what: str, check: Callable[[], bool], timeout_s: float) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"{what}: not within {timeout_s} s")
-
-
-def db_rows(data_dir: Path, sql: str) -> list[Any]:
-    conn = sqlite3.connect(db.db_path(data_dir))
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def test_records_quarantined_by_a_limited_broker_are_delivered_after_requeue(
