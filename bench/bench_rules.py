@@ -25,8 +25,8 @@ import time
 from typing import Any
 
 from gateway import db
-from gateway.rules import ReadingFacts, RuleEngine, RuleSet
-from gateway.rules_state import _create_and_read, _write
+from gateway.rules import ReadingFacts, RuleEngine, RuleSet, parse_rules
+from gateway.rules_state import _write
 
 PROFILES = ("milesight/em310-udl", "milesight/ws302", "decentlab/dl-rad", "parametric/pcr2", "nas/ul2030")
 ZONES = 10
@@ -92,7 +92,6 @@ def with_state(readings: list[ReadingFacts], rules: RuleSet, group: int = 50) ->
     eval_s = state_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         conn = db.connect(db.db_path(Path(tmp)))
-        _create_and_read(conn)
         for start in range(0, len(readings), group):
             t0 = time.perf_counter()
             for r in readings[start : start + group]:
@@ -116,7 +115,7 @@ def main() -> None:
     readings = make_readings(args.readings)
     result: dict[str, Any] = {"readings": args.readings, "rules": 200}
     for name, all_match in (("typical", False), ("all_rules_match", True)):
-        rules = RuleSet.parse(rules_yaml(all_match=all_match), file="bench")
+        rules = parse_rules(rules_yaml(all_match=all_match), file="bench")
         bare_s = bare(readings)
         rules_s, outputs = with_rules(readings, rules)
         result[name] = {

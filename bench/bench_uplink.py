@@ -29,7 +29,7 @@ from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
 from gateway.uplink import envelope
-from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.forwarder import Forwarder, ForwarderSettings
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 
@@ -74,9 +74,7 @@ async def alert_latency(port: int, data_dir: Path, seconds: float, load_per_s: i
         uplink,
         Topics("edgegw", "bench"),
         "bench",
-        batch_max_records=100,
-        batch_linger_ms=50,
-        max_inflight_batches=8,
+        ForwarderSettings(batch_max_records=100, batch_linger_ms=50, max_inflight_batches=8),
     )
     await uplink.start()
     assert await uplink.wait_connected(10)

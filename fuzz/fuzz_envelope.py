@@ -1,8 +1,8 @@
 """atheris harness: platform command envelopes and the command dispatcher; nothing but CommandRejected.
 
-RAW: the bytes as an envelope (``envelope.parse`` + ``envelope.check``, then ``handle`` on
+RAW: the bytes as an envelope (``signed_envelope.parse`` + ``signed_envelope.check``, then ``handle`` on
 ``cmd/flush``). STRUCTURED: a command payload mutated, then correctly signed with the pinned
-test key, through ``CommandDispatcher.handle`` with the agent's allow-list (platform_commands);
+test key, through ``CommandDispatcher.handle`` with the agent's allow-list (``gateway.app.commands``);
 or a pushed configuration's payload (``desired.from_payload``, ``hash``, ``effective``: only
 CommandRejected and ConfigError).
 """
@@ -16,7 +16,7 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["gateway"]):
     from gateway.errors import CommandRejected
-    from gateway.fleet import envelope
+    from gateway.fleet import signed_envelope
     from tests.fuzz import mutate, targets
 
 BENCH = targets.CommandBench()
@@ -34,7 +34,7 @@ def test_one_input(data: bytes) -> None:
     if ch.integer(0, 3) == 0:  # a pushed configuration's payload
         raw = mutate.mutate_json(ch, mutate.pick(ch, targets.DESIRED_SEEDS), ("mqtt", "rules", "settings"))
         try:
-            env = envelope.parse(targets.json_envelope(raw))
+            env = signed_envelope.parse(targets.json_envelope(raw))
         except CommandRejected:
             return
         targets.check_desired(env.payload)

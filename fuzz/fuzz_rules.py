@@ -1,4 +1,4 @@
-"""atheris harness: the rules file (``RuleSet.parse``); only ConfigError."""
+"""atheris harness: the rules file (``gateway.rules.loader.parse_rules``); only ConfigError."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Every error names the file, the dotted key path and the reason::
 
     ConfigError: /etc/edgegw/edgegw.yaml: mqtt.port: expected an integer in 1..65535, got 'abc'
 
-The file is read by ``gateway.textfile`` (UTF-8 or a one-line error, a repeated key refused).
+The file is read by ``gateway.textfile`` (UTF-8 or a one-line error, a repeated key refused)
+and its values with ``gateway.yamldoc`` (the key paths and wording shared with the other files).
 ``load`` raises the first problem; ``load_all`` returns every one (``edgegw config check``, with
 the checks beyond the schema in ``gateway.preflight``).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import math
 import os
 import re
 import types
@@ -37,6 +37,7 @@ import yaml
 
 from gateway import textfile
 from gateway.errors import ConfigError
+from gateway.yamldoc import Node
 
 ENV_PREFIX = "EDGEGW_"
 MIN_MESSAGE_BYTES = 4096
@@ -343,7 +344,7 @@ def _validate(
     env = os.environ if environ is None else environ
     errors: list[ConfigError] = []
     _apply_env(raw, env, file, errors)
-    config: Config = dataclasses.replace(_build(Config, raw, file, "", errors), source=file)
+    config: Config = dataclasses.replace(_build(Config, Node(raw, file=file), errors), source=file)
     config = _check_all(config, file, errors)
     return config, name_overrides(_first_per_key(errors), env, file)
 
@@ -361,8 +362,10 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str, error
     for name, path in _env_paths(environ):
         value = environ[name]
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError:
+            # The strict loader of the files: a repeated key, an alias bomb or a bad date such as
+            # 2001-02-30 (a ValueError from PyYAML) is a ConfigError, not a crash or a silent pick.
+            parsed = textfile.parse_yaml(value, file=name) if value != "" else ""
+        except ConfigError:
             errors.append(ConfigError(f"environment override {name} is not a YAML scalar", file=file))
             continue
         node = raw
@@ -376,30 +379,35 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], file: str, error
             node[path[-1]] = parsed
 
 
-def _build(cls: type[Any], raw: Any, file: str, prefix: str, errors: list[ConfigError]) -> Any:
-    """The dataclass ``cls`` from ``raw``; each problem goes to ``errors`` and the default stands in."""
-    if not isinstance(raw, dict):
-        key_path = prefix.rstrip(".") or "<top>"
-        errors.append(ConfigError(f"expected a mapping, got {_show(raw)}", file=file, key_path=key_path))
-        raw = {}
-    hints = typing.get_type_hints(cls)
+def _build(cls: type[Any], node: Node, errors: list[ConfigError]) -> Any:
+    """The dataclass ``cls`` from ``node``; each problem goes to ``errors`` and the default stands in.
+
+    Unlike the other readers on ``gateway.yamldoc`` it goes on after a problem, so that
+    ``edgegw config check`` lists every one; the schema is the dataclasses' fields.
+    """
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for key in raw:
-        if key not in known:
-            hint = _closest(str(key), known)
-            errors.append(ConfigError(f"unknown key{hint}", file=file, key_path=f"{prefix}{key}"))
+    try:
+        errors.extend(node.unknown_keys(known))
+    except ConfigError as exc:  # not a mapping
+        errors.append(exc)
+        node = Node({}, file=node.file, path=node.path)
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, f in known.items():
-        path = f"{prefix}{name}"
-        if name in raw:
+        required = f.default is _MISSING and f.default_factory is _MISSING
+        child = node.get(name)
+        if child is not None:
             try:
-                values[name] = _coerce(hints[name], raw[name], file, path, errors)
+                values[name] = _coerce(hints[name], child, errors)
                 continue
             except ConfigError as exc:
                 errors.append(exc)
-        elif f.default is _MISSING and f.default_factory is _MISSING:
-            errors.append(ConfigError("required key is missing", file=file, key_path=path))
-        if f.default is _MISSING and f.default_factory is _MISSING:
+        elif required:
+            # Worded as docs/configuration.md shows ("gateway: required key is missing").
+            errors.append(
+                ConfigError("required key is missing", file=node.file, key_path=node.child_path(name))
+            )
+        if required:
             values[name] = _placeholder(hints[name])
     return cls(**values)
 
@@ -407,7 +415,7 @@ def _build(cls: type[Any], raw: Any, file: str, prefix: str, errors: list[Config
 def _placeholder(tp: Any) -> Any:
     """A value of type ``tp`` for a required key found missing or wrong (the error is already listed)."""
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, {}, "", "", [])
+        return _build(tp, Node({}, file=""), [])
     if typing.get_origin(tp) is Literal:
         return typing.get_args(tp)[0]
     return tp() if tp in (str, int, float, bool) else None
@@ -473,48 +481,28 @@ def _with_value(section: Any, key_path: str, value: Any) -> Any:
     return dataclasses.replace(section, **{head: value})
 
 
-def _coerce(tp: Any, value: Any, file: str, path: str, errors: list[ConfigError]) -> Any:
+def _coerce(tp: Any, node: Node, errors: list[ConfigError]) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, file, f"{path}.", errors)
+        # An empty section (`mqtt:` alone) is YAML null: every key of it at its default.
+        return _build(tp, Node({}, file=node.file, path=node.path) if node.value is None else node, errors)
     origin = typing.get_origin(tp)
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(
-                f"expected one of {', '.join(map(str, choices))}, got {_show(value)}",
-                file=file,
-                key_path=path,
-            )
-        return value
+        return node.as_choice([str(choice) for choice in typing.get_args(tp)])
     if origin in (typing.Union, types.UnionType):
-        raise ConfigError("internal: unions are not supported in config", file=file, key_path=path)
+        raise node.fail("internal: unions are not supported in config")
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected true or false, got {_show(value)}", file=file, key_path=path)
+        return node.as_bool()
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected an integer, got {_show(value)}", file=file, key_path=path)
+        return node.as_int()
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:  # a YAML integer has no size limit; a float has
-                number = math.inf
-            # YAML has .nan and .inf; every float here is a duration, rate or power, and NaN passes
-            # every range check below (all comparisons with it are false).
-            if not math.isfinite(number):
-                raise ConfigError(f"expected a finite number, got {_show(value)}", file=file, key_path=path)
-            return number
-        raise ConfigError(f"expected a number, got {_show(value)}", file=file, key_path=path)
+        # Finite: every float here is a duration, rate or power, and NaN passes every range check.
+        return node.as_float()
     if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"expected a string, got {_show(value)}", file=file, key_path=path)
-    raise ConfigError(f"internal: unsupported type {tp!r}", file=file, key_path=path)
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # `name: 42` is the text 42
+        return node.as_str()
+    raise node.fail(f"internal: unsupported type {tp!r}")
 
 
 def _check(config: Config, file: str) -> None:
@@ -650,18 +638,6 @@ def _check_remote_settable(config: Config, file: str) -> None:
                 file=file,
                 key_path="fleet.remote_settable",
             )
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _closest(key: str, known: Mapping[str, Any]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (known keys: {', '.join(known)})"
 
 
 def template() -> str:

@@ -11,10 +11,17 @@ never stops a loop::
     ├── ConfigError            a config file or value is invalid (names file, key path, reason)
     │   └── NotUtf8            a text file the agent or the CLI reads is not UTF-8 (names file, line, column)
     ├── RegistryError          a device registry operation is impossible (duplicate, unknown device)
+    │   └── ImportFailed       a registry CSV has errors, nothing imported (gateway.provisioning.csv_import)
     ├── StorageError           the SQLite database cannot be opened, migrated or written
     ├── AlreadyRunning         another agent holds this data_dir (its lock, or its control socket answers)
+    ├── AgentUnreachable       the CLI finds no agent on the control socket (gateway.control.client)
+    ├── RadioError             a radio's hardware or its link to the host failed (not for what it hears)
+    │   └── ModemError         a serial modem command got no OK (gateway.radio.serial_modem.backend)
+    ├── DownlinkQueueFull      a device's downlink queue is full (also a ValueError, see the class)
     ├── UplinkError            the MQTT connection or a publish failed
     │   └── MessageTooLarge    a message exceeds what the broker takes (split it or quarantine it)
+    ├── ProvisioningError      a gateway provisioning step cannot be done (bad id, certificate, key type)
+    │   └── NodeError          a node on USB serial does not answer, refuses, or reads back wrong
     └── InputError             untrusted bytes were rejected; ``reason`` is a short counter key
         ├── DatagramError      a Semtech UDP datagram is malformed
         ├── FrameError         a LoRaWAN PHYPayload is malformed or not acceptable
@@ -23,7 +30,10 @@ never stops a loop::
         │   └── ReplayedFrame  the frame counter is not ahead of the last accepted one
         ├── DecodeError        an application payload does not match its device profile
         ├── EncodeError        a downlink command or its parameters do not fit the profile
+        ├── QrCodeError        a scanned TR005 device QR code is malformed or its checksum is wrong
         └── CommandRejected    a platform command envelope is unsigned, forged, misaddressed, replayed, ...
+
+A class defined in another module names that module above.
 """
 
 from __future__ import annotations
@@ -77,6 +87,26 @@ class AlreadyRunning(GatewayError):
     def __init__(self, message: str, *, pid: int | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class RadioError(GatewayError):
+    """A radio's hardware or its link to the host failed: a modem that does not answer, a port that
+    vanished. Raised and handled inside the radio backends (they reconnect); bytes heard on the air
+    that do not parse are an ``InputError``, never this."""
+
+
+class DownlinkQueueFull(GatewayError):
+    """A device already has ``limit`` application downlinks queued (``DownlinkScheduler.enqueue``).
+
+    A state of the gateway, not bad input: the same downlink is accepted once the device has
+    taken some (a class A device takes one per uplink). Callers drop the downlink and say so (the
+    pipeline counts ``rules.command_queue_full``; a platform ``downlink`` command gets a failed
+    ``cmd-result``).
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class UplinkError(GatewayError):
@@ -163,7 +193,7 @@ class QrCodeError(InputError):
 class CommandRejected(InputError):
     """A signed command or configuration envelope from the platform was refused (``gateway.fleet``).
 
-    ``reason`` is one of ``gateway.fleet.envelope.Rejection`` and is sent back on ``cmd-result``.
+    ``reason`` is one of ``gateway.fleet.signed_envelope.Rejection`` and is sent back on ``cmd-result``.
     """
 
     reason = "malformed"

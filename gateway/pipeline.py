@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore
-from gateway.errors import DecodeError, EncodeError, FrameError, InputError
+from gateway.errors import DecodeError, DownlinkQueueFull, EncodeError, FrameError, InputError
 from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
 from gateway.lorawan.downlink import DownlinkScheduler
@@ -134,6 +134,10 @@ class UplinkPipeline:
             )
         return record
 
+    def set_devices(self, devices: dict[str, DeviceInfo]) -> None:
+        """Take the registry's device table (on the loop: ``gateway.app.registry`` reads it apart)."""
+        self.devices = devices
+
     def route(self, outputs: list[actions.Output]) -> None:
         """Rule outputs: alerts and aggregates to the outbox, commands to the device's downlink queue."""
         for out in outputs:
@@ -165,9 +169,15 @@ class UplinkPipeline:
             return
         try:
             self._downlinks.enqueue(session.dev_eui, downlink.fport, downlink.payload, supersede=supersede)
-        except ValueError as exc:  # the device's queue is full: drop this command, keep running
+        except DownlinkQueueFull as exc:  # drop this command, keep running
             self.counters["rules.command_queue_full"] += 1
             self._log_once("queue_full", "rule command %s dropped: %s", request.command, exc)
+            return
+        except ValueError as exc:  # an FPort outside 1..223 from the profile: its author's mistake
+            self.counters["rules.command_failed"] += 1
+            self._log_once(
+                f"command.{request.command}", "rule command %s cannot be queued: %s", request.command, exc
+            )
             return
         self.counters["rules.command_queued"] += 1
 

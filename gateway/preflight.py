@@ -25,7 +25,7 @@ from gateway.codec import load_profiles
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError
 from gateway.radio import check_url
-from gateway.rules.model import RuleSet
+from gateway.rules.loader import load_rules
 
 
 def check_all(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> list[ConfigError]:
@@ -138,7 +138,7 @@ def _data_dir(cfg: Config) -> None:
 
 def _rules(cfg: Config) -> None:
     """``run`` starts without rules when this fails (the uplink matters more); the check says so."""
-    RuleSet.load(cfg.rules.path)
+    load_rules(cfg.rules.path)
 
 
 def _profiles(cfg: Config) -> None:

@@ -1,9 +1,9 @@
 """The rule engine's state, committed in the same SQLite transaction as the records it produced.
 
-Owns the ``rules_state`` table (one row per device, key = DevEUI hex, plus the row ``""`` for
-the state that belongs to no device) and its two moments: ``attach`` at start (create the table,
-restore the engine from it) and the ``CommitSink`` side (each group commit writes the state of
-the devices whose episodes, aggregates or commanded levels changed since the last group).
+Owns the rows of the ``rules_state`` table (one per device, key = DevEUI hex, plus the row ``""``
+for the state that belongs to no device) and its two moments: ``attach`` at start (restore the
+engine from the table) and the ``CommitSink`` side (each group commit writes the state of the
+devices whose episodes, aggregates or commanded levels changed since the last group).
 
 Why in the group commit: an alert record and the episode that says "raised" must survive a
 kill -9 together. Saved apart (a JSON file every 60 s, before), a crash could leave a committed
@@ -11,10 +11,9 @@ alert with its episode still closed, and the agent raised it a second time after
 or the reverse, an episode open whose alert was never committed. The records and the state that
 produced them are now one transaction, like a record and its frame counter.
 
-The table is created by its owner (``CREATE TABLE IF NOT EXISTS``) rather than by a schema
-version: an agent rolled back to an older version (docs/fleet.md, agent updates) opens the same
-file and ignores the table, where a higher ``user_version`` would make it refuse the file. It
-does not own what the state means (``gateway.rules.engine``).
+The table is created with the database (``gateway/db/schema_add_rules_state.sql``, a compatible
+addition: an agent rolled back to an earlier release still opens the file). It does not own what
+the state means (``gateway.rules.engine``).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from gateway.rules.engine import RuleEngine, assemble_snapshot
 log = logging.getLogger(__name__)
 
 GLOBAL_KEY = ""
-_CREATE = "CREATE TABLE IF NOT EXISTS rules_state (key TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID"
 Changes = tuple[dict[str, dict[str, Any] | None], dict[str, Any] | None]
 
 
@@ -45,9 +43,9 @@ class RulesStateStore:
         self.restored_devices = 0
 
     def attach(self, database: Database, engine: RuleEngine, legacy_file: Path | None = None) -> None:
-        """Create the table, restore ``engine`` from it (or, once, from the JSON file older agents
-        saved: it is then written to the table and removed), and start taking its changes."""
-        rows = database.run_sync(_create_and_read)
+        """Restore ``engine`` from the table (or, once, from the JSON file older agents saved: it
+        is then written to the table and removed), and start taking its changes."""
+        rows = database.run_sync(_read)
         try:
             if rows:
                 devices = {k: json.loads(v) for k, v in rows.items() if k != GLOBAL_KEY}
@@ -88,8 +86,7 @@ class RulesStateStore:
             self._engine.mark_changed(devices, glob is not None)
 
 
-def _create_and_read(conn: sqlite3.Connection) -> dict[str, str]:
-    conn.execute(_CREATE)
+def _read(conn: sqlite3.Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in conn.execute("SELECT key, state FROM rules_state")}
 
 

@@ -4,14 +4,16 @@ Owns the one way the agent and the CLI read a file a person wrote or edited (the
 rules, device profiles and their JavaScript codecs, CSV imports, identity files): bytes read
 with a bound, decoded as UTF-8 (a UTF-8 byte-order mark, which Windows editors and spreadsheets
 add, is accepted and dropped), and YAML parsed by one safe loader that refuses a repeated key
-(PyYAML keeps the last one silently: ``port: 1883`` then ``port: 8883`` would hide a mistake).
+(PyYAML keeps the last one silently: ``port: 1883`` then ``port: 8883`` would hide a mistake)
+and reads merge keys (``<<: *defaults``) one way for every file (``StrictLoader``).
 
 Every failure is a ``ConfigError`` with a one-line reason that names the file, e.g.::
 
     /etc/edgegw/rules.yaml: not UTF-8 (byte 0xc9 at line 3, column 12): save the file as UTF-8
     /etc/edgegw/edgegw.yaml: not valid YAML: line 7, column 3: duplicate key 'port' (first on line 4)
 
-It does not own what a document means: each reader validates its own schema.
+It does not own what a document means: each reader validates its own schema, with
+``gateway.yamldoc`` (typed getters whose errors name the key path).
 """
 
 from __future__ import annotations
@@ -135,26 +137,85 @@ def load_yaml(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) 
 
 
 class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a repeated mapping key is an error naming the key and both lines."""
+    """PyYAML's safe loader, but a repeated mapping key is an error naming the key and both lines.
+
+    Merge keys (``<<: *defaults``) are YAML's, as PyYAML's safe loader reads them: the keys a mapping
+    gives itself override the merged ones, and of ``<<: [*a, *b]`` the first mapping listed wins.
+    A key repeated inside one mapping (a merged one included) and a second ``<<`` in one mapping
+    (whose mapping would win is a trap: the list form says it) are refused.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Checked on the document as written, before any mapping is built: building a mapping
+        # flattens its merged mappings in place, which would make a merged key look repeated.
+        _refuse_repeated_keys(self, node)
+        return super().construct_document(node)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Replace ``node``'s ``<<`` by the pairs it merges, so that building the mapping (where a
+        later pair wins) gives its own keys over merged ones, and the first of ``<<: [*a, *b]`` over
+        the next. PyYAML's own keeps the first pair of each key string it meets, which lets a merged
+        mapping's merged key win over that mapping's own (``<<: &mid {<<: *base, x: 2}`` gave
+        base's x), so it is not used."""
+        own = [(key, value) for key, value in node.value if key.tag != _MERGE_TAG]
+        if len(own) == len(node.value):
+            return
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key, value in node.value:
+            if key.tag != _MERGE_TAG:
+                continue
+            sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            for source in reversed(sources):  # the first listed goes last: it wins
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"<< merges mappings, not a {source.id}", source.start_mark
+                    )
+                self.flatten_mapping(source)  # once per node: afterwards it has no << left
+                merged += source.value
+        node.value = merged + own
 
 
-def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    first_line: dict[object, int] = {}
-    for key_node, _value_node in node.value:
-        if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: keys given here override merged ones, by design
+def _refuse_repeated_keys(loader: StrictLoader, root: yaml.Node) -> None:
+    """ConstructorError at the first key given twice in one mapping of ``root`` (each node once)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias: the same node, checked once
             continue
-        key = loader.construct_object(key_node)
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            _refuse_repeated_keys_in(loader, node)
+            for key_node, value_node in node.value:
+                stack += (key_node, value_node)
+
+
+def _refuse_repeated_keys_in(loader: StrictLoader, node: yaml.MappingNode) -> None:
+    first_line: dict[object, int] = {}
+    merge_line: int | None = None
+    for key_node, _value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == _MERGE_TAG:
+            if merge_line is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key '<<' (first on line {merge_line}): merge several with <<: [*a, *b]",
+                    key_node.start_mark,
+                )
+            merge_line = line
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key: unhashable, refused
+            continue  # when the mapping is built
+        key = loader.construct_object(key_node)  # so that 1 and 0x1, or yes and true, are the same key
         try:
             first = first_line.get(key)
         except TypeError:  # an unhashable key: construct_mapping reports it
             continue
-        line = key_node.start_mark.line + 1
         if first is not None:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
             )
         first_line[key] = line
-    return loader.construct_mapping(node)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

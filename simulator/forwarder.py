@@ -12,8 +12,9 @@ parses every byte) and no LoRaWAN: frames are PHYPayloads built elsewhere.
 
 Two flavours with the same vocabulary: ``PacketForwarder`` (blocking sockets, for
 scripts and threads) and ``AsyncPacketForwarder`` (asyncio, for tests and the
-simulator running in the same loop as the agent). Frames are given as
-``(phy_payload, rx)`` where ``rx`` holds keyword arguments of
+simulator running in the same loop as the agent). They share the bytes (``_Session``:
+tokens, datagrams, acks) and the sending (``_Sender``); only waiting differs. Frames
+are given as ``(phy_payload, rx)`` where ``rx`` holds keyword arguments of
 :func:`~gateway.radio.semtech_udp.packets.make_rxpk`; missing ones default to
 ``DEFAULT_RX`` and ``tmst_us`` to a microsecond counter, like a concentrator's.
 """
@@ -127,11 +128,39 @@ class _Session:
             del self._acked[next(iter(self._acked))]
 
 
-def _rxpk_list(frames: Sequence[Frame]) -> list[Rxpk]:
-    return [frame_rxpk(phy, rx) for phy, rx in frames]
+class _Sender:
+    """The sending side both flavours share, over their ``_Session``; each sends on its own up socket."""
+
+    _session: _Session
+
+    @property
+    def gateway_eui(self) -> bytes:
+        return self._session.gateway_eui
+
+    @property
+    def bad_datagrams(self) -> int:
+        """Datagrams from the server that did not parse or made no sense to a gateway."""
+        return self._session.bad_datagrams
+
+    def send_frames(self, frames: Sequence[Frame], *, stat: Stat | None = None) -> int:
+        """PUSH_DATA with one rxpk per ``(phy_payload, rx)`` (does not wait); returns its token."""
+        return self.send_rxpk([frame_rxpk(phy, rx) for phy, rx in frames], stat=stat)
+
+    def send_rxpk(self, rxpk: list[Rxpk], *, stat: Stat | None = None) -> int:
+        """PUSH_DATA carrying these rxpk objects as they are; returns its token."""
+        token, datagram = self._session.push(rxpk, stat)
+        self._send_up(datagram)
+        return token
+
+    def send_raw(self, datagram: bytes) -> None:
+        """Send arbitrary bytes from the up socket (to test a server's robustness)."""
+        self._send_up(datagram)
+
+    def _send_up(self, datagram: bytes) -> None:  # pragma: no cover - each flavour sends its way
+        raise NotImplementedError
 
 
-class PacketForwarder:
+class PacketForwarder(_Sender):
     """Blocking fake forwarder for ``gateway_eui`` talking to the server at ``server``."""
 
     def __init__(
@@ -149,10 +178,6 @@ class PacketForwarder:
             raise
 
     @property
-    def gateway_eui(self) -> bytes:
-        return self._session.gateway_eui
-
-    @property
     def up_address(self) -> tuple[str, int]:
         """Local address of the socket PUSH_DATA is sent from."""
         host, port = self._up.getsockname()[:2]
@@ -163,25 +188,6 @@ class PacketForwarder:
         """Local address of the socket PULL_DATA is sent from (where downlinks must go)."""
         host, port = self._down.getsockname()[:2]
         return str(host), int(port)
-
-    @property
-    def bad_datagrams(self) -> int:
-        """Datagrams from the server that did not parse or made no sense to a gateway."""
-        return self._session.bad_datagrams
-
-    def send_frames(self, frames: Sequence[Frame], *, stat: Stat | None = None) -> int:
-        """PUSH_DATA with one rxpk per ``(phy_payload, rx)``; returns its token."""
-        return self.send_rxpk(_rxpk_list(frames), stat=stat)
-
-    def send_rxpk(self, rxpk: list[Rxpk], *, stat: Stat | None = None) -> int:
-        """PUSH_DATA carrying these rxpk objects as they are; returns its token."""
-        token, datagram = self._session.push(rxpk, stat)
-        self._up.send(datagram)
-        return token
-
-    def send_raw(self, datagram: bytes) -> None:
-        """Send arbitrary bytes from the up socket (to test a server's robustness)."""
-        self._up.send(datagram)
 
     def wait_ack(self, token: int, timeout_s: float = 1.0) -> bool:
         """True once the PUSH_ACK for ``token`` arrived, False after ``timeout_s``."""
@@ -213,6 +219,9 @@ class PacketForwarder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _send_up(self, datagram: bytes) -> None:
+        self._up.send(datagram)
 
     def _wait(self, sock: socket.socket, identifier: int, token: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -246,7 +255,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         pass  # ICMP errors while the server is down: acks simply do not come
 
 
-class AsyncPacketForwarder:
+class AsyncPacketForwarder(_Sender):
     """Asyncio fake forwarder; build it with ``await AsyncPacketForwarder.open(eui, server)``."""
 
     def __init__(
@@ -272,30 +281,9 @@ class AsyncPacketForwarder:
         self._down, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), remote_addr=self._server)
 
     @property
-    def gateway_eui(self) -> bytes:
-        return self._session.gateway_eui
-
-    @property
     def down_address(self) -> tuple[str, int]:
         host, port = self._transport(self._down).get_extra_info("sockname")[:2]
         return str(host), int(port)
-
-    @property
-    def bad_datagrams(self) -> int:
-        return self._session.bad_datagrams
-
-    def send_frames(self, frames: Sequence[Frame], *, stat: Stat | None = None) -> int:
-        """PUSH_DATA with one rxpk per frame (does not wait); returns its token."""
-        return self.send_rxpk(_rxpk_list(frames), stat=stat)
-
-    def send_rxpk(self, rxpk: list[Rxpk], *, stat: Stat | None = None) -> int:
-        token, datagram = self._session.push(rxpk, stat)
-        self._transport(self._up).sendto(datagram)
-        return token
-
-    def send_raw(self, datagram: bytes) -> None:
-        """Send arbitrary bytes from the up socket (asyncio does not send empty datagrams)."""
-        self._transport(self._up).sendto(datagram)
 
     async def wait_ack(self, token: int, timeout_s: float = 1.0) -> bool:
         return await self._wait(PUSH_ACK, token, timeout_s)
@@ -325,6 +313,10 @@ class AsyncPacketForwarder:
     def _on_datagram(self, data: bytes) -> None:
         self._session.handle(data)
         self._arrived.set()
+
+    def _send_up(self, datagram: bytes) -> None:
+        # Python 3.11's asyncio drops an empty datagram: there, send_raw(b"") sends nothing.
+        self._transport(self._up).sendto(datagram)
 
     def _transport(self, transport: asyncio.DatagramTransport | None) -> asyncio.DatagramTransport:
         if transport is None:

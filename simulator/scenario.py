@@ -17,11 +17,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-import yaml
-
+from gateway import textfile
 from gateway.errors import ConfigError
+from gateway.yamldoc import Node
 from simulator.models.base import SECONDS_PER_DAY
-from simulator.models.counter import COUNTER_KINDS, CounterKind
+from simulator.models.counter import CounterKind
 from simulator.models.lighting import DIM_PROFILES, DimProfile
 from simulator.models.noise import SITE_TYPES, SiteType
 
@@ -220,82 +220,6 @@ class Scenario:
         return names
 
 
-class _Reader:
-    """Typed access to one mapping of the YAML document, with errors carrying file and key path."""
-
-    def __init__(self, doc: Any, file: str, path: str) -> None:
-        if not isinstance(doc, Mapping):
-            raise ConfigError("expected a mapping", file=file, key_path=path or None)
-        self.doc, self.file, self.path = doc, file, path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(reason, file=self.file, key_path=self.key(name))
-
-    def has(self, name: str) -> bool:
-        return name in self.doc
-
-    def raw(self, name: str, default: Any = None, *, required: bool = False) -> Any:
-        if name not in self.doc:
-            if required:
-                raise self.error(name, "missing required key")
-            return default
-        self.used.add(name)
-        return self.doc[name]
-
-    def number(self, name: str, default: float | None = None, *, minimum: float = 0.0) -> float:
-        value = self.raw(name, default, required=default is None)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(name, f"expected a number, got {value!r}")
-        if value < minimum:
-            raise self.error(name, f"must be >= {minimum}, got {value}")
-        return float(value)
-
-    def integer(self, name: str, default: int | None = None, *, minimum: int = 0) -> int:
-        value = self.raw(name, default, required=default is None)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(name, f"expected an integer, got {value!r}")
-        if value < minimum:
-            raise self.error(name, f"must be >= {minimum}, got {value}")
-        return value
-
-    def duration(self, name: str, default: float | None = None) -> float:
-        value = self.raw(name, default, required=default is None)
-        return parse_duration_s(
-            value, self.error(name, f"expected a duration like 90s, 15m, 6h, 1d: {value!r}")
-        )
-
-    def span(self, name: str, default: tuple[float, float] | None = None) -> tuple[float, float]:
-        """A number or a [min, max] pair, drawn from per device."""
-        value = self.raw(name, default, required=default is None)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value), float(value)
-        if (
-            isinstance(value, list | tuple)
-            and len(value) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        ):
-            low, high = float(value[0]), float(value[1])
-            if low > high or low < 0:
-                raise self.error(name, f"expected 0 <= min <= max, got {list(value)}")
-            return low, high
-        raise self.error(name, f"expected a number or [min, max], got {value!r}")
-
-    def child(self, name: str) -> _Reader | None:
-        if name not in self.doc:
-            return None
-        self.used.add(name)
-        return _Reader(self.doc[name], self.file, self.key(name))
-
-    def done(self) -> None:
-        for name in self.doc:
-            if name not in self.used:
-                raise self.error(str(name), "unknown key")
-
-
 def parse_duration_s(value: Any, error: ConfigError) -> float:
     """Seconds from a number (seconds) or a text like ``90s``, ``15m``, ``6h``, ``1d``, ``2d6h30m``."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
@@ -309,61 +233,94 @@ def parse_duration_s(value: Any, error: ConfigError) -> float:
 
 def load_scenario(path: Path) -> Scenario:
     """Read and check a scenario file; raises ConfigError(reason, file=, key_path=)."""
-    file = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=file) from exc
-    return parse_scenario(doc, file)
+    # The strict loader of the agent's files: UTF-8, a repeated key refused, merge keys read alike.
+    return parse_scenario(textfile.load_yaml(path), str(path))
+
+
+# --- reading the document (gateway.yamldoc: key paths in every error) ------------------------
+
+
+def _duration_s(node: Node) -> float:
+    return parse_duration_s(
+        node.value, node.fail(f"expected a duration like 90s, 15m, 6h, 1d: {node.value!r}")
+    )
+
+
+def _span(node: Node) -> tuple[float, float]:
+    """A number or a [min, max] pair, drawn from per device."""
+    value = node.value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), float(value)
+    if (
+        isinstance(value, list | tuple)  # a list in the file, a tuple as a default
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        low, high = float(value[0]), float(value[1])
+        if low > high or low < 0:
+            raise node.fail(f"expected 0 <= min <= max, got {list(value)}")
+        return low, high
+    raise node.fail(f"expected a number or [min, max], got {value!r}")
+
+
+def _signed_span(node: Node) -> tuple[float, float]:
+    value = node.value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), float(value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        if value[0] > value[1]:
+            raise node.fail(f"expected min <= max, got {list(value)}")
+        return float(value[0]), float(value[1])
+    raise node.fail(f"expected a number or [min, max], got {value!r}")
+
+
+def _groups(node: Node | None) -> list[Node]:
+    """One group (a mapping) or several (a list of mappings, e.g. one per profile); none when absent."""
+    if node is None or node.value is None:
+        return []
+    return node.items() if isinstance(node.value, list) else [node]
 
 
 def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
-    top = _Reader(doc, file, "")
-    name = top.raw("name", Path(file).stem)
-    if not isinstance(name, str):
-        raise top.error("name", "expected a text")
-    seed = top.integer("seed", 1)
-    duration_s = top.duration("duration")
+    top = Node(doc, file=file).mapping(
+        required=("duration", "fleet"),
+        optional=("name", "seed", "speed", "start", "location", "radio", "otaa", "confirmed", "faults"),
+    )
+    name = top.get("name", Path(file).stem).as_str()
+    seed = top.get("seed", 1).as_int(0)
+    duration_s = _duration_s(top["duration"])
     if duration_s <= 0:
-        raise top.error("duration", "must be > 0")
-    speed = top.number("speed", 3600.0)
+        raise top["duration"].fail("must be > 0")
+    speed = top.get("speed", 3600.0).as_float(0)
     if speed <= 0:
-        raise top.error("speed", "must be > 0")
-    start = top.raw("start", DEFAULT_START)
+        raise top["speed"].fail("must be > 0")
+    start_node = top.get("start", DEFAULT_START)
+    start = start_node.value
     if isinstance(start, str):
         try:
             start = date.fromisoformat(start)
         except ValueError as exc:
-            raise top.error("start", f"expected a date like 2026-06-01: {start!r}") from exc
+            raise start_node.fail(f"expected a date like 2026-06-01: {start!r}") from exc
     if not isinstance(start, date) or start.weekday() != 0:
-        raise top.error("start", f"expected a Monday (YYYY-MM-DD), got {start!r}")
+        raise start_node.fail(f"expected a Monday (YYYY-MM-DD), got {start!r}")
     timezone, lat, lon = "Europe/Paris", DEFAULT_LAT_DEG, DEFAULT_LON_DEG
-    where = top.child("location")
+    where = top.get("location")
     if where is not None:
-        lat = where.number("lat", DEFAULT_LAT_DEG, minimum=-90.0)
-        lon = where.number("lon", DEFAULT_LON_DEG, minimum=-180.0)
-        tz = where.raw("timezone", timezone)
-        if not isinstance(tz, str):
-            raise where.error("timezone", "expected a text like Europe/Paris")
-        timezone = tz
-        where.done()
-    fleet = top.child("fleet")
-    if fleet is None:
-        raise top.error("fleet", "missing required key")
-    containers = _container_groups(fleet)
-    rivers = _river_groups(fleet, duration_s)
-    noise = _noise(fleet.child("noise"))
-    counters = _counters(fleet.child("counters"))
-    lighting = _lighting(fleet.child("lighting"))
-    fleet.done()
-    radio = _radio(top.child("radio"))
-    otaa = top.raw("otaa", [])
+        where.mapping(optional=("lat", "lon", "timezone"))
+        lat = where.get("lat", DEFAULT_LAT_DEG).as_float(-90.0)
+        lon = where.get("lon", DEFAULT_LON_DEG).as_float(-180.0)
+        timezone = where.get("timezone", timezone).as_str()
+    fleet = top["fleet"].mapping(optional=("containers", "rivers", "noise", "counters", "lighting"))
+    containers = tuple(_containers(group) for group in _groups(fleet.get("containers")))
+    rivers = tuple(_rivers(group, duration_s) for group in _groups(fleet.get("rivers")))
+    noise = _noise(fleet.get("noise"))
+    counters = _counters(fleet.get("counters"))
+    lighting = _lighting(fleet.get("lighting"))
+    radio = _radio(top.get("radio"))
+    otaa_node = top.get("otaa", [])
+    otaa = otaa_node.value
     if not isinstance(otaa, list) or not all(kind in DEVICE_KINDS for kind in otaa):
-        raise top.error(
-            "otaa", f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}, got {otaa!r}"
-        )
+        raise otaa_node.fail(f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}, got {otaa!r}")
     scenario = Scenario(
         name, seed, duration_s, speed, containers, rivers, (), file, start, timezone, lat, lon,
         noise, counters, lighting, radio,
@@ -371,162 +328,118 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     names = scenario.device_names()
     container_profiles = [c.profile for c in containers for _ in range(c.count)]
     profiles = {f"container-{i + 1}": p for i, p in enumerate(container_profiles)}
-    confirmed = _confirmed(top, file)
+    confirmed = _confirmed(top.get("confirmed"))
     faults: list[Fault] = []
-    raw_faults = top.raw("faults", [])
-    if not isinstance(raw_faults, list):
-        raise top.error("faults", "expected a list")
-    for index, item in enumerate(raw_faults):
-        faults.append(_fault(_Reader(item, file, f"faults[{index}]"), duration_s, names, profiles))
+    for index, item in enumerate(top.get("faults", []).items()):
+        faults.append(_fault(item, duration_s, names, profiles))
         _join_replay_target(faults[-1], frozenset(otaa), names, file, index)
-    top.done()
     return Scenario(
         name, seed, duration_s, speed, containers, rivers, tuple(faults), file, start, timezone, lat,
         lon, noise, counters, lighting, radio, frozenset(otaa), confirmed,
     )  # fmt: skip
 
 
-def _container_groups(fleet: _Reader) -> tuple[ContainerGroup, ...]:
-    """``containers`` is one group (a mapping) or several (a list of mappings, e.g. one per profile)."""
-    raw = fleet.raw("containers")
-    if raw is None:
-        return ()
-    path = fleet.key("containers")
-    if isinstance(raw, list):
-        return tuple(_containers(_Reader(item, fleet.file, f"{path}[{i}]")) for i, item in enumerate(raw))
-    return (_containers(_Reader(raw, fleet.file, path)),)
-
-
-def _containers(r: _Reader) -> ContainerGroup:
-    collection = r.child("collection")
+def _containers(r: Node) -> ContainerGroup:
+    r.mapping(
+        required=("count",),
+        optional=("report_interval", "empty_mm", "full_mm", "fill_mm_per_day", "collection", "profile"),
+    )
     every, hour, stagger = 1, 6.0, 300.0
+    collection = r.get("collection")
     if collection is not None:
-        every = collection.integer("every_days", 1, minimum=1)
-        hour = collection.number("hour", 6.0)
+        collection.mapping(optional=("every_days", "hour", "stagger"))
+        every = collection.get("every_days", 1).as_int(1)
+        hour = collection.get("hour", 6.0).as_float(0)
         if hour >= 24:
-            raise collection.error("hour", "must be < 24")
-        stagger = collection.duration("stagger", 300.0)
-        collection.done()
+            raise collection["hour"].fail("must be < 24")
+        stagger = _duration_s(collection.get("stagger", 300.0))
     group = ContainerGroup(
-        count=r.integer("count"),
-        report_interval_s=r.duration("report_interval", 4 * 3600.0),
-        empty_mm=r.span("empty_mm", (1800.0, 2200.0)),
-        full_mm=r.integer("full_mm", 300),
-        fill_mm_per_day=r.span("fill_mm_per_day", (100.0, 300.0)),
+        count=r["count"].as_int(0),
+        report_interval_s=_duration_s(r.get("report_interval", 4 * 3600.0)),
+        empty_mm=_span(r.get("empty_mm", (1800.0, 2200.0))),
+        full_mm=r.get("full_mm", 300).as_int(0),
+        fill_mm_per_day=_span(r.get("fill_mm_per_day", (100.0, 300.0))),
         collection_every_days=every,
         collection_hour=hour,
         collection_stagger_s=stagger,
-        profile=r.raw("profile", "milesight/em310-udl"),
+        profile=r.get("profile", "milesight/em310-udl").as_choice(CONTAINER_PROFILES),
     )
-    if group.profile not in CONTAINER_PROFILES:
-        raise r.error("profile", f"expected one of {', '.join(CONTAINER_PROFILES)}, got {group.profile!r}")
     if group.report_interval_s < 1:
-        raise r.error("report_interval", "must be at least 1 s")
+        raise r.fail_at("report_interval", "must be at least 1 s")
     if group.full_mm >= group.empty_mm[0]:
-        raise r.error("full_mm", "must be below empty_mm")
-    r.done()
+        raise r.fail_at("full_mm", "must be below empty_mm")
     return group
 
 
-def _river_groups(fleet: _Reader, duration_s: float) -> tuple[RiverGroup, ...]:
-    """``rivers`` is one river (a mapping) or several (a list of mappings, each with a name)."""
-    raw = fleet.raw("rivers")
-    if raw is None:
-        return ()
-    path = fleet.key("rivers")
-    if isinstance(raw, list):
-        groups = [
-            _rivers(_Reader(item, fleet.file, f"{path}[{i}]"), duration_s) for i, item in enumerate(raw)
-        ]
-        return tuple(groups)
-    return (_rivers(_Reader(raw, fleet.file, path), duration_s),)
-
-
-def _rivers(r: _Reader, duration_s: float) -> RiverGroup:
-    name = r.raw("name", "river")
-    if not isinstance(name, str):
-        raise r.error("name", "expected a text")
-    flood = r.child("flood")
+def _rivers(r: Node, duration_s: float) -> RiverGroup:
+    r.mapping(
+        required=("count",),
+        optional=("name", "flood", "report_interval", "flood_report_interval", "base_cm"),
+    )
     start: float | None = None
     rise, peak, recession = (20.0, 40.0), (150.0, 250.0), 3 * 3600.0
+    flood = r.get("flood")
     if flood is not None:
-        start = flood.duration("start")
+        flood.mapping(required=("start",), optional=("rise_cm_per_15min", "peak_rise_cm", "recession"))
+        start = _duration_s(flood["start"])
         if start >= duration_s:
-            raise flood.error("start", "is after the end of the scenario")
-        rise = flood.span("rise_cm_per_15min", rise)
+            raise flood["start"].fail("is after the end of the scenario")
+        rise = _span(flood.get("rise_cm_per_15min", rise))
         if rise[0] <= 0:
-            raise flood.error("rise_cm_per_15min", "must be > 0")
-        peak = flood.span("peak_rise_cm", peak)
-        recession = flood.duration("recession", recession)
+            raise flood["rise_cm_per_15min"].fail("must be > 0")
+        peak = _span(flood.get("peak_rise_cm", peak))
+        recession = _duration_s(flood.get("recession", recession))
         if recession <= 0:
-            raise flood.error("recession", "must be > 0")
-        flood.done()
+            raise flood["recession"].fail("must be > 0")
     group = RiverGroup(
-        count=r.integer("count"),
-        report_interval_s=r.duration("report_interval", 900.0),
-        flood_report_interval_s=r.duration("flood_report_interval", 120.0),
-        base_cm=r.span("base_cm", (20.0, 60.0)),
+        count=r["count"].as_int(0),
+        report_interval_s=_duration_s(r.get("report_interval", 900.0)),
+        flood_report_interval_s=_duration_s(r.get("flood_report_interval", 120.0)),
+        base_cm=_span(r.get("base_cm", (20.0, 60.0))),
         flood_start_s=start,
         rise_cm_per_15min=rise,
         peak_rise_cm=peak,
         recession_s=recession,
-        name=name,
+        name=r.get("name", "river").as_str(),
     )
     if min(group.report_interval_s, group.flood_report_interval_s) < 1:
-        raise r.error("report_interval", "must be at least 1 s")
-    r.done()
+        raise r.fail_at("report_interval", "must be at least 1 s")
     return group
 
 
-def _noise(r: _Reader | None) -> NoiseGroup | None:
+def _noise(r: Node | None) -> NoiseGroup | None:
     if r is None:
         return None
-    sites = r.child("sites")
-    if sites is None:
-        raise r.error("sites", "missing required key")
+    r.mapping(required=("sites",), optional=("report_interval", "offset_db"))
     counts: list[tuple[SiteType, int]] = []
-    for site_type in list(sites.doc):
-        if site_type not in SITE_TYPES:
-            raise sites.error(str(site_type), f"expected one of {', '.join(SITE_TYPES)}")
-        counts.append((site_type, sites.integer(site_type)))
-    sites.done()
+    for key, count in r["sites"].entries():
+        counts.append((Node(key, file=count.file, path=count.path).as_choice(SITE_TYPES), count.as_int(0)))
     group = NoiseGroup(
         sites=tuple(counts),
-        report_interval_s=r.duration("report_interval", 900.0),
-        offset_db=_signed_span(r, "offset_db", (-2.0, 2.0)),
+        report_interval_s=_duration_s(r.get("report_interval", 900.0)),
+        offset_db=_signed_span(r.get("offset_db", (-2.0, 2.0))),
     )
     if group.report_interval_s < 60:
-        raise r.error("report_interval", "must be at least 1 min (the model has one level per minute)")
-    r.done()
+        raise r.fail_at("report_interval", "must be at least 1 min (the model has one level per minute)")
     return group
 
 
-def _signed_span(r: _Reader, name: str, default: tuple[float, float]) -> tuple[float, float]:
-    value = r.raw(name, default)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value), float(value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
-        if value[0] > value[1]:
-            raise r.error(name, f"expected min <= max, got {list(value)}")
-        return float(value[0]), float(value[1])
-    raise r.error(name, f"expected a number or [min, max], got {value!r}")
-
-
-def _confirmed(top: _Reader, file: str) -> ConfirmedUplinks:
+def _confirmed(node: Node | None) -> ConfirmedUplinks:
     """``confirmed: [lamp, cabinet]`` or ``confirmed: {kinds: [...], share: 0.1, retries: 2}``."""
-    raw = top.raw("confirmed")
-    if raw is None:
+    if node is None or node.value is None:
         return ConfirmedUplinks()
-    r = _Reader({"kinds": raw} if isinstance(raw, list) else raw, file, "confirmed")
-    kinds = r.raw("kinds", required=True)
+    if isinstance(node.value, list):
+        node = Node({"kinds": node.value}, file=node.file, path=node.path)
+    node.mapping(required=("kinds",), optional=("share", "retries"))
+    kinds = node["kinds"].value
     if not isinstance(kinds, list) or not all(kind in DEVICE_KINDS for kind in kinds):
-        raise r.error("kinds", f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}: {kinds!r}")
-    share = r.number("share", 1.0)
+        raise node["kinds"].fail(
+            f"expected a list of device kinds among {', '.join(DEVICE_KINDS)}: {kinds!r}"
+        )
+    share = node.get("share", 1.0).as_float(0)
     if share > 1:
-        raise r.error("share", "must be a probability (0..1)")
-    confirmed = ConfirmedUplinks(frozenset(kinds), share, r.integer("retries", 2))
-    r.done()
-    return confirmed
+        raise node.fail_at("share", "must be a probability (0..1)")
+    return ConfirmedUplinks(frozenset(kinds), share, node.get("retries", 2).as_int(0))
 
 
 def _join_replay_target(fault: Fault, otaa: frozenset[str], names: list[str], file: str, index: int) -> None:
@@ -545,164 +458,156 @@ def _join_replay_target(fault: Fault, otaa: frozenset[str], names: list[str], fi
         )
 
 
-def _counters(r: _Reader | None) -> CounterGroup | None:
+def _counters(r: Node | None) -> CounterGroup | None:
     if r is None:
         return None
+    plural: dict[str, CounterKind] = {"bikes": "bike", "pedestrians": "pedestrian"}
+    r.mapping(optional=(*plural, "rain_days", "totems", "report_interval", "totem_report_interval"))
     kinds: list[tuple[CounterKind, int, tuple[float, float]]] = []
-    plural = {"bikes": "bike", "pedestrians": "pedestrian"}
     for key, kind in plural.items():
-        sub = r.child(key)
+        sub = r.get(key)
         if sub is None:
             continue
-        assert kind in COUNTER_KINDS
+        sub.mapping(required=("count",), optional=("daily_total",))
         default_total = (800.0, 2500.0) if kind == "bike" else (3000.0, 6000.0)
-        kinds.append((kind, sub.integer("count"), sub.span("daily_total", default_total)))
-        sub.done()
-    rain = r.raw("rain_days", [])
+        kinds.append((kind, sub["count"].as_int(0), _span(sub.get("daily_total", default_total))))
+    rain_node = r.get("rain_days", [])
+    rain = rain_node.value
     if not isinstance(rain, list) or not all(isinstance(d, int) and d >= 0 for d in rain):
-        raise r.error("rain_days", f"expected a list of day numbers (0 = the first day), got {rain!r}")
-    totems = r.raw("totems", False)
-    if not isinstance(totems, bool):
-        raise r.error("totems", f"expected true or false, got {totems!r}")
+        raise rain_node.fail(f"expected a list of day numbers (0 = the first day), got {rain!r}")
     group = CounterGroup(
         tuple(kinds),
-        r.duration("report_interval", 900.0),
+        _duration_s(r.get("report_interval", 900.0)),
         frozenset(rain),
-        totems,
-        r.duration("totem_report_interval", 3600.0),
+        r.get("totems", False).as_bool(),
+        _duration_s(r.get("totem_report_interval", 3600.0)),
     )
     if group.totem_report_interval_s < 60:
-        raise r.error("totem_report_interval", "must be at least 1 min")
+        raise r.fail_at("totem_report_interval", "must be at least 1 min")
     if group.report_interval_s < 60:
-        raise r.error("report_interval", "must be at least 1 min")
-    r.done()
+        raise r.fail_at("report_interval", "must be at least 1 min")
     return group
 
 
-def _lighting(r: _Reader | None) -> LightingGroup | None:
+def _lighting(r: Node | None) -> LightingGroup | None:
     if r is None:
         return None
-    raw = r.raw("communes", required=True)
-    if not isinstance(raw, list) or not raw:
-        raise r.error("communes", "expected a non-empty list")
+    r.mapping(required=("communes",), optional=("rated_w", "report_interval", "cabinet_report_interval"))
+    if not isinstance(r["communes"].value, list) or not r["communes"].value:
+        raise r["communes"].fail("expected a non-empty list")
     communes: list[Commune] = []
-    for i, item in enumerate(raw):
-        c = _Reader(item, r.file, f"{r.key('communes')}[{i}]")
-        name = c.raw("name", required=True)
+    for c in r["communes"].items():
+        c.mapping(required=("name", "cabinets", "lamps_per_cabinet"), optional=("profile",))
+        name = c["name"].value
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]+", name):
-            raise c.error("name", f"expected lowercase letters and digits, got {name!r}")
-        profile = c.raw("profile", "reduced")
-        if profile not in DIM_PROFILES:
-            raise c.error("profile", f"expected one of {', '.join(DIM_PROFILES)}, got {profile!r}")
+            raise c["name"].fail(f"expected lowercase letters and digits, got {name!r}")
         communes.append(
             Commune(
-                name, c.integer("cabinets", minimum=1), c.integer("lamps_per_cabinet", minimum=1), profile
+                name,
+                c["cabinets"].as_int(1),
+                c["lamps_per_cabinet"].as_int(1),
+                c.get("profile", "reduced").as_choice(DIM_PROFILES),
             )
         )
-        c.done()
     group = LightingGroup(
         communes=tuple(communes),
-        rated_w=r.span("rated_w", (30.0, 90.0)),
-        report_interval_s=r.duration("report_interval", 3600.0),
-        cabinet_report_interval_s=r.duration("cabinet_report_interval", 900.0),
+        rated_w=_span(r.get("rated_w", (30.0, 90.0))),
+        report_interval_s=_duration_s(r.get("report_interval", 3600.0)),
+        cabinet_report_interval_s=_duration_s(r.get("cabinet_report_interval", 900.0)),
     )
     if min(group.report_interval_s, group.cabinet_report_interval_s) < 60:
-        raise r.error("report_interval", "must be at least 1 min")
-    r.done()
+        raise r.fail_at("report_interval", "must be at least 1 min")
     return group
 
 
-def _radio(r: _Reader | None) -> RadioConditions:
+def _radio(r: Node | None) -> RadioConditions:
     if r is None:
         return RadioConditions()
-    radio = RadioConditions(
-        forwarders=r.integer("forwarders", 1, minimum=1),
-        path_loss_exponent=r.number("path_loss_exponent", 3.0, minimum=2.0),
-        shadowing_db=r.number("shadowing_db", 6.0),
-        loss=r.number("loss", 0.0),
-        crc_errors=r.number("crc_errors", 0.0),
-        retransmissions=r.number("retransmissions", 0.0),
+    probabilities = ("loss", "crc_errors", "retransmissions", "downlink_loss")
+    r.mapping(optional=("forwarders", "path_loss_exponent", "shadowing_db", "duty_cycle", *probabilities))
+    forwarders = r.get("forwarders", 1).as_int(1)
+    if forwarders > 4:
+        raise r["forwarders"].fail("at most 4")
+    for name in probabilities:
+        if r.get(name, 0.0).as_float(0) >= 1:
+            raise r.fail_at(name, "must be a probability below 1")
+    return RadioConditions(
+        forwarders=forwarders,
+        path_loss_exponent=r.get("path_loss_exponent", 3.0).as_float(2.0),
+        shadowing_db=r.get("shadowing_db", 6.0).as_float(0),
+        loss=r.get("loss", 0.0).as_float(0),
+        crc_errors=r.get("crc_errors", 0.0).as_float(0),
+        retransmissions=r.get("retransmissions", 0.0).as_float(0),
         realistic=True,
-        duty_cycle=r.raw("duty_cycle", False),
-        downlink_loss=r.number("downlink_loss", 0.0),
+        duty_cycle=r.get("duty_cycle", False).as_bool(),
+        downlink_loss=r.get("downlink_loss", 0.0).as_float(0),
     )
-    if not isinstance(radio.duty_cycle, bool):
-        raise r.error("duty_cycle", f"expected true or false, got {radio.duty_cycle!r}")
-    if radio.forwarders > 4:
-        raise r.error("forwarders", "at most 4")
-    for name in ("loss", "crc_errors", "retransmissions", "downlink_loss"):
-        if getattr(radio, name) >= 1:
-            raise r.error(name, "must be a probability below 1")
-    r.done()
-    return radio
 
 
-def _fault(
-    r: _Reader, duration_s: float, names: list[str], profiles: Mapping[str, str] | None = None
-) -> Fault:
-    kind = r.raw("kind", required=True)
-    if kind not in FAULT_KINDS:
-        raise r.error("kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-    at_s = r.duration("at")
+def _fault(r: Node, duration_s: float, names: list[str], profiles: Mapping[str, str] | None = None) -> Fault:
+    kind = r["kind"].as_choice(FAULT_KINDS)
+    # jump_s is a clock_jump's; to and to_s are a clock_set's: elsewhere they are unknown keys.
+    extra = ("jump_s",) if kind == "clock_jump" else ("to", "to_s") if kind == "clock_set" else ()
+    r.mapping(required=("kind", "at"), optional=("device", "count", "interval", "duration", *extra))
+    at_s = _duration_s(r["at"])
     if at_s >= duration_s:
-        raise r.error("at", "is after the end of the scenario")
-    device = r.raw("device")
+        raise r["at"].fail("is after the end of the scenario")
+    device_node = r.get("device", None)  # errors about the device name its key, given or not
+    device = None if device_node.value is None else device_node.as_str()
     if device is not None and device not in names:
-        raise r.error("device", f"no device {device!r} in the fleet (names: container-N, river-N, ...)")
+        raise device_node.fail(f"no device {device!r} in the fleet (names: container-N, river-N, ...)")
     if kind in _DEVICE_FAULTS and not names:
-        raise r.error("kind", "a fault needs at least one device in the fleet")
+        raise r["kind"].fail("a fault needs at least one device in the fleet")
     if kind == "lamp_failure" and device is not None and not device.startswith("lamp-"):
-        raise r.error("device", "a lamp_failure needs a lamp (lamp-COMMUNE-C-N)")
+        raise device_node.fail("a lamp_failure needs a lamp (lamp-COMMUNE-C-N)")
     if kind == "circuit_loss" and (device is None or not device.startswith("cabinet-")):
-        raise r.error("device", "a circuit_loss needs a cabinet (cabinet-COMMUNE-N)")
-    _physics_target(r, kind, device, profiles or {})
+        raise device_node.fail("a circuit_loss needs a cabinet (cabinet-COMMUNE-N)")
+    _physics_target(device_node, kind, device, profiles or {})
     fault = Fault(
         at_s=at_s,
         kind=kind,
-        count=r.integer("count", 1, minimum=1),
+        count=r.get("count", 1).as_int(1),
         device=device,
-        interval_s=r.duration("interval", 1.0),
-        duration_s=r.duration("duration", _DEFAULT_DURATION_S.get(kind, 60.0)),
-        jump_s=r.number("jump_s", 0.0, minimum=-365 * 86400.0) if kind == "clock_jump" else 0.0,
+        interval_s=_duration_s(r.get("interval", 1.0)),
+        duration_s=_duration_s(r.get("duration", _DEFAULT_DURATION_S.get(kind, 60.0))),
+        jump_s=r.get("jump_s", 0.0).as_float(-365 * 86400.0) if kind == "clock_jump" else 0.0,
         to_s=_clock_to_s(r) if kind == "clock_set" else None,
     )
     if fault.interval_s <= 0:
-        raise r.error("interval", "must be > 0")
-    r.done()
+        raise r.fail_at("interval", "must be > 0")
     return fault
 
 
-def _physics_target(r: _Reader, kind: str, device: str | None, profiles: Mapping[str, str]) -> None:
+def _physics_target(where: Node, kind: str, device: str | None, profiles: Mapping[str, str]) -> None:
     """A fire needs a container with a thermometer (the own node; an EM310-UDL has none), a
-    vandalism a container, a stuck sensor a river station."""
+    vandalism a container, a stuck sensor a river station (``where``: the fault's device key)."""
     if kind == "fire" and (device is None or profiles.get(device) != "edgegw/fill-level"):
-        raise r.error(
-            "device",
+        raise where.fail(
             f"a fire needs a container of profile edgegw/fill-level (an EM310-UDL measures no "
-            f"temperature), got {device!r}",
+            f"temperature), got {device!r}"
         )
     if kind == "vandalism" and (device is None or device not in profiles):
-        raise r.error("device", f"a vandalism needs a container (container-N), got {device!r}")
+        raise where.fail(f"a vandalism needs a container (container-N), got {device!r}")
     if kind == "stuck_sensor" and (device is None or not device.startswith("river-")):
-        raise r.error("device", f"a stuck_sensor needs a river station (river-N), got {device!r}")
+        raise where.fail(f"a stuck_sensor needs a river station (river-N), got {device!r}")
 
 
-def _clock_to_s(r: _Reader) -> float:
+def _clock_to_s(r: Node) -> float:
     """``to: 1970-01-01T00:00:00Z`` (a date-time, YAML may already have parsed it) or ``to_s: 0``."""
     if r.has("to") == r.has("to_s"):
-        raise r.error("to", "a clock_set needs one of to (a UTC date-time) or to_s (Unix seconds)")
+        raise r.fail_at("to", "a clock_set needs one of to (a UTC date-time) or to_s (Unix seconds)")
     if r.has("to_s"):
-        return r.number("to_s", minimum=0.0)
-    value = r.raw("to")
+        return r["to_s"].as_float(0)
+    value = r["to"].value
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise r.error("to", f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}") from exc
+            raise r["to"].fail(f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}") from exc
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
-        raise r.error("to", f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}")
+        raise r["to"].fail(f"expected a date-time like 1970-01-01T00:00:00Z: {value!r}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import yaml
-
+from gateway import textfile
 from simulator.truth_rules import selects
 
 
@@ -49,7 +48,7 @@ class DisplayFeed:
 
 def load_feeds(path: Path) -> list[DisplayFeed]:
     """The totem feeds of a rules file (aggregates with ``count`` and ``display``)."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = textfile.load_yaml(path) or {}
     feeds: list[DisplayFeed] = []
     for agg in doc.get("aggregates", []) or []:
         display, count = agg.get("display"), agg.get("count")

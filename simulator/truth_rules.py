@@ -3,7 +3,10 @@
 Owns the reading of a rules file for the truth (docs/rules.md), the meaning of each condition
 kind computed from the values the devices sent (threshold with hysteresis, flag, all/any,
 rate of change, stuck, daylight), the episodes with their debounce, the silence watchdog,
-and the matching of expected edges with the alerts a broker received.
+and the matching of expected edges with the alerts a broker received. The conditions are
+written from the document, not from the agent's code (issue 17: an oracle that copies the code
+under test shares its bugs); the rate of rise is computed from the readings the scenario made
+the devices send, as they reached the gateway.
 
 Readings are stamped by the gateway with the simulated time of their frame, so every
 condition is exact. Two things depend on when the agent's rules loop ticks (app.py
@@ -16,27 +19,30 @@ ends the condition, a device reporting again after a silence), the edges are ``o
 group of edges that must all be there or all be absent. A branch that would not come back
 to the same state marks the (rule, device) pair ``undetermined`` from then on.
 
-It does not import the agent's rule engine (tests/simulator/test_truth_rules.py compares the
-two); sun times come from ``gateway.rules.schedules`` (astral), as the agent's do.
+It imports nothing of the agent's rules (tests/simulator/test_truth_rules.py compares the
+two); sun times come from ``astral``, the library the agent uses too.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
+from itertools import combinations
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from zoneinfo import ZoneInfo
 
-import yaml
+from astral import Observer
+from astral.sun import sunrise, sunset
+
+from gateway import textfile
 
 _KINDS: Final = ("threshold", "flag", "all", "any", "rate_of_change", "stuck", "daylight")
-MAX_WINDOW_POINTS: Final = 512
-"""The agent bounds a rate-of-change window to this many points (gateway/rules/conditions.py)."""
 _TIME_SLACK_S: Final = 0.5
 """Alert records carry milliseconds; exact edges compare to the second, windows with this slack."""
 
@@ -137,7 +143,7 @@ class Place:
 
 def load_rules(path: Path) -> tuple[list[RuleSpec], list[str], Place]:
     """The predictable rules of a rules file, the ids of the others, and the file's location."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    doc = textfile.load_yaml(path) or {}
     loc = doc.get("location") or {}
     here = Place()
     place = Place(
@@ -204,113 +210,256 @@ def _predictable(when: Mapping[str, Any]) -> bool:
 
 
 # --- conditions --------------------------------------------------------------------------------
+#
+# Written from docs/rules.md ("Values", "Conditions"), not from gateway/rules/conditions.py: an oracle
+# that copies the code it checks shares its bugs (issue 17). tests/simulator/test_truth_rules.py holds
+# cases computed by hand from the document, checked against both. Where the document is silent the
+# choice is said where it is made.
+#
+# One condition object is made per (rule, device) from the file's `when:`. `read` takes one reading
+# and says whether the condition could be read from it; `holds` is its state after that reading.
+# A condition that could not be read keeps its state ("A reading without the field a condition
+# reads leaves that condition as it was").
 
 
-def read_value(spec: str | Mapping[str, Any], data: Mapping[str, Any]) -> float | None:
-    """field x scale + offset, or a clamped fill % (docs/rules.md "Values"); None if not a number."""
-    body: Mapping[str, Any] = {"field": spec} if isinstance(spec, str) else spec
-    raw = data.get(body["field"])
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        return None
-    value = float(raw) * float(body.get("scale", 1.0)) + float(body.get("offset", 0.0))
-    if "fill_empty" in body:
-        empty, full = float(body["fill_empty"]), float(body["fill_full"])
-        if empty == full:
+def _is_number(x: object) -> TypeGuard[int | float]:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """docs/rules.md "Values": a decoded field, ``field x scale + offset``, or the fill percentage
+    between ``fill_empty`` (0 %) and ``fill_full`` (100 %) of that number, clamped to 0..100."""
+
+    field: str
+    scale: float = 1.0
+    offset: float = 0.0
+    fill: tuple[float, float] | None = None
+    """(empty, full) distances, when the value is a fill percentage."""
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any]) -> _Value:
+        if isinstance(spec, str):
+            return cls(spec)
+        fill = (float(spec["fill_empty"]), float(spec["fill_full"])) if "fill_empty" in spec else None
+        return cls(str(spec["field"]), float(spec.get("scale", 1.0)), float(spec.get("offset", 0.0)), fill)
+
+    def of(self, data: Mapping[str, Any]) -> float | None:
+        """The number this reading gives; None when the field is absent or not a finite number."""
+        raw = data.get(self.field)
+        if not _is_number(raw):
             return None
-        value = min(100.0, max(0.0, (empty - value) / (empty - full) * 100.0))
-    return value
+        x = float(raw) * self.scale + self.offset
+        if self.fill is None:
+            return x
+        empty, full = self.fill
+        if empty == full:  # the document is silent; no percentage exists on an empty range
+            return None
+        # The document's example: 640 mm with empty 2000, full 300 is (2000 - 640) / 1700 = 80 %.
+        # The hundredfold share is divided last, so a distance that is exactly N % gives N.
+        return min(100.0, max(0.0, 100.0 * (empty - x) / (empty - full)))
 
 
-def _levels(body: Mapping[str, Any]) -> tuple[str, float, float]:
-    if "above" in body:
-        return "above", float(body["above"]), float(body.get("clear_below", body["above"]))
-    return "below", float(body["below"]), float(body.get("clear_above", body["below"]))
+@dataclass(frozen=True, slots=True)
+class _Band:
+    """The two levels of docs/rules.md's threshold table: ``above: A, clear_below: C`` starts at a
+    value >= A and ends at a value < C (C defaults to A); ``below: B, clear_above: C`` starts at a
+    value <= B and ends at a value > C (the document names no default for C: B, as for ``above``).
+    ``rate_of_change`` uses the same levels on its rate ("as threshold")."""
+
+    rising: bool
+    start: float
+    end: float
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> _Band:
+        if "above" in body:
+            return cls(True, float(body["above"]), float(body.get("clear_below", body["above"])))
+        return cls(False, float(body["below"]), float(body.get("clear_above", body["below"])))
+
+    def starts(self, x: float) -> bool:
+        return x >= self.start if self.rising else x <= self.start
+
+    def ends(self, x: float) -> bool:
+        return x < self.end if self.rising else x > self.end
 
 
-def _past(on: bool, value: float, direction: str, level: float, clear: float) -> bool:
-    """Hysteresis: active from ``level`` on, until past ``clear``."""
-    if direction == "above":
-        return value >= clear if on else value >= level
-    return value <= clear if on else value <= level
+@dataclass(slots=True)
+class _Latch:
+    """Hysteresis as the document states it, by the order of events rather than a flag: the condition
+    holds when the latest value that starts it came after the latest value that ends it (between
+    the two levels a value does neither, so the condition stays as it was)."""
+
+    band: _Band
+    seen: int = 0
+    last_start: int = -1
+    last_end: int = -1
+
+    def see(self, x: float) -> bool:
+        self.seen += 1
+        if self.band.starts(x):
+            self.last_start = self.seen
+        if self.band.ends(x):
+            self.last_end = self.seen
+        return self.last_start > self.last_end
 
 
-def _slope(points: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (t, v); None when the points span no time."""
-    n = len(points)
-    mean_t = sum(p[0] for p in points) / n
-    mean_v = sum(p[1] for p in points) / n
-    var_t = sum((p[0] - mean_t) ** 2 for p in points)
-    if var_t == 0:
+def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """The least-squares slope of value over time of (t, v) points; None when they span no time.
+
+    Computed as the mean of the slopes between every two points weighted by their time apart
+    squared: sum (tj - ti)(vj - vi) / sum (tj - ti)^2 over i < j, which is the slope of the
+    normal equations (both sums are n times their centred forms) with no mean to compute.
+    """
+    rise = run = 0.0
+    for (t0, v0), (t1, v1) in combinations(points, 2):
+        rise += (t1 - t0) * (v1 - v0)
+        run += (t1 - t0) * (t1 - t0)
+    return rise / run if run else None
+
+
+class _Condition:
+    """One condition of one (rule, device), as docs/rules.md defines its kind."""
+
+    holds: bool = False
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        """Take the reading of Unix time ``at_s``; False if it could not be read (``holds`` kept)."""
+        raise NotImplementedError
+
+
+class _Threshold(_Condition):
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.value = _Value.parse(body["value"])
+        self.latch = _Latch(_Band.parse(body))
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        x = self.value.of(data)
+        if x is None:
+            return False
+        self.holds = self.latch.see(x)
+        return True
+
+
+class _RateOfChange(_Condition):
+    """docs/rules.md: "least-squares slope over the last ``window_s``, x ``per_s``, past the level",
+    here the slope of the readings from ``window_s`` before this one up to it (the document does
+    not say whether a reading exactly ``window_s`` old is inside: it is). The document gives no
+    defaults: ``per_s`` is taken as ``window_s`` (the change over the window), ``min_points`` as 2
+    (a slope needs two points). With fewer points in the window there is no rate, and the
+    condition stays as it was, like a missing field. The document bounds the window by time
+    only (the agent also keeps at most 512 points)."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.value = _Value.parse(body["value"])
+        self.latch = _Latch(_Band.parse(body))
+        self.window_s = float(body["window_s"])
+        self.per_s = float(body.get("per_s", self.window_s))
+        self.min_points = int(body.get("min_points", 2))
+        self.recent: list[tuple[float, float]] = []
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        x = self.value.of(data)
+        if x is None:
+            return False
+        self.recent = [(t, v) for t, v in self.recent if t >= at_s - self.window_s] + [(at_s, x)]
+        slope = least_squares_slope(self.recent) if len(self.recent) >= self.min_points else None
+        if slope is None:
+            return False
+        self.holds = self.latch.see(slope * self.per_s)
+        return True
+
+
+class _Stuck(_Condition):
+    """docs/rules.md: "the last N values lie within ``tolerance``" (read: of each other); it clears
+    when a value moves. Until N values came there is no "last N" and the condition is not read."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.value = _Value.parse(body["value"])
+        self.tolerance = float(body.get("tolerance", 0.0))
+        self.last: deque[float] = deque(maxlen=int(body["readings"]))
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        x = self.value.of(data)
+        if x is None:
+            return False
+        self.last.append(x)
+        if len(self.last) < (self.last.maxlen or 0):
+            return False
+        self.holds = max(self.last) - min(self.last) <= self.tolerance
+        return True
+
+
+def _same(decoded: object, wanted: object) -> bool:
+    """docs/rules.md: "`true` ≠ `1`" — a boolean matches only a boolean (Python has True == 1)."""
+    return (type(decoded) is bool) == (type(wanted) is bool) and decoded == wanted
+
+
+class _Flag(_Condition):
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.field = str(body["field"])
+        self.wanted = tuple(body["in"]) if "in" in body else (body["equals"],)
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        if self.field not in data:
+            return False
+        self.holds = any(_same(data[self.field], w) for w in self.wanted)
+        return True
+
+
+@lru_cache(maxsize=64)
+def _sun_up_s(place: Place, day: date) -> tuple[float, float] | None:
+    """Unix times of sunrise and sunset on the local ``day`` at ``place`` (astral); None when the sun
+    does not rise or set that day (the document is silent: not daylight)."""
+    tz = ZoneInfo(place.timezone)
+    observer = Observer(place.lat_deg, place.lon_deg)
+    try:
+        return sunrise(observer, day, tzinfo=tz).timestamp(), sunset(observer, day, tzinfo=tz).timestamp()
+    except ValueError:
         return None
-    return sum((p[0] - mean_t) * (p[1] - mean_v) for p in points) / var_t
 
 
-def daylight(place: Place, at_s: float, margin_s: float) -> bool:
-    """Between sunrise + margin and sunset - margin of the local day of ``at_s`` (no sun event: night)."""
-    from gateway.rules.model import Location
-    from gateway.rules.schedules import sun_times
+class _Daylight(_Condition):
+    """docs/rules.md: "between sunrise + margin and sunset - margin at the file's location", on the
+    reading's local day. Every reading can be read: its time is all it needs."""
 
-    day = datetime.fromtimestamp(at_s, ZoneInfo(place.timezone)).date()
-    times = sun_times(Location(place.lat_deg, place.lon_deg, place.timezone), day)
-    rise, set_ = times.get("sunrise"), times.get("sunset")
-    return rise is not None and set_ is not None and rise + margin_s <= at_s <= set_ - margin_s
+    def __init__(self, body: Mapping[str, Any] | None, place: Place) -> None:
+        self.margin_s = float((body or {}).get("margin_s", 1800.0))
+        self.place = place
 
-
-@dataclass
-class Leaves:
-    """Per (rule, device) state of each leaf: hysteresis flag, rate window, last values."""
-
-    on: dict[str, bool] = field(default_factory=dict)
-    points: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        day = datetime.fromtimestamp(at_s, ZoneInfo(self.place.timezone)).date()
+        sun = _sun_up_s(self.place, day)
+        self.holds = sun is not None and sun[0] + self.margin_s <= at_s <= sun[1] - self.margin_s
+        return True
 
 
-def evaluate(
-    when: Mapping[str, Any], key: str, leaves: Leaves, at_s: float, data: Mapping[str, Any], place: Place
-) -> tuple[bool, bool]:
-    """(updated, active) of a condition after one reading at Unix time ``at_s`` (docs/rules.md)."""
+class _Combination(_Condition):
+    """``all``/``any`` over the parts' states; read when any part could be read ("if no part of a rule
+    could be read, the rule skips that reading"). Every part sees every reading."""
+
+    def __init__(self, every: bool, parts: list[_Condition]) -> None:
+        self.every = every
+        self.parts = parts
+
+    def read(self, at_s: float, data: Mapping[str, Any]) -> bool:
+        read = [part.read(at_s, data) for part in self.parts]
+        states = [part.holds for part in self.parts]
+        self.holds = all(states) if self.every else any(states)
+        return any(read)
+
+
+def condition(when: Mapping[str, Any], place: Place) -> _Condition:
+    """A fresh condition (no reading seen yet) for a rule's ``when:``."""
     ((kind, body),) = when.items()
     if kind in ("all", "any"):
-        results = [evaluate(part, f"{key}.{i}", leaves, at_s, data, place) for i, part in enumerate(body)]
-        states = [active for _, active in results]
-        return any(u for u, _ in results), all(states) if kind == "all" else any(states)
-    on = leaves.on.get(key, False)
+        return _Combination(kind == "all", [condition(part, place) for part in body])
     if kind == "daylight":
-        leaves.on[key] = daylight(place, at_s, float((body or {}).get("margin_s", 1800.0)))
-        return True, leaves.on[key]
-    if kind == "flag":
-        if body["field"] not in data:
-            return False, on
-        wanted = body["in"] if "in" in body else [body["equals"]]
-        raw = data[body["field"]]
-        leaves.on[key] = any(raw == w and isinstance(raw, bool) == isinstance(w, bool) for w in wanted)
-        return True, leaves.on[key]
-    value = read_value(body["value"], data)
-    if value is None:
-        return False, on
-    if kind == "threshold":
-        leaves.on[key] = _past(on, value, *_levels(body))
-        return True, leaves.on[key]
-    points = leaves.points[key]
-    if kind == "stuck":
-        readings = int(body["readings"])
-        points.append((at_s, value))
-        del points[:-readings]
-        if len(points) < readings:
-            return False, on
-        values = [v for _, v in points]
-        leaves.on[key] = max(values) - min(values) <= float(body.get("tolerance", 0.0))
-        return True, leaves.on[key]
-    # rate_of_change: the slope over the last window_s, per per_s.
-    window_s = float(body["window_s"])
-    points.append((at_s, value))
-    horizon = at_s - window_s
-    while points and (points[0][0] < horizon or len(points) > MAX_WINDOW_POINTS):
-        points.pop(0)
-    slope = _slope(points) if len(points) >= int(body.get("min_points", 2)) else None
-    if slope is None:
-        return False, on
-    leaves.on[key] = _past(on, slope * float(body.get("per_s", window_s)), *_levels(body))
-    return True, leaves.on[key]
+        return _Daylight(body, place)
+    kinds: dict[str, type[_Threshold | _RateOfChange | _Stuck | _Flag]] = {
+        "threshold": _Threshold, "rate_of_change": _RateOfChange, "stuck": _Stuck, "flag": _Flag,
+    }  # fmt: skip
+    return kinds[kind](body)
 
 
 # --- episodes ----------------------------------------------------------------------------------
@@ -318,12 +467,13 @@ def evaluate(
 
 @dataclass
 class _Track:
-    """One (rule, device): the open episode, the pending change, the leaves, the silence clock."""
+    """One (rule, device): the open episode, the pending change, the condition, the silence clock."""
 
     open: bool = False
     pend_since: float | None = None
     pend_n: int = 0
-    leaves: Leaves = field(default_factory=Leaves)
+    condition: _Condition | None = None
+    """None for a silence rule."""
     last_seen: float | None = None
     undetermined: bool = False
 
@@ -369,7 +519,10 @@ class RuleTruth:
         for rule in self.rules:
             if not rule.selects(dev_eui, profile, site):
                 continue
-            track = self._tracks.setdefault((rule.id, dev_eui), _Track())
+            track = self._tracks.get((rule.id, dev_eui))
+            if track is None:
+                cond = None if rule.when is None else condition(rule.when, self.place)
+                track = self._tracks[(rule.id, dev_eui)] = _Track(condition=cond)
             if rule.when is None:
                 self._silence_reading(rule, dev_eui, track, at_s)
             elif not track.undetermined:
@@ -416,8 +569,9 @@ class RuleTruth:
     def _condition_reading(
         self, rule: RuleSpec, dev: str, track: _Track, at_s: float, data: Mapping[str, Any]
     ) -> None:
-        assert rule.when is not None
-        updated, active = evaluate(rule.when, "c", track.leaves, at_s, data, self.place)
+        assert track.condition is not None  # made for every rule with a `when:`
+        updated = track.condition.read(at_s, data)
+        active = track.condition.holds
         due = self._due(rule, track, at_s)
         if due is not None:  # a tick may have completed the debounce before this reading
             certain = due + self.tick_late_s < at_s

@@ -107,3 +107,11 @@ def test_bad_environment_override_is_reported() -> None:
         config.loads(MINIMAL, environ={"EDGEGW_MQTT__PORT": "high"})
     # The variable is named, not the file's key: the file has no mqtt.port to fix.
     assert str(info.value) == "EDGEGW_MQTT__PORT: expected an integer, got 'high'"
+
+
+@pytest.mark.parametrize("value", ["2001-02-30", "{a: 1, a: 2}"])
+def test_an_override_the_strict_loader_refuses_is_reported(value: str) -> None:
+    # 2001-02-30 is a YAML date PyYAML cannot build (a ValueError, not a YAMLError); the other
+    # repeats a key. Overrides are read like the files.
+    with pytest.raises(ConfigError, match="environment override EDGEGW_GATEWAY__NAME is not a YAML scalar"):
+        config.loads(MINIMAL, environ={"EDGEGW_GATEWAY__NAME": value})

@@ -6,13 +6,12 @@ Owns the command's arguments and output only; the formula is ``gateway.radio.air
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from gateway.cli.common import UsageError, print_json
 from gateway.radio.airtime import LoraParams, airtime_ms, payload_symbols
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("airtime", help="time on air of one LoRa packet (Semtech SX127x formula)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sf", required=True, type=int, metavar="N", help="spreading factor, 6..12")
     p.add_argument("--bw-khz", type=float, default=125.0, metavar="KHZ", help="bandwidth (default 125)")
     p.add_argument("--cr", default="4/5", metavar="4/N", help="coding rate 4/5..4/8 (default 4/5)")
@@ -26,8 +25,6 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     bw_hz = round(args.bw_khz * 1000)
     try:
         params = LoraParams(

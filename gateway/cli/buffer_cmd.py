@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from gateway import config, db, instance_lock
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.control import SOCKET_NAME, client
 from gateway.errors import AlreadyRunning, StorageError
 from gateway.outbox.inspect import read_buffer, read_quarantine, requeue_in_file
@@ -29,9 +30,8 @@ from gateway.outbox.inspect import read_buffer, read_quarantine, requeue_in_file
 WAIT_POLL_S = 0.5
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("buffer", help="outbox depth, age, bytes, headroom, per-priority counts")
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_option(p)
     p.add_argument(
         "action",
         nargs="?",
@@ -55,8 +55,6 @@ def register(sub: Any) -> None:
 
 
 def show_buffer(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, config_path, print_json
-
     cfg = config.load(config_path(args))
     if args.requeue and args.action != "quarantine":
         raise UsageError("--requeue goes with 'buffer quarantine'")
@@ -110,8 +108,6 @@ def render(doc: dict[str, Any]) -> str:
 
 def flush(args: argparse.Namespace, cfg: config.Config) -> int:
     """Ask the agent to drain now; with ``--wait``, follow the depth (exit 1 if not empty in time)."""
-    from gateway.cli.main import CheckFailed, print_json
-
     sock = cfg.data_path / SOCKET_NAME
     try:
         answer = client.request(sock, "flush")
@@ -147,8 +143,6 @@ def render_flush(doc: dict[str, Any], *, waited: bool) -> str:
 
 
 def show_quarantine(args: argparse.Namespace, cfg: config.Config) -> int:
-    from gateway.cli.main import print_json
-
     doc = read_quarantine(db.db_path(cfg.data_dir))
     if args.json:
         print_json(doc)
@@ -180,8 +174,6 @@ def render_quarantine(doc: dict[str, Any]) -> str:
 
 def requeue(args: argparse.Namespace, cfg: config.Config) -> int:
     """Every quarantined record back into the outbox: by the running agent, else in the file."""
-    from gateway.cli.main import CheckFailed, print_json
-
     sock = cfg.data_path / SOCKET_NAME
     try:
         answer = client.request(sock, "requeue_quarantined")

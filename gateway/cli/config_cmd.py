@@ -8,11 +8,11 @@ import sys
 from typing import Any
 
 from gateway import config, preflight
+from gateway.cli.common import print_json
 from gateway.errors import ConfigError
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("config", help="print the commented default config, or check a config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     t = csub.add_parser("template", help="print the whole commented default configuration")
     t.set_defaults(handler=template)
@@ -33,8 +33,6 @@ def template(_args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     errors = preflight.check_all(args.path)
     if errors:
         if args.json:

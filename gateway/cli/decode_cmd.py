@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
+from gateway.cli.common import UsageError, print_json
 from gateway.cli.profile_cmd import get_profile, profiles_from_args
 from gateway.errors import DecodeError
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("decode", help="decode one application payload with a device profile")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, metavar="VENDOR/MODEL")
     p.add_argument("--fport", required=True, type=int, metavar="N")
     p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
@@ -28,8 +27,6 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     try:
         payload = bytes.fromhex(args.payload)
     except ValueError as exc:

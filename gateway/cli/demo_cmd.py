@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="a simulated day of a small city through a local broker and the agent, checked at the end",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration-s", type=float, default=30.0, help="wall seconds the simulated day takes (default 30)"
     )
@@ -23,6 +18,7 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    # Here, not at the top: the simulator and the agent it runs load when the demo starts, not for --help.
     from simulator.demo import run_demo
 
     return run_demo(args.duration_s, args.workdir, args.scenario)

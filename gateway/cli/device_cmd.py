@@ -22,15 +22,15 @@ from typing import Any
 
 from gateway import config, db
 from gateway.cli import device_views
+from gateway.cli.common import UsageError, add_config_option, config_path, print_json
 from gateway.codec import ProfileStore, load_profiles
 from gateway.errors import ConfigError, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import csv_import, keystore, qr, registry
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("device", help="register, change, list, import, export and remove devices")
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_option(p)
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
 
     add = dsub.add_parser("add", help="register a device (ABP or OTAA, or from a TR005 QR code)")
@@ -108,8 +108,6 @@ def _installation_args(p: argparse.ArgumentParser) -> None:
 def _registry(
     args: argparse.Namespace,
 ) -> Iterator[tuple[config.Config, sqlite3.Connection, keystore.KeyStore]]:
-    from gateway.cli.main import config_path
-
     cfg = config.load(config_path(args))
     conn = db.connect(db.db_path(cfg.data_dir))
     try:
@@ -123,8 +121,6 @@ def _profiles(cfg: config.Config) -> ProfileStore:
 
 
 def _value(kind: type[Any], text: str | None, option: str) -> Any:
-    from gateway.cli.main import UsageError
-
     if text is None:
         raise UsageError(f"{option} is required here")
     try:
@@ -134,8 +130,6 @@ def _value(kind: type[Any], text: str | None, option: str) -> Any:
 
 
 def _params(texts: list[str]) -> dict[str, registry.ParamValue]:
-    from gateway.cli.main import UsageError
-
     params: dict[str, registry.ParamValue] = {}
     for text in texts:
         try:
@@ -147,8 +141,6 @@ def _params(texts: list[str]) -> dict[str, registry.ParamValue]:
 
 
 def _position(args: argparse.Namespace) -> None:
-    from gateway.cli.main import UsageError
-
     try:
         registry.check_position(args.lat, args.lon)
     except ValueError as exc:
@@ -156,8 +148,6 @@ def _position(args: argparse.Namespace) -> None:
 
 
 def add_device(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     params = _params(args.param)
     _position(args)
     scanned: qr.DeviceQr | None = None
@@ -219,8 +209,6 @@ def add_device(args: argparse.Namespace) -> int:
 
 
 def set_device(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
     params = _params(args.param)
     _position(args)
@@ -249,8 +237,6 @@ def set_device(args: argparse.Namespace) -> int:
 
 
 def list_devices(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     with _registry(args) as (_cfg, conn, store):
         devices = registry.list_devices(conn)
         rows = [d.as_json() for d in devices]
@@ -280,8 +266,6 @@ def list_devices(args: argparse.Namespace) -> int:
 
 
 def remove_device(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError
-
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
     with _registry(args) as (_cfg, conn, _store):
         try:
@@ -293,8 +277,6 @@ def remove_device(args: argparse.Namespace) -> int:
 
 
 def import_devices(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     try:
         text = csv_import.read_csv(args.file)
     except csv_import.ImportFailed as failed:  # not UTF-8: the line of the first bad byte
@@ -332,8 +314,6 @@ def import_devices(args: argparse.Namespace) -> int:
 
 
 def _report_failure(args: argparse.Namespace, failed: csv_import.ImportFailed) -> int:
-    from gateway.cli.main import print_json
-
     if args.json:
         print_json({"ok": False, "errors": [e.as_json() for e in failed.errors]})
     for error in failed.errors:
@@ -343,8 +323,6 @@ def _report_failure(args: argparse.Namespace, failed: csv_import.ImportFailed) -
 
 
 def export_devices(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError
-
     with _registry(args) as (_cfg, conn, store):
         rows = csv_import.export_rows(conn, with_keys=args.with_keys, keystore=store)
     if args.with_keys:
@@ -374,8 +352,6 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def rekey(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     with _registry(args) as (cfg, conn, _store):
         store = keystore.create_key(cfg.data_dir)
         changed = registry.rekey(conn, store)

@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import config
+from gateway.cli.common import CheckFailed, UsageError, ago, config_path, print_json
 from gateway.control import SOCKET_NAME, client
 from gateway.errors import GatewayError
+from gateway.messages import DevEui
 
 MIN_RSSI_DBM = -115.0
 """Below this the link works only with luck (rain, a parked lorry): move the antenna or the gateway."""
@@ -49,15 +51,11 @@ def register(dsub: Any) -> None:
 
 
 def agent_socket(args: argparse.Namespace) -> Path:
-    from gateway.cli.main import config_path
-
     return config.load(config_path(args)).data_path / SOCKET_NAME
 
 
 def ask(args: argparse.Namespace, cmd: str, **request: Any) -> dict[str, Any]:
     """One control query; CheckFailed (exit 1) when the agent is not running."""
-    from gateway.cli.main import CheckFailed
-
     try:
         return client.request(agent_socket(args), cmd, **request)
     except client.AgentUnreachable as exc:
@@ -65,9 +63,6 @@ def ask(args: argparse.Namespace, cmd: str, **request: Any) -> dict[str, Any]:
 
 
 def _dev_eui(text: str) -> str:
-    from gateway.cli.main import UsageError
-    from gateway.messages import DevEui
-
     try:
         return str(DevEui.from_hex(text))
     except ValueError as exc:
@@ -103,8 +98,6 @@ def sparkline(values: list[float], width: int = 60) -> str:
 
 
 def show_device(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     dev_eui = _dev_eui(args.dev_eui)
     since_s = time.time() - args.hours * 3600
     try:
@@ -140,8 +133,6 @@ def _print_show(
     series: list[tuple[float, float]],
     hours: float,
 ) -> None:
-    from gateway.cli.views_cmd import _ago
-
     console = Console(width=min(Console().width, 100), highlight=False)
     d, heard = doc["device"], doc["heard"] or {}
     grid = Table.grid(padding=(0, 2))
@@ -162,7 +153,7 @@ def _print_show(
             else f"{heard['rssi_dbm']:.0f} dBm / {heard['snr_db']:.1f} dB"
         )
         seen = (
-            f"{_ago(heard.get('last_seen_s'))}, {signal}, {heard['frames']} frames, {heard['errors']} errors"
+            f"{ago(heard.get('last_seen_s'))}, {signal}, {heard['frames']} frames, {heard['errors']} errors"
         )
         grid.add_row("heard", seen)
     else:
@@ -228,8 +219,6 @@ def judge(events: list[dict[str, Any]], wanted_uplinks: int, timed_out: bool) ->
 
 
 def verify_device(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, print_json
-
     dev_eui = _dev_eui(args.dev_eui)
     entry = ask(args, "device", dev_eui=dev_eui, since_s=time.time())["device"]
     dev_addr = entry.get("dev_addr")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from gateway.cli.common import UsageError, print_json
 from gateway.cli.profile_cmd import get_profile, profiles_from_args
 from gateway.errors import EncodeError
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("encode", help="encode a downlink command with a device profile")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, metavar="VENDOR/MODEL")
     p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
     p.add_argument("command", metavar="COMMAND")
@@ -30,8 +29,6 @@ def _value(text: str) -> object:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     values: dict[str, object] = {}
     for item in args.params:
         name, sep, text = item.partition("=")

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import __version__, config, db
+from gateway.cli.common import CheckFailed, add_config_option, config_path, print_json
 from gateway.cli.device_views import agent_socket
 from gateway.control import client
 from gateway.errors import GatewayError, UplinkError
@@ -42,33 +43,33 @@ LOG_LINES = 500
 PACKAGES = ("edgegw", "paho-mqtt", "cryptography", "PyYAML", "rich")
 
 
-def register(sub: Any) -> None:
-    radio = sub.add_parser("radio", help="radio checks (running agent)")
+def add_radio_arguments(radio: argparse.ArgumentParser) -> None:
     rsub = radio.add_subparsers(dest="radio_command", metavar="ACTION", required=True)
     rt = rsub.add_parser("test", help="listen N seconds and summarise what is heard")
     rt.add_argument("--seconds", type=float, default=30.0, metavar="N", help="listen this long (default 30)")
     rt.add_argument("--json", action="store_true")
+    add_config_option(rt)
     rt.set_defaults(handler=radio_test)
 
-    uplink = sub.add_parser("uplink", help="uplink checks (own MQTT connection, agent's settings)")
+
+def add_uplink_arguments(uplink: argparse.ArgumentParser) -> None:
     usub = uplink.add_subparsers(dest="uplink_command", metavar="ACTION", required=True)
     ut = usub.add_parser("test", help="connect, publish one QoS 1 message, wait for PUBACK")
     ut.add_argument("--timeout", type=float, default=15.0, metavar="S", help="give up after S seconds")
     ut.add_argument("--json", action="store_true")
+    add_config_option(ut)
     ut.set_defaults(handler=uplink_test)
 
-    diag = sub.add_parser("diag", help="write a support bundle (secrets removed)")
+
+def add_diag_arguments(diag: argparse.ArgumentParser) -> None:
     diag.add_argument("--out", metavar="FILE.tar.gz", help="bundle path (default: ./edgegw-diag-<id>-<time>)")
     diag.add_argument("--log-file", metavar="PATH", help="the agent's log file, if it writes one")
     diag.add_argument("--json", action="store_true")
+    add_config_option(diag)
     diag.set_defaults(handler=diag_bundle)
-    for p in (rt, ut, diag):
-        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
 
 
 def _config(args: argparse.Namespace) -> config.Config:
-    from gateway.cli.main import config_path
-
     return config.load(config_path(args))
 
 
@@ -107,8 +108,6 @@ def summarise(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def radio_test(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, print_json
-
     console = Console(highlight=False)
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.seconds
@@ -167,6 +166,7 @@ class _Collect(logging.Handler):
 
 async def probe_uplink(cfg: config.Config, timeout_s: float) -> dict[str, Any]:
     """Connect with the agent's MQTT settings, publish QoS 1 on ``<prefix>/<id>/test``, time it."""
+    # paho only for `uplink test`: `radio test` and `diag` start without it.
     from gateway.uplink.mqtt import MqttUplink
 
     settings = cfg.mqtt
@@ -214,8 +214,6 @@ async def probe_uplink(cfg: config.Config, timeout_s: float) -> dict[str, Any]:
 
 
 def uplink_test(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, print_json
-
     result = asyncio.run(probe_uplink(_config(args), args.timeout))
     if args.json:
         print_json(result)
@@ -322,8 +320,6 @@ def build_bundle(cfg: config.Config, socket_path: Path, log_file: str | None) ->
 
 
 def diag_bundle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     cfg = _config(args)
     files = build_bundle(cfg, agent_socket(args), args.log_file)
     stamp = time.strftime("%Y%m%dT%H%M%S")

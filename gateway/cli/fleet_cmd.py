@@ -26,16 +26,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.cli.common import CheckFailed, UsageError, print_json
 from gateway.config import MqttSection
 from gateway.errors import CommandRejected, UplinkError
-from gateway.fleet import desired, envelope, sign
+from gateway.fleet import desired, sign, signed_envelope
+from gateway.fleet.trust import fingerprint
 from gateway.uplink.topics import Topics
 
 WATCHED = ("cmd-result", "config-state", "health", "state")
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("fleet", help="platform side: sign commands for gateways")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     fsub = p.add_subparsers(dest="fleet_command", metavar="WHAT", required=True)
 
     kg = fsub.add_parser("keygen", help="create a platform Ed25519 signing key (PATH and PATH.pub)")
@@ -102,9 +103,6 @@ def _mqtt(args: argparse.Namespace) -> MqttSection:
 
 
 def keygen(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-    from gateway.fleet.trust import fingerprint
-
     out = Path(args.out)
     if out.exists():
         raise UsageError(f"{out} exists; refusing to overwrite a signing key")
@@ -126,8 +124,6 @@ def keygen(args: argparse.Namespace) -> int:
 
 
 def sign_command(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
     try:
         text = sys.stdin.read() if args.command_file == "-" else Path(args.command_file).read_text()
         doc = json.loads(text)
@@ -168,8 +164,6 @@ def sign_command(args: argparse.Namespace) -> int:
 
 
 def _read_json(path: str) -> Any:
-    from gateway.cli.main import UsageError
-
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         return json.loads(text)
@@ -177,7 +171,7 @@ def _read_json(path: str) -> Any:
         raise UsageError(f"{path}: not a JSON file ({exc})") from exc
 
 
-def _answers(env: envelope.Envelope) -> tuple[str, str, bool, Any]:
+def _answers(env: signed_envelope.Envelope) -> tuple[str, str, bool, Any]:
     """(topic leaf to publish on, answer topic leaf, retained, the key that pairs an answer)."""
     payload = env.payload
     if "config" in payload:
@@ -186,14 +180,12 @@ def _answers(env: envelope.Envelope) -> tuple[str, str, bool, Any]:
 
 
 def send_envelope(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, UsageError, print_json
-
     raw = _read_json(args.envelope_file)
     try:
-        env = envelope.parse(json.dumps(raw).encode())
+        env = signed_envelope.parse(json.dumps(raw).encode())
     except CommandRejected as exc:
         raise UsageError(f"{args.envelope_file}: {exc}") from exc
-    gateways = args.gateway or ([] if env.target.startswith(envelope.GROUP_PREFIX) else [env.target])
+    gateways = args.gateway or ([] if env.target.startswith(signed_envelope.GROUP_PREFIX) else [env.target])
     if not gateways:
         raise UsageError(f"target {env.target} is a group: name its gateways with --gateway")
     leaf, answer_leaf, retained, key = _answers(env)
@@ -220,6 +212,7 @@ async def _send(
     key: Any,
     wait_s: float,
 ) -> dict[str, Any]:
+    # paho only for the commands that connect (send, watch): keygen and sign start without it.
     from gateway.uplink.mqtt import MqttUplink
 
     answers: dict[str, Any] = {}
@@ -272,6 +265,7 @@ def watch(args: argparse.Namespace) -> int:
 
 
 async def _watch(settings: MqttSection, gateway: str, seconds: float, count: int) -> None:
+    # paho only for the commands that connect (send, watch): keygen and sign start without it.
     from gateway.uplink.mqtt import MqttUplink
 
     seen = 0

@@ -12,6 +12,7 @@ import argparse
 import hmac
 from typing import Any
 
+from gateway.cli.common import CheckFailed, UsageError, print_json
 from gateway.errors import FrameError, MicMismatch
 from gateway.lorawan import phy
 from gateway.lorawan.crypto import SessionKeys, derive_session_keys, join_request_mic
@@ -29,8 +30,7 @@ _MTYPE_NAMES = {
 }
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("lorawan", help="LoRaWAN tools for technicians")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     lsub = p.add_subparsers(dest="lorawan_command", metavar="SUBCOMMAND", required=True)
     d = lsub.add_parser("decode", help="parse one PHYPayload; with keys, verify its MIC and decrypt it")
     d.add_argument("phy_hex", metavar="PHY_HEX", help="the PHYPayload as hex (spaces and colons allowed)")
@@ -46,8 +46,6 @@ def register(sub: Any) -> None:
 
 
 def _hex(text: str, what: str, size: int | None = None) -> bytes:
-    from gateway.cli.main import UsageError
-
     cleaned = text.strip().replace(" ", "").replace(":", "")
     try:
         raw = bytes.fromhex(cleaned)
@@ -59,8 +57,6 @@ def _hex(text: str, what: str, size: int | None = None) -> bytes:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, UsageError, print_json
-
     frame = _hex(args.phy_hex, "PHY_HEX")
     nwk = _hex(args.nwkskey, "--nwkskey", 16) if args.nwkskey else None
     app = _hex(args.appskey, "--appskey", 16) if args.appskey else None

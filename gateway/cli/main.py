@@ -1,104 +1,136 @@
-"""Entry point of ``edgegw``: argument parsing, logging set-up, exit codes.
+"""Entry point of ``edgegw``: the table of commands, argument parsing, exit codes.
 
 Exit codes (ARCHITECTURE.md §3.1): 0 success, 1 the checked thing failed,
 2 bad usage or bad input, with a one-line reason on stderr. Commands that print
 data take ``--json`` and then print exactly one JSON document on stdout.
+
+A call imports the module of the command it names and no other (issue 17: importing every
+command module for every call cost 0.3-0.4 s here, several times that on a Pi 3). ``COMMANDS``
+maps each top-level command to its one-line help and to ``"module:function"``, the function that
+adds the command's arguments to its parser. Parsing takes two passes: first every command is a
+placeholder that takes any arguments, which is enough for ``edgegw --help`` to list them all,
+for ``--version``, for a missing or unknown command, and to learn which command argv names;
+then that one command alone, with its real arguments, to parse for good.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
+import importlib
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
 
 from gateway import __version__
-from gateway.cli import (
-    airtime_cmd,
-    buffer_cmd,
-    config_cmd,
-    decode_cmd,
-    demo_cmd,
-    device_cmd,
-    encode_cmd,
-    field_cmd,
-    fleet_cmd,
-    lorawan_cmd,
-    profile_cmd,
-    provision_cmd,
-    qr_cmd,
-    rules_cmd,
-    run_cmd,
-    views_cmd,
-)
+from gateway.cli.common import DEFAULT_CONFIG, CheckFailed, UsageError
 from gateway.errors import GatewayError
 
-TRACE = 5
-DEFAULT_CONFIG = "/etc/edgegw/edgegw.yaml"
+
+@dataclass(frozen=True)
+class Command:
+    """A top-level command: where its arguments are defined, and its line in ``edgegw --help``."""
+
+    target: str
+    """``"module:function"``; the function takes the command's ``ArgumentParser``."""
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        module_name, _, function_name = self.target.partition(":")
+        add: Callable[[argparse.ArgumentParser], None] = getattr(
+            importlib.import_module(module_name), function_name
+        )
+        add(parser)
 
 
-class UsageError(Exception):
-    """Bad usage or input detected by a command (exit code 2)."""
+# In the order `edgegw --help` lists them.
+COMMANDS: Final[dict[str, Command]] = {
+    "run": Command("gateway.cli.run_cmd:add_arguments", "run the agent in the foreground"),
+    "demo": Command(
+        "gateway.cli.demo_cmd:add_arguments",
+        "a simulated day of a small city through a local broker and the agent, checked at the end",
+    ),
+    "config": Command(
+        "gateway.cli.config_cmd:add_arguments", "print the commented default config, or check a config file"
+    ),
+    "device": Command(
+        "gateway.cli.device_cmd:add_arguments", "register, change, list, import, export and remove devices"
+    ),
+    "decode": Command(
+        "gateway.cli.decode_cmd:add_arguments", "decode one application payload with a device profile"
+    ),
+    "encode": Command(
+        "gateway.cli.encode_cmd:add_arguments", "encode a downlink command with a device profile"
+    ),
+    "profile": Command(
+        "gateway.cli.profile_cmd:add_arguments", "list, show, test and import device profiles"
+    ),
+    "status": Command(
+        "gateway.cli.views_cmd:add_status_arguments",
+        "one screen: radio, uplink, outbox, clock (running agent)",
+    ),
+    "devices": Command(
+        "gateway.cli.views_cmd:add_devices_arguments",
+        "registered devices with last seen, signal, battery, counts",
+    ),
+    "tail": Command(
+        "gateway.cli.views_cmd:add_tail_arguments", "live frames with their verdicts (MIC, FCnt, decoding)"
+    ),
+    "airtime": Command(
+        "gateway.cli.airtime_cmd:add_arguments", "time on air of one LoRa packet (Semtech SX127x formula)"
+    ),
+    "lorawan": Command("gateway.cli.lorawan_cmd:add_arguments", "LoRaWAN tools for technicians"),
+    "qr": Command(
+        "gateway.cli.qr_cmd:add_arguments", "TR005 device QR codes: make labels, parse scanned codes"
+    ),
+    "provision": Command("gateway.cli.provision_cmd:add_arguments", "installer set-up of this gateway"),
+    "buffer": Command(
+        "gateway.cli.buffer_cmd:add_arguments", "outbox depth, age, bytes, headroom, per-priority counts"
+    ),
+    "radio": Command("gateway.cli.field_cmd:add_radio_arguments", "radio checks (running agent)"),
+    "uplink": Command(
+        "gateway.cli.field_cmd:add_uplink_arguments", "uplink checks (own MQTT connection, agent's settings)"
+    ),
+    "diag": Command("gateway.cli.field_cmd:add_diag_arguments", "write a support bundle (secrets removed)"),
+    "rules": Command(
+        "gateway.cli.rules_cmd:add_arguments",
+        "loaded rules and their live state (running agent); `rules test`",
+    ),
+    "fleet": Command("gateway.cli.fleet_cmd:add_arguments", "platform side: sign commands for gateways"),
+}
 
 
-class CheckFailed(Exception):
-    """The thing a command checked failed (exit code 1)."""
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The ``edgegw`` parser: with ``chosen``, that command alone, with its arguments (its module
+    is imported); without, every command as a placeholder.
 
-
-def setup_logging(level: str) -> None:
-    logging.addLevelName(TRACE, "TRACE")
-    logging.basicConfig(
-        level=TRACE if level == "TRACE" else getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def config_path(args: argparse.Namespace) -> str:
-    """--config, else $EDGEGW_CONFIG, else /etc/edgegw/edgegw.yaml."""
-    return str(getattr(args, "config", None) or os.environ.get("EDGEGW_CONFIG") or DEFAULT_CONFIG)
-
-
-def print_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
+    A placeholder has no arguments, not even ``-h``: in ``parse_known_args`` whatever follows
+    it is left over, which is all the first pass needs. The second pass cannot need the other
+    commands: argv names the chosen one, and the first pass already answered ``--help``.
+    """
     parser = argparse.ArgumentParser(prog="edgegw", description="LoRaWAN edge-gateway agent")
     parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
     parser.add_argument(
         "--config", metavar="PATH", help=f"config file (default: $EDGEGW_CONFIG or {DEFAULT_CONFIG})"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (
-        run_cmd,
-        demo_cmd,
-        config_cmd,
-        device_cmd,
-        decode_cmd,
-        encode_cmd,
-        profile_cmd,
-        views_cmd,
-        airtime_cmd,
-        lorawan_cmd,
-        qr_cmd,
-        provision_cmd,
-        buffer_cmd,
-        field_cmd,
-        rules_cmd,
-        fleet_cmd,
-    ):
-        module.register(sub)
+    if chosen is not None:
+        command = COMMANDS[chosen]
+        command.add_arguments(sub.add_parser(chosen, help=command.help))
+        return parser
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Two passes (module docstring): which command, then that command's arguments."""
+    named, _rest = build_parser().parse_known_args(argv)
+    return build_parser(named.command).parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
         result: int = args.handler(args)
         return result

@@ -10,12 +10,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import CheckFailed, UsageError, print_json
 from gateway.codec import Profile, ProfileStore, load_profiles
 from gateway.codec.ttn_import import import_ttn
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("profile", help="list, show, test and import device profiles")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     ls = psub.add_parser("list", help="one line per profile")
@@ -44,8 +44,6 @@ def profiles_from_args(args: argparse.Namespace) -> ProfileStore:
 
 def get_profile(store: ProfileStore, profile_id: str) -> Profile:
     """The profile, or a usage error (exit 2) listing the known ones."""
-    from gateway.cli.main import UsageError
-
     try:
         return store.get(profile_id)
     except KeyError as exc:
@@ -53,8 +51,6 @@ def get_profile(store: ProfileStore, profile_id: str) -> Profile:
 
 
 def list_profiles(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     store = profiles_from_args(args)
     rows = [
         {
@@ -122,8 +118,6 @@ def describe(profile: Profile) -> dict[str, Any]:
 
 
 def show_profile(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     doc = describe(get_profile(profiles_from_args(args), args.profile_id))
     if args.json:
         print_json(doc)
@@ -169,8 +163,6 @@ def run_examples(profile: Profile) -> list[dict[str, Any]]:
 
 
 def test_profiles(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, print_json
-
     store = profiles_from_args(args)
     profiles = [get_profile(store, pid) for pid in args.profile_ids] if args.profile_ids else list(store)
     results = [result for profile in profiles for result in run_examples(profile)]
@@ -189,8 +181,6 @@ def test_profiles(args: argparse.Namespace) -> int:
 
 
 def import_profile(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     imported = import_ttn(Path(args.path), Path(args.out), overwrite=args.overwrite)
     doc = {
         "id": imported.profile_id,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config, db
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.errors import NodeError
 from gateway.messages import DevEui
 from gateway.provisioning import gateway_setup, keystore, node, raw_repl, registry
@@ -27,9 +28,8 @@ from gateway.provisioning import gateway_setup, keystore, node, raw_repl, regist
 DEFAULT_DATA_DIR = "/var/lib/edgegw"
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("provision", help="installer set-up of this gateway")
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_option(p)
     psub = p.add_subparsers(dest="provision_command", metavar="WHAT", required=True)
 
     gw = psub.add_parser("gateway", help="identity, MQTT client key and CSR, certificate, platform key, unit")
@@ -58,8 +58,6 @@ def register(sub: Any) -> None:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from gateway.cli.main import config_path
-
     if args.data_dir:
         return Path(args.data_dir)
     path = config_path(args)
@@ -69,8 +67,6 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def provision_gateway(args: argparse.Namespace) -> int:
-    from gateway.cli.main import config_path, print_json
-
     data_dir = _data_dir(args).absolute()
     files, created = gateway_setup.provision_identity(data_dir, args.id)
     doc: dict[str, Any] = {
@@ -125,8 +121,6 @@ def provision_gateway(args: argparse.Namespace) -> int:
 
 
 def provision_node(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, UsageError, config_path, print_json
-
     try:
         dev_eui = DevEui.from_hex(args.dev_eui)
     except ValueError as exc:
@@ -169,8 +163,6 @@ def provision_node(args: argparse.Namespace) -> int:
 
 
 def _firmware(args: argparse.Namespace) -> list[node.NodeFile]:
-    from gateway.cli.main import UsageError
-
     root = Path(args.firmware_dir) if args.firmware_dir else node.default_firmware_dir()
     if root is None:
         raise UsageError("no firmware/ next to this installation: give --firmware-dir")

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from gateway import config, db
+from gateway.cli.common import UsageError, add_config_option, config_path, print_json
 from gateway.errors import RegistryError
 from gateway.messages import DevEui, JoinEui
 from gateway.provisioning import label, qr, registry
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("qr", help="TR005 device QR codes: make labels, parse scanned codes")
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_option(p)
     qsub = p.add_subparsers(dest="qr_command", metavar="ACTION", required=True)
 
     mk = qsub.add_parser("make", help="QR label of a registered device")
@@ -43,8 +42,6 @@ def register(sub: Any) -> None:
 
 
 def make_label(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, config_path, print_json
-
     try:
         dev_eui = DevEui.from_hex(args.dev_eui)
     except ValueError as exc:
@@ -87,8 +84,6 @@ def make_label(args: argparse.Namespace) -> int:
 
 
 def parse_code(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     code = qr.parse(args.text)  # QrCodeError → exit 2 with its message
     doc = code.as_json()
     if args.json:

@@ -26,11 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import config, textfile
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.control import SOCKET_NAME, client
 from gateway.errors import ConfigError
 from gateway.messages import Alert
 from gateway.rules import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, ReadingFacts, RuleEngine
 from gateway.rules.engine import EvalTrace
+from gateway.rules.loader import load_rules
 from gateway.rules.model import RuleSet
 
 DEFAULT_TICK_S = 60.0
@@ -40,10 +42,9 @@ MAX_TICKS = 1_000_000
 """Bound on simulated ticks (a year at one per minute is 525,600)."""
 
 
-def register(sub: Any) -> None:
-    rules = sub.add_parser("rules", help="loaded rules and their live state (running agent); `rules test`")
+def add_arguments(rules: argparse.ArgumentParser) -> None:
     rules.add_argument("--json", action="store_true", help="one JSON document")
-    rules.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+    add_config_option(rules)
     rules.set_defaults(handler=show_rules)
     inner = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     test = inner.add_parser("test", help="dry run: validate a rules file and replay readings through it")
@@ -79,8 +80,6 @@ class Event:
 
 def parse_time(text: str, what: str) -> float:
     """ISO 8601 (a time without offset is UTC) or Unix seconds; UsageError otherwise."""
-    from gateway.cli.main import UsageError
-
     try:
         return float(text)
     except ValueError:
@@ -96,8 +95,6 @@ def parse_time(text: str, what: str) -> float:
 
 def load_readings(path: Path) -> list[ReadingFacts]:
     """Read a JSON-lines readings file; UsageError naming the line on the first bad one."""
-    from gateway.cli.main import UsageError
-
     try:
         lines = textfile.read_text(path).splitlines()
     except ConfigError as exc:  # unreadable, or not UTF-8 (the line of the first bad byte)
@@ -210,9 +207,7 @@ def _trace_event(t: EvalTrace) -> Event:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from gateway.cli.main import UsageError, print_json
-
-    rules = RuleSet.load(args.rules)  # ConfigError (file: key path: reason) → exit 2
+    rules = load_rules(args.rules)  # ConfigError (file: key path: reason) → exit 2
     readings = load_readings(Path(args.readings)) if args.readings else []
     if args.tick_s <= 0:
         raise UsageError("--tick-s must be > 0")
@@ -301,8 +296,6 @@ def _iso(at_s: float, tz: ZoneInfo) -> str:
 
 
 def show_rules(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed, config_path, print_json
-
     socket_path = config.load(config_path(args)).data_path / SOCKET_NAME
     try:
         doc = client.request(socket_path, "rules")

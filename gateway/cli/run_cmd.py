@@ -19,12 +19,13 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
 
 from gateway import app, config, instance_lock
+from gateway.cli.common import add_config_option, config_path, setup_logging
 from gateway.errors import AlreadyRunning
 from gateway.fleet.remote_config import startup_config
 from gateway.fleet.updates import Updates
+from gateway.loglevels import level_number
 
 # Set for the version the base install started; not EDGEGW_..., which the config would read as a key.
 LAUNCHED_ENV = "_EDGEGW_VERSION_DIR"
@@ -36,15 +37,12 @@ _RUN_VERSION = (
 log = logging.getLogger(__name__)
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the agent in the foreground")
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_option(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from gateway.cli.main import TRACE, config_path, setup_logging
-
     path = config_path(args)
     local = config.load(path)
     setup_logging(local.log.level)  # first, so that the choice of configuration below is logged
@@ -67,7 +65,7 @@ def handle(args: argparse.Namespace) -> int:
             )
     cfg = startup_config(path)
     if cfg.log.level != local.log.level:  # a pushed log.level
-        logging.getLogger().setLevel(TRACE if cfg.log.level == "TRACE" else cfg.log.level)
+        logging.getLogger().setLevel(level_number(cfg.log.level))
     return asyncio.run(_run(cfg))
 
 

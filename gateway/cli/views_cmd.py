@@ -4,6 +4,9 @@ They talk to the agent over its control socket (``gateway.control``). Output is 
 ``rich`` table or panel on a terminal (readable on 80 columns), plain text when
 piped, or exactly one JSON document with ``--json`` (``tail --json``: one JSON object
 per line). Exit code 1 when the agent is not running.
+
+``rich`` is imported by the functions that draw, not at the top: it would cost
+``status --json`` more start-up time than all the rest of the command (issue 17).
 """
 
 from __future__ import annotations
@@ -15,66 +18,53 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway import config
+from gateway.cli.common import CheckFailed, add_config_option, ago, config_path, print_json
 from gateway.control import SOCKET_NAME, client
 
 
-def register(sub: Any) -> None:
-    status = sub.add_parser("status", help="one screen: radio, uplink, outbox, clock (running agent)")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=show_status)
+def add_status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    add_config_option(p)
+    p.set_defaults(handler=show_status)
 
-    devices = sub.add_parser("devices", help="registered devices with last seen, signal, battery, counts")
-    devices.add_argument("--json", action="store_true")
-    devices.set_defaults(handler=show_devices)
 
-    tail = sub.add_parser("tail", help="live frames with their verdicts (MIC, FCnt, decoding)")
-    tail.add_argument("--device", metavar="DEV_EUI", help="only this device")
-    tail.add_argument("--raw", action="store_true", help="also show the PHYPayload hex")
-    tail.add_argument("--count", type=int, metavar="N", help="stop after N frames")
-    tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.set_defaults(handler=tail_frames)
-    for p in (status, devices, tail):
-        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
+def add_devices_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    add_config_option(p)
+    p.set_defaults(handler=show_devices)
+
+
+def add_tail_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", metavar="DEV_EUI", help="only this device")
+    p.add_argument("--raw", action="store_true", help="also show the PHYPayload hex")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_config_option(p)
+    p.set_defaults(handler=tail_frames)
 
 
 def _socket(args: argparse.Namespace) -> Path:
-    from gateway.cli.main import config_path
-
     return config.load(config_path(args)).data_path / SOCKET_NAME
 
 
 def _request(args: argparse.Namespace, cmd: str) -> dict[str, Any]:
-    from gateway.cli.main import CheckFailed
-
     try:
         return client.request(_socket(args), cmd)
     except client.AgentUnreachable as exc:
         raise CheckFailed(str(exc)) from exc
 
 
-def _ago(at_s: float | None) -> str:
-    if not at_s:
-        return "never"
-    seconds = max(0.0, time.time() - at_s)
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
 def show_status(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     doc = _request(args, "status")
     doc.pop("ok", None)
     if args.json:
         print_json(doc)
         return 0
+    # Here, not at the top, for start-up time: see the module docstring.
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(width=min(Console().width, 100))
     p, up, box = doc["pipeline"], doc["uplink"], doc["outbox"]
     rejected = ", ".join(
@@ -124,12 +114,14 @@ def show_status(args: argparse.Namespace) -> int:
 
 
 def show_devices(args: argparse.Namespace) -> int:
-    from gateway.cli.main import print_json
-
     doc = _request(args, "devices")
     if args.json:
         print_json({"devices": doc["devices"]})
         return 0
+    # Here, not at the top, for start-up time: see the module docstring.
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("device", "profile", "site", "last seen", "RSSI/SNR", "batt", "24 h", "err"):
         table.add_column(column, no_wrap=column in ("device", "last seen"), overflow="fold")
@@ -140,7 +132,7 @@ def show_devices(args: argparse.Namespace) -> int:
             d["dev_eui"],
             d["profile"],
             d["site"],
-            _ago(d.get("last_seen_s")),
+            ago(d.get("last_seen_s")),
             signal,
             battery,
             str(d.get("frames_24h", 0)),
@@ -151,7 +143,8 @@ def show_devices(args: argparse.Namespace) -> int:
 
 
 def tail_frames(args: argparse.Namespace) -> int:
-    from gateway.cli.main import CheckFailed
+    # Here, not at the top, for start-up time: see the module docstring.
+    from rich.console import Console
 
     console = Console(highlight=False)
     shown = 0

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.codec.fields import CompiledField, Output, Spec, compile_field, compile_transform
-from gateway.codec.nested import Sequence, compile_sequence, needs_sequence
+from gateway.codec.nested import Region, Sequence, compile_sequence, needs_sequence
 from gateway.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
         for channel_id in channel_ids:
             _add_channel(table, where, (channel_id << 8) | channel_type, entry, channel)
 
-    decode = _type_tlv_decoder(table) if type_only else _tlv_decoder(table)
+    decode = _tlv_decoder(table, type_only=type_only)
     return CompiledDecoder(family="channel_tlv", decode=decode, outputs=tuple(outputs.values()))
 
 
@@ -262,7 +262,7 @@ def _sequence_entry(channel: Spec, default_endian: str | None, outputs: dict[str
     no_warnings: list[str] = []  # a fixed-size record holds no tlv region, so it never warns
 
     def run(buf: bytes, pos: int, out: dict[str, Any]) -> None:
-        sequence.run(buf, pos, pos, pos + size, out, {}, no_warnings)
+        sequence.run(Region(buf, pos, pos + size, no_warnings), out, {})
 
     return (size, None, _never_read, run)
 
@@ -292,60 +292,35 @@ _TlvEntry = tuple[int, str | None, Callable[[bytes, int], Any], _ChannelRun]
 """(data size, output name of a single-field channel or None, its reader, the channel's run)."""
 
 
-def _tlv_decoder(table: Mapping[int, _TlvEntry]) -> Callable[[bytes], Decoded]:
+def _tlv_decoder(table: Mapping[int, _TlvEntry], *, type_only: bool) -> Callable[[bytes], Decoded]:
+    """Records of a header and the data bytes its table entry sizes, up to the end of the payload.
+
+    The header is a channel id and a type byte (Milesight), or with ``type_only`` the type byte
+    alone (Elsys; the table is keyed by the type). An unknown header stops the decode with a
+    warning and keeps what was read (the vendors' decoders stop there too); a header or data cut
+    off is a ``DecodeError`` (``truncated``).
+    """
     lookup = dict(table).get
+    header_bytes = 1 if type_only else 2
+    kind = "type" if type_only else "channel"
 
     def decode(payload: bytes) -> Decoded:
         data: dict[str, Any] = {}
         end = len(payload)
         pos = 0
         while pos < end:
-            if pos + 2 > end:
+            start = pos + header_bytes
+            if start > end:
                 raise DecodeError(f"channel header cut off at byte {pos}", reason="truncated")
-            entry = lookup((payload[pos] << 8) | payload[pos + 1])
+            entry = lookup(payload[pos] if type_only else (payload[pos] << 8) | payload[pos + 1])
             if entry is None:
-                warning = (
-                    f"unknown channel {payload[pos]:02x} {payload[pos + 1]:02x} at byte {pos}: "
-                    f"last {end - pos} bytes not decoded"
-                )
+                header = payload[pos:start].hex(" ")
+                warning = f"unknown {kind} {header} at byte {pos}: last {end - pos} bytes not decoded"
                 return Decoded(data, (warning,))
             size, name, read, run = entry
-            start = pos + 2
-            pos = start + size
-            if pos > end:
+            if start + size > end:
                 raise DecodeError(
-                    f"channel {payload[start - 2]:02x} {payload[start - 1]:02x} at byte {start - 2} "
-                    f"needs {size} data bytes, {end - start} left",
-                    reason="truncated",
-                )
-            if name is not None:
-                data[name] = read(payload, start)
-            else:
-                run(payload, start, data)
-        return Decoded(data, ())
-
-    return decode
-
-
-def _type_tlv_decoder(table: Mapping[int, _TlvEntry]) -> Callable[[bytes], Decoded]:
-    """One type byte per record (Elsys): the same policy as the two-byte header."""
-    lookup = dict(table).get
-
-    def decode(payload: bytes) -> Decoded:
-        data: dict[str, Any] = {}
-        end = len(payload)
-        pos = 0
-        while pos < end:
-            entry = lookup(payload[pos])
-            if entry is None:
-                warning = f"unknown type {payload[pos]:02x} at byte {pos}: last {end - pos} bytes not decoded"
-                return Decoded(data, (warning,))
-            size, name, read, run = entry
-            start = pos + 1
-            pos = start + size
-            if pos > end:
-                raise DecodeError(
-                    f"type {payload[start - 1]:02x} at byte {start - 1} needs {size} data bytes, "
+                    f"{kind} {payload[pos:start].hex(' ')} at byte {pos} needs {size} data bytes, "
                     f"{end - start} left",
                     reason="truncated",
                 )
@@ -353,6 +328,7 @@ def _type_tlv_decoder(table: Mapping[int, _TlvEntry]) -> Callable[[bytes], Decod
                 data[name] = read(payload, start)
             else:
                 run(payload, start, data)
+            pos = start + size
         return Decoded(data, ())
 
     return decode
@@ -517,7 +493,7 @@ def _run_sequence(
     """Decode with a sequence; then the ``repeat`` blocks or a warning for trailing bytes."""
     warnings: list[str] = []
     end = len(payload)
-    pos = sequence.run(payload, 0, 0, end, data, {}, warnings)
+    pos = sequence.run(Region(payload, 0, end, warnings), data, {})
     if repeat is not None:
         warnings.extend(_read_blocks(payload, pos, repeat, data))
     elif check_tail and pos < end:

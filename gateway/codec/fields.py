@@ -2,9 +2,9 @@
 
 Owns two things:
 
-* ``Spec`` — a read-only view of one node of a profile's YAML that knows its file
-  and key path (``decoder.channels[2].type``), so every validation error names
-  where it is and why (``ConfigError(reason, file=, key_path=)``);
+* ``Spec`` — one node of a profile's YAML with its file and key path
+  (``decoder.channels[2].type``): ``gateway.yamldoc.Node`` with the profiles' wording,
+  so every validation error names where it is and why (``ConfigError(reason, file=, key_path=)``);
 * ``compile_field`` — turns one field description (``type``, ``endian``, ``scale``,
   ``offset``, ``enum``, ``format``, ...) into a ``CompiledField``: a byte size and a
   small closure ``read(buf, pos) -> value`` built once at load time, so decoding a
@@ -58,13 +58,14 @@ import logging
 import math
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 from gateway.errors import ConfigError, DecodeError
+from gateway.yamldoc import Node
 
 logger = logging.getLogger(__name__)
 
@@ -77,94 +78,21 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # --------------------------------------------------------------------------- Spec
 
 
-class Spec:
-    """One node of a profile's YAML tree, with the file and key path it came from."""
+class Spec(Node):
+    """One node of a profile's YAML tree, with the file and key path it came from.
 
-    __slots__ = ("file", "path", "value")
+    A ``gateway.yamldoc.Node`` worded as device_profiles/README.md and the profile tools have
+    always said it: "must be an integer, got str '5'", and a missing key named at the mapping that
+    lacks it ("decoder: missing required key 'family'").
+    """
 
-    def __init__(self, value: object, *, file: str, path: str = "") -> None:
-        self.value = value
-        self.file = file
-        self.path = path
+    __slots__ = ()
 
-    def fail(self, reason: str) -> ConfigError:
-        """A ConfigError naming this node (return it, the caller raises)."""
-        return ConfigError(reason, file=self.file, key_path=self.path or "<top>")
+    def expected(self, what: str) -> str:
+        return f"must be {what}, got {_kind(self.value)}"
 
-    def _child_path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def mapping(self, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> Spec:
-        """Check this node is a mapping with these keys (and no others); return self."""
-        if not isinstance(self.value, dict):
-            raise self.fail(f"must be a mapping, got {_kind(self.value)}")
-        allowed = set(required) | set(optional)
-        for key in self.value:
-            if not isinstance(key, str):
-                raise self.fail(f"keys must be strings, got {key!r}")
-            if key not in allowed:
-                raise ConfigError(
-                    f"unknown key (allowed: {', '.join(sorted(allowed))})",
-                    file=self.file,
-                    key_path=self._child_path(key),
-                )
-        for key in required:
-            if key not in self.value:
-                raise self.fail(f"missing required key {key!r}")
-        return self
-
-    def has(self, key: str) -> bool:
-        return isinstance(self.value, dict) and key in self.value
-
-    def __getitem__(self, key: str) -> Spec:
-        assert isinstance(self.value, dict)  # callers run mapping() first
-        if key not in self.value:
-            raise self.fail(f"missing required key {key!r}")
-        return Spec(self.value[key], file=self.file, path=self._child_path(key))
-
-    def get(self, key: str) -> Spec | None:
-        if not self.has(key):
-            return None
-        return self[key]
-
-    def items(self) -> Iterator[Spec]:
-        """The elements of a list node."""
-        if not isinstance(self.value, list):
-            raise self.fail(f"must be a list, got {_kind(self.value)}")
-        for index, item in enumerate(self.value):
-            yield Spec(item, file=self.file, path=f"{self.path}[{index}]")
-
-    def as_str(self, *, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
-        if not isinstance(self.value, str):
-            extra = " (quote YAML words like on/off/yes/no)" if isinstance(self.value, bool) else ""
-            raise self.fail(f"must be a string, got {_kind(self.value)}{extra}")
-        if pattern is not None and not pattern.fullmatch(self.value):
-            raise self.fail(f"{self.value!r} is not valid{': ' + hint if hint else ''}")
-        return self.value
-
-    def as_int(self, low: int, high: int) -> int:
-        # bool is an int in Python; YAML turns `yes` into True, which is never meant as 1 here.
-        if not isinstance(self.value, int) or isinstance(self.value, bool):
-            raise self.fail(f"must be an integer, got {_kind(self.value)}")
-        if not low <= self.value <= high:
-            raise self.fail(f"{self.value} is out of range {low}..{high}")
-        return self.value
-
-    def as_number(self) -> int | float:
-        if not isinstance(self.value, int | float) or isinstance(self.value, bool):
-            raise self.fail(f"must be a number, got {_kind(self.value)}")
-        return self.value
-
-    def as_bool(self) -> bool:
-        if not isinstance(self.value, bool):
-            raise self.fail(f"must be true or false, got {_kind(self.value)}")
-        return self.value
-
-    def as_choice(self, choices: Mapping[str, object] | tuple[str, ...]) -> str:
-        text = self.as_str()
-        if text not in choices:
-            raise self.fail(f"unknown value {text!r} (expected one of: {', '.join(sorted(choices))})")
-        return text
+    def missing(self, key: str) -> ConfigError:
+        return self.fail(f"missing required key {key!r}")
 
 
 def _kind(value: object) -> str:

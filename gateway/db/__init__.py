@@ -1,10 +1,19 @@
 """The agent's one SQLite database: connection settings and versioned schema.
 
-Owns opening the file (WAL, ``synchronous=FULL``, file mode 0600), the schema
-version (``PRAGMA user_version``) and migrations, one ``schema_vN.sql`` per
-version applied in one transaction each; a database newer than this code is
-refused, never downgraded. It does not own any table's meaning: the device
-registry, the LoRaWAN sessions and the outbox each own theirs.
+Owns opening the file (WAL, ``synchronous=FULL``, file mode 0600) and every table's
+creation, in two kinds of step:
+
+- a schema version (``PRAGMA user_version``, one ``schema_vN.sql`` per version, each applied
+  in one transaction): a change an earlier agent could not work with. A file newer than this
+  code is refused, never downgraded;
+- a compatible addition (``ADDITIONS``, one ``schema_add_<name>.sql`` each, recorded in the
+  ``schema_additions`` table): a new table that earlier agents simply ignore. It keeps
+  ``user_version``, so that an agent update that fails its health check can roll back to the
+  previous release on the same file (docs/fleet.md); a version bump would make that release
+  refuse it.
+
+It does not own any table's meaning: the device registry, the LoRaWAN sessions, the outbox and
+the rules' state each own theirs.
 
 One file holds all three so that a record and the frame counter that accepted
 it commit in the same transaction (see ``gateway.db.commit``). A damaged file is
@@ -27,6 +36,11 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
+ADDITIONS: tuple[str, ...] = ("rules_state",)
+"""Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
+_ADDITIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_additions (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
 
 
 def db_path(data_dir: str | os.PathLike[str]) -> Path:
@@ -74,7 +88,8 @@ def connect_or_quarantine(path: str | os.PathLike[str]) -> tuple[sqlite3.Connect
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to ``SCHEMA_VERSION``; refuse a database from a newer agent."""
+    """Bring the schema to ``SCHEMA_VERSION`` and apply the compatible additions this agent knows;
+    refuse a database from an agent of a newer schema version."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise StorageError(
@@ -88,6 +103,31 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
+    _add(conn, path)
+
+
+def _add(conn: sqlite3.Connection, path: Path) -> None:
+    """The compatible additions not yet recorded in the file, each in one transaction with its record.
+
+    Additions a newer agent recorded and this one does not know stay as they are (their tables
+    are unused here, and kept for when that agent runs again)."""
+    conn.execute(_ADDITIONS_TABLE)
+    done = {name for (name,) in conn.execute("SELECT name FROM schema_additions")}
+    for name in ADDITIONS:
+        if name in done:
+            continue
+        script = resources.files(__package__).joinpath(f"schema_add_{name}.sql").read_text(encoding="utf-8")
+        log.info("adding %s to %s", name, path)
+        with transaction(conn):
+            for statement in _statements(script):
+                conn.execute(statement)
+            # OR IGNORE: the CLI and the agent may open a file at the same moment; an addition's
+            # script is idempotent (IF NOT EXISTS), so the second one to get the lock adds nothing.
+            conn.execute(
+                "INSERT OR IGNORE INTO schema_additions (name, applied_at)"
+                " VALUES (?, strftime('%Y-%m-%dT%H:%M:%SZ'))",
+                (name,),
+            )
 
 
 def _statements(script: str) -> list[str]:

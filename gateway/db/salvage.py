@@ -3,9 +3,9 @@
 Owns what the agent does when its SQLite file is damaged (SQLite says SQLITE_CORRUPT /
 SQLITE_NOTADB on opening, or ``PRAGMA quick_check`` finds a fault): the file (with its -wal and
 -shm) is moved to ``<name>.corrupt-<UTC time>`` and kept, a fresh file is created, and every row
-that can still be read, of every table of the damaged file, is copied into the fresh one. Tables
-their owners create at run time (``rules_state``, ``outbox_quarantine``) are created in the fresh
-file from the damaged file's ``sqlite_master``. It does not own what any table means, nor the
+that can still be read, of every table of the damaged file, is copied into the fresh one. A table
+its owner creates at run time (``outbox_quarantine``) is created in the fresh file from the
+damaged file's ``sqlite_master``. It does not own what any table means, nor the
 schema and its versions (``gateway.db``).
 
 Reading past damage. A table is read in key order, ``CHUNK_ROWS`` rows at a time: by rowid, or by
@@ -31,7 +31,7 @@ Crash safety. ``<name>.salvage-pending`` (JSON: the damaged files' names, each w
 moved yet) is written and fsynced before the damaged file is moved, and removed only after the last
 table's copy committed. While it exists, every start finishes the move and resumes the copy, even
 though the fresh file passes ``quick_check``. Each chunk commits with its table's progress row
-(``salvage_progress``, created here like ``rules_state``), so a kill -9 at any moment resumes after
+(``salvage_progress``, created here, outside the versioned schema), so a kill -9 at any moment resumes after
 the last committed chunk: nothing copied twice, nothing readable left behind. Before any row is
 copied the fresh file's AUTOINCREMENT counters are raised to the damaged file's, so records the
 agent commits while a salvage waits for its next start (a copy that failed on a full disk) never

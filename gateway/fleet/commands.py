@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import CommandRejected, GatewayError
-from gateway.fleet import envelope
-from gateway.fleet.envelope import Rejection, reject
+from gateway.fleet import signed_envelope
+from gateway.fleet.signed_envelope import Rejection, reject
 from gateway.fleet.trust import Trust
 from gateway.loglimit import RateLimitedLog
 
@@ -168,7 +168,7 @@ class CommandDispatcher:
         """Check and run the command envelope ``data`` received on topic ``.../cmd/<name>``."""
         seq: int | None = None
         try:
-            env = envelope.parse(data)
+            env = signed_envelope.parse(data)
             seq = env.seq  # echoed in the answer so the platform can match it, even when refused
             self.trust.check(env, self.clock())
             payload_cmd = env.payload.get("cmd")

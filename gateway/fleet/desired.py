@@ -31,7 +31,7 @@ import yaml
 
 from gateway import config, textfile
 from gateway.errors import CommandRejected, ConfigError
-from gateway.fleet.envelope import Rejection, reject
+from gateway.fleet.signed_envelope import Rejection, reject
 
 MAX_VERSION_CHARS = 64
 LOCAL_ONLY = (

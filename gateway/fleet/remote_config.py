@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from gateway import config
 from gateway.errors import CommandRejected, ConfigError, GatewayError, StorageError
 from gateway.fleet import desired as desired_mod
-from gateway.fleet import envelope
+from gateway.fleet import signed_envelope
 from gateway.fleet.config_store import ConfigStore
 from gateway.fleet.desired import DesiredConfig
 from gateway.fleet.trust import Trust
@@ -351,7 +351,7 @@ class ConfigApplier:
             self.counters["unchanged"] += 1  # the same refused message, retained, after a reconnect
             return
         try:
-            env = envelope.parse(data)
+            env = signed_envelope.parse(data)
             wanted = desired_mod.from_payload(env.payload)
         except CommandRejected as exc:
             await self._reject(None, hashlib.sha256(data).hexdigest(), exc)

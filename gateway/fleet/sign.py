@@ -1,7 +1,7 @@
 """Reference signer for the platform side: build and sign a command envelope (docs/fleet.md).
 
 Self-contained on purpose (Python ≥3.11 and ``cryptography`` only): the platform team
-may copy this file as it is. The gateway's checks live in ``gateway.fleet.envelope``;
+may copy this file as it is. The gateway's checks live in ``gateway.fleet.signed_envelope``;
 the tests sign with this very module, and docs/fleet.md shows it verbatim.
 
 Signed bytes: ``DOMAIN`` followed by the canonical JSON of every envelope field but

@@ -12,7 +12,7 @@ The last accepted ``seq`` is written before a command runs, so a replay is refus
 a restart too. Key rotation: a command signed by a trusted key adds the next key; once
 the platform signs with the new key, it retires the old one; the last key cannot be
 retired (the gateway would be unreachable for good). It does not own the envelope
-checks (``gateway.fleet.envelope``) nor the command allow-list (``gateway.fleet.commands``).
+checks (``gateway.fleet.signed_envelope``) nor the command allow-list (``gateway.fleet.commands``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import StorageError
-from gateway.fleet import envelope
-from gateway.fleet.envelope import Envelope, Rejection, reject
+from gateway.fleet import signed_envelope
+from gateway.fleet.signed_envelope import Envelope, Rejection, reject
 from gateway.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,13 @@ class Trust:
 
     def verify(self, data: bytes, now_s: float) -> Envelope:
         """Parse and check an envelope (``CommandRejected`` otherwise); does not consume its seq."""
-        env = envelope.parse(data)
+        env = signed_envelope.parse(data)
         self.check(env, now_s)
         return env
 
     def check(self, env: Envelope, now_s: float) -> None:
         """Check a parsed envelope against the trusted keys, our address and the last seq."""
-        envelope.check(
+        signed_envelope.check(
             env,
             self.keys,
             gateway_id=self.gateway_id,

@@ -13,7 +13,7 @@ Owns the files under ``<data_dir>/agent/`` and the decisions about them:
 The base install is always what starts first (``edgegw run`` from the venv): ``launch()`` counts
 the start of a trial, rolls back after ``MAX_TRIAL_STARTS`` starts that never confirmed (a version
 that crashes at import can never roll itself back), and tells the caller which version directory
-to run. The running version confirms or rolls back its own trial (``gateway.platform_updates``).
+to run. The running version confirms or rolls back its own trial (``gateway.app.updates``).
 The package itself is authenticated by the signed command that announced its SHA-256; the chunks
 that carry it are not signed one by one. It does not own the transfer nor MQTT.
 """

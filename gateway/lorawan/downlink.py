@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import LorawanSection
+from gateway.errors import DownlinkQueueFull
 from gateway.lorawan import mac, phy, region
 from gateway.lorawan.sessions import Session, SessionTable
 from gateway.messages import DevEui, MType, TxRequest, UplinkData
@@ -102,7 +103,11 @@ class DownlinkScheduler:
     def enqueue(
         self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False, supersede: bool = False
     ) -> None:
-        """Queue an application downlink (FPort 1..223); ValueError if the queue is full or FPort invalid.
+        """Queue an application downlink (FPort 1..223).
+
+        ``DownlinkQueueFull`` when the device has ``MAX_QUEUE`` downlinks waiting already; a
+        ``ValueError`` for an FPort outside 1..223 (a caller's mistake: the platform's and the
+        profiles' FPorts are checked before they get here).
 
         ``supersede``: drop what is still queued for the device on the same FPort first (a newer
         display content makes the older one pointless).
@@ -115,7 +120,7 @@ class DownlinkScheduler:
             queue.clear()
             queue.extend(kept)
         if len(queue) >= MAX_QUEUE:
-            raise ValueError(f"downlink queue of {dev_eui} is full ({MAX_QUEUE})")
+            raise DownlinkQueueFull(f"downlink queue of {dev_eui} is full ({MAX_QUEUE})", limit=MAX_QUEUE)
         queue.append(QueuedDownlink(fport, payload, confirmed))
 
     def queued(self, dev_eui: DevEui) -> int:

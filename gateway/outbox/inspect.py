@@ -6,7 +6,7 @@ records (``outbox_quarantine``: what the broker never takes). It opens the file
 read-only (SQLite WAL lets it read while the agent writes) and never changes it, except
 ``requeue_in_file``, which the CLI calls only while it holds the data directory's instance
 lock, i.e. when no agent runs. Ages use the outbox clock the agent saved
-(``gateway.outbox.clock``), advanced by the wall clock since that save only when the wall
+(``gateway.outbox.age_clock``), advanced by the wall clock since that save only when the wall
 clock moved forward plausibly.
 """
 

@@ -6,7 +6,7 @@ putting records (made durable by the ``GroupCommitter``, to which ``Outbox`` is 
 uplink highest priority first, deleting them on ack, giving them back on a failed
 publish, and the bounds of ARCHITECTURE.md §3.3: ``max_bytes`` (evict the lowest
 priority, oldest first; alerts last) and ``max_age_s`` on the outbox clock
-(``gateway.outbox.clock``, never the raw wall clock). Evictions are counted per
+(``gateway.outbox.age_clock``, never the raw wall clock). Evictions are counted per
 priority class, in memory and durably in ``outbox_meta``.
 
 It does not own the MQTT side (``gateway.uplink``), the envelope format nor the
@@ -33,8 +33,8 @@ groups are small and take alerts first; acknowledged rows are deleted in a trans
 own to free pages. No committed row is evicted for it: only ``max_bytes`` and ``max_age_s`` evict.
 
 Quarantine: a leased row that can never be sent (bigger than the broker accepts) moves to the
-``outbox_quarantine`` table (created here, like ``rules_state``, so an older agent still opens
-the file) with the next group, counted and kept; it never blocks the rows behind it.
+``outbox_quarantine`` table (created here, outside the versioned schema, so an older agent
+still opens the file) with the next group, counted and kept; it never blocks the rows behind it.
 ``requeue_quarantined`` moves them all back with a later group (new seqs, created now on the
 outbox clock), for a cause that went away (``edgegw buffer quarantine --requeue``).
 
@@ -63,7 +63,7 @@ from gateway.db.commit import Database
 from gateway.errors import StorageError
 from gateway.loglimit import RateLimitedLog
 from gateway.messages import Priority, Record
-from gateway.outbox import clock as outbox_clock
+from gateway.outbox import age_clock
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class Outbox:
             self._remember(record_id)
         self.quarantined_total = state.quarantined
         self.evicted_total.update({k: int(v) for k, v in state.meta.items() if "." in k})
-        restored = outbox_clock.restore(
+        restored = age_clock.restore(
             saved_clock_s=state.meta.get("clock_s"),
             saved_wall_s=state.meta.get("wall_s"),
             newest_record_s=state.newest_created_s,
@@ -308,7 +308,7 @@ class Outbox:
         log.info(
             "outbox: %d records, %d bytes; clock at %.0f s (%s)", state.depth, self.bytes, *_clock(restored)
         )
-        self._clock = outbox_clock.OutboxClock(restored.base_s, mono_clock)
+        self._clock = age_clock.OutboxClock(restored.base_s, mono_clock)
         self._last_save_s = self._rate_mark_s = self._clock.now_s()
         self._last_expiry_s = -EXPIRY_CHECK_S
         try:
@@ -346,7 +346,7 @@ class Outbox:
             notify(1, urgent=record.kind == "alert" or record.priority >= _ALERT)
 
     def now_s(self) -> float:
-        """The outbox clock (seconds, only forward; see ``gateway.outbox.clock``)."""
+        """The outbox clock (seconds, only forward; see ``gateway.outbox.age_clock``)."""
         return self._clock.now_s()
 
     def _remember(self, record_id: str) -> None:
@@ -847,7 +847,7 @@ class Outbox:
                 future.set_result(None)
 
 
-def _clock(restored: outbox_clock.Restored) -> tuple[float, str]:
+def _clock(restored: age_clock.Restored) -> tuple[float, str]:
     return restored.base_s, restored.note
 
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl
 
 from gateway.errors import ConfigError
+from gateway.loglevels import TRACE
 from gateway.loglimit import RateLimitedLog
 from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
 from gateway.radio.airtime import LoraParams, airtime_s
@@ -45,8 +46,6 @@ from gateway.radio.dutycycle import DutyCycle
 
 _log = logging.getLogger(__name__)
 
-# Same number as gateway.cli.main.TRACE (stage packages do not import the CLI).
-TRACE: Final = 5
 # A problem that repeats is logged at WARNING at most once per this interval, with a count.
 LOG_INTERVAL_S: Final = 60.0
 

@@ -59,7 +59,9 @@ def read_value(spec: ValueSpec, data: Mapping[str, Any], params: Mapping[str, fl
         empty, full = resolve(spec.fill_empty, params), resolve(spec.fill_full, params)
         if empty == full:
             return None
-        value = min(100.0, max(0.0, (empty - value) / (empty - full) * 100.0))
+        # Divide last: 1014 mm between 2000 (empty) and 300 (full) is exactly 58 %, and a rule
+        # "above: 58" must see 58.0, not the 57.99999999999999 of dividing first (docs/rules.md).
+        value = min(100.0, max(0.0, 100.0 * (empty - value) / (empty - full)))
     return value
 
 

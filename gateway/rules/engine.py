@@ -29,6 +29,7 @@ from gateway.messages import Alert
 from gateway.rules import conditions, schedules
 from gateway.rules.actions import DisplayUpdate, DownlinkRequest, Output
 from gateway.rules.aggregates import DeviceAggregator
+from gateway.rules.loader import load_rules
 from gateway.rules.model import Aggregate, LightingGroup, Rule, RuleSet, Silence
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class RuleEngine:
     def reload(self, path: Path | str, now_s: float) -> tuple[list[Output], ConfigError | None]:
         """Load a rules file and swap it in; if it is invalid, keep the current rules, return the error."""
         try:
-            new = RuleSet.load(path)
+            new = load_rules(path)
         except ConfigError as exc:
             # Logged by the caller, which knows whether there were previous rules to keep.
             self.last_reload = {"at_s": now_s, "file": str(path), "ok": False, "error": str(exc)}

@@ -39,9 +39,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.clock import iso_utc
+from gateway.config import Config
 from gateway.errors import MessageTooLarge, StorageError, UplinkError
 from gateway.loglimit import RateLimitedLog
 from gateway.uplink import envelope
@@ -141,6 +143,35 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
 
+@dataclass(frozen=True, slots=True)
+class ForwarderSettings:
+    """How the forwarder batches and paces, from two config sections (``from_config``): the batch
+    shape is the outbox's (``outbox.batch_*``, ``outbox.max_inflight_batches``), the pace and the
+    encoding on the wire the broker's (``mqtt.drain_rate_records_s``, ``mqtt.compression``)."""
+
+    batch_max_records: int = 100
+    batch_linger_ms: int = 200
+    max_inflight_batches: int = 8
+    batch_max_bytes: int = 256 * 1024
+    drain_rate_records_s: float = 0.0
+    compression: str = "none"
+
+    @classmethod
+    def from_config(cls, config: Config) -> ForwarderSettings:
+        outbox, mqtt = config.outbox, config.mqtt
+        return cls(
+            batch_max_records=outbox.batch_max_records,
+            batch_linger_ms=outbox.batch_linger_ms,
+            max_inflight_batches=outbox.max_inflight_batches,
+            batch_max_bytes=outbox.batch_max_bytes,
+            drain_rate_records_s=mqtt.drain_rate_records_s,
+            compression=mqtt.compression,
+        )
+
+
+DEFAULT_SETTINGS = ForwarderSettings()
+
+
 class Forwarder:
     """Lease → publish (QoS 1) → ack on PUBACK, or release on failure; alerts on their own lane."""
 
@@ -150,22 +181,20 @@ class Forwarder:
         uplink: PublisherLike,
         topics: Topics,
         gateway_id: str,
+        settings: ForwarderSettings = DEFAULT_SETTINGS,
         *,
-        batch_max_records: int,
-        batch_linger_ms: int,
-        max_inflight_batches: int,
-        batch_max_bytes: int = 256 * 1024,
-        drain_rate_records_s: float = 0.0,
-        compression: str = "none",
         max_inflight_alerts: int = 16,
         alert_priority: int = ALERT_PRIORITY,
         retry_delay_s: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if batch_max_records < 1 or max_inflight_batches < 1 or max_inflight_alerts < 1:
+        if settings.batch_max_records < 1 or settings.max_inflight_batches < 1 or max_inflight_alerts < 1:
             raise ValueError("batch_max_records and the in-flight bounds must be at least 1")
-        if compression not in ("none", "zlib"):
-            raise ValueError(f"compression must be none or zlib, got {compression!r}")
+        if settings.compression not in ("none", "zlib"):
+            raise ValueError(f"compression must be none or zlib, got {settings.compression!r}")
+        batch_max_records, batch_linger_ms = settings.batch_max_records, settings.batch_linger_ms
+        max_inflight_batches, batch_max_bytes = settings.max_inflight_batches, settings.batch_max_bytes
+        drain_rate_records_s, compression = settings.drain_rate_records_s, settings.compression
         self._outbox = outbox
         self._uplink = uplink
         self._topics = topics

@@ -71,7 +71,7 @@ WATCHDOG_PERIOD_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_INBOUND_BYTES = 64 * 1024
 """A subscription's payload cap unless it asks for another: a signed envelope's bound
-(``gateway.fleet.envelope.MAX_ENVELOPE_BYTES``), which the uplink may not import."""
+(``gateway.fleet.signed_envelope.MAX_ENVELOPE_BYTES``), which the uplink may not import."""
 INBOUND_PACKET_OVERHEAD_BYTES = 64 * 1024
 """Above the largest payload cap, for the topic, properties and fixed header of a PUBLISH."""
 INBOUND_QUEUE_MESSAGES = 256

@@ -123,8 +123,7 @@ async def build_agent_file(path: Path) -> None:
         (leased,) = await outbox.lease(1)
         outbox.quarantine([leased.seq], "too_big")
         await committer.flush()
-        # The rules' state, a WITHOUT ROWID table its owner creates at run time.
-        database.run_sync(rules_state._create_and_read)
+        # The rules' state, a WITHOUT ROWID table (a compatible addition of the schema).
         states = {make_device(n).dev_eui.hex(): {"episodes": {"high": n}} for n in range(1, DEVICES + 1)}
         database.run_sync(rules_state._write_now, (states, {"tick": 7}))
     finally:
@@ -279,7 +278,6 @@ def test_a_without_rowid_table_loses_only_the_keys_of_its_damaged_page(tmp_path:
     path = db.db_path(tmp_path / "data")
     database = Database(path)
     states = {f"{n:016x}": {"episodes": {"high": n, "pad": "s" * 60}} for n in range(3000)}
-    database.run_sync(rules_state._create_and_read)
     database.run_sync(rules_state._write_now, (states, None))
     database.close()
     with sqlite3.connect(path) as conn:
@@ -428,7 +426,6 @@ def test_a_without_rowid_table_with_several_damaged_ranges_loses_only_their_rows
     path = db.db_path(tmp_path / "data")
     database = Database(path)
     states = {f"{n:016x}": {"episodes": {"high": n, "pad": "s" * 60}} for n in range(3000)}
-    database.run_sync(rules_state._create_and_read)
     database.run_sync(rules_state._write_now, (states, None))
     database.close()
     unreachable, ranges, _leaves = damage_leaves(

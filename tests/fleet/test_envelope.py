@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import CommandRejected, InputError
-from gateway.fleet import envelope, sign
-from gateway.fleet.envelope import Rejection
+from gateway.fleet import sign, signed_envelope
+from gateway.fleet.signed_envelope import Rejection
 from tests.fleet.conftest import GATEWAY_ID, NOW_S, Signer
 
 
 def check(data: bytes, key: Ed25519PrivateKey, *, last_seq: int = 0, now_s: float = NOW_S) -> int:
-    return envelope.check(
-        envelope.parse(data),
+    return signed_envelope.check(
+        signed_envelope.parse(data),
         [key.public_key()],
         gateway_id=GATEWAY_ID,
         groups=frozenset({"roof-north"}),
@@ -48,10 +48,10 @@ def edit(data: bytes, **changes: Any) -> bytes:
 def test_a_signed_envelope_for_us_is_accepted(signed: Signer, platform_key: Ed25519PrivateKey) -> None:
     data = signed("flush", seq=7)
     assert check(data, platform_key, last_seq=6) == 0
-    env = envelope.parse(data)
+    env = signed_envelope.parse(data)
     assert (env.payload, env.target, env.seq) == ({"cmd": "flush", "params": {}}, GATEWAY_ID, 7)
     assert env.expires_at == NOW_S + 300
-    assert envelope.parse(env.to_bytes()) == env  # round trip
+    assert signed_envelope.parse(env.to_bytes()) == env  # round trip
 
 
 def test_group_target_is_accepted_for_a_member_group_only(
@@ -83,7 +83,7 @@ def test_malformed_fields(signed: Signer, platform_key: Ed25519PrivateKey) -> No
         {"extra": 1},
     ):
         assert reason_of(edit(good, **changes), platform_key) == "malformed", changes
-    assert reason_of(b"x" * (envelope.MAX_ENVELOPE_BYTES + 1), platform_key) == "malformed"
+    assert reason_of(b"x" * (signed_envelope.MAX_ENVELOPE_BYTES + 1), platform_key) == "malformed"
 
 
 def test_unsigned(signed: Signer, platform_key: Ed25519PrivateKey) -> None:
@@ -112,8 +112,8 @@ def test_forged_altered_or_other_key(signed: Signer, platform_key: Ed25519Privat
 
 def test_no_key_pinned(signed: Signer) -> None:
     with pytest.raises(CommandRejected) as info:
-        envelope.check(
-            envelope.parse(signed("flush")),
+        signed_envelope.check(
+            signed_envelope.parse(signed("flush")),
             [],
             gateway_id=GATEWAY_ID,
             groups=frozenset(),
@@ -132,8 +132,10 @@ def test_expired_and_not_yet_valid(signed: Signer, platform_key: Ed25519PrivateK
     data = signed("flush", ttl_s=60)
     assert check(data, platform_key, now_s=NOW_S + 60) == 0  # the last valid second
     assert reason_of(data, platform_key, now_s=NOW_S + 61) == "expired"
-    assert check(data, platform_key, now_s=NOW_S - envelope.MAX_CLOCK_SKEW_S) == 0
-    assert reason_of(data, platform_key, now_s=NOW_S - envelope.MAX_CLOCK_SKEW_S - 1) == "not_yet_valid"
+    assert check(data, platform_key, now_s=NOW_S - signed_envelope.MAX_CLOCK_SKEW_S) == 0
+    assert (
+        reason_of(data, platform_key, now_s=NOW_S - signed_envelope.MAX_CLOCK_SKEW_S - 1) == "not_yet_valid"
+    )
 
 
 def test_replayed(signed: Signer, platform_key: Ed25519PrivateKey) -> None:
@@ -169,10 +171,12 @@ def test_gateway_and_reference_signer_agree_on_the_signed_bytes(
     """The gateway recomputes the bytes from the parsed JSON; they must equal what the signer signed."""
     doc = sign.sign_envelope(platform_key, payload, target=GATEWAY_ID, seq=3, issued_at=NOW_S)
     body = {k: v for k, v in doc.items() if k != "sig"}
-    env = envelope.parse(json.dumps(doc, ensure_ascii=False, indent=2).encode())  # any spacing on the wire
+    env = signed_envelope.parse(
+        json.dumps(doc, ensure_ascii=False, indent=2).encode()
+    )  # any spacing on the wire
     assert env.signing_bytes() == sign.signing_bytes(body)
     assert check(json.dumps(doc).encode(), platform_key) == 0
-    assert sign.DOMAIN == envelope.DOMAIN
+    assert sign.DOMAIN == signed_envelope.DOMAIN
 
 
 def test_docs_show_the_reference_signer_verbatim() -> None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import config
+from gateway.app.commands import Actions, build_dispatcher
 from gateway.codec import Profile, ProfileStore, default_profiles_dir
 from gateway.errors import (
     CommandRejected,
@@ -38,94 +39,52 @@ from gateway.errors import (
     FrameError,
     RegistryError,
 )
-from gateway.fleet import desired, envelope, sign
+from gateway.fleet import desired, sign, signed_envelope
 from gateway.fleet.commands import CommandDispatcher, CommandResult
 from gateway.fleet.trust import PINNED_KEY_FILE, Trust
 from gateway.lorawan import mac, phy
 from gateway.lorawan.crypto import SessionKeys
-from gateway.messages import MType
+from gateway.messages import DevEui, MType
 from gateway.provisioning import csv_import
 from gateway.radio.semtech_udp import packets
 from gateway.radio.serial_modem import protocol
-from gateway.rules.model import RuleSet
-from tests.radio.test_semtech_packets import EUI, PROTO_RXPK_LORA_SF10
+from gateway.rules.loader import parse_rules
+from tests.fixtures.semtech import (
+    GATEWAY_EUI,
+    LORA_RXPK,
+    PROTO_RXPK_FSK,
+    PROTO_RXPK_LORA_SF10,
+    PROTO_STAT,
+    PROTO_TXPK_LORA,
+    header,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- Semtech UDP
 
-GATEWAY_EUI = EUI
-# PROTOCOL.TXT §4: the SF10 LoRa rxpk of the upstream example (the radio tests' copy), an FSK rxpk
-# and the stat object.
-_RXPK_FSK: dict[str, Any] = {
-    "tmst": 3512348514,
-    "chan": 9,
-    "rfch": 1,
-    "freq": 869.1,
-    "stat": 1,
-    "modu": "FSK",
-    "datr": 50000,
-    "rssi": -75,
-    "size": 16,
-    "data": "VEVTVF9QQUNLRVRfMTIzNA==",
-}
-# A multi-antenna forwarder's rxpk: signal per antenna in "rsig" (Kerlink "jver":2 style).
-_RXPK_RSIG: dict[str, Any] = {
-    "tmst": 1000,
-    "freq": 868.1,
-    "stat": 1,
-    "modu": "LORA",
-    "datr": "SF7BW125",
-    "codr": "4/5",
-    "size": 3,
-    "data": "AQID",
+# Besides the rxpk of tests/fixtures/semtech.py: a multi-antenna forwarder's, signal per antenna in
+# "rsig" instead of top-level rssi/lsnr (Kerlink "jver":2 style).
+_RXPK_RSIG: dict[str, Any] = {k: v for k, v in LORA_RXPK.items() if k not in ("rssi", "lsnr")} | {
     "rsig": [
         {"ant": 0, "chan": 0, "rssic": -80, "lsnr": 7.5},
         {"ant": 1, "chan": 0, "rssic": -90, "lsnr": 9},
     ],
 }
-_STAT: dict[str, Any] = {
-    "time": "2014-01-12 08:59:28 GMT",
-    "lati": 46.24,
-    "long": 3.2523,
-    "alti": 145,
-    "rxnb": 2,
-    "rxok": 2,
-    "rxfw": 2,
-    "ackr": 100.0,
-    "dwnb": 2,
-    "txnb": 2,
-}
-# PROTOCOL.TXT §6: the LoRa txpk example.
-_TXPK: dict[str, Any] = {
-    "imme": True,
-    "freq": 864.123456,
-    "rfch": 0,
-    "powe": 14,
-    "modu": "LORA",
-    "datr": "SF11BW125",
-    "codr": "4/6",
-    "ipol": False,
-    "size": 32,
-    "data": "H3P3N2i9qc4yt7rK7ldqoeCVJGBybzPY5h1Dd7P7p8v",
-}
-
-
-def _head(identifier: int, token: int = 0x1234, version: int = 2) -> bytes:
-    return bytes((version, token >> 8, token & 0xFF, identifier))
-
-
 # (header + EUI prefix, JSON document or None): the JSON part is what structure mutations change.
 UDP_SEEDS: list[tuple[bytes, Any]] = [
-    (_head(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [PROTO_RXPK_LORA_SF10, _RXPK_FSK], "stat": _STAT}),
-    (_head(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [_RXPK_RSIG]}),
-    (_head(packets.PUSH_DATA, version=1) + GATEWAY_EUI, {"stat": _STAT}),
-    (_head(packets.PULL_RESP), {"txpk": _TXPK}),
-    (_head(packets.TX_ACK) + GATEWAY_EUI, {"txpk_ack": {"error": "COLLISION_PACKET"}}),
-    (_head(packets.TX_ACK) + GATEWAY_EUI, None),
-    (_head(packets.PULL_DATA) + GATEWAY_EUI, None),
-    (_head(packets.PUSH_ACK), None),
-    (_head(packets.PULL_ACK), None),
+    (
+        header(packets.PUSH_DATA) + GATEWAY_EUI,
+        {"rxpk": [PROTO_RXPK_LORA_SF10, PROTO_RXPK_FSK], "stat": PROTO_STAT},
+    ),
+    (header(packets.PUSH_DATA) + GATEWAY_EUI, {"rxpk": [_RXPK_RSIG]}),
+    (header(packets.PUSH_DATA, version=1) + GATEWAY_EUI, {"stat": PROTO_STAT}),
+    (header(packets.PULL_RESP), {"txpk": PROTO_TXPK_LORA}),
+    (header(packets.TX_ACK) + GATEWAY_EUI, {"txpk_ack": {"error": "COLLISION_PACKET"}}),
+    (header(packets.TX_ACK) + GATEWAY_EUI, None),
+    (header(packets.PULL_DATA) + GATEWAY_EUI, None),
+    (header(packets.PUSH_ACK), None),
+    (header(packets.PULL_ACK), None),
 ]
 
 
@@ -337,7 +296,7 @@ def platform_public_pem() -> bytes:
     )
 
 
-# Payloads of the commands the agent allows (gateway/platform_commands.py, gateway/fleet/commands.py).
+# Payloads of the commands the agent allows (gateway/app/commands.py, gateway/fleet/commands.py).
 COMMAND_SEEDS: list[dict[str, Any]] = [
     sign.command("flush"),
     sign.command(
@@ -357,10 +316,10 @@ def envelope_seeds() -> list[dict[str, Any]]:
 
 
 def check_envelope(data: bytes) -> None:
-    """``envelope.parse`` then ``envelope.check`` with the test key pinned: only CommandRejected."""
+    """``signed_envelope.parse``, then ``check`` with the test key pinned: only CommandRejected."""
     try:
-        env = envelope.parse(data)
-        envelope.check(
+        env = signed_envelope.parse(data)
+        signed_envelope.check(
             env,
             [PLATFORM_KEY.public_key()],
             gateway_id=GATEWAY_ID,
@@ -369,32 +328,33 @@ def check_envelope(data: bytes) -> None:
             last_seq=0,
         )
     except CommandRejected as exc:
-        assert exc.reason in {r.value for r in envelope.Rejection}
+        assert exc.reason in {r.value for r in signed_envelope.Rejection}
 
 
 class _Recorder:
-    """Stands in for the agent's stages behind the platform commands: records what they are asked."""
+    """Stands in for the agent behind the platform commands: records what the commands ask of it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.config = config.loads(
-            f"gateway: {{id: {GATEWAY_ID}}}\ndata_dir: {data_dir}\n", environ={}, file="<fuzz>"
+
+    def actions(self) -> Actions:
+        return Actions(
+            flush=lambda: self.calls.append(("flush", ())),
+            downlinks=self,
+            request_restart=lambda: self.calls.append(("restart", ())),
+            announce_update=self._announce_update,
+            configured_log_level="INFO",
         )
-        self.committer = self
-        self.forwarder = self
-        self.downlinks = self
 
-    def notify(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("notify", args))
+    def enqueue(self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False) -> None:
+        self.calls.append(("enqueue", (dev_eui, fport, payload, confirmed)))
 
-    def flush(self) -> None:
-        self.calls.append(("flush", ()))
-
-    def enqueue(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("enqueue", args))
-
-    def queued(self, dev_eui: Any) -> int:
+    def queued(self, dev_eui: DevEui) -> int:
         return 1
+
+    def _announce_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("update_agent", (params,)))
+        return {"announced": True}
 
 
 class CommandBench:
@@ -405,14 +365,13 @@ class CommandBench:
     """
 
     def __init__(self) -> None:
-        from gateway.platform_commands import build_dispatcher
-
         self._tmp = tempfile.TemporaryDirectory(prefix="edgegw-fuzz-")
         data_dir = Path(self._tmp.name)
         (data_dir / PINNED_KEY_FILE).write_bytes(platform_public_pem())
-        self.agent = _Recorder(data_dir)
-        self.dispatcher: CommandDispatcher = build_dispatcher(self.agent)  # type: ignore[arg-type]
-        self.dispatcher.clock = lambda: float(NOW_S)
+        self.agent = _Recorder()
+        self.dispatcher: CommandDispatcher = build_dispatcher(
+            Trust(data_dir, gateway_id=GATEWAY_ID), self.agent.actions(), clock=lambda: float(NOW_S)
+        )
         self.seq = 0
 
     def trust(self) -> Trust:
@@ -426,7 +385,7 @@ class CommandBench:
         finally:
             root.setLevel(level)  # set_log_level changes the root logger for a while
         json.loads(result.to_bytes())
-        assert result.ok or result.reason in {r.value for r in envelope.Rejection}
+        assert result.ok or result.reason in {r.value for r in signed_envelope.Rejection}
         return result
 
     def signed(self, payload: Any) -> bytes:
@@ -474,7 +433,7 @@ _LOCAL_YAML = f"gateway: {{id: {GATEWAY_ID}}}\ndata_dir: /var/lib/edgegw-fuzz\n"
 
 
 def json_envelope(payload_json: bytes) -> bytes:
-    """An (unsigned-looking) envelope around raw payload JSON, for ``envelope.parse``."""
+    """An (unsigned-looking) envelope around raw payload JSON, for ``signed_envelope.parse``."""
     sig = "A" * 86 + "=="
     head = json.dumps({"v": 1, "target": GATEWAY_ID, "seq": 1, "issued_at": 1, "expires_at": 2, "sig": sig})
     return head[:-1].encode() + b', "payload": ' + payload_json + b"}"
@@ -521,9 +480,9 @@ def rules_seeds() -> list[str]:
 
 
 def check_rules(text: str) -> None:
-    """``RuleSet.parse``: only ConfigError."""
+    """``parse_rules``: only ConfigError."""
     try:
-        RuleSet.parse(text, file="<fuzz>")
+        parse_rules(text, file="<fuzz>")
     except ConfigError as exc:
         assert exc.reason
 

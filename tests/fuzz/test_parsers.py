@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from gateway import config
 from gateway.errors import CommandRejected, ConfigError, DatagramError
-from gateway.fleet import envelope
+from gateway.fleet import signed_envelope
 from gateway.radio.semtech_udp import packets
-from gateway.rules.model import RuleSet
+from gateway.rules.loader import parse_rules
+from tests.fixtures.semtech import GATEWAY_EUI
 from tests.fuzz import mutate, targets
 
 
@@ -191,10 +192,10 @@ def test_any_bytes_on_a_command_topic(bench: targets.CommandBench, data: st.Data
 def test_pushed_configuration_mutated(data: st.DataObject) -> None:
     ch = _Draw(data.draw)
     seed = mutate.pick(ch, targets.DESIRED_SEEDS)
-    # The payload as envelope.parse hands it over: JSON that passed its checks (finite, bounded depth).
+    # The payload as signed_envelope.parse hands it over: JSON that passed its checks (finite, bounded depth).
     raw = mutate.mutate_json(ch, seed, ("mqtt", "rules", "settings", "gateway", "data_dir", "$x"))
     try:
-        env = envelope.parse(targets.json_envelope(raw))
+        env = signed_envelope.parse(targets.json_envelope(raw))
     except CommandRejected:
         return
     targets.check_desired(env.payload)
@@ -285,7 +286,7 @@ def test_config_crash_regressions(text: str) -> None:
 )
 def test_rules_crash_regressions(text: str) -> None:
     with pytest.raises(ConfigError):
-        RuleSet.parse(text)
+        parse_rules(text)
 
 
 def test_envelope_with_an_out_of_range_float_is_malformed_not_a_value_error() -> None:
@@ -300,7 +301,7 @@ def test_envelope_with_an_out_of_range_float_is_malformed_not_a_value_error() ->
     }
     raw = json.dumps({**body, "sig": "A" * 86 + "=="}).replace('"x": 1', '"x": 1e400').encode()
     with pytest.raises(CommandRejected) as info:
-        envelope.parse(raw)
+        signed_envelope.parse(raw)
     assert info.value.reason == "malformed"
 
 
@@ -316,13 +317,13 @@ def test_signed_command_with_a_huge_integer_for_a_float_parameter(bench: targets
 def test_udp_out_of_range_size_is_a_datagram_error() -> None:
     # 1e400 parses to inf: not an integer size, so bad_rxpk (no OverflowError on the way).
     with pytest.raises(DatagramError):
-        packets.parse(bytes((2, 0, 1, 0)) + targets.GATEWAY_EUI + b'{"rxpk":[{"data":"AA","size":1e400}]}')
+        packets.parse(bytes((2, 0, 1, 0)) + GATEWAY_EUI + b'{"rxpk":[{"data":"AA","size":1e400}]}')
 
 
 def test_envelope_with_a_non_ascii_signature_is_malformed_not_a_value_error() -> None:
     # base64.b64decode raises a plain ValueError (not binascii.Error) for non-ASCII text.
     with pytest.raises(CommandRejected) as info:
-        envelope.parse(json.dumps({"v": 1, "sig": "é" * 88}).encode())
+        signed_envelope.parse(json.dumps({"v": 1, "sig": "é" * 88}).encode())
     assert info.value.reason == "malformed"
 
 
@@ -336,7 +337,7 @@ def test_envelope_nested_too_deep_is_malformed_not_a_recursion_error(depth: int)
         '"expires_at":2,"sig":"' + "A" * 86 + '=="}'
     ).encode()
     with pytest.raises(CommandRejected) as info:
-        envelope.parse(raw)
+        signed_envelope.parse(raw)
     assert info.value.reason == "malformed"
 
 
@@ -363,5 +364,5 @@ def test_config_float_must_be_finite(value: str) -> None:
 def test_rules_unknown_long_timezone_is_a_config_error(timezone: str) -> None:
     # zoneinfo opens the file named by the key: a 300-character name raised OSError (ENAMETOOLONG).
     with pytest.raises(ConfigError) as info:
-        RuleSet.parse(_rules_with(f"{{timezone: {timezone}}}"))
+        parse_rules(_rules_with(f"{{timezone: {timezone}}}"))
     assert info.value.key_path == "location.timezone"

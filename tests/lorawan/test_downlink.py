@@ -17,9 +17,10 @@ import pytest
 
 from gateway import db
 from gateway.config import LorawanSection
+from gateway.errors import DownlinkQueueFull, GatewayError
 from gateway.lorawan import mac, phy
 from gateway.lorawan.crypto import SessionKeys
-from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.downlink import MAX_QUEUE, DownlinkScheduler
 from gateway.lorawan.sessions import Session, SessionTable, load_sessions
 from gateway.messages import AesKey, DevAddr, DevEui, MType, RadioFrame, RxInfo, UplinkData
 from gateway.provisioning import registry
@@ -141,8 +142,24 @@ def test_queue_limits() -> None:
         scheduler.enqueue(EUI, 0, b"x")  # FPort 0 is for MAC commands
     for _ in range(16):
         scheduler.enqueue(EUI, 1, b"x")
-    with pytest.raises(ValueError):
+    with pytest.raises(DownlinkQueueFull):
         scheduler.enqueue(EUI, 1, b"x")
+
+
+def test_a_full_queue_raises_the_typed_error_and_a_bad_fport_does_not() -> None:
+    """A full queue is a state of the gateway (``DownlinkQueueFull``, a ``GatewayError``), a bad
+    FPort a caller's mistake (a plain ``ValueError``): callers can tell them apart."""
+    scheduler, _ = make()
+    with pytest.raises(ValueError) as bad_port:
+        scheduler.enqueue(EUI, 224, b"x")
+    assert not isinstance(bad_port.value, DownlinkQueueFull)
+    for _ in range(MAX_QUEUE):
+        scheduler.enqueue(EUI, 1, b"x")
+    with pytest.raises(DownlinkQueueFull, match="full") as full:
+        scheduler.enqueue(EUI, 1, b"y")
+    assert isinstance(full.value, GatewayError)
+    assert full.value.limit == MAX_QUEUE
+    assert scheduler.queued(EUI) == MAX_QUEUE
 
 
 def test_too_large_payload_waits_for_a_faster_data_rate_and_impossible_ones_are_dropped() -> None:
@@ -254,10 +271,8 @@ def test_downlink_counter_is_persisted_and_reloaded(tmp_path: Path) -> None:
 
 def test_a_superseding_downlink_replaces_what_is_queued_on_its_fport_and_a_full_queue_refuses() -> None:
     """A totem's newer display replaces the older one still queued (the rules send one every few
-    minutes; a class A totem takes one per uplink); other FPorts stay; past MAX_QUEUE, ValueError
+    minutes; a class A totem takes one per uplink); other FPorts stay; past MAX_QUEUE, DownlinkQueueFull
     (the pipeline counts it as rules.command_queue_full and drops the command)."""
-    from gateway.lorawan.downlink import MAX_QUEUE
-
     scheduler, _sessions = make()
     for n in range(MAX_QUEUE + 5):
         scheduler.enqueue(EUI, 20, bytes([n]), supersede=True)
@@ -265,5 +280,5 @@ def test_a_superseding_downlink_replaces_what_is_queued_on_its_fport_and_a_full_
     assert scheduler.queued(EUI) == 2
     for n in range(MAX_QUEUE - 2):
         scheduler.enqueue(EUI, 30, bytes([n]))
-    with pytest.raises(ValueError, match="full"):
+    with pytest.raises(DownlinkQueueFull, match="full"):
         scheduler.enqueue(EUI, 30, b"\x02")

@@ -15,7 +15,7 @@ import pytest
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Priority, Record, RecordKind
 from gateway.outbox import Outbox
-from gateway.outbox.clock import restore
+from gateway.outbox.age_clock import restore
 from gateway.outbox.store import EXPIRY_CHECK_S, ROW_OVERHEAD_BYTES
 from tests.outbox.helpers import committed_outbox, ids_in_file
 

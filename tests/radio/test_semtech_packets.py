@@ -5,7 +5,7 @@ Sources of the vectors:
 * [PROTO] Semtech, "Basic communication protocol between Lora gateway and server",
   PROTOCOL.TXT of Lora-net/packet_forwarder (protocol version 2, revision v1.3,
   commit 36ab4b40542c7ad59b6b4d083577aa9f13a2ed46): byte layouts of §3.2, §3.3,
-  §5.2-§5.5 and the JSON examples of §4 and §6.
+  §5.2-§5.5 and the JSON examples of §4 and §6 (``tests/fixtures/semtech.py``).
 * [KERLINK] Datagrams captured from a Kerlink gateway running a "jver":2 forwarder,
   published as base64 constants ("Raw data from kerlink gateways") in the test file
   of a public Go Semtech-UDP parser (stored-corpus file id 2926097293; the index does
@@ -38,17 +38,22 @@ from gateway.radio.semtech_udp.packets import (
     parse,
     rxpk_to_frame_parts,
 )
-
-EUI = bytes.fromhex("aa555a0000000101")
-
-
-def _head(identifier: int, token: int = 0x1234, version: int = 2) -> bytes:
-    return bytes((version, token >> 8, token & 0xFF, identifier))
+from tests.fixtures.semtech import GATEWAY_EUI as EUI
+from tests.fixtures.semtech import (
+    LORA_RXPK,
+    PROTO_RXPK_FSK,
+    PROTO_RXPK_LORA_SF7,
+    PROTO_RXPK_LORA_SF10,
+    PROTO_STAT,
+    PROTO_TXPK_FSK,
+    PROTO_TXPK_LORA,
+    header,
+)
 
 
 def push_data_bytes(json_text: str | bytes, eui: bytes = EUI, token: int = 0x1234) -> bytes:
     body = json_text.encode() if isinstance(json_text, str) else json_text
-    return _head(0x00, token) + eui + body
+    return header(0x00, token) + eui + body
 
 
 def compact(obj: Any) -> str:
@@ -62,51 +67,6 @@ def reason_of(datagram: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- [PROTO] §4 examples
-
-# [PROTO] §4, the three rxpk of the upstream example, verbatim.
-PROTO_RXPK_LORA_SF7: dict[str, Any] = {
-    "time": "2013-03-31T16:21:17.528002Z",
-    "tmst": 3512348611,
-    "chan": 2,
-    "rfch": 0,
-    "freq": 866.349812,
-    "stat": 1,
-    "modu": "LORA",
-    "datr": "SF7BW125",
-    "codr": "4/6",
-    "rssi": -35,
-    "lsnr": 5.1,
-    "size": 32,
-    "data": "-DS4CGaDCdG+48eJNM3Vai-zDpsR71Pn9CPA9uCON84",
-}
-PROTO_RXPK_FSK: dict[str, Any] = {
-    "time": "2013-03-31T16:21:17.530974Z",
-    "tmst": 3512348514,
-    "chan": 9,
-    "rfch": 1,
-    "freq": 869.1,
-    "stat": 1,
-    "modu": "FSK",
-    "datr": 50000,
-    "rssi": -75,
-    "size": 16,
-    "data": "VEVTVF9QQUNLRVRfMTIzNA==",
-}
-PROTO_RXPK_LORA_SF10: dict[str, Any] = {
-    "time": "2013-03-31T16:21:17.532038Z",
-    "tmst": 3316387610,
-    "chan": 0,
-    "rfch": 0,
-    "freq": 863.00981,
-    "stat": 1,
-    "modu": "LORA",
-    "datr": "SF10BW125",
-    "codr": "4/7",
-    "rssi": -38,
-    "lsnr": 5.5,
-    "size": 32,
-    "data": "ysgRl452xNLep9S1NTIg2lomKDxUgn3DJ7DE+b00Ass",
-}
 
 
 def test_proto_section4_example_is_rejected_because_its_first_data_is_not_base64() -> None:
@@ -146,7 +106,7 @@ def test_proto_section4_frequency_with_hz_precision() -> None:
 def test_frequency_is_rounded_not_truncated() -> None:
     # Some MHz floats land a hair below the integer number of Hz (found by scanning).
     assert int(131.667387 * 1_000_000) == 131_667_386
-    _, rx = rxpk_to_frame_parts(_GOOD_LORA | {"freq": 131.667387})  # type: ignore[arg-type]
+    _, rx = rxpk_to_frame_parts(LORA_RXPK | {"freq": 131.667387})  # type: ignore[arg-type]
     assert rx.freq_hz == 131_667_387
 
 
@@ -162,20 +122,8 @@ def test_proto_section4_fsk_rxpk_parses_but_is_not_a_lora_frame() -> None:
 
 def test_proto_section4_stat_only_push_data() -> None:
     # [PROTO] §4 status example; "It is possible for a packet to contain no rxpk array".
-    stat = {
-        "time": "2014-01-12 08:59:28 GMT",
-        "lati": 46.24000,
-        "long": 3.25230,
-        "alti": 145,
-        "rxnb": 2,
-        "rxok": 2,
-        "rxfw": 2,
-        "ackr": 100.0,
-        "dwnb": 2,
-        "txnb": 2,
-    }
-    packet = parse(push_data_bytes(compact({"stat": stat})))
-    assert packet == PushData(0x1234, EUI, [], stat)  # type: ignore[arg-type]
+    packet = parse(push_data_bytes(compact({"stat": PROTO_STAT})))
+    assert packet == PushData(0x1234, EUI, [], PROTO_STAT)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- [PROTO] byte layouts
@@ -195,31 +143,8 @@ def test_proto_header_layouts_of_every_packet() -> None:
 
 def test_proto_section6_txpk_examples_round_trip() -> None:
     # [PROTO] §6, both txpk examples (LoRa and FSK), verbatim values.
-    lora = {
-        "imme": True,
-        "freq": 864.123456,
-        "rfch": 0,
-        "powe": 14,
-        "modu": "LORA",
-        "datr": "SF11BW125",
-        "codr": "4/6",
-        "ipol": False,
-        "size": 32,
-        "data": "H3P3N2i9qc4yt7rK7ldqoeCVJGBybzPY5h1Dd7P7p8v",
-    }
-    fsk = {
-        "imme": True,
-        "freq": 861.3,
-        "rfch": 0,
-        "powe": 12,
-        "modu": "FSK",
-        "datr": 50000,
-        "fdev": 3000,
-        "size": 32,
-        "data": "H3P3N2i9qc4yt7rK7ldqoeCVJGBybzPY5h1Dd7P7p8v",
-    }
-    for txpk in (lora, fsk):
-        datagram = _head(0x03, 0x0400) + compact({"txpk": txpk}).encode()
+    for txpk in (PROTO_TXPK_LORA, PROTO_TXPK_FSK):
+        datagram = header(0x03, 0x0400) + compact({"txpk": txpk}).encode()
         packet = parse(datagram)
         assert packet == PullResp(0x0400, txpk)
         assert packet.to_bytes() == datagram
@@ -227,18 +152,18 @@ def test_proto_section6_txpk_examples_round_trip() -> None:
 
 def test_proto_section6_tx_ack_error_example() -> None:
     # [PROTO] §6: {"txpk_ack":{"error":"COLLISION_PACKET"}}
-    packet = parse(_head(0x05, 0x0400) + EUI + b'{"txpk_ack":{"error":"COLLISION_PACKET"}}')
+    packet = parse(header(0x05, 0x0400) + EUI + b'{"txpk_ack":{"error":"COLLISION_PACKET"}}')
     assert packet == TxAck(0x0400, EUI, "COLLISION_PACKET")
     assert isinstance(packet, TxAck) and not packet.ok
 
 
 def test_proto_section5_5_tx_ack_without_json_means_no_error() -> None:
     # [PROTO] §5.5: "If no JSON is present (empty string), this means than no error occured."
-    packet = parse(_head(0x05) + EUI)
+    packet = parse(header(0x05) + EUI)
     assert packet == TxAck(0x1234, EUI, None)
     assert isinstance(packet, TxAck) and packet.ok
     # A C string terminator instead of nothing is tolerated the same way.
-    assert parse(_head(0x05) + EUI + b"\x00") == TxAck(0x1234, EUI, None)
+    assert parse(header(0x05) + EUI + b"\x00") == TxAck(0x1234, EUI, None)
 
 
 def test_protocol_version_1_is_accepted_and_kept() -> None:
@@ -320,13 +245,13 @@ def test_kerlink_stat_keeps_only_the_protocol_fields() -> None:
 
 def test_stat_fields_of_the_wrong_type_or_too_long_are_dropped() -> None:
     stat = {"time": "x" * 65, "rxnb": "2", "rxok": True, "lati": 46.2, "long": 6, "alti": 1.5, "ackr": None}
-    push = parse(_head(0x00) + EUI + compact({"stat": stat}).encode())
+    push = parse(header(0x00) + EUI + compact({"stat": stat}).encode())
     assert isinstance(push, PushData)
     assert push.stat == {"lati": 46.2, "long": 6}
 
 
 def test_a_datagram_at_the_size_cap_is_parsed() -> None:
-    head = _head(0x00) + EUI
+    head = header(0x00) + EUI
     body = compact({"rxpk": [_RXPK_OK]}).encode()
     datagram = head + body + b" " * (packets.MAX_DATAGRAM_BYTES - len(head) - len(body))
     assert len(datagram) == packets.MAX_DATAGRAM_BYTES
@@ -464,7 +389,7 @@ def test_constructors_refuse_values_that_cannot_be_encoded(build: Any) -> None:
 
 # --------------------------------------------------------------------------- malformed datagrams
 
-_PD = _head(0x00) + EUI  # PUSH_DATA header + EUI, JSON to follow
+_PD = header(0x00) + EUI  # PUSH_DATA header + EUI, JSON to follow
 _RXPK_OK = {"data": "AQID", "size": 3}
 
 MALFORMED: list[tuple[str, bytes, str]] = [
@@ -475,7 +400,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("version 0xff", b"\xff" * 40, "bad_version"),
     ("identifier 6", b"\x02\x00\x00\x06", "unknown_identifier"),
     ("identifier 0xff", b"\x02\x00\x00\xff" + EUI, "unknown_identifier"),
-    ("push_data without EUI", _head(0x00) + EUI[:7], "truncated"),
+    ("push_data without EUI", header(0x00) + EUI[:7], "truncated"),
     ("push_data without JSON", _PD, "bad_json"),
     ("push_data not JSON", _PD + b"hello", "bad_json"),
     ("push_data JSON cut short", _PD + b'{"rxpk":[', "bad_json"),
@@ -516,17 +441,17 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         "size_mismatch",
     ),
     ("stat not an object", _PD + b'{"stat":[1,2]}', "bad_stat"),
-    ("push_ack with trailing bytes", _head(0x01) + b"\x00", "trailing_bytes"),
-    ("pull_data without EUI", _head(0x02) + EUI[:4], "truncated"),
-    ("pull_data with trailing bytes", _head(0x02) + EUI + b"{}", "trailing_bytes"),
-    ("pull_ack with trailing bytes", _head(0x04) + EUI, "trailing_bytes"),
-    ("pull_resp without JSON", _head(0x03), "bad_json"),
-    ("pull_resp without txpk", _head(0x03) + b'{"rxpk":[]}', "bad_txpk"),
-    ("pull_resp txpk not an object", _head(0x03) + b'{"txpk":"now"}', "bad_txpk"),
-    ("tx_ack without EUI", _head(0x05) + EUI[:3], "truncated"),
-    ("tx_ack without txpk_ack", _head(0x05) + EUI + b'{"error":"NONE"}', "bad_tx_ack"),
-    ("tx_ack error not a string", _head(0x05) + EUI + b'{"txpk_ack":{"error":3}}', "bad_tx_ack"),
-    ("tx_ack not JSON", _head(0x05) + EUI + b"NONE", "bad_json"),
+    ("push_ack with trailing bytes", header(0x01) + b"\x00", "trailing_bytes"),
+    ("pull_data without EUI", header(0x02) + EUI[:4], "truncated"),
+    ("pull_data with trailing bytes", header(0x02) + EUI + b"{}", "trailing_bytes"),
+    ("pull_ack with trailing bytes", header(0x04) + EUI, "trailing_bytes"),
+    ("pull_resp without JSON", header(0x03), "bad_json"),
+    ("pull_resp without txpk", header(0x03) + b'{"rxpk":[]}', "bad_txpk"),
+    ("pull_resp txpk not an object", header(0x03) + b'{"txpk":"now"}', "bad_txpk"),
+    ("tx_ack without EUI", header(0x05) + EUI[:3], "truncated"),
+    ("tx_ack without txpk_ack", header(0x05) + EUI + b'{"error":"NONE"}', "bad_tx_ack"),
+    ("tx_ack error not a string", header(0x05) + EUI + b'{"txpk_ack":{"error":3}}', "bad_tx_ack"),
+    ("tx_ack not JSON", header(0x05) + EUI + b"NONE", "bad_json"),
 ]
 
 
@@ -536,19 +461,6 @@ MALFORMED: list[tuple[str, bytes, str]] = [
 def test_malformed_datagram_is_rejected_with_its_reason(datagram: bytes, reason: str) -> None:
     assert reason_of(datagram) == reason
 
-
-_GOOD_LORA: dict[str, Any] = {
-    "tmst": 1000,
-    "freq": 868.1,
-    "stat": 1,
-    "modu": "LORA",
-    "datr": "SF7BW125",
-    "codr": "4/5",
-    "rssi": -50,
-    "lsnr": 9.5,
-    "size": 3,
-    "data": "AQID",
-}
 
 BAD_RXPK: list[tuple[str, dict[str, Any], str]] = [
     ("FSK", {"modu": "FSK", "datr": 50000}, "unsupported_modulation"),
@@ -597,7 +509,7 @@ def test_bad_rxpk_is_rejected_with_its_reason(changes: dict[str, Any], reason: s
     if "__replace__" in changes:
         rxpk: Any = changes["__replace__"]
     else:
-        rxpk = {k: v for k, v in (_GOOD_LORA | changes).items() if v is not None}
+        rxpk = {k: v for k, v in (LORA_RXPK | changes).items() if v is not None}
     with pytest.raises(DatagramError) as info:
         rxpk_to_frame_parts(rxpk)
     assert info.value.reason == reason
@@ -605,7 +517,7 @@ def test_bad_rxpk_is_rejected_with_its_reason(changes: dict[str, Any], reason: s
 
 def test_good_lora_rxpk_of_the_bad_rxpk_table_is_good() -> None:
     # Guards the table above: each case fails because of its change, not the base.
-    payload, rx = rxpk_to_frame_parts(_GOOD_LORA)  # type: ignore[arg-type]
+    payload, rx = rxpk_to_frame_parts(LORA_RXPK)  # type: ignore[arg-type]
     assert payload == b"\x01\x02\x03"
     assert (rx.freq_hz, rx.rssi_dbm, rx.snr_db, rx.gateway_eui, rx.gps_time) == (
         868_100_000,
@@ -619,18 +531,18 @@ def test_good_lora_rxpk_of_the_bad_rxpk_table_is_good() -> None:
 @pytest.mark.parametrize(("stat", "crc_ok"), [(1, True), (-1, False), (0, False)])
 def test_crc_status_maps_to_crc_ok(stat: int, crc_ok: bool) -> None:
     # [PROTO] §4 stat: 1 = OK, -1 = fail, 0 = no CRC.
-    assert rxpk_to_frame_parts(_GOOD_LORA | {"stat": stat})[1].crc_ok is crc_ok  # type: ignore[arg-type]
+    assert rxpk_to_frame_parts(LORA_RXPK | {"stat": stat})[1].crc_ok is crc_ok  # type: ignore[arg-type]
 
 
 def test_top_level_rssi_and_lsnr_win_over_rsig() -> None:
-    rxpk = _GOOD_LORA | {"rsig": [{"ant": 0, "chan": 0, "rssic": -99, "lsnr": -9.9}]}
+    rxpk = LORA_RXPK | {"rsig": [{"ant": 0, "chan": 0, "rssic": -99, "lsnr": -9.9}]}
     assert rxpk_to_frame_parts(rxpk)[1].rssi_dbm == -50  # type: ignore[arg-type]
     only_lsnr = {k: v for k, v in rxpk.items() if k != "rssi"}
     assert rxpk_to_frame_parts(only_lsnr)[1].rssi_dbm == -99  # type: ignore[arg-type]
 
 
 def test_sf5_and_long_interleaving_coding_rate_from_sx1302_forwarders_are_accepted() -> None:
-    _, rx = rxpk_to_frame_parts(_GOOD_LORA | {"datr": "SF5BW500", "codr": "4/8LI"})  # type: ignore[arg-type]
+    _, rx = rxpk_to_frame_parts(LORA_RXPK | {"datr": "SF5BW500", "codr": "4/8LI"})  # type: ignore[arg-type]
     assert (rx.sf, rx.bw_hz, rx.coding_rate) == (5, 500_000, "4/8LI")
 
 
@@ -677,7 +589,7 @@ rxpk_fields = st.dictionaries(
 )
 def test_parse_of_random_json_raises_only_datagram_error(identifier: int, body: dict[str, Any]) -> None:
     eui = EUI if identifier != 0x03 else b""
-    _only_datagram_error(_head(identifier) + eui + json.dumps(body).encode())
+    _only_datagram_error(header(identifier) + eui + json.dumps(body).encode())
 
 
 @settings(max_examples=1000)

@@ -24,7 +24,7 @@ from gateway.config import MqttSection
 from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
-from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.forwarder import Forwarder, ForwarderSettings
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 from tests.conftest import Broker
@@ -109,7 +109,9 @@ async def test_a_day_offline_then_back(tmp_path: Path, mosquitto: Broker) -> Non
     uplink = MqttUplink(settings, client_id="gw-outage", will=None)
     forwarder = Forwarder(
         outbox, uplink, TOPICS, "gw-outage",
-        batch_max_records=500, batch_linger_ms=20, max_inflight_batches=4, drain_rate_records_s=DRAIN_RATE,
+        ForwarderSettings(
+            batch_max_records=500, batch_linger_ms=20, max_inflight_batches=4, drain_rate_records_s=DRAIN_RATE
+        ),
     )  # fmt: skip
     await uplink.start()
     tasks = [asyncio.create_task(committer.run()), asyncio.create_task(forwarder.run())]

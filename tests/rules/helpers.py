@@ -6,7 +6,7 @@ import textwrap
 from typing import Any
 
 from gateway.messages import Alert
-from gateway.rules import ReadingFacts, RuleEngine, RuleSet
+from gateway.rules import ReadingFacts, RuleEngine, RuleSet, parse_rules
 
 DEV = "0011223344556677"
 DEV2 = "8899aabbccddeeff"
@@ -14,7 +14,7 @@ T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
 def ruleset(text: str) -> RuleSet:
-    return RuleSet.parse(textwrap.dedent(text), file="test.yaml")
+    return parse_rules(textwrap.dedent(text), file="test.yaml")
 
 
 def engine(text: str) -> RuleEngine:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.rules import AggregateRecord, RuleEngine, RuleSet
+from gateway.rules import AggregateRecord, RuleEngine, load_rules
 from gateway.rules.conditions import is_daylight
 from gateway.rules.model import Location
 from gateway.rules.schedules import sun_times
@@ -99,7 +99,7 @@ def test_daylight_is_between_sunrise_plus_margin_and_sunset_minus_margin() -> No
 
 
 def test_the_day_burner_example_raises_after_15_min_by_tick_alone() -> None:
-    eng = RuleEngine(RuleSet.load(EXAMPLES / "lighting.yaml"))
+    eng = RuleEngine(load_rules(EXAMPLES / "lighting.yaml"))
     lamp, site = "0004a30b00f00099", "lighting/residential/a"
     noon = datetime(2024, 6, 21, 10, 0, tzinfo=UTC).timestamp()  # 12:00 local, full daylight
     out = eng.evaluate(reading(noon, dev=lamp, site=site, power=45.0, dim_level=0))
@@ -113,7 +113,7 @@ def test_the_day_burner_example_raises_after_15_min_by_tick_alone() -> None:
 
 
 def test_a_lamp_on_at_night_is_not_a_day_burner() -> None:
-    eng = RuleEngine(RuleSet.load(EXAMPLES / "lighting.yaml"))
+    eng = RuleEngine(load_rules(EXAMPLES / "lighting.yaml"))
     night = datetime(2024, 6, 21, 22, 0, tzinfo=UTC).timestamp()
     eng.evaluate(reading(night, dev="0004a30b00f00099", site="lighting/x", power=45.0, dim_level=100))
     assert [a for a in alerts(eng.tick(night + 3600)) if a.rule_id == "lamp-day-burner"] == []

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import StorageError
 from gateway.messages import Priority
-from gateway.rules import DownlinkRequest, RuleEngine, RuleSet, to_record
+from gateway.rules import DownlinkRequest, RuleEngine, load_rules, to_record
 
 from .helpers import DEV, T0, alerts, edges, engine, reading, ruleset
 
@@ -36,7 +36,7 @@ def flood_trace() -> list[tuple[float, int]]:
 
 
 def test_flood_rising_12cm_per_15min_raises_once_and_clears_once() -> None:
-    eng = RuleEngine(RuleSet.load(EXAMPLES / "flood.yaml"))
+    eng = RuleEngine(load_rules(EXAMPLES / "flood.yaml"))
     outputs = []
     for at_s, distance in flood_trace():
         outputs += eng.evaluate(

@@ -10,7 +10,7 @@ import pytest
 from gateway.codec import load_profiles
 from gateway.codec.profile import Profile
 from gateway.errors import ConfigError
-from gateway.rules import RuleSet
+from gateway.rules import RuleSet, load_rules, parse_rules
 from gateway.rules.model import Combine, Param, RateOfChange, Silence, Threshold
 
 from .helpers import ruleset
@@ -20,7 +20,7 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "rules" / "examples").glob("*.yam
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_file_loads(path: Path) -> None:
-    loaded = RuleSet.load(path)
+    loaded = load_rules(path)
     assert loaded.rules or loaded.aggregates or loaded.lighting
     assert loaded.source == str(path)
 
@@ -57,7 +57,7 @@ def test_example_rules_read_fields_their_profiles_decode(path: Path) -> None:
     # (like the vendor's) says `LAeq`, went unnoticed in noise.yaml. The keys are the profiles'
     # own examples' outputs (the vendor decoders' keys) and derived values.
     profiles = load_profiles("")
-    for item in (*RuleSet.load(path).rules, *RuleSet.load(path).aggregates):
+    for item in (*load_rules(path).rules, *load_rules(path).aggregates):
         read = _fields_read(item, set())
         for profile_id in item.selector.profiles:
             missing = read - _output_keys(profiles.get(profile_id))
@@ -158,6 +158,12 @@ def test_nested_combination_and_silence() -> None:
             "rules[0].when.threshold.above",
             "number or $parameter",
         ),
+        (
+            # NaN passes every comparison: such a threshold would never fire.
+            "rules: [{id: a, devices: {sites: [x]}, when: {threshold: {value: v, above: .nan}}}]",
+            "rules[0].when.threshold.above",
+            "expected a finite number",
+        ),
         ("location: {lat: 123}", "location.lat", "latitude"),
         ("location: {timezone: Mars/Olympus}", "location.timezone", "unknown time zone"),
         (
@@ -181,7 +187,7 @@ def test_nested_combination_and_silence() -> None:
 )
 def test_invalid_files_name_file_key_path_and_reason(text: str, key_path: str, reason_part: str) -> None:
     with pytest.raises(ConfigError) as info:
-        RuleSet.parse(text, file="/etc/edgegw/rules.yaml")
+        parse_rules(text, file="/etc/edgegw/rules.yaml")
     err = info.value
     assert err.file == "/etc/edgegw/rules.yaml"
     assert err.key_path == key_path
@@ -191,13 +197,13 @@ def test_invalid_files_name_file_key_path_and_reason(text: str, key_path: str, r
 
 def test_duplicate_yaml_keys_and_bad_yaml_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="duplicate key"):
-        RuleSet.parse("rules: []\nrules: []\n", file="f.yaml")
+        parse_rules("rules: []\nrules: []\n", file="f.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        RuleSet.parse("rules: [\n", file="f.yaml")
+        parse_rules("rules: [\n", file="f.yaml")
     with pytest.raises(ConfigError, match="cannot read") as info:
-        RuleSet.load(tmp_path / "missing.yaml")
+        load_rules(tmp_path / "missing.yaml")
     assert info.value.file == str(tmp_path / "missing.yaml")
 
 
 def test_empty_file_is_an_empty_ruleset() -> None:
-    assert RuleSet.parse("", file="f") == RuleSet(source="f")
+    assert parse_rules("", file="f") == RuleSet(source="f")

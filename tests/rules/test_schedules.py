@@ -16,7 +16,7 @@ from astral import Observer
 from astral.sun import sunrise, sunset
 
 from gateway.messages import Alert, Priority
-from gateway.rules import DownlinkRequest, ReadingFacts, RuleEngine, RuleSet, to_record
+from gateway.rules import DownlinkRequest, ReadingFacts, RuleEngine, RuleSet, load_rules, to_record
 from gateway.rules.model import Location
 from gateway.rules.schedules import level_at, next_change_s, night_events, sun_times
 
@@ -46,7 +46,7 @@ def test_sun_times_match_astral_and_the_domain_table() -> None:
 
 
 def test_schedule_of_a_given_night_against_astral() -> None:
-    group = RuleSet.load(EXAMPLES / "lighting.yaml").lighting[0]  # avenue-north
+    group = load_rules(EXAMPLES / "lighting.yaml").lighting[0]  # avenue-north
     night = date(2024, 6, 21)
     events = night_events(group.steps, group.location, night)
     want_on = sunset(OBSERVER, night, tzinfo=PARIS).timestamp() + 600
@@ -71,7 +71,7 @@ def test_schedule_of_a_given_night_against_astral() -> None:
     ],
 )
 def test_dimming_across_a_daylight_saving_change(night: date, utc_offset_h: tuple[int, int]) -> None:
-    group = RuleSet.load(EXAMPLES / "lighting.yaml").lighting[0]
+    group = load_rules(EXAMPLES / "lighting.yaml").lighting[0]
     events = night_events(group.steps, group.location, night)
     as_local = [datetime.fromtimestamp(e.at_s, PARIS) for e in events]
     # 22:00 and 05:00 stay at those local wall-clock times on either side of the change
@@ -101,13 +101,13 @@ def test_weekday_preset_quimper() -> None:
 
 
 def test_engine_sends_each_level_once_per_lamp_and_resumes_after_restart() -> None:
-    eng = RuleEngine(RuleSet.load(EXAMPLES / "lighting.yaml"))
+    eng = RuleEngine(load_rules(EXAMPLES / "lighting.yaml"))
     t = local(2024, 1, 15, 21)
     cmds = [o for o in eng.tick(t) if isinstance(o, DownlinkRequest)]
     assert [(c.dev_eui, c.params) for c in cmds] == [(LAMP1, {"level_pct": 100}), (LAMP2, {"level_pct": 100})]
     assert eng.tick(t + 60) == []
     snapshot = eng.snapshot()
-    again = RuleEngine(RuleSet.load(EXAMPLES / "lighting.yaml"))
+    again = RuleEngine(load_rules(EXAMPLES / "lighting.yaml"))
     again.restore(snapshot)
     assert again.tick(t + 120) == []  # already commanded before the restart
     cmds = [o for o in again.tick(local(2024, 1, 15, 22)) if isinstance(o, DownlinkRequest)]
@@ -116,8 +116,8 @@ def test_engine_sends_each_level_once_per_lamp_and_resumes_after_restart() -> No
 
 def test_six_hour_outage_lights_keep_dimming_and_flood_alert_is_raised_locally() -> None:
     """No backhaul from 20:00 to 02:00: the engine needs none. Ticks every 30 s, radar every 5 min."""
-    rs_light = RuleSet.load(EXAMPLES / "lighting.yaml")
-    rs_flood = RuleSet.load(EXAMPLES / "flood.yaml")
+    rs_light = load_rules(EXAMPLES / "lighting.yaml")
+    rs_flood = load_rules(EXAMPLES / "flood.yaml")
     merged = RuleSet(rules=rs_flood.rules, lighting=rs_light.lighting, location=rs_light.location,
                      device_params=rs_flood.device_params)  # fmt: skip
     eng = RuleEngine(merged)

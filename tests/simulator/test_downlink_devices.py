@@ -28,7 +28,7 @@ from gateway.lorawan.crypto import SessionKeys
 from gateway.messages import MType
 from gateway.rules.actions import DisplayUpdate
 from gateway.rules.engine import ReadingFacts, RuleEngine
-from gateway.rules.model import RuleSet
+from gateway.rules.loader import load_rules
 from simulator.city import ScheduledFrame, SimDevice, apply_downlink, build_fleet, epoch_s, schedule
 from simulator.models.display import NOTHING, DisplayModel
 from simulator.scenario import parse_scenario
@@ -108,7 +108,7 @@ def _engine_run(
     counter_eui, totem_eui = "70b3d5e75f000000", "70b3d5e75f000001"
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(_feed_rules([("counting/bike-1", totem_eui)], every_s=300))
-    engine = RuleEngine(RuleSet.load(rules_file))
+    engine = RuleEngine(load_rules(rules_file))
     engine.register_device(totem_eui, "edgegw/display", "counting/display-1")
     book = TotemBook(
         load_feeds(rules_file), {counter_eui: "bike-1", totem_eui: "display-1"}, EPOCH_S, "Europe/Paris"

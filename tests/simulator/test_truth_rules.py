@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from gateway.messages import Alert
+from gateway.rules import loader
 from gateway.rules.engine import ReadingFacts, RuleEngine
-from gateway.rules.model import RuleSet
 from simulator.truth_rules import AlertMatch, RuleTruth, load_rules, match_alerts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +61,7 @@ def _agent(
     path: Path, readings: Sequence[Reading], ticks: Iterable[float] = (), *, known: bool = False
 ) -> list[Edge]:
     """The engine's edges, ticked at ``ticks`` (simulated s; a tick at a reading's time runs first)."""
-    engine = RuleEngine(RuleSet.load(path))
+    engine = RuleEngine(loader.load_rules(path))
     if known:
         engine.register_device(DEV, PROFILE, SITE)
         engine.tick(EPOCH)  # the agent's first tick at start: silence counts from then
@@ -221,7 +223,127 @@ def test_rules_with_parameters_are_not_predicted(tmp_path: Path) -> None:
 def test_the_first_deployment_rules_are_all_predicted_and_valid_for_the_agent() -> None:
     path = ROOT / "simulator" / "scenarios" / "first-deployment-rules.yaml"
     specs, other, _ = load_rules(path)
-    assert other == [] and len(specs) == len(RuleSet.load(path).rules)
+    assert other == [] and len(specs) == len(loader.load_rules(path).rules)
     kinds = {next(iter(s.when)) if s.when else "silence" for s in specs}
     assert {"rate_of_change", "stuck", "all", "silence"} <= kinds
     assert any(s.for_s for s in specs)
+
+
+# --- cases computed by hand from docs/rules.md, checked against the truth AND the engine ---------
+# The expected edges below come from the document's table, not from either implementation: a
+# test that compared the two only would pass when both shared a bug (issue 17).
+
+
+def _edges_of_both(path: Path, readings: Sequence[Reading], end_s: float) -> tuple[list[Any], list[Any]]:
+    """(state, t_s) of the truth's edges and of the engine's, for readings with exact edges only."""
+    truth = [(e[2], e[3]) for e in _exact(_truth(path, readings, end_s))]
+    return truth, [(e[2], e[3]) for e in _agent(path, readings)]
+
+
+@pytest.mark.parametrize(
+    ("when", "levels", "edges"),
+    [
+        # "value >= A" starts it, "value < C" ends it, in between it stays as it was.
+        (
+            "{threshold: {value: level, above: 50, clear_below: 40}}",
+            #  45: between 40 and 50, nothing    50: >= 50 (equal counts) -> raised at 600
+            #  42, 49: between, stays raised      40: not < 40, stays raised
+            #  None (no `level`): left as it was  39.5: < 40 -> cleared at 3600
+            #  45, 49.5: between, stays cleared   60: >= 50 -> raised at 5400   20: < 40 -> cleared at 6000
+            [45, 50, 42, 49, 40, None, 39.5, 45, 49.5, 60, 20],
+            [("raised", 600.0), ("cleared", 3600.0), ("raised", 5400.0), ("cleared", 6000.0)],
+        ),
+        # "value <= B" starts it, "value > C" ends it (the circuit-loss levels of the first deployment).
+        (
+            "{threshold: {value: level, below: 3, clear_above: 5}}",
+            #  4: between, nothing   3: <= 3 -> raised at 600   4.5, 5: not > 5, stays raised
+            #  5.5: > 5 -> cleared at 2400   4: between, stays cleared
+            #  2: <= 3 -> raised at 3600     8: > 5 -> cleared at 4200
+            [4, 3, 4.5, 5, 5.5, 4, 2, 8],
+            [("raised", 600.0), ("cleared", 2400.0), ("raised", 3600.0), ("cleared", 4200.0)],
+        ),
+    ],
+    ids=["above-clear_below", "below-clear_above"],
+)
+def test_hysteresis_edges_computed_by_hand(
+    tmp_path: Path, when: str, levels: list[float | None], edges: list[tuple[str, float]]
+) -> None:
+    path = _rules(tmp_path, "  - id: band\n" + SEL + f"    when: {when}\n")
+    readings = [
+        (600.0 * i, {"level": v} if v is not None else {"battery": 3.6}) for i, v in enumerate(levels)
+    ]
+    truth, engine = _edges_of_both(path, readings, 600.0 * len(levels))
+    assert truth == edges
+    assert engine == edges
+
+
+def test_rate_of_rise_edges_computed_by_hand(tmp_path: Path) -> None:
+    # The flood rule of docs/rules.md: least-squares slope over the last 900 s, x 900 (cm per 15 min),
+    # raised at >= 10, cleared at < 2, from 3 points. A reading every 300 s.
+    # Least squares over 3 points at 0, 300, 600 s: t - mean = -300, 0, 300, sum of squares 180,000,
+    #   slope x 900 = 900 x 300 (v2 - v0) / 180,000 = 1.5 (v2 - v0).
+    # Over 4 points at 0, 300, 600, 900 s: t - mean = -450, -150, 150, 450, sum of squares 450,000,
+    #   slope x 900 = 900 x 150 (-3 v0 - v1 + v2 + 3 v3) / 450,000 = 0.3 (3 (v3 - v0) + (v2 - v1)).
+    path = _rules(
+        tmp_path,
+        "  - id: rising\n" + SEL + "    when: {rate_of_change: {value: level, window_s: 900, per_s: 900,"
+        " above: 10, clear_below: 2, min_points: 3}}\n",
+    )
+    levels = {
+        0: 100, 300: 102,  # fewer than 3 points: no rate yet
+        600: 104,   # 1.5 (104 - 100) = 6: not >= 10
+        900: 110,   # the reading at 0 s is exactly 900 s old and inside the window:
+                    # 0.3 (3 (110 - 100) + (104 - 102)) = 9.6, nothing (12 without it, raised)
+        1200: 116,  # 0.3 (3 (116 - 102) + (110 - 104)) = 14.4 >= 10: raised at 1200
+        1500: 120,  # 0.3 (3 x 16 + 6) = 16.2
+        1800: 121,  # 0.3 (3 x 11 + 4) = 11.1
+        2100: 122,  # 0.3 (3 x 6 + 1) = 5.7: between 2 and 10, stays raised
+        2400: 122,  # 0.3 (3 x 2 + 1) = 2.1: not < 2, stays raised
+        2700: 122,  # 0.3 (3 x 1 + 0) = 0.9 < 2: cleared at 2700
+        6000: 200,  # alone in its window (and 6300 with one more): no rate, the jump raises nothing
+        6300: 200,
+        6600: 212,  # 1.5 (212 - 200) = 18: raised at 6600
+    }  # fmt: skip
+    readings = [(float(t_s), {"level": v}) for t_s, v in levels.items()]
+    truth, engine = _edges_of_both(path, readings, 7000.0)
+    expected = [("raised", 1200.0), ("cleared", 2700.0), ("raised", 6600.0)]
+    assert truth == expected
+    assert engine == expected
+
+
+def _fill_rule(tmp_path: Path, above: float) -> Path:
+    return _rules(
+        tmp_path,
+        "  - id: full\n" + SEL + "    when: {threshold: {value: {field: distance, fill_empty: 2000,"
+        f" fill_full: 300}}, above: {above}, clear_below: 30}}}}\n",
+    )
+
+
+def test_fill_percentage_edges_computed_by_hand(tmp_path: Path) -> None:
+    # docs/rules.md's container: empty 2000 mm, full 300 mm, fill = (2000 - d) / 1700, clamped 0..100.
+    distances = [
+        1000,  # 1000 / 1700 = 58.8 %: nothing
+        640,   # 1360 / 1700 = 80 %, the document's own example: >= 80, raised at 600
+        1490,  # 510 / 1700 = 30 %: not < 30, stays raised
+        1500,  # 500 / 1700 = 29.4 %: cleared at 1800
+        2100,  # below empty: 0 %, stays cleared
+        200,   # above full: 100 %, raised at 3000
+    ]  # fmt: skip
+    readings = [(600.0 * i, {"distance": d}) for i, d in enumerate(distances)]
+    truth, engine = _edges_of_both(_fill_rule(tmp_path, 80), readings, 3600.0)
+    expected = [("raised", 600.0), ("cleared", 1800.0), ("raised", 3000.0)]
+    assert truth == expected
+    assert engine == expected
+
+
+# 1014 mm is (2000 - 1014) / 1700 = 986 / 1700 = 58 % exactly, so `above: 58` raises ("value >= A").
+FILL_AT_LEVEL: list[Reading] = [(0.0, {"distance": 1014})]
+
+
+def test_a_fill_of_exactly_the_level_raises_in_the_truth(tmp_path: Path) -> None:
+    truth, _ = _edges_of_both(_fill_rule(tmp_path, 58), FILL_AT_LEVEL, 600.0)
+    assert truth == [("raised", 0.0)]
+
+
+def test_a_fill_of_exactly_the_level_raises_in_the_engine(tmp_path: Path) -> None:
+    assert _agent(_fill_rule(tmp_path, 58), FILL_AT_LEVEL) == [(DEV, "full", "raised", 0.0)]

@@ -27,7 +27,7 @@ from gateway.db.commit import Database, GroupCommitter
 from gateway.messages import Record
 from gateway.outbox import Leased, Outbox
 from gateway.uplink import envelope
-from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.forwarder import Forwarder, ForwarderSettings
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 
@@ -165,10 +165,12 @@ async def agent_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             uplink,
             TOPICS,
             GATEWAY_ID,
-            batch_max_records=batch_max_records,
-            batch_linger_ms=20,
-            max_inflight_batches=max_inflight_batches,
-            drain_rate_records_s=drain_rate_records_s,
+            ForwarderSettings(
+                batch_max_records=batch_max_records,
+                batch_linger_ms=20,
+                max_inflight_batches=max_inflight_batches,
+                drain_rate_records_s=drain_rate_records_s,
+            ),
         )
         await uplink.start()
         tasks = [asyncio.create_task(committer.run()), asyncio.create_task(forwarder.run())]

@@ -38,7 +38,7 @@ from gateway.db.commit import Database, GroupCommitter
 from gateway.errors import UplinkError
 from gateway.messages import Priority, Record
 from gateway.outbox import Outbox
-from gateway.uplink.forwarder import Forwarder
+from gateway.uplink.forwarder import Forwarder, ForwarderSettings
 from gateway.uplink.mqtt import MqttUplink, backoff_s
 from gateway.uplink.topics import Topics
 from simulator.broker import MOSQUITTO
@@ -333,8 +333,10 @@ async def test_shared_subscription_splits_several_gateways_between_two_consumers
             settings = MqttSection(host=mosquitto.host, port=mosquitto.port, tls=False, protocol="mqttv5")
             uplink = MqttUplink(settings, client_id=gw, will=None)
             forwarder = Forwarder(
-                outbox, uplink, Topics("edgegw", gw), gw, batch_max_records=20, batch_linger_ms=10,
-                max_inflight_batches=2, compression="zlib" if n % 2 else "none",
+                outbox, uplink, Topics("edgegw", gw), gw, ForwarderSettings(
+                    batch_max_records=20, batch_linger_ms=10, max_inflight_batches=2,
+                    compression="zlib" if n % 2 else "none",
+                ),
             )  # fmt: skip
             await uplink.start()
             tasks = [asyncio.create_task(committer.run()), asyncio.create_task(forwarder.run())]

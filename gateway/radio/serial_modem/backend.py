@@ -28,7 +28,7 @@ from urllib.parse import SplitResult
 
 import serial
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, RadioError
 from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
 from gateway.radio.airtime import coding_rate_index
 from gateway.radio.base import COMMON_URL_OPTIONS, RadioBackend, non_negative_float, url_options
@@ -50,8 +50,11 @@ def tmst_us() -> int:
     return (time.monotonic_ns() // 1000) & 0xFFFFFFFF
 
 
-class ModemError(Exception):
-    """A command got no OK (status line in ``code``, or ``timeout`` / ``disconnected``)."""
+class ModemError(RadioError):
+    """A command got no OK (status line in ``code``, or ``timeout`` / ``disconnected``).
+
+    Never leaves the backend: the supervisor reconnects, a transmit answers ``TxStatus.FAILED``.
+    """
 
     def __init__(self, command: bytes, code: str) -> None:
         super().__init__(f"{command.decode('ascii', 'replace').strip()} -> {code}")

@@ -13,8 +13,8 @@ whole buffer at once. The outbox clock is instead:
   records then look younger than they are, so they are kept longer, never dropped
   early because of a bad clock.
 
-It does not own any table (the outbox saves ``clock_s``/``wall_s`` pairs) nor
-decide what to expire.
+It does not own any table (the outbox saves ``clock_s``/``wall_s`` pairs), nor
+decide what to expire, nor how far the wall clock can be trusted (``gateway.clock``).
 """
 
 from __future__ import annotations

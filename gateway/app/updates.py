@@ -1,12 +1,13 @@
-"""Agent updates from the central platform, bound to the running agent (docs/fleet.md "Agent updates").
+"""Agent updates from the central platform, bound to narrow callables (docs/fleet.md "Agent updates").
 
-Owns the ``update_agent`` command (it announces a package: version, SHA-256, size), receiving the
-package's chunks on ``<prefix>/<id>/update/<sha256>/<index>/<count>``, installing and switching to
-it (a graceful restart, exit 75), the health check of a version on trial (the broker reached, and
-radio frames again if they were flowing before the switch, within ``fleet.update_check_s``),
-confirming or rolling back, and the retained ``update-state`` report. The files and the decisions
-about them belong to ``gateway.fleet.updates``; choosing the version at start-up to
-``gateway.cli.run_cmd``.
+Owns what happens between the ``update_agent`` command (it announces a package: version, SHA-256,
+size) and the switch: the chunks received on ``<prefix>/<id>/update/<sha256>/<index>/<count>``
+and their reassembly (bounded: a command is verified on the loop, its chunks may overtake it),
+installing and switching to the package (a graceful restart, exit 75), the health check of a
+version on trial (the broker reached, and radio frames again if they were flowing before the
+switch, within ``fleet.update_check_s``), confirming or rolling back, and the retained
+``update-state`` report. The files and the decisions about them belong to
+``gateway.fleet.updates``; choosing the version at start-up to ``gateway.cli.run_cmd``.
 """
 
 from __future__ import annotations
@@ -16,32 +17,53 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from gateway import __version__
 from gateway.clock import iso_utc
 from gateway.errors import CommandRejected, UplinkError
-from gateway.fleet.commands import Param
-from gateway.fleet.updates import MAX_PACKAGE_BYTES, VERSION, Updates
-
-if TYPE_CHECKING:
-    from gateway.app import Agent
+from gateway.fleet.updates import MAX_PACKAGE_BYTES, Updates
 
 log = logging.getLogger(__name__)
 
-RECENT_FRAME_S = 120.0  # "frames are flowing": a device heard within this long
+RECENT_FRAME_S = 120.0
+""""Frames are flowing": a device heard within this long."""
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1024 * 1024
 """A chunk's payload at most: refused in the MQTT network thread beyond it (docs/fleet.md)."""
+MAX_PACKAGES_HELD = 3
+HEALTH_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateLinks:
+    """What the updater needs of the running agent."""
+
+    chunks_root: str
+    """``<prefix>/<id>``: the chunks of a package come on ``<root>/update/<sha256>/<index>/<count>``."""
+    publish_state: Callable[[bytes], Awaitable[None]]
+    """Publish the retained ``update-state`` document."""
+    connected: Callable[[], bool]
+    accepted_frames: Callable[[], int]
+    """Uplinks the pipeline accepted since the start (the trial's radio check)."""
+    last_heard_s: Callable[[], list[float]]
+    """When each device was last heard (Unix seconds): are frames flowing before a switch?"""
+    request_restart: Callable[[], None]
+    check_s: float
+    """``fleet.update_check_s``: how long a version on trial has to prove itself."""
 
 
 class AgentUpdater:
     """One transfer at a time; the trial's health check; reports on ``update-state``."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.updates = Updates(agent.config.data_path)
+    def __init__(
+        self, updates: Updates, links: UpdateLinks, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.updates = updates
+        self._links = links
+        self._clock = clock
         self.counters: dict[str, int] = {}
         self._transfer: dict[str, Any] | None = None  # the announced package: version, sha256, size
         # Chunks by package hash: (count, index -> bytes). Those of a package not announced (yet) are
@@ -55,6 +77,7 @@ class AgentUpdater:
     # --- the command and the chunks ----------------------------------------------------------
 
     def announce(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The ``update_agent`` command's handler (parameters checked by the dispatcher)."""
         if params["version"] == __version__:
             raise ValueError(f"version {__version__} is the one running")
         sha = params["sha256"].lower()
@@ -65,10 +88,11 @@ class AgentUpdater:
         asyncio.get_running_loop().call_soon(self._complete)
         return {
             "version": params["version"],
-            "send_chunks_to": f"{self.agent.topics.root}/update/{sha}/<index>/<count>",
+            "send_chunks_to": f"{self._links.chunks_root}/update/{sha}/<index>/<count>",
         }
 
     def on_chunk(self, topic: str, payload: bytes) -> None:
+        """One chunk from ``<root>/update/<sha256>/<index>/<count>`` (on the loop)."""
         try:
             sha, index_text, count_text = topic.rsplit("/", 3)[1:]
             index, count = int(index_text), int(count_text)
@@ -80,7 +104,7 @@ class AgentUpdater:
             return
         _count, chunks = self._parts.setdefault(sha, (count, {}))
         held = sum(len(c) for _n, parts in self._parts.values() for c in parts.values())
-        if len(self._parts) > 3 or held + len(payload) > 2 * MAX_PACKAGE_BYTES:
+        if len(self._parts) > MAX_PACKAGES_HELD or held + len(payload) > 2 * MAX_PACKAGE_BYTES:
             if not chunks:
                 del self._parts[sha]
             self._count("chunks_refused")
@@ -111,13 +135,12 @@ class AgentUpdater:
         except (CommandRejected, OSError) as exc:
             self._refuse(transfer["version"], str(exc))
             return
-        seen = self.agent.inventory.snapshot()
-        now_s = time.time()
-        flowing = any((s["last_seen_s"] or 0) > now_s - RECENT_FRAME_S for s in seen.values())
+        now_s = self._clock()
+        flowing = any(seen_s > now_s - RECENT_FRAME_S for seen_s in self._links.last_heard_s())
         self.updates.activate(transfer["version"], frames_flowing=flowing)
         self._count("installed")
         log.warning("agent %s installed beside %s; restarting into it", transfer["version"], __version__)
-        self.agent.restart_requested.set()
+        self._links.request_restart()
 
     def _refuse(self, version: str, reason: str) -> None:
         self._count("refused")
@@ -134,36 +157,36 @@ class AgentUpdater:
         await asyncio.get_running_loop().create_future()
 
     async def _health_check(self, frames_were_flowing: bool) -> None:
-        check_s = self.agent.config.fleet.update_check_s
-        deadline = time.monotonic() + check_s
-        accepted = self.agent.pipeline.counters
-        at_start = accepted.get("accepted", 0)
+        links = self._links
+        deadline = time.monotonic() + links.check_s
+        at_start = links.accepted_frames()
         while time.monotonic() < deadline:
-            frames_ok = not frames_were_flowing or accepted.get("accepted", 0) > at_start
-            if self.agent.uplink.connected and frames_ok:
+            frames_ok = not frames_were_flowing or links.accepted_frames() > at_start
+            if links.connected() and frames_ok:
                 self.updates.confirm()
                 self._count("confirmed")
                 log.warning("agent %s passed its health check: it stays", __version__)
                 self.report()
                 return
-            await asyncio.sleep(0.2)
-        why = "no broker connection" if not self.agent.uplink.connected else "no radio frames"
-        self.updates.rollback(f"{why} within {check_s:g} s")
+            await asyncio.sleep(HEALTH_POLL_S)
+        why = "no broker connection" if not links.connected() else "no radio frames"
+        self.updates.rollback(f"{why} within {links.check_s:g} s")
         self._count("rolled_back")
-        self.agent.restart_requested.set()
+        links.request_restart()
 
     def report(self) -> None:
+        """Publish an outcome not yet reported (at each connection: the broker may have been away)."""
         doc = self.updates.unreported()
-        if doc is not None and self.agent.uplink.connected:
+        if doc is not None and self._links.connected():
             self._publish({k: v for k, v in doc.items() if k in ("status", "version", "previous", "reason")},
                           then=self.updates.mark_reported)  # fmt: skip
 
     def _publish(self, doc: dict[str, Any], then: Callable[[], None] | None = None) -> None:
-        data = json.dumps({"v": 1, "at": iso_utc(time.time()), "running": __version__, **doc}).encode()
+        data = json.dumps({"v": 1, "at": iso_utc(self._clock()), "running": __version__, **doc}).encode()
 
         async def send() -> None:
             try:
-                await self.agent.uplink.publish(self.agent.topics.update_state, data, retain=True)
+                await self._links.publish_state(data)
             except UplinkError as exc:
                 log.debug("update-state not published: %s", exc)
                 return
@@ -172,22 +195,3 @@ class AgentUpdater:
 
         # Keep a reference: a task nobody holds may be collected before it runs.
         self._pending = asyncio.get_running_loop().create_task(send())
-
-
-def build_updater(agent: Agent) -> AgentUpdater:
-    """The updater of this agent: ``update_agent`` on the dispatcher, the chunks subscribed."""
-    updater = AgentUpdater(agent)
-    assert agent.commands is not None
-    agent.commands.register(
-        "update_agent",
-        updater.announce,
-        (
-            Param("version", str, pattern=VERSION.pattern),
-            Param("sha256", str, pattern=r"[0-9A-Fa-f]{64}"),
-            Param("size_bytes", int, min_value=1, max_value=MAX_PACKAGE_BYTES),
-        ),
-        "announce an agent package (its chunks follow on update/<sha256>/<index>/<count>)",
-    )
-    agent.uplink.subscribe(agent.topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
-    agent.uplink.add_connect_hook(updater.report)
-    return updater

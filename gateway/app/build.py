@@ -1,0 +1,218 @@
+"""Building the agent from its configuration: every stage made and wired, nothing started.
+
+Owns the order in which the stages are built and what each is given: the database and its
+reserve first (before anything fills the disk), the registry snapshot, the LoRaWAN stages, the
+outbox and the group commit that makes records, counters, joins and rule state durable together,
+the uplink and its forwarder, the radio, the rules, the pipeline, then what the technicians and
+the platform drive (control socket, signed commands, pushed configuration, agent updates). Read
+top to bottom, it is the data flow of docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway import __version__
+from gateway.clock import SystemClock, iso_utc
+from gateway.codec import load_profiles
+from gateway.config import Config
+from gateway.control import SOCKET_NAME
+from gateway.control.server import ControlServer
+from gateway.db import db_path
+from gateway.db.commit import Database, GroupCommitter
+from gateway.db.reserve import DiskReserve
+from gateway.errors import ConfigError
+from gateway.fleet.trust import Trust
+from gateway.fleet.updates import Updates
+from gateway.history import ReadingHistory
+from gateway.hostinfo import HostInfo
+from gateway.inventory import Inventory
+from gateway.lorawan.dedup import Deduplicator
+from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.join import JoinCommits, JoinServer
+from gateway.lorawan.sessions import SessionTable, plain
+from gateway.outbox import Outbox
+from gateway.pipeline import UplinkPipeline
+from gateway.provisioning import keystore
+from gateway.radio import open_backend
+from gateway.rules.engine import RuleEngine
+from gateway.rules.loader import load_rules
+from gateway.rules_state import RulesStateStore
+from gateway.uplink import envelope
+from gateway.uplink.forwarder import Forwarder, ForwarderSettings
+from gateway.uplink.mqtt import MqttUplink
+from gateway.uplink.topics import Topics
+
+from . import loops, registry
+from .agent import Agent, FrameRate
+from .commands import Actions, build_dispatcher
+from .queries import Queries, StatusSource
+from .remote_config import build_config_applier
+from .updates import MAX_CHUNK_BYTES, AgentUpdater, UpdateLinks
+
+log = logging.getLogger(__name__)
+
+LEGACY_RULES_STATE_FILE = "rules-state.json"
+"""Where agents before the rules_state table saved the rule state (moved into the database once)."""
+
+
+def build(config: Config) -> Agent:
+    """Build every stage from the config (opens the database; starts nothing)."""
+    profiles = load_profiles(config.profiles_dir)
+    keys = keystore.open_key(config.data_dir)
+    encrypt = keys.encrypt_hex if keys.enabled else plain
+    reserve = DiskReserve(config.data_path, config.outbox.disk_reserve_bytes)
+    database = Database(db_path(config.data_dir), reserve=reserve)
+    if database.quarantined is not None:
+        log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
+    snapshot = database.run_sync(registry.read, keys.decrypt_hex)
+    clock = SystemClock()
+
+    # LoRaWAN: sessions, joins (durable with the group commit, then served), downlinks.
+    sessions = SessionTable()
+    joins = JoinServer(config.lorawan)
+    join_commits = JoinCommits(sessions, encrypt)
+    downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
+
+    # The outbox and the group commit: records, counters, joins and rule state in one transaction.
+    outbox = Outbox(
+        database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s,
+        memory_queue_records=config.outbox.memory_queue_records,
+    )  # fmt: skip
+    rules_store = RulesStateStore()
+    reserve.ensure()  # before anything else fills the disk; again after a full disk, once there is room
+    committer = GroupCommitter(
+        database,
+        [join_commits, sessions, downlinks, outbox, rules_store],
+        interval_s=config.outbox.commit_interval_ms / 1000,
+        max_pending=config.outbox.commit_max_records,
+        reserve=reserve,
+    )
+    outbox.committer_notify = committer.notify
+    join_commits.committer_notify = committer.notify
+
+    # The uplink: MQTT with its will, and the forwarder that drains the outbox into it.
+    topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
+    uplink = MqttUplink(
+        config.mqtt,
+        client_id=config.mqtt_client_id,
+        will=(topics.state, envelope.state(False, __version__, iso_utc(time.time()))),
+    )
+    forwarder = Forwarder(outbox, uplink, topics, config.gateway.id, ForwarderSettings.from_config(config))
+
+    # Radio, rules, pipeline.
+    radio = open_backend(config.radio.url)
+    rules = _load_rules(config)
+    if rules is not None:
+        rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)
+
+    def commit_now() -> None:
+        committer.notify(0, urgent=True)
+
+    pipeline = UplinkPipeline(
+        sessions, profiles, outbox, clock,
+        joins=joins, join_commits=join_commits, downlinks=downlinks, rules=rules, commit_now=commit_now,
+    )  # fmt: skip
+    stages = registry.Stages(sessions, joins, pipeline.set_devices, rules)
+    registry.apply(snapshot, stages)
+    inventory = Inventory()
+    history = ReadingHistory()
+    pipeline.listeners += [inventory, history]
+    watcher = registry.RegistryWatcher(
+        database.run, keys.decrypt_hex, stages, version=snapshot.version, count_sessions=sessions.__len__
+    )
+    agent = Agent(
+        config, database, profiles, sessions, joins, downlinks,
+        Deduplicator(config.lorawan.dedup_window_ms / 1000), outbox, committer, radio, uplink, forwarder,
+        pipeline, topics, inventory, rules, keys, watcher, FrameRate(lambda: radio.counters.get("frames", 0)),
+        clock=clock, host=HostInfo(config.data_path),
+    )  # fmt: skip
+    pipeline.send = lambda first, second: loops.spawn_transmit(agent, first, second)
+
+    def flush() -> None:
+        commit_now()
+        forwarder.flush()
+
+    # The control socket of the technician commands (read-only views, flush, requeue).
+    source = StatusSource(
+        config,
+        summary=agent.summary,
+        radio_health=radio.health,
+        frames_per_min=agent.frame_rate.per_min,
+        time_quality=lambda: clock.quality(None),
+        registered=sessions.__len__,
+        heard=inventory.snapshot,
+        recent_frames=lambda: radio.recent,
+        rules_status=rules.status if rules is not None else None,
+        connected=lambda: uplink.connected,
+        run_db=database.run,
+    )
+    agent.control = control = ControlServer(
+        config.data_path / SOCKET_NAME, Queries(source, outbox, history, flush).handlers()
+    )
+    pipeline.listeners.append(lambda event: control.publish("tail", event))
+
+    # Agent updates: update_agent announces a package, its chunks come on update/..., update-state answers
+    # (subscribed last, after the commands and the pushed configuration, as before).
+    agent.updater = updater = AgentUpdater(
+        Updates(config.data_path),
+        UpdateLinks(
+            chunks_root=topics.root,
+            publish_state=lambda data: uplink.publish(topics.update_state, data, retain=True),
+            connected=lambda: uplink.connected,
+            accepted_frames=lambda: pipeline.counters.get("accepted", 0),
+            last_heard_s=lambda: [s["last_seen_s"] or 0.0 for s in inventory.snapshot().values()],
+            request_restart=agent.restart_requested.set,
+            check_s=config.fleet.update_check_s,
+        ),
+    )
+
+    # Signed platform commands on <prefix>/<id>/cmd/<name>, answers on cmd-result (docs/fleet.md).
+    agent.commands = commands = build_dispatcher(
+        Trust(config.data_path, gateway_id=config.gateway.id),
+        Actions(
+            flush=flush,
+            downlinks=downlinks,
+            request_restart=agent.restart_requested.set,
+            announce_update=updater.announce,
+            configured_log_level=config.log.level if config.log.level != "TRACE" else "DEBUG",
+        ),
+    )
+    uplink.subscribe(
+        topics.cmd_filter, commands.mqtt_handler(lambda data: uplink.publish(topics.cmd_result, data))
+    )
+
+    # Pushed configuration on the retained <prefix>/<id>/config, answers on config-state.
+    def reload_pushed_rules() -> None:
+        if rules is not None:
+            loops.reload_rules(rules, pipeline.route, config.rules.path, "pushed")
+
+    agent.remote_config = applier = build_config_applier(
+        config,
+        commands.trust,
+        outbox,
+        publish_state=lambda data: uplink.publish(topics.config_state, data, retain=True),
+        connected=lambda: uplink.connected,
+        request_restart=agent.restart_requested.set,
+        reload_rules=reload_pushed_rules,
+    )
+    uplink.subscribe(topics.config, applier.mqtt_handler())
+    uplink.add_connect_hook(applier.on_connect)
+    uplink.subscribe(topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
+    uplink.add_connect_hook(updater.report)
+    return agent
+
+
+def _load_rules(config: Config) -> RuleEngine | None:
+    if not config.rules.path:
+        return None
+    try:
+        return RuleEngine(load_rules(config.rules.path))
+    except ConfigError as exc:
+        # A bad rules file must not take the gateway (and its uplink) down: run without rules,
+        # with the refusal recorded for `edgegw rules`; a fixed file is picked up by the reloader.
+        log.error("rules not loaded, running without rules: %s", exc)
+        engine = RuleEngine()
+        engine.reload(config.rules.path, time.time())
+        return engine

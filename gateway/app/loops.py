@@ -1,0 +1,220 @@
+"""The loops of the running agent, other than the stages' own (commit, forward, remote config).
+
+Owns the receive loop (radio → de-duplication window → pipeline), the downlink transmissions
+(RX1, then RX2; none while group commits fail), the class C poll, the time-driven rules and the
+rules file's hot reload, and what is published or logged periodically (inventory, health extras,
+the summary line, the retained ``online`` state). Each is a function of the agent's stages; the
+order in which they start and stop belongs to ``gateway.app.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.clock import iso_utc
+from gateway.errors import UplinkError
+from gateway.messages import DevEui, TxRequest, TxStatus
+from gateway.rules.actions import Output
+from gateway.rules.engine import RuleEngine
+from gateway.uplink import envelope
+
+from .agent import Agent
+
+log = logging.getLogger(__name__)
+
+RULES_TICK_MAX_S = 30.0
+
+
+async def every(interval_s: float, fn: Callable[[], Awaitable[None] | None]) -> None:
+    """Call ``fn`` every ``interval_s`` seconds (awaiting it when it is a coroutine function)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        result = fn()
+        if result is not None:
+            await result
+
+
+# --- the uplink side -------------------------------------------------------------------------
+
+
+async def receive(agent: Agent) -> None:
+    """Radio → de-duplication window → pipeline; one copy of each uplink, the best heard."""
+    radio_receive, dedup, handle = agent.radio.receive, agent.dedup, agent.pipeline.handle
+    while True:
+        due_s = dedup.next_due_s()
+        timeout_s = None if due_s is None else max(0.0, due_s - time.monotonic())
+        try:
+            frame = await asyncio.wait_for(radio_receive(), timeout_s)
+        except TimeoutError:
+            frame = None
+        ready = dedup.add(frame, time.monotonic()) if frame is not None else []
+        ready.extend(dedup.due(time.monotonic()))
+        for heard in ready:
+            await handle(heard)
+
+
+def spawn_transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
+    """Send a downlink in its own task (the pipeline does not wait for RX1/RX2)."""
+    task = asyncio.get_running_loop().create_task(transmit(agent, first, second))
+    agent.transmissions.add(task)
+    task.add_done_callback(agent.transmissions.discard)
+
+
+async def transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
+    """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...).
+
+    Not while group commits fail (a full disk): the downlink counter each frame used is not
+    durable then, and after a crash the same FCntDown would go out again under the same keys
+    (keystream reuse, and the device refuses it). The device repeats an unacknowledged confirmed
+    uplink; a command waits for the platform to send it again.
+    """
+    if agent.committer.failing:
+        agent.downlinks.counters["not_sent_disk_full"] += 1
+        return
+    for request in (first, second):
+        if request is None:
+            continue
+        result = await agent.radio.transmit(request)
+        if result.status is TxStatus.SENT:
+            return
+        log.debug("downlink to %s not sent at %d Hz: %s %s", request.dev_eui, request.freq_hz, result.status,
+                  result.detail)  # fmt: skip
+
+
+def class_c(agent: Agent) -> None:
+    for request in agent.downlinks.class_c_ready():
+        spawn_transmit(agent, request, None)
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+async def rules_ticks(
+    rules: RuleEngine, route: Callable[[list[Output]], None], commit: Callable[[], None]
+) -> None:
+    """Time-driven rules: silence watchdogs, lighting schedules, interval aggregates."""
+    while True:
+        now_s = time.time()
+        route(rules.tick(now_s))
+        if rules.has_changes:
+            commit()  # the changed state commits with the records it produced
+        due_s = rules.next_due_s(now_s)
+        await asyncio.sleep(
+            RULES_TICK_MAX_S if due_s is None else min(RULES_TICK_MAX_S, max(0.5, due_s - now_s))
+        )
+
+
+def reload_rules(
+    rules: RuleEngine, route: Callable[[list[Output]], None], path: str | Path, why: str
+) -> bool:
+    """Load the rules file again; any ConfigError (invalid, unreadable, not UTF-8) keeps the
+    running rules, and the engine records it for `edgegw rules`. True when the new rules run."""
+    outputs, error = rules.reload(path, time.time())
+    route(outputs)
+    if error is not None:
+        log.error("%s rules refused, the previous rules stay: %s", why, error)
+        return False
+    return True
+
+
+def rules_file_watcher(
+    rules: RuleEngine, route: Callable[[list[Output]], None], path: str
+) -> Callable[[], None]:
+    """A check to call periodically: reload the rules when the file's mtime changed."""
+    file = Path(path)
+    seen = {"mtime": _mtime(file)}
+
+    def check() -> None:
+        mtime = _mtime(file)
+        if mtime == seen["mtime"]:
+            return
+        seen["mtime"] = mtime
+        if reload_rules(rules, route, file, "new"):
+            log.info("rules reloaded from %s", file)
+
+    return check
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+# --- observation -----------------------------------------------------------------------------
+
+
+def health_extra(agent: Agent) -> dict[str, Any]:
+    """The agent's sections of the ``health`` message (the uplink adds its own)."""
+    summary = agent.summary()
+    return {
+        "agent": {"version": __version__, "uptime_s": summary["uptime_s"]},
+        "host": agent.host.section() if agent.host is not None else None,
+        "radio": agent.radio.health(),
+        "pipeline": summary["pipeline"],
+        "storage": summary["storage"],
+        "salvage": summary["salvage"],
+        "clock": {"time_quality": agent.clock.quality(None)},
+    }
+
+
+async def publish_inventory(agent: Agent) -> None:
+    """The devices heard since the start (docs/mqtt.md ``inventory``); skipped while offline."""
+    if not agent.uplink.connected:
+        return
+    now_s = time.time()
+    devices = []
+    for eui, seen in sorted(agent.inventory.snapshot(now_s).items()):
+        session = agent.sessions.by_dev_eui(DevEui.from_hex(eui))
+        info = agent.pipeline.devices.get(eui)
+        devices.append({
+            "dev_eui": eui,
+            "profile": session.profile if session is not None else None,
+            "site": info.site if info is not None else None,
+            "last_seen": iso_utc(seen["last_seen_s"]) if seen["last_seen_s"] else None,
+            **{k: v for k, v in seen.items() if k != "last_seen_s"},
+        })  # fmt: skip
+    max_bytes = agent.uplink.max_payload_bytes(agent.topics.inventory)  # pages the broker takes
+    for page in envelope.inventory(agent.config.gateway.id, iso_utc(now_s), devices, max_bytes=max_bytes):
+        try:
+            await agent.uplink.publish(agent.topics.inventory, page, qos=1)
+        except UplinkError as exc:
+            log.debug("inventory not published: %s", exc)
+            return
+
+
+def log_summary(agent: Agent) -> None:
+    s = agent.summary()
+    p, f = s["pipeline"], s["forwarder"]
+    rejected = {k.removeprefix("rejected."): v for k, v in p.items() if k.startswith("rejected.")}
+    log.info(
+        "frames in %d, accepted %d, decoded %d, joins %d, rejected %s; committed %d; "
+        "batches acked %d (%d records); uplink %s",
+        agent.radio.counters.get("frames", 0), p.get("accepted", 0), p.get("decoded", 0), p.get("joins", 0),
+        rejected or "{}", s["outbox"].get("committed", 0), f.get("batches_acked", 0),
+        f.get("records_acked", 0), "connected" if s["uplink"]["connected"] else "DISCONNECTED",
+    )  # fmt: skip
+
+
+def publish_online(agent: Agent) -> None:
+    """The retained ``online`` state, at each connection (the broker's will says ``offline``)."""
+    payload = envelope.state(True, __version__, iso_utc(time.time()))
+    task = asyncio.get_running_loop().create_task(
+        agent.uplink.publish(agent.topics.state, payload, retain=True)
+    )
+    task.add_done_callback(log_failure("publishing online state"))
+
+
+def log_failure(what: str) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s failed: %s", what, task.exception())
+
+    return done

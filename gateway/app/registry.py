@@ -1,0 +1,127 @@
+"""The device registry as the running agent sees it: read on the database thread, applied on the loop.
+
+Owns one snapshot of the registry (``read`` — sessions, OTAA devices, sites, installation
+parameters and profiles, in one database job) and its adoption by the stages (``apply``: the
+session table and the join server merge it, the pipeline takes the device table, the rule engine
+learns each device). The split is the rule of docs/architecture.md: the database thread only
+reads; everything the event loop iterates (the engine's changed-state set, the pipeline's device
+table) is changed on the loop. ``RegistryWatcher.refresh`` re-reads only when another process (the
+CLI, an import) committed to the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.errors import StorageError
+from gateway.lorawan.join import OtaaDevice, load_otaa_devices
+from gateway.lorawan.sessions import Session, load_sessions
+from gateway.pipeline import DeviceInfo
+from gateway.provisioning import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the registry held at ``version`` (``PRAGMA data_version`` read before the rows)."""
+
+    version: int
+    sessions: list[Session]
+    otaa: list[OtaaDevice]
+    devices: dict[str, DeviceInfo]
+    profiles: dict[str, tuple[str, str]]
+    """DevEUI hex -> (profile, site), for the rule engine."""
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    # Changes only when another connection (the CLI, an import) committed to the file:
+    # the agent's own group commits every 50 ms do not move it.
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
+def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
+    """The whole registry, on the database thread (it only reads; ``apply`` adopts it)."""
+    version = data_version(conn)  # before the rows: a change meanwhile is seen at the next refresh
+    params = registry.device_params(conn)
+    devices: dict[str, DeviceInfo] = {}
+    profiles: dict[str, tuple[str, str]] = {}
+    for device in registry.list_devices(conn):
+        eui = str(device.dev_eui)
+        numeric = {k: float(v) for k, v in params.get(eui, {}).items() if isinstance(v, (int, float))}
+        devices[eui] = DeviceInfo(site=device.site, params=numeric)
+        profiles[eui] = (device.profile, device.site)
+    return Snapshot(
+        version, load_sessions(conn, decrypt), load_otaa_devices(conn, decrypt), devices, profiles
+    )
+
+
+class Adopter(Protocol):
+    """A stage that adopts part of a snapshot (``SessionTable``, ``JoinServer``)."""
+
+    def merge(self, fresh: Any, /) -> None: ...
+
+
+class DeviceRegistrar(Protocol):
+    def register_device(self, dev_eui: str, profile: str, site: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """Where a snapshot goes; ``set_devices`` replaces the pipeline's device table."""
+
+    sessions: Adopter
+    joins: Adopter
+    set_devices: Callable[[dict[str, DeviceInfo]], None]
+    rules: DeviceRegistrar | None
+
+
+def apply(snapshot: Snapshot, stages: Stages) -> None:
+    """Adopt ``snapshot`` (on the event loop: the stages are the loop's)."""
+    stages.sessions.merge(snapshot.sessions)
+    stages.joins.merge(snapshot.otaa)
+    stages.set_devices(snapshot.devices)
+    if stages.rules is not None:
+        for eui, (profile, site) in snapshot.profiles.items():
+            stages.rules.register_device(eui, profile, site)
+
+
+class RegistryWatcher:
+    """Re-reads the registry when another process changed the file, then applies it on the loop.
+
+    Re-reading rebuilds every session's cipher contexts and re-registers every device with the
+    rules: 10,000 devices every 10 s would be wasted work on a Pi, hence the version check.
+    """
+
+    def __init__(
+        self,
+        run_db: Callable[..., Awaitable[Any]],
+        decrypt: Callable[[str], str],
+        stages: Stages,
+        *,
+        version: int,
+        count_sessions: Callable[[], int],
+    ) -> None:
+        self._run_db, self._decrypt, self._stages = run_db, decrypt, stages
+        self.version = version
+        self._count_sessions = count_sessions
+
+    async def refresh(self) -> None:
+        try:
+            version = await self._run_db(data_version)
+            if version == self.version:
+                return
+            snapshot: Snapshot = await self._run_db(read, self._decrypt)
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("cannot reload the device registry: %s", exc)
+            return
+        before = self._count_sessions()
+        apply(snapshot, self._stages)
+        self.version = snapshot.version
+        if self._count_sessions() != before:
+            log.info("device registry changed: %d sessions (was %d)", self._count_sessions(), before)
