@@ -18,7 +18,8 @@ demo: setup
 test: setup node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Each bench prints its table and writes bench/results/*.json; the plots need the plots extra.
 BENCHES = bench_e2e bench_scaling bench_mac bench_codec bench_rules bench_udp_ingest bench_outbox bench_uplink bench_buffer_choice

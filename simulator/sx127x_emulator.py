@@ -223,6 +223,9 @@ class Sx127xEmulator:
             value = (value & ~LONG_RANGE_MODE) | (self._regs[REG_OP_MODE] & LONG_RANGE_MODE)
         self._regs[REG_OP_MODE] = value
         mode = value & MODE_MASK
+        if previous == MODE_TX and mode != MODE_TX and self._tx_timer is not None:
+            self._tx_timer.cancel()  # leaving TX aborts the transmission: no TxDone follows
+            self._tx_timer = None
         if mode == MODE_RXCONT and previous != MODE_RXCONT:
             self._rx_write = self._regs[REG_FIFO_RX_BASE_ADDR]
         if mode == MODE_TX and previous != MODE_TX and self.lora:

@@ -1,7 +1,8 @@
 """Shared fixtures: a real mosquitto on a free loopback port, free ports, an MQTT subscriber.
 
 Everything here talks to 127.0.0.1 only. Processes started by a fixture are
-stopped by it; a test that leaves one behind fails.
+stopped by it; a test that leaves one behind (or a thread, a socket, an asyncio task) fails:
+tests/leak_guard.py, loaded for every test below.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.broker import MOSQUITTO, Mosquitto
 from simulator.broker import free_port as free_port  # the tests import it from here
+
+# pytester: tests/test_leak_guard.py runs the guard on tests it writes.
+pytest_plugins = ["tests.leak_guard", "pytester"]
 
 
 @pytest.fixture

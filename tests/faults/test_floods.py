@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,13 @@ class SharedAgent:
         assert subscribed.wait(5), f"could not subscribe to {topic_filter}"
         return sub
 
+    def close_clients(self, first: int = 0) -> None:
+        """Disconnects and stops the subscribers from index ``first`` on, and forgets them."""
+        for client in self.clients[first:]:
+            client.disconnect()
+            client.loop_stop()
+        del self.clients[first:]
+
     def radio_counters(self) -> dict[str, int]:
         status = request(self.config_file.parent / "data" / "control.sock", "status")
         counters: dict[str, int] = status["radio"]["counters"]
@@ -121,15 +128,22 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedAgent]:
         state.wait_for(lambda m: any(json.loads(x.payload)["state"] == "online" for x in m), 20)
         yield env
     finally:
-        for client in env.clients:
-            client.disconnect()
-            client.loop_stop()
+        env.close_clients()
         try:
             code = agent.stop()
             assert code == 0, "\n".join(agent.lines[-30:])
             assert not _tracebacks(agent)
         finally:
             broker.stop()
+
+
+@pytest.fixture
+def subscribe_shared(shared: SharedAgent) -> Iterator[Callable[[str], Subscriber]]:
+    """``subscribe_shared(topic_filter)``: a subscriber on the shared broker for one test, stopped
+    after it (the agent is the module's; what a test starts is the test's to stop)."""
+    first = len(shared.clients)
+    yield shared.subscribe
+    shared.close_clients(first)
 
 
 def _stop(agent: AgentProcess) -> dict[str, Any]:
@@ -155,9 +169,11 @@ def stat_flood_datagram(eui: bytes, token: int, size_bytes: int) -> bytes:
     return datagram[:-2] + b" " * (size_bytes - len(datagram)) + b"}}"
 
 
-def test_a_stat_flood_from_1024_gateway_euis_keeps_the_agent_small_and_serving(shared: SharedAgent) -> None:
+def test_a_stat_flood_from_1024_gateway_euis_keeps_the_agent_small_and_serving(
+    shared: SharedAgent, subscribe_shared: Callable[[str], Subscriber]
+) -> None:
     agent, device = shared.agent, shared.device
-    sub = shared.subscribe(f"edgegw/{GATEWAY_ID}/up")
+    sub = subscribe_shared(f"edgegw/{GATEWAY_ID}/up")
     # Half of the flood at the UDP maximum (refused by size before parsing), half just under
     # 32 KiB (parsed, refused for its thousands of stat keys).
     sizes = (UDP_MAX_PAYLOAD_BYTES, 31 * 1024)
@@ -243,7 +259,9 @@ FORGED_COMMANDS = 20_000
 WINDOW = 2000  # commands in flight at most: mosquitto's queue for the agent never overflows
 
 
-def test_20000_forged_commands_give_a_few_log_lines_and_every_refusal_counted(shared: SharedAgent) -> None:
+def test_20000_forged_commands_give_a_few_log_lines_and_every_refusal_counted(
+    shared: SharedAgent, subscribe_shared: Callable[[str], Subscriber]
+) -> None:
     flush = command("flush")
     forged = [
         sign_envelope(Ed25519PrivateKey.generate(), flush, target=GATEWAY_ID),  # bad_signature
@@ -251,7 +269,7 @@ def test_20000_forged_commands_give_a_few_log_lines_and_every_refusal_counted(sh
         sign_envelope(shared.platform_key, flush, target=GATEWAY_ID, issued_at=1_000_000),  # expired
     ]
     payloads = [json.dumps(envelope).encode() for envelope in forged] + [b"\xff not json"]  # + malformed
-    results = shared.subscribe(f"edgegw/{GATEWAY_ID}/cmd-result")
+    results = subscribe_shared(f"edgegw/{GATEWAY_ID}/cmd-result")
     lines_before = len(shared.agent.lines)
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="flood-publisher")
     publisher.max_inflight_messages_set(100)
