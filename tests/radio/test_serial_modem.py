@@ -141,8 +141,11 @@ async def test_a_modem_refusing_commands_is_retried_not_fatal(tmp_path: Path) ->
     modem._answer = refuse_syncword  # type: ignore[method-assign]
     try:
         start = asyncio.create_task(backend.start())
-        await until(lambda: modem.state.commands.count("AT+SYNCWORD=not-hex") >= 2, "a retry")
-        assert not backend.connected and backend.counters["command_error"] >= 2
+        # The simulator records a command before it answers; the backend counts the refusal once it
+        # has read the answer: wait for the backend's count, not the simulator's (a loaded machine
+        # runs the assertion between the two).
+        await until(lambda: backend.counters["command_error"] >= 2, "a retry")
+        assert not backend.connected and modem.state.commands.count("AT+SYNCWORD=not-hex") >= 2
         await asyncio.wait_for(start, 10)
     finally:
         await backend.stop()
