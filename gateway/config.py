@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway import textfile
+from gateway import eu868, textfile
 from gateway.errors import ConfigError
 from gateway.yamldoc import Node
 
@@ -66,6 +66,12 @@ class RadioSection:
         "serial:///dev/ttyUSB0?baud=115200 (RAK RUI3 modem). Semtech UDP has no "
         "authentication: keep 127.0.0.1 (the forwarder on the same Pi) unless it runs elsewhere.",
         default="semtech-udp://127.0.0.1:1700",
+    )
+    antenna_gain_dbi: float = _doc(
+        "Gain of the gateway's antenna in dBi, minus the loss of its cable in dB: taken off each "
+        "sub-band's radiated limit to get the conducted power of a downlink (docs/radio.md, 'Transmit "
+        "power'). 2.15 is a dipole-class whip (conducted = e.r.p.); set it for any other antenna.",
+        default=eu868.DEFAULT_ANTENNA_GAIN_DBI,
     )
 
 
@@ -227,7 +233,10 @@ class LorawanSection:
         default="867100000 867300000 867500000 867700000 867900000",
     )
     downlink_power_dbm: float = _doc(
-        "Transmit power of downlinks (EU868 RX1 bands allow 14 dBm).", default=14.0
+        "Highest conducted transmit power of downlinks in dBm (the concentrator's); each downlink is "
+        "sent at the lower of this and its sub-band's limit less radio.antenna_gain_dbi (EU868: 14 dBm "
+        "e.r.p. in the RX1 bands, 27 dBm e.r.p. at 869.525 MHz; docs/radio.md).",
+        default=27.0,
     )
     dedup_window_ms: int = _doc(
         "The same uplink heard by several forwarders within this window is processed once (best RSSI/SNR); "
@@ -577,6 +586,12 @@ def _check(config: Config, file: str) -> None:
         raise ConfigError(
             "expected a URL such as semtech-udp://127.0.0.1:1700", file=file, key_path="radio.url"
         )
+    if not -10.0 <= config.radio.antenna_gain_dbi <= 30.0:
+        raise ConfigError(
+            "must be -10..30 dBi (antenna gain minus cable loss)",
+            file=file,
+            key_path="radio.antenna_gain_dbi",
+        )
     _check_lorawan(config.lorawan, file)
 
 
@@ -600,7 +615,8 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
     if not 1 <= section.rx_delay_s <= 15:
         raise bad("rx_delay_s", "must be 1..15")
     if not 0 <= section.downlink_power_dbm <= 27:
-        # EU868 (ETSI EN 300 220): 14 dBm ERP in the RX1 bands, 27 dBm only in 869.40-869.65 MHz.
+        # The ceiling of the radio: EN 300 220-2 allows at most 27 dBm e.r.p. (869.40-869.65 MHz) and
+        # RadioBackend.transmit limits each downlink to its own sub-band's e.r.p. below that.
         raise bad("downlink_power_dbm", "must be 0..27 dBm (EU868: 14 in the RX1 bands, 27 at most in RX2)")
     if section.dedup_window_ms < 0:
         raise bad("dedup_window_ms", "must not be negative")
@@ -610,6 +626,16 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
         raise bad("cflist_hz", "expected frequencies in Hz separated by spaces") from exc
     if len(freqs) > 5 or any(f % 100 or not 863_000_000 <= f <= 870_000_000 for f in freqs):
         raise bad("cflist_hz", "at most 5 EU868 frequencies in Hz, multiples of 100 Hz")
+    for freq_hz in freqs:
+        # A CFList channel is a 125 kHz uplink channel (RP002 EU863-870 CFList): all of it must lie in
+        # one sub-band of EN 300 220-2 (869.2-869.4 MHz and the gaps at 868.6 and 869.65 MHz are not
+        # for generic devices).
+        if eu868.sub_band_for(freq_hz, 125_000) is None:
+            raise bad(
+                "cflist_hz",
+                f"{freq_hz} Hz: a 125 kHz channel there is not inside one EU868 sub-band "
+                "(863-865, 865-868, 868.0-868.6, 868.7-869.2, 869.4-869.65, 869.7-870 MHz)",
+            )
 
 
 def leaf_keys(cls: type[Any] | None = None, prefix: str = "") -> list[str]:

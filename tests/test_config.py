@@ -78,6 +78,12 @@ def test_environment_overrides_nested_and_top_level_keys() -> None:
         ("gateway: {id: g}\nmqtt: {drain_rate_records_s: 0.0001}", "mqtt.drain_rate_records_s", "at least 1"),
         ("gateway: {id: g}\noutbox: {commit_interval_ms: 3600000}", "outbox.commit_interval_ms", "at most"),
         ("gateway: {id: g}\nlorawan: {downlink_power_dbm: 30}", "lorawan.downlink_power_dbm", "0..27 dBm"),
+        (
+            "gateway: {id: g}\nlorawan: {cflist_hz: '867100000 869300000'}",
+            "lorawan.cflist_hz",
+            "869300000 Hz",
+        ),
+        ("gateway: {id: g}\nradio: {antenna_gain_dbi: 40}", "radio.antenna_gain_dbi", "-10..30 dBi"),
     ],
 )
 def test_errors_name_file_key_path_and_reason(text: str, key_path: str, reason: str) -> None:
@@ -115,3 +121,34 @@ def test_an_override_the_strict_loader_refuses_is_reported(value: str) -> None:
     # repeats a key. Overrides are read like the files.
     with pytest.raises(ConfigError, match="environment override EDGEGW_GATEWAY__NAME is not a YAML scalar"):
         config.loads(MINIMAL, environ={"EDGEGW_GATEWAY__NAME": value})
+
+
+# ETSI EN 300 220-2 V3.1.1 Table B.1, the sub-bands of generic short-range devices in 863-870 MHz as
+# The Things Stack lists them (pkg/band/eu_863_870.go); 869.2-869.4 MHz is not one of them. Written
+# here from the standard, not read from gateway.eu868.
+_EN_300_220_2_BANDS_HZ = [
+    (863_000_000, 865_000_000),
+    (865_000_000, 868_000_000),
+    (868_000_000, 868_600_000),
+    (868_700_000, 869_200_000),
+    (869_400_000, 869_650_000),
+    (869_700_000, 870_000_000),
+]
+
+
+def _channel_in_a_band(freq_hz: int, bw_hz: int = 125_000) -> bool:
+    return any(
+        low <= freq_hz - bw_hz / 2 and freq_hz + bw_hz / 2 <= high for low, high in _EN_300_220_2_BANDS_HZ
+    )
+
+
+@pytest.mark.parametrize("freq_hz", range(863_000_000, 870_000_001, 25_000))
+def test_a_cflist_channel_is_accepted_exactly_when_it_lies_in_one_sub_band(freq_hz: int) -> None:
+    # A CFList entry is a 125 kHz uplink channel (RP002-1.0.3 EU863-870 CFList); every 25 kHz step.
+    text = f"gateway: {{id: g}}\nlorawan: {{cflist_hz: '{freq_hz}'}}"
+    if _channel_in_a_band(freq_hz):
+        assert config.loads(text, environ={}).lorawan.cflist == (freq_hz,)
+    else:
+        with pytest.raises(ConfigError) as info:
+            config.loads(text, environ={})
+        assert info.value.key_path == "lorawan.cflist_hz"

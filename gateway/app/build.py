@@ -103,6 +103,7 @@ def build(config: Config) -> Agent:
 
     # Radio, rules, pipeline.
     radio = open_backend(config.radio.url)
+    radio.antenna_gain_dbi = config.radio.antenna_gain_dbi  # every transmission within its sub-band's ERP limit
     rules = _load_rules(config)
     if rules is not None:
         rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)

@@ -39,6 +39,8 @@ LOCAL_ONLY = (
     "mqtt.host", "mqtt.port", "mqtt.client_id", "mqtt.topic_prefix", "radio.url",
     "rules.path", "data_dir", "profiles_dir", "fleet.*",
     "outbox.disk_reserve_bytes", "outbox.memory_queue_records",
+    # The antenna is on the mast, not in the platform: a pushed lower gain would raise the radiated power.
+    "radio.antenna_gain_dbi",
 )  # fmt: skip
 """Keys (globs) a push may change only when the local ``fleet.remote_settable`` lists them: how and
 where the gateway connects and with which secrets (a signed push is one stolen platform key away

@@ -22,7 +22,9 @@ Contract for backend authors:
 * To transmit, implement ``_transmit(request, airtime_s)``; callers use ``transmit()``, which
   does the shared work first: the airtime (``airtime.py``), the EU868 duty cycle
   (``dutycycle.py``: refuse with ``DUTY_CYCLE``, or defer an immediate class C send
-  when the budget frees up within ``max_defer_s``), and the ``tx_*`` counters.
+  when the budget frees up within ``max_defer_s``), the transmit power limit of its sub-band
+  (``eu868.max_conducted_dbm`` through ``antenna_gain_dbi``: a request above it is sent at it),
+  and the ``tx_*`` counters. ``_transmit`` receives the request with its power already limited.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +41,7 @@ from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl
 
 from gateway.errors import ConfigError
+from gateway.eu868 import DEFAULT_ANTENNA_GAIN_DBI, max_conducted_dbm
 from gateway.loglevels import TRACE
 from gateway.loglimit import RateLimitedLog
 from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
@@ -110,6 +114,7 @@ class RadioBackend(abc.ABC):
     ``tx_requests``             calls of ``transmit()``
     ``tx_ok`` / ``tx_failed``   outcomes (SENT / anything else), and ``tx.<status>`` per TxStatus
     ``tx_deferred``             immediate sends held back until the duty-cycle budget allowed them
+    ``tx_power_limited``        requests asked above their sub-band's limit, sent at the limit
     ``tx_airtime_ms``           airtime actually spent (whole milliseconds)
 
     Backends add their own (the Semtech backend counts ``datagrams``, ``push_data``, ...).
@@ -135,6 +140,9 @@ class RadioBackend(abc.ABC):
         """EU868 airtime accounting of this transmitter (one per radio)."""
         self.max_defer_s = max_defer_s
         """An immediate (class C) send may wait this long for budget; 0 refuses at once."""
+        self.antenna_gain_dbi = DEFAULT_ANTENNA_GAIN_DBI
+        """Gain of the antenna net of cable loss (``radio.antenna_gain_dbi``): what the radiated power
+        adds to the conducted power commanded, so the limit of each sub-band is taken off it."""
         self._clock = clock
         self._sleep = sleep
         self.counters: collections.Counter[str] = collections.Counter()
@@ -160,7 +168,8 @@ class RadioBackend(abc.ABC):
         """Send one downlink; never raises for radio trouble, the result says what happened.
 
         Order: airtime of the request (LoRa, explicit header, no CRC: LoRaWAN downlinks
-        carry none), the duty-cycle check of its sub-band, the backend's ``_transmit``.
+        carry none), the duty-cycle check of its sub-band, its power limited to the sub-band's
+        e.i.r.p. minus ``antenna_gain_dbi`` (whole dBm, rounded down), the backend's ``_transmit``.
         The airtime is booked before the backend is asked (so concurrent sends cannot
         overshoot together) and given back when the radio reports it did not send.
         """
@@ -191,6 +200,8 @@ class RadioBackend(abc.ABC):
         if not decision.allowed:
             result = TxResult(TxStatus.DUTY_CYCLE, decision.reason, spend_s * 1000.0)
             return self._finish_tx(request, result)
+        if decision.band is not None:
+            request = self._limit_power(request, max_conducted_dbm(decision.band, self.antenna_gain_dbi))
         spend = self.duty_cycle.record(request.freq_hz, spend_s, self._clock(), request.bw_hz)
         try:
             result = await self._transmit(request, spend_s)
@@ -205,6 +216,14 @@ class RadioBackend(abc.ABC):
         if result.airtime_ms is None:
             result = TxResult(result.status, result.detail, spend_s * 1000.0)
         return self._finish_tx(request, result)
+
+    def _limit_power(self, request: TxRequest, limit_dbm: int) -> TxRequest:
+        # Not logged: lorawan.downlink_power_dbm is the radio's ceiling and the RX1 bands sit 13 dB
+        # under RX2's, so with the default configuration every RX1 downlink is limited here.
+        if request.power_dbm <= limit_dbm:
+            return request
+        self.counters["tx_power_limited"] += 1
+        return dataclasses.replace(request, power_dbm=float(limit_dbm))
 
     async def _transmit(self, request: TxRequest, airtime_s: float) -> TxResult:
         """Hand the downlink to the radio and report the outcome (backends override this)."""

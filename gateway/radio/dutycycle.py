@@ -1,10 +1,9 @@
 """EU868 duty-cycle accounting for the gateway's own transmissions (sans-IO: time is passed in).
 
-Owns the EU868 sub-bands of ETSI EN 300 220-2 V3.1.1 as The Things Stack encodes them
-(pkg/band/eu_863_870.go; research/domain.md §0.1), a sliding one-hour window of
-airtime spent per sub-band, the yes/no/when answer for one more transmission, the
-choice between RX1 and RX2 when both are possible, and the budget left per sub-band
-for health. It owns no radio, no clock and no sleeping: ``RadioBackend.transmit``
+Uses the EU868 sub-bands of ETSI EN 300 220-2 V3.1.1 (``gateway.eu868``, re-exported here)
+and owns a sliding one-hour window of airtime spent per sub-band, the yes/no/when answer for
+one more transmission, the choice between RX1 and RX2 when both are possible, and the budget
+left per sub-band for health. It owns no radio, no clock and no sleeping: ``RadioBackend.transmit``
 asks it, with the monotonic time, before every downlink.
 
 Why per gateway: the duty cycle is "the share of transmit time per transmitter and per
@@ -20,51 +19,21 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
-WINDOW_S: Final = 3600.0
+from gateway.eu868 import EU868_SUB_BANDS, WINDOW_S, SubBand, sub_band_for
 
-
-@dataclass(frozen=True, slots=True)
-class SubBand:
-    """One regulated sub-band: a whole channel must fit in [low_hz, high_hz]."""
-
-    name: str
-    low_hz: int
-    high_hz: int
-    duty_cycle: float
-    """Fraction of the window that may be spent transmitting (0.01 = 1 %)."""
-    max_eirp_dbm: float
-
-    def holds(self, freq_hz: int, bw_hz: int) -> bool:
-        half = bw_hz / 2
-        return self.low_hz <= freq_hz - half and freq_hz + half <= self.high_hz
-
-    def limit_s(self, window_s: float = WINDOW_S) -> float:
-        return self.duty_cycle * window_s
-
-
-# TTS names (K..R) and limits from pkg/band/eu_863_870.go, "See ETSI EN 300.220-2 V3.1.1
-# (2017-02)". 869.2-869.4 MHz (O) is deliberately absent there too: nothing may be sent in it.
-# EIRP = ERP + 2.15 dB (TTS eirpDelta): 25 mW ERP = 16.15 dBm, 500 mW ERP = 29.15 dBm.
-EU868_SUB_BANDS: Final[tuple[SubBand, ...]] = (
-    SubBand("K", 863_000_000, 865_000_000, 0.001, 16.15),
-    SubBand("L", 865_000_000, 868_000_000, 0.01, 16.15),
-    SubBand("M", 868_000_000, 868_600_000, 0.01, 16.15),
-    SubBand("N", 868_700_000, 869_200_000, 0.001, 16.15),
-    SubBand("P", 869_400_000, 869_650_000, 0.1, 29.15),
-    SubBand("R", 869_700_000, 870_000_000, 0.01, 16.15),
-)
-
-
-def sub_band_for(
-    freq_hz: int, bw_hz: int = 125_000, bands: tuple[SubBand, ...] = EU868_SUB_BANDS
-) -> SubBand | None:
-    """The sub-band that holds the whole channel, or None (transmitting there is not allowed)."""
-    for band in bands:
-        if band.holds(freq_hz, bw_hz):
-            return band
-    return None
+__all__ = [
+    "EU868_SUB_BANDS",
+    "WINDOW_S",
+    "Decision",
+    "DutyCycle",
+    "Spend",
+    "SubBand",
+    "Window",
+    "pick_rx_window",
+    "sub_band_for",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,9 +315,13 @@ def test_signed_command_with_a_huge_integer_for_a_float_parameter(bench: targets
 
 
 def test_udp_out_of_range_size_is_a_datagram_error() -> None:
-    # 1e400 parses to inf: not an integer size, so bad_rxpk (no OverflowError on the way).
-    with pytest.raises(DatagramError):
-        packets.parse(bytes((2, 0, 1, 0)) + GATEWAY_EUI + b'{"rxpk":[{"data":"AA","size":1e400}]}')
+    # 1e400 parses to inf: not an integer size, so bad_rxpk (no OverflowError on the way). The
+    # datagram itself is well formed (acknowledged); the rxpk is refused on its own.
+    packet = packets.parse(bytes((2, 0, 1, 0)) + GATEWAY_EUI + b'{"rxpk":[{"data":"AA","size":1e400}]}')
+    assert isinstance(packet, packets.PushData)
+    with pytest.raises(DatagramError) as info:
+        packets.rxpk_to_frame_parts(packet.rxpk[0])
+    assert info.value.reason == "bad_rxpk"
 
 
 def test_envelope_with_a_non_ascii_signature_is_malformed_not_a_value_error() -> None:

@@ -33,6 +33,7 @@ from gateway.radio.semtech_udp.packets import (
     parse,
 )
 from simulator.forwarder import AsyncPacketForwarder, PacketForwarder
+from tests.fixtures.semtech import LORA_RXPK, PROTO_RXPK_FSK, PROTO_RXPK_LORA_SF7, PROTO_RXPK_LORA_SF10
 
 EUI_A = bytes.fromhex("b827ebfffe000001")
 EUI_B = bytes.fromhex("b827ebfffe000002")
@@ -275,6 +276,30 @@ async def test_a_burst_of_garbage_is_counted_and_the_backend_keeps_serving(
         loud = [r for r in caplog.records if r.levelno == logging.WARNING and f"({reason})" in r.getMessage()]
         assert len(loud) == 1, reason
     assert backend.pending == 0
+
+
+async def test_proto_example_push_data_is_acked_and_its_good_rxpk_kept(
+    backend: SemtechUdpBackend, raw: RawPeer
+) -> None:
+    # PROTOCOL.TXT §4's example PUSH_DATA: an SF7 rxpk whose data is not base64, an FSK rxpk and a
+    # valid SF10 rxpk. §3.3: the server acknowledges the PUSH_DATA; the SF10 frame comes out and the
+    # other two are counted (issue 18: no PUSH_ACK, nothing kept).
+    datagram = PushData(0x4242, EUI_A, [PROTO_RXPK_LORA_SF7, PROTO_RXPK_FSK, PROTO_RXPK_LORA_SF10])  # type: ignore[list-item]
+    assert await raw.exchange(datagram.to_bytes()) == PushAck(0x4242).to_bytes()
+    frame = await receive(backend)
+    assert len(frame.phy_payload) == PROTO_RXPK_LORA_SF10["size"]
+    assert (frame.rx.freq_hz, frame.rx.sf, frame.rx.concentrator_tmst_us) == (863_009_810, 10, 3316387610)
+    assert backend.pending == 0
+    assert backend.counters["bad_datagram.bad_base64"] == 1
+    assert backend.counters["bad_datagram.unsupported_modulation"] == 1
+    assert backend.counters["frames"] == 1
+
+
+async def test_a_size_mismatch_costs_only_its_own_rxpk(backend: SemtechUdpBackend, raw: RawPeer) -> None:
+    rxpk = [LORA_RXPK | {"data": "AQID"}, LORA_RXPK | {"size": 4}, LORA_RXPK | {"data": "BAUG"}]
+    assert await raw.exchange(PushData(7, EUI_A, rxpk).to_bytes()) == PushAck(7).to_bytes()  # type: ignore[arg-type]
+    assert [(await receive(backend)).phy_payload for _ in range(2)] == [b"\x01\x02\x03", b"\x04\x05\x06"]
+    assert backend.counters["bad_datagram.size_mismatch"] == 1
 
 
 async def test_an_empty_datagram_is_counted(backend: SemtechUdpBackend, raw: RawPeer) -> None:

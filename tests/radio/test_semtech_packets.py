@@ -69,11 +69,23 @@ def reason_of(datagram: bytes) -> str:
 # --------------------------------------------------------------------------- [PROTO] §4 examples
 
 
-def test_proto_section4_example_is_rejected_because_its_first_data_is_not_base64() -> None:
+def test_proto_section4_example_parses_and_only_its_first_rxpk_is_refused() -> None:
     # [PROTO] §4: the first rxpk's "data" mixes '-' (URL-safe alphabet) and '+' (standard
-    # alphabet), so it is valid in neither; the whole datagram is malformed.
+    # alphabet), so it is valid in neither. The datagram itself is well formed (§3.2): it parses
+    # with its three rxpk, and each rxpk stands or falls alone (issue 18: the whole datagram was
+    # refused, the valid SF10 rxpk lost).
     doc = compact({"rxpk": [PROTO_RXPK_LORA_SF7, PROTO_RXPK_FSK, PROTO_RXPK_LORA_SF10]})
-    assert reason_of(push_data_bytes(doc)) == "bad_base64"
+    packet = parse(push_data_bytes(doc))
+    assert isinstance(packet, PushData)
+    assert packet.rxpk == [PROTO_RXPK_LORA_SF7, PROTO_RXPK_FSK, PROTO_RXPK_LORA_SF10]
+    reasons = []
+    for rxpk in packet.rxpk:
+        try:
+            rxpk_to_frame_parts(rxpk)
+            reasons.append("ok")
+        except DatagramError as exc:
+            reasons.append(exc.reason)
+    assert reasons == ["bad_base64", "unsupported_modulation", "ok"]
 
 
 def test_proto_section4_lora_rxpk_unpadded_data_decodes_and_maps_to_rxinfo() -> None:
@@ -424,22 +436,6 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ),
     ("push_data 5000-digit integer", _PD + b'{"x":' + b"9" * 5000 + b"}", "bad_json"),
     ("rxpk not an array", _PD + b'{"rxpk":{}}', "bad_rxpk"),
-    ("rxpk entry not an object", _PD + b'{"rxpk":[1]}', "bad_rxpk"),
-    ("rxpk without data", _PD + b'{"rxpk":[{"size":0}]}', "bad_rxpk"),
-    ("rxpk data a number", _PD + b'{"rxpk":[{"data":5}]}', "bad_rxpk"),
-    ("rxpk data bad characters", _PD + b'{"rxpk":[{"data":"!!!!"}]}', "bad_base64"),
-    ("rxpk data URL-safe alphabet", _PD + b'{"rxpk":[{"data":"-_-_"}]}', "bad_base64"),
-    ("rxpk data non-ASCII", _PD + '{"rxpk":[{"data":"é"}]}'.encode(), "bad_base64"),
-    ("rxpk data impossible length", _PD + b'{"rxpk":[{"data":"AAAAA"}]}', "bad_base64"),
-    ("rxpk size too big", _PD + b'{"rxpk":[{"data":"AQID","size":4}]}', "size_mismatch"),
-    ("rxpk size too small", _PD + b'{"rxpk":[{"data":"AQID","size":2}]}', "size_mismatch"),
-    ("rxpk size a string", _PD + b'{"rxpk":[{"data":"AQID","size":"3"}]}', "bad_rxpk"),
-    ("rxpk size a bool", _PD + b'{"rxpk":[{"data":"AQ==","size":true}]}', "bad_rxpk"),
-    (
-        "second rxpk bad",
-        _PD + compact({"rxpk": [_RXPK_OK, {"data": "AQID", "size": 9}]}).encode(),
-        "size_mismatch",
-    ),
     ("stat not an object", _PD + b'{"stat":[1,2]}', "bad_stat"),
     ("push_ack with trailing bytes", header(0x01) + b"\x00", "trailing_bytes"),
     ("pull_data without EUI", header(0x02) + EUI[:4], "truncated"),
@@ -460,6 +456,44 @@ MALFORMED: list[tuple[str, bytes, str]] = [
 )
 def test_malformed_datagram_is_rejected_with_its_reason(datagram: bytes, reason: str) -> None:
     assert reason_of(datagram) == reason
+
+
+# A well-formed PUSH_DATA with one bad rxpk: the datagram parses (it is acknowledged and its other
+# rxpk are used), the bad entry is refused alone by rxpk_to_frame_parts with its reason.
+BAD_RXPK_IN_GOOD_DATAGRAM: list[tuple[str, bytes, str]] = [
+    ("rxpk entry not an object", _PD + b'{"rxpk":[1]}', "bad_rxpk"),
+    ("rxpk without data", _PD + b'{"rxpk":[{"size":0}]}', "bad_rxpk"),
+    ("rxpk data a number", _PD + b'{"rxpk":[{"data":5}]}', "bad_rxpk"),
+    ("rxpk data bad characters", _PD + b'{"rxpk":[{"data":"!!!!"}]}', "bad_base64"),
+    ("rxpk data URL-safe alphabet", _PD + b'{"rxpk":[{"data":"-_-_"}]}', "bad_base64"),
+    ("rxpk data non-ASCII", _PD + '{"rxpk":[{"data":"é"}]}'.encode(), "bad_base64"),
+    ("rxpk data impossible length", _PD + b'{"rxpk":[{"data":"AAAAA"}]}', "bad_base64"),
+    ("rxpk size too big", _PD + b'{"rxpk":[{"data":"AQID","size":4}]}', "size_mismatch"),
+    ("rxpk size too small", _PD + b'{"rxpk":[{"data":"AQID","size":2}]}', "size_mismatch"),
+    ("rxpk size a string", _PD + b'{"rxpk":[{"data":"AQID","size":"3"}]}', "bad_rxpk"),
+    ("rxpk size a bool", _PD + b'{"rxpk":[{"data":"AQ==","size":true}]}', "bad_rxpk"),
+    (
+        "two good rxpk and one whose size is not its data's",
+        _PD + compact({"rxpk": [LORA_RXPK, LORA_RXPK, LORA_RXPK | {"size": 9}]}).encode(),
+        "size_mismatch",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("datagram", "reason"),
+    [(d, r) for _, d, r in BAD_RXPK_IN_GOOD_DATAGRAM],
+    ids=[n for n, _, _ in BAD_RXPK_IN_GOOD_DATAGRAM],
+)
+def test_a_bad_rxpk_is_refused_alone_not_its_datagram(datagram: bytes, reason: str) -> None:
+    packet = parse(datagram)
+    assert isinstance(packet, PushData)
+    *good, bad = packet.rxpk
+    for rxpk in good:
+        rxpk_to_frame_parts(rxpk)
+    with pytest.raises(DatagramError) as info:
+        rxpk_to_frame_parts(bad)
+    assert info.value.reason == reason
 
 
 BAD_RXPK: list[tuple[str, dict[str, Any], str]] = [

@@ -325,7 +325,9 @@ class SemtechUdpBackend(RadioBackend):
             try:
                 payload, rx = rxpk_to_frame_parts(rxpk, gateway_eui=packet.gateway_eui, backend=self.name)
             except DatagramError as exc:
-                # One bad rxpk (e.g. FSK) does not spoil the others of the same datagram.
+                # One bad rxpk (FSK, bad base64, a size that is not its data's) does not spoil the
+                # others of the same datagram, which was acknowledged above (packets.parse checks the
+                # datagram, rxpk_to_frame_parts each rxpk).
                 self._reject(exc.reason, f"rxpk from {packet.gateway_eui.hex()}: {exc}")
                 continue
             frame = RadioFrame(payload, rx, received_at_s, received_mono_s)

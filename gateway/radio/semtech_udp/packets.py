@@ -9,7 +9,9 @@ conversion of one ``rxpk`` into a PHYPayload plus :class:`~gateway.messages.RxIn
 It owns no sockets, clocks or counters (``backend.py`` does) and never parses
 LoRaWAN. Every malformed input raises :class:`~gateway.errors.DatagramError`
 with a short ``reason``; no other exception escapes :func:`parse` or
-:func:`rxpk_to_frame_parts`, whatever the bytes.
+:func:`rxpk_to_frame_parts`, whatever the bytes. A malformed datagram is refused whole;
+a malformed ``rxpk`` inside a well-formed PUSH_DATA is refused alone (by
+:func:`rxpk_to_frame_parts`), the other ``rxpk`` of the datagram are not affected.
 
 Header of every datagram (PROTOCOL.TXT §3.2-§5.5)::
 
@@ -192,7 +194,12 @@ def _dump_json(obj: object) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PushData:
-    """§3.2 gateway → server: received RF packets (``rxpk``) and/or gateway status (``stat``)."""
+    """§3.2 gateway → server: received RF packets (``rxpk``) and/or gateway status (``stat``).
+
+    A parsed PUSH_DATA is well formed (header, EUI, a JSON object, ``rxpk`` an array of at most
+    ``MAX_RXPK_PER_DATAGRAM``, ``stat`` an object); its ``rxpk`` entries are as sent, unchecked:
+    :func:`rxpk_to_frame_parts` checks each one on its own.
+    """
 
     token: int
     gateway_eui: bytes
@@ -378,8 +385,9 @@ def _parse_push_data(version: int, token: int, datagram: bytes) -> PushData:
         _fail(f"'rxpk' must be an array, got {type(rxpk).__name__}", "bad_rxpk")
     if len(rxpk) > MAX_RXPK_PER_DATAGRAM:
         _fail(f"{len(rxpk)} rxpk in one PUSH_DATA (at most {MAX_RXPK_PER_DATAGRAM})", "too_many_rxpk")
-    for entry in rxpk:
-        _rxpk_payload(entry)
+    # The entries are not checked here: each is a packet of its own (§4), and one a forwarder got
+    # wrong (bad base64, a size that does not match its data, FSK) must not cost the others of the
+    # datagram, nor its PUSH_ACK. rxpk_to_frame_parts checks each entry.
     stat = body.get("stat")
     if stat is not None and not isinstance(stat, dict):
         _fail(f"'stat' must be an object, got {type(stat).__name__}", "bad_stat")

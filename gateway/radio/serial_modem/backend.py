@@ -42,6 +42,8 @@ _KEY_PATH: Final = "radio.url"
 COMMAND_TIMEOUT_S: Final = 2.0
 FIRST_CONNECT_WAIT_S: Final = 5.0
 RECONNECT_MIN_S: Final = 0.1
+MODEM_MAX_POWER_DBM: Final = 22
+"""The most a RAK RUI3 module (STM32WL) transmits; a higher request is sent at this."""
 # RUI3 SX126x sync word for public LoRaWAN networks (0x34 on SX127x = 0x3444 on SX126x).
 LORAWAN_SYNC_WORD: Final = "3444"
 
@@ -337,7 +339,8 @@ class SerialModemBackend(RadioBackend):
                 bw_hz=request.bw_hz,
                 cr_index=coding_rate_index(request.coding_rate),
                 preamble=8,
-                power_dbm=round(request.power_dbm),
+                # The RAK RUI3 modules (STM32WL) transmit at most 22 dBm; RX2 and class C ask 27.
+                power_dbm=min(round(request.power_dbm), MODEM_MAX_POWER_DBM),
             )
             send = protocol.send(request.phy_payload)
         except ValueError as exc:
