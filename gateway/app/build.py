@@ -31,7 +31,7 @@ from gateway.inventory import Inventory
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinCommits, JoinServer
-from gateway.lorawan.sessions import SessionTable, plain
+from gateway.lorawan.sessions import SessionTable
 from gateway.outbox import Outbox
 from gateway.pipeline import UplinkPipeline
 from gateway.provisioning import keystore
@@ -61,7 +61,7 @@ def build(config: Config) -> Agent:
     """Build every stage from the config (opens the database; starts nothing)."""
     profiles = load_profiles(config.profiles_dir)
     keys = keystore.open_key(config.data_dir)
-    encrypt = keys.encrypt_hex if keys.enabled else plain
+    encrypt = keys.encrypt_hex  # plain hex until a key file exists (`edgegw device rekey` creates it)
     reserve = DiskReserve(config.data_path, config.outbox.disk_reserve_bytes)
     database = Database(db_path(config.data_dir), reserve=reserve)
     if database.quarantined is not None:

@@ -56,6 +56,11 @@ def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     return key
 
 
+def _stat(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -74,11 +79,13 @@ class Trust:
         self._added: list[Ed25519PublicKey] = []
         self._retired: set[str] = set()
         self._pinned: Ed25519PublicKey | None = None
+        self._pinned_stat: tuple[int, int, int] | None = None
         self._load()
 
     def _load(self) -> None:
         pinned_path = self.data_dir / PINNED_KEY_FILE
         try:
+            self._pinned_stat = _stat(pinned_path)
             self._pinned = load_public_key(pinned_path.read_bytes())
         except FileNotFoundError:
             log.warning("no platform key pinned (%s): every platform command will be refused", pinned_path)
@@ -113,9 +120,31 @@ class Trust:
         except OSError as exc:
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
 
+    def _refresh_pinned(self) -> None:
+        """Read the pinned key again when its file changed: `edgegw provision gateway --platform-key`
+        on a running gateway takes effect at the next command, without a restart. A file that became
+        unreadable or invalid keeps the key read before (fail closed: never fewer checks)."""
+        path = self.data_dir / PINNED_KEY_FILE
+        try:
+            stat = _stat(path)
+        except OSError:
+            return  # removed: the key read before stays until a restart (a removal is not a rotation)
+        if stat == self._pinned_stat:
+            return
+        self._pinned_stat = stat
+        try:
+            key = load_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.error("%s changed but cannot be read (%s): keeping the key pinned before", path, exc)
+            return
+        if self._pinned is None or fingerprint(key) != fingerprint(self._pinned):
+            log.warning("platform key pinned from %s: %s", path, fingerprint(key))
+        self._pinned = key
+
     @property
     def keys(self) -> list[Ed25519PublicKey]:
         """The trusted keys: the pinned one and those added since, minus the retired ones."""
+        self._refresh_pinned()
         candidates = ([self._pinned] if self._pinned is not None else []) + self._added
         return [key for key in candidates if fingerprint(key) not in self._retired]
 

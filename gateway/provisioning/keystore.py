@@ -47,28 +47,43 @@ class KeyStore:
 
     @property
     def enabled(self) -> bool:
-        return self._aead is not None
+        return self._key() is not None
+
+    def _key(self) -> AESGCM | None:
+        """The cipher; without one, a key file created since (`edgegw device rekey` on a running
+        gateway creates it) is read now. A key file is never replaced once created (``create_key``),
+        so only its appearance needs watching, with one ``stat`` while there is none."""
+        if self._aead is None and self.path.exists():
+            try:
+                key = self.path.read_bytes()
+            except OSError as exc:
+                raise StorageError(f"cannot read key file {self.path}: {exc}") from exc
+            if len(key) == _KEY_BYTES:  # a file being written by create_key: read it next time
+                self._aead = AESGCM(key)
+        return self._aead
 
     def encrypt_hex(self, hex_text: str) -> str:
         """Encrypt a hex key for storage; plain hex is returned when no key file exists."""
-        if self._aead is None:
+        aead = self._key()
+        if aead is None:
             return hex_text
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, bytes.fromhex(hex_text), _AAD)
+        sealed = aead.encrypt(nonce, bytes.fromhex(hex_text), _AAD)
         return PREFIX + base64.b64encode(nonce + sealed).decode("ascii")
 
     def decrypt_hex(self, text: str) -> str:
         """The key as lowercase hex, whether ``text`` is encrypted or (legacy) plain hex."""
         if not text.startswith(PREFIX):
             return text
-        if self._aead is None:
+        aead = self._key()
+        if aead is None:
             raise StorageError(
                 f"a device key is encrypted but the key file {self.path} is missing "
                 "(restore it from backup: without it the keys cannot be read)"
             )
         try:
             raw = base64.b64decode(text[len(PREFIX) :], validate=True)
-            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _AAD)
+            plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _AAD)
         except (binascii.Error, ValueError, InvalidTag) as exc:
             raise StorageError(
                 f"a device key does not decrypt with {self.path} (wrong key file or damaged row)"

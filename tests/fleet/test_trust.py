@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import CommandRejected, StorageError
-from gateway.fleet.trust import TRUST_FILE, Trust, fingerprint
+from gateway.fleet.trust import PINNED_KEY_FILE, TRUST_FILE, Trust, fingerprint
+from gateway.provisioning.gateway_setup import pin_platform_key
 from tests.fleet.conftest import GATEWAY_ID, NOW_S, Signer, public_pem
 
 
@@ -95,3 +96,28 @@ def test_add_key_refuses_other_key_types(data_dir: Path) -> None:
     trust = Trust(data_dir, gateway_id=GATEWAY_ID)
     with pytest.raises(ValueError):
         trust.add_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+
+
+def test_a_key_pinned_while_the_agent_runs_is_trusted_at_the_next_command(
+    tmp_path: Path, platform_key: Ed25519PrivateKey, signed: Signer
+) -> None:
+    # `edgegw provision gateway --platform-key` on a running gateway (issue 19: the refusal kept
+    # saying "no platform key is pinned" until a restart).
+    data = tmp_path / "data"
+    data.mkdir()
+    trust = Trust(data, gateway_id=GATEWAY_ID)
+    with pytest.raises(CommandRejected):
+        trust.verify(signed("flush", seq=1), NOW_S)
+    pub = tmp_path / "platform.pub"
+    pub.write_text(public_pem(platform_key))
+    pin_platform_key(data, pub)
+    assert trust.verify(signed("flush", seq=1), NOW_S).seq == 1
+
+
+def test_a_pinned_key_file_damaged_while_running_keeps_the_key_read_before(
+    data_dir: Path, platform_key: Ed25519PrivateKey, signed: Signer
+) -> None:
+    trust = Trust(data_dir, gateway_id=GATEWAY_ID)
+    (data_dir / PINNED_KEY_FILE).write_text("not a key, and longer than the PEM was before it" * 3)
+    assert trust.fingerprints() == [fingerprint(platform_key.public_key())]  # fail closed, not open
+    assert trust.verify(signed("flush", seq=2), NOW_S).seq == 2

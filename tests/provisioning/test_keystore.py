@@ -86,3 +86,14 @@ def test_plain_rows_migrate_by_rekey_or_next_write(tmp_path: Path, conn: sqlite3
     assert registry.rekey(conn, store) == 0
     for eui in ("0000000000000001", "0000000000000002"):
         assert registry.device_keys(conn, DevEui.from_hex(eui), store)["app_s_key"] == APP.reveal()
+
+
+def test_a_store_opened_before_the_key_file_existed_reads_the_keys_sealed_after(tmp_path: Path) -> None:
+    # The running agent opened its store with no key file; `edgegw device rekey` then created the
+    # file and sealed the registry's keys (issue 19: the agent logged "key file ... missing" every
+    # 10 s and served no new device until restarted).
+    running = keystore.open_key(tmp_path)
+    assert not running.enabled and running.encrypt_hex("00" * 16) == "00" * 16
+    sealed = keystore.create_key(tmp_path).encrypt_hex("2b7e151628aed2a6abf7158809cf4f3c")
+    assert running.decrypt_hex(sealed) == "2b7e151628aed2a6abf7158809cf4f3c"
+    assert running.enabled and keystore.KeyStore.is_encrypted(running.encrypt_hex("00" * 16))
