@@ -224,7 +224,10 @@ ExecStart={exec_path} run --config {config_path}
 # SIGTERM: the agent commits what it accepted, waits for in-flight PUBACKs, publishes 'offline'.
 KillSignal=SIGTERM
 TimeoutStopSec=20
+# Exit code 75 (EX_TEMPFAIL) is the agent asking to be started again: a pushed configuration or an
+# agent update (docs/fleet.md). on-failure covers it; RestartForceExitStatus says so explicitly.
 Restart=on-failure
+RestartForceExitStatus=75
 RestartSec=5
 UMask=0027
 NoNewPrivileges=true

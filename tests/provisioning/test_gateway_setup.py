@@ -126,6 +126,7 @@ def test_unit_is_at_least_as_hardened_as_the_contrib_one() -> None:
         "ProtectHome",
         "PrivateTmp",
         "Restart",
+        "RestartForceExitStatus",  # 75: a pushed configuration or an update asks to be started again
         "User",
         "KillSignal",
     ):
