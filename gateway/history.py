@@ -2,8 +2,9 @@
 
 Owns a bounded ring of accepted frames per DevEUI (time, signal, frame counter,
 decoded values), fed by the pipeline's frame events like ``gateway.inventory``.
-It is not the record of what a device sent — the outbox and the platform are —
-and it is empty after a restart until devices are heard again.
+It is not the record of what a device sent — the outbox and the platform are. It survives a
+restart through ``gateway.inventory_state`` (``restore`` here), which commits the new readings
+with the group commit.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ class ReadingHistory:
         dev_eui = event.get("dev_eui")
         if not dev_eui or event.get("verdict") != "accepted":
             return
-        ring = self._rings.get(dev_eui)
+        ring = self._ring(dev_eui)
         if ring is None:
-            if len(self._rings) >= self._max_devices:
-                return  # an unbounded stream of DevEUIs must not grow memory without end
-            ring = self._rings[dev_eui] = deque(maxlen=self._per_device)
+            return
         ring.append(
             {
                 "at_s": float(event["at_s"]),
@@ -45,6 +44,28 @@ class ReadingHistory:
                 "decode_error": event.get("decode_error"),
             }
         )
+
+    def _ring(self, dev_eui: str) -> deque[dict[str, Any]] | None:
+        ring = self._rings.get(dev_eui)
+        if ring is None:
+            if len(self._rings) >= self._max_devices:
+                return None  # an unbounded stream of DevEUIs must not grow memory without end
+            ring = self._rings[dev_eui] = deque(maxlen=self._per_device)
+        return ring
+
+    @property
+    def per_device(self) -> int:
+        return self._per_device
+
+    def restore(self, dev_eui: str, readings: list[dict[str, Any]]) -> None:
+        """Take back stored readings of one device, oldest first (at start; the bounds apply)."""
+        ring = self._ring(dev_eui)
+        if ring is not None:
+            ring.extend(readings)
+
+    def forget(self, dev_eui: str) -> None:
+        """The device left the registry."""
+        self._rings.pop(dev_eui, None)
 
     def readings(self, dev_eui: str, since_s: float | None = None) -> list[dict[str, Any]]:
         """Oldest first; only those at or after ``since_s`` (Unix time) when given."""

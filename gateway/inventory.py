@@ -1,9 +1,14 @@
 """What the gateway has heard from each device: last seen, signal, counts.
 
-Owns a small in-memory view per DevEUI, fed by the pipeline's frame events, for
-the technician views (`edgegw devices`) and, later, the fleet inventory. It keeps
-no history beyond a 24-hour frame count (hour buckets) and is rebuilt after a
-restart from what is heard next.
+Owns a small in-memory view per DevEUI, fed by the pipeline's frame events, for the technician
+views (`edgegw devices`, `device show`) and the MQTT ``inventory``. It keeps no history beyond a
+24-hour frame count (hour buckets). Its verdicts: an accepted frame is counted in ``frames`` (and
+in ``errors`` when it could not be decoded), a refused frame tied to the device in ``errors``, a
+join in ``joins`` and a repeat of an accepted frame (NbTrans) in ``retransmissions``: neither of
+the last two is an error.
+
+It survives a restart through ``gateway.device_state`` (``export``/``restore`` here), which
+commits what changed with the group commit.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class DeviceSeen:
     frames: int = 0
     errors: int = 0
     last_error: str = ""
+    joins: int = 0
+    retransmissions: int = 0
     _hours: dict[int, int] = field(default_factory=dict)
 
     def frames_24h(self, now_s: float) -> int:
@@ -38,6 +45,36 @@ class DeviceSeen:
         if len(self._hours) > _BUCKETS + 1:
             for old in sorted(self._hours)[: -(_BUCKETS + 1)]:
                 del self._hours[old]
+
+    def export(self) -> dict[str, Any]:
+        """Everything, hour buckets included, as JSON-able values (``from_export`` reads it back)."""
+        return {
+            "last_seen_s": self.last_seen_s, "rssi_dbm": self.rssi_dbm, "snr_db": self.snr_db,
+            "fcnt": self.fcnt, "battery": self.battery, "frames": self.frames, "errors": self.errors,
+            "last_error": self.last_error, "joins": self.joins, "retransmissions": self.retransmissions,
+            "hours": [[hour, n] for hour, n in sorted(self._hours.items())],
+        }  # fmt: skip
+
+    @classmethod
+    def from_export(cls, doc: dict[str, Any]) -> DeviceSeen:
+        """Raises KeyError, TypeError or ValueError on a document ``export`` did not write."""
+        return cls(
+            last_seen_s=float(doc["last_seen_s"]),
+            rssi_dbm=_opt_float(doc.get("rssi_dbm")),
+            snr_db=_opt_float(doc.get("snr_db")),
+            fcnt=None if doc.get("fcnt") is None else int(doc["fcnt"]),
+            battery=_opt_float(doc.get("battery")),
+            frames=int(doc["frames"]),
+            errors=int(doc["errors"]),
+            last_error=str(doc.get("last_error", "")),
+            joins=int(doc.get("joins", 0)),
+            retransmissions=int(doc.get("retransmissions", 0)),
+            _hours={int(hour): int(n) for hour, n in doc.get("hours", [])},
+        )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class Inventory:
@@ -52,7 +89,8 @@ class Inventory:
             return  # frames from unknown devices have no DevEUI: `edgegw tail` shows them
         seen = self._devices.setdefault(dev_eui, DeviceSeen())
         now_s = float(event["at_s"])
-        if event["verdict"] == "accepted":
+        verdict = event["verdict"]
+        if verdict == "accepted":
             seen.last_seen_s = now_s
             seen.rssi_dbm, seen.snr_db, seen.fcnt = event["rssi_dbm"], event["snr_db"], event["fcnt"]
             seen.frames += 1
@@ -64,7 +102,11 @@ class Inventory:
             if event.get("decode_error"):
                 seen.errors += 1
                 seen.last_error = str(event["decode_error"])
-        else:
+        elif verdict == "joined":
+            seen.joins += 1  # an OTAA device doing what it should: not an error
+        elif verdict == "retransmission":
+            seen.retransmissions += 1  # the same uplink again (NbTrans): normal, already counted once
+        elif verdict == "rejected":
             seen.errors += 1
             seen.last_error = str(event.get("reason", ""))
 
@@ -81,6 +123,21 @@ class Inventory:
                 "frames_24h": seen.frames_24h(now_s),
                 "errors": seen.errors,
                 "last_error": seen.last_error,
+                "joins": seen.joins,
+                "retransmissions": seen.retransmissions,
             }
             for dev_eui, seen in self._devices.items()
         }
+
+    def export(self, dev_eui: str) -> dict[str, Any] | None:
+        """One device's whole state for the database (None: not heard)."""
+        seen = self._devices.get(dev_eui)
+        return seen.export() if seen is not None else None
+
+    def forget(self, dev_eui: str) -> None:
+        """The device left the registry."""
+        self._devices.pop(dev_eui, None)
+
+    def restore(self, dev_eui: str, doc: dict[str, Any]) -> None:
+        """Take back what ``export`` gave (at start). Raises KeyError, TypeError or ValueError."""
+        self._devices[dev_eui] = DeviceSeen.from_export(doc)

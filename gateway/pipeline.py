@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 from gateway.clock import SystemClock, iso_utc
 from gateway.codec import ProfileStore
-from gateway.errors import DecodeError, DownlinkQueueFull, EncodeError, FrameError, InputError
+from gateway.errors import DecodeError, DownlinkQueueFull, EncodeError, FrameError, InputError, ReplayedFrame
 from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer
-from gateway.lorawan.sessions import SessionTable
+from gateway.lorawan.sessions import Session, SessionTable
 from gateway.messages import Alert, DevEui, MType, Priority, RadioFrame, Record, TxRequest, UplinkData
 from gateway.rules import actions
 from gateway.rules.engine import ReadingFacts, RuleEngine
@@ -103,6 +103,13 @@ class UplinkPipeline:
             return None
         try:
             up = self._sessions.accept(frame)
+        except ReplayedFrame as exc:
+            repeated = self._sessions.retransmission_of(frame)
+            if repeated is None:
+                self._reject(exc, frame)
+            else:
+                self._retransmitted(repeated, frame)
+            return None
         except InputError as exc:
             self._reject(exc, frame)
             return None
@@ -111,7 +118,11 @@ class UplinkPipeline:
         record = self._record(up, data, extra)
         self._outbox.put(record)
         if data and self.rules is not None:
-            facts = ReadingFacts(str(up.dev_eui), up.profile, frame.received_at_s, data, self._site(up))
+            info = self.devices.get(str(up.dev_eui))
+            facts = ReadingFacts(
+                str(up.dev_eui), up.profile, frame.received_at_s, data,
+                info.site if info else "", info.params if info else {},
+            )  # fmt: skip
             self.route(self.rules.evaluate(facts))
         if self._downlinks is not None:
             plan = self._downlinks.on_uplink(up, gw_count=heard.gateways)
@@ -235,10 +246,6 @@ class UplinkPipeline:
         if self.send is not None and (first is not None or second is not None):
             self.send(first, second)
 
-    def _site(self, up: UplinkData) -> str:
-        info = self.devices.get(str(up.dev_eui))
-        return info.site if info else ""
-
     def _decode(self, up: UplinkData) -> tuple[dict[str, Any], dict[str, Any]]:
         """Decoded data, and extra record keys (warnings, decode_error). A failure keeps the raw bytes."""
         if up.fport is None or up.fport == 0:
@@ -289,6 +296,17 @@ class UplinkPipeline:
         }
         body.update(extra)
         return Record(record_id=body["id"], kind="reading", priority=PRIORITY_READING, body=body)
+
+    def _retransmitted(self, session: Session, frame: RadioFrame) -> None:
+        """A repeat of the last accepted frame (NbTrans): counted apart, not a rejection, not forwarded
+        again (its record is in the outbox already), not logged above DEBUG: it is normal traffic."""
+        self.counters["retransmissions"] += 1
+        log.debug("retransmission of %s FCnt %s", session.dev_eui, session.fcnt_up)
+        if self.listeners:
+            self._emit(
+                frame, "retransmission", dev_eui=str(session.dev_eui), dev_addr=str(session.dev_addr),
+                fcnt=session.fcnt_up,
+            )  # fmt: skip
 
     def _reject(self, exc: InputError, frame: RadioFrame) -> None:
         self.counters["rejected"] += 1

@@ -343,7 +343,9 @@ def _noise(b: _Builder) -> None:
             b.add(
                 f"noise-{n}",
                 model,
-                {},
+                # What an installer registers: the interval the sensor was configured to report at,
+                # the time each of its LAeq reports covers (rules: period_s: $report_interval_s).
+                {"report_interval_s": int(group.report_interval_s)},
                 group.report_interval_s,
                 b.near(b.scenario.lat_deg, b.scenario.lon_deg, 4000),
             )

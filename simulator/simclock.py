@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from gateway import clock
+
 _LAYOUT: Final = struct.Struct("<QdQ")
 _SEQ: Final = struct.Struct("<Q")
 _VALUE: Final = struct.Struct("<d")
@@ -73,6 +75,7 @@ def install(path: Path) -> None:
     now = reader(path)
     time.time = now
     time.time_ns = lambda: int(now() * 1e9)
+    clock.time_is_provided()  # lighting follows the shared clock, not the host's NTP state
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from simulator.city import ScheduledFrame, SimDevice
 from simulator.models.base import SECONDS_PER_DAY
 from simulator.models.display import DisplayModel
+from simulator.models.noise import NoiseModel
 from simulator.totems import TotemBook, TotemTruth, load_feeds
 from simulator.totems import check as check_totems
 from simulator.truth_days import DayBook
@@ -161,8 +162,9 @@ class TruthBuilder:
                 data["distance"], device.params["empty_distance_mm"], device.params["full_distance_mm"]
             )
         laeq = data.get("LAeq")
-        if isinstance(laeq, int | float) and device.device.profile == "milesight/ws302":
-            self._days.laeq(eui, at_s, laeq)
+        if isinstance(laeq, int | float) and isinstance(device.model, NoiseModel):
+            # The WS302's LAeq covers its report interval, up to the report (simulator/models/noise.py).
+            self._days.laeq(eui, at_s, laeq, device.model.interval_s)
         if "counter_a" in data and "counter_b" in data:
             self._days.count(eui, at_s, int(data["counter_a"]) + int(data["counter_b"]))
         self._alerts.reading(eui, device.name, device.device.profile, device.site, at_s, data)
@@ -308,6 +310,7 @@ def compare(
     out = Comparison()
     counts: Counter[str] = Counter()
     lden: dict[tuple[str, int], float | None] = {}
+    lden_revision: dict[tuple[str, int], int] = {}
     passages: dict[tuple[str, int], int] = {}
     for record in _first_deliveries(records, out):
         data = record.get("data") or {}
@@ -320,7 +323,11 @@ def compare(
             continue
         day = round((_unix(data["from"]) - expected.epoch_s) / SECONDS_PER_DAY)
         if series == "lden":
-            lden[(eui, day)] = data.get("lden_db")
+            # A late report revises a published day (docs/mqtt.md): the highest revision counts.
+            revision = int(data.get("revision", 0))
+            if revision >= lden_revision.get((eui, day), -1):
+                lden_revision[(eui, day)] = revision
+                lden[(eui, day)] = data.get("lden_db")
         else:
             passages[(eui, day)] = int(data.get("total", 0))
     out.frames_received = sum(counts.values())

@@ -24,6 +24,7 @@ from gateway.fleet.commands import CommandDispatcher
 from gateway.fleet.remote_config import ConfigApplier
 from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
+from gateway.inventory_state import InventoryStateStore
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinServer
@@ -91,6 +92,8 @@ class Agent:
     """Set to stop gracefully and exit with ``EXIT_RESTART`` (a pushed configuration needs a restart)."""
     clock: SystemClock = field(default_factory=SystemClock)
     host: HostInfo | None = None
+    heard_store: InventoryStateStore | None = None
+    """What was heard of each device, kept across restarts: ``final()`` before the last group commit."""
     started_mono: float = field(default_factory=time.monotonic)
     transmissions: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -14,7 +14,7 @@ import logging
 import time
 
 from gateway import __version__
-from gateway.clock import SystemClock, iso_utc
+from gateway.clock import CLOCK_STATE_FILE, SystemClock, iso_utc
 from gateway.codec import load_profiles
 from gateway.config import Config
 from gateway.control import SOCKET_NAME
@@ -28,6 +28,7 @@ from gateway.fleet.updates import Updates
 from gateway.history import ReadingHistory
 from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
+from gateway.inventory_state import InventoryStateStore
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinCommits, JoinServer
@@ -67,7 +68,7 @@ def build(config: Config) -> Agent:
     if database.quarantined is not None:
         log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
     snapshot = database.run_sync(registry.read, keys.decrypt_hex)
-    clock = SystemClock()
+    clock = SystemClock(state_path=config.data_path / CLOCK_STATE_FILE)  # holdover across a restart
 
     # LoRaWAN: sessions, joins (durable with the group commit, then served), downlinks.
     sessions = SessionTable()
@@ -75,16 +76,19 @@ def build(config: Config) -> Agent:
     join_commits = JoinCommits(sessions, encrypt)
     downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
 
-    # The outbox and the group commit: records, counters, joins and rule state in one transaction.
+    # The outbox and the group commit: records, counters, joins, rule state and what was heard of
+    # each device in one transaction.
     outbox = Outbox(
         database, max_bytes=config.outbox.max_bytes, max_age_s=config.outbox.max_age_s,
         memory_queue_records=config.outbox.memory_queue_records,
     )  # fmt: skip
     rules_store = RulesStateStore()
+    inventory, history = Inventory(), ReadingHistory()
+    heard_store = InventoryStateStore(inventory, history)
     reserve.ensure()  # before anything else fills the disk; again after a full disk, once there is room
     committer = GroupCommitter(
         database,
-        [join_commits, sessions, downlinks, outbox, rules_store],
+        [join_commits, sessions, downlinks, outbox, rules_store, heard_store],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
         reserve=reserve,
@@ -103,7 +107,7 @@ def build(config: Config) -> Agent:
 
     # Radio, rules, pipeline.
     radio = open_backend(config.radio.url)
-    radio.antenna_gain_dbi = config.radio.antenna_gain_dbi  # every transmission within its sub-band's ERP limit
+    radio.antenna_gain_dbi = config.radio.antenna_gain_dbi  # each downlink within its sub-band limit
     rules = _load_rules(config)
     if rules is not None:
         rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)
@@ -115,19 +119,27 @@ def build(config: Config) -> Agent:
         sessions, profiles, outbox, clock,
         joins=joins, join_commits=join_commits, downlinks=downlinks, rules=rules, commit_now=commit_now,
     )  # fmt: skip
-    stages = registry.Stages(sessions, joins, pipeline.set_devices, rules)
+    # What was heard from each device (`edgegw devices`, `device show`, MQTT inventory), kept across
+    # restarts: restored now, then written by the group commit at most every few seconds.
+    heard_store.restore(database, registered=snapshot.devices.keys())
+    heard_store.committer_notify = committer.notify
+    pipeline.listeners += [inventory, history, heard_store]  # the store reads what the two just noted
+
+    def forget_heard(dev_eui: str) -> None:
+        inventory.forget(dev_eui)
+        history.forget(dev_eui)
+        heard_store.forget(dev_eui)
+
+    stages = registry.Stages(sessions, joins, pipeline.set_devices, rules, forget_heard)
     registry.apply(snapshot, stages)
-    inventory = Inventory()
-    history = ReadingHistory()
-    pipeline.listeners += [inventory, history]
     watcher = registry.RegistryWatcher(
-        database.run, keys.decrypt_hex, stages, version=snapshot.version, count_sessions=sessions.__len__
+        database.run, keys.decrypt_hex, stages, snapshot=snapshot, count_sessions=sessions.__len__
     )
     agent = Agent(
         config, database, profiles, sessions, joins, downlinks,
         Deduplicator(config.lorawan.dedup_window_ms / 1000), outbox, committer, radio, uplink, forwarder,
         pipeline, topics, inventory, rules, keys, watcher, FrameRate(lambda: radio.counters.get("frames", 0)),
-        clock=clock, host=HostInfo(config.data_path),
+        clock=clock, host=HostInfo(config.data_path), heard_store=heard_store,
     )  # fmt: skip
     pipeline.send = lambda first, second: loops.spawn_transmit(agent, first, second)
 
@@ -142,7 +154,8 @@ def build(config: Config) -> Agent:
         radio_health=radio.health,
         frames_per_min=agent.frame_rate.per_min,
         time_quality=lambda: clock.quality(None),
-        registered=sessions.__len__,
+        registered=watcher.registered,
+        sessions=sessions.__len__,
         heard=inventory.snapshot,
         recent_frames=lambda: radio.recent,
         rules_status=rules.status if rules is not None else None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.clock import iso_utc
+from gateway.clock import SystemClock, iso_utc
 from gateway.errors import UplinkError
 from gateway.messages import DevEui, TxRequest, TxStatus
 from gateway.rules.actions import Output
@@ -53,6 +53,8 @@ async def receive(agent: Agent) -> None:
             frame = await asyncio.wait_for(radio_receive(), timeout_s)
         except TimeoutError:
             frame = None
+        if frame is not None and frame.rx.gps_time:  # a GPS-locked concentrator: a time source
+            agent.clock.note_gps(frame.rx.gps_time, frame.received_mono_s)
         ready = dedup.add(frame, time.monotonic()) if frame is not None else []
         ready.extend(dedup.due(time.monotonic()))
         for heard in ready:
@@ -96,12 +98,20 @@ def class_c(agent: Agent) -> None:
 
 
 async def rules_ticks(
-    rules: RuleEngine, route: Callable[[list[Output]], None], commit: Callable[[], None]
+    rules: RuleEngine,
+    route: Callable[[list[Output]], None],
+    commit: Callable[[], None],
+    clock: SystemClock | None = None,
 ) -> None:
-    """Time-driven rules: silence watchdogs, lighting schedules, interval aggregates."""
+    """Time-driven rules: silence watchdogs, lighting schedules, interval aggregates.
+
+    With ``clock`` (the agent's, which also hears GPS times in received frames), lighting gets the
+    best time and its trust (``SystemClock.wall_time``: GPS, NTP, holdover or unsynced) and never
+    follows its schedule from an untrusted time (docs/rules.md); without, ``time.time()`` is trusted.
+    """
     while True:
         now_s = time.time()
-        route(rules.tick(now_s))
+        route(rules.tick(now_s, lighting_time=None if clock is None else clock.wall_time()))
         if rules.has_changes:
             commit()  # the changed state commits with the records it produced
         due_s = rules.next_due_s(now_s)

@@ -29,6 +29,11 @@ REQUEUE_WAIT_S = 3.0
 """How long ``requeue_quarantined`` waits for its group commit (under the CLI's 5 s timeout)."""
 
 
+_NEVER_HEARD: dict[str, Any] = {
+    "last_seen_s": None, "frames": 0, "errors": 0, "joins": 0, "retransmissions": 0,
+}  # fmt: skip
+
+
 class OutboxControl(Protocol):
     """``gateway.outbox.Outbox`` as the control socket reads and drives it."""
 
@@ -51,15 +56,17 @@ class StatusSource:
     frames_per_min: Callable[[], float]
     time_quality: Callable[[], str]
     registered: Callable[[], int]
-    """Sessions the agent serves."""
+    """Devices in the registry the agent holds, ABP and OTAA, joined or not."""
     heard: Callable[[], dict[str, dict[str, Any]]]
-    """``Inventory.snapshot``: DevEUI hex -> last_seen_s, frames, errors."""
+    """``Inventory.snapshot``: DevEUI hex -> last_seen_s, frames, errors, joins, retransmissions."""
     recent_frames: Callable[[], Iterable[RecentFrame]]
     rules_status: Callable[[float | None], dict[str, Any]] | None
     """``RuleEngine.status``; None when the agent runs without rules."""
     connected: Callable[[], bool]
     run_db: Callable[..., Awaitable[Any]]
     """``Database.run``: a read on the database thread."""
+    sessions: Callable[[], int] | None = None
+    """Sessions the agent serves: ABP devices and the OTAA devices that joined (None: not shown)."""
 
 
 class Queries:
@@ -117,7 +124,11 @@ class Queries:
             "salvage": summary.get("salvage"),
             "control": summary.get("control"),
             "clock": {"time_quality": src.time_quality()},
-            "devices": {"registered": src.registered(), "heard": len(src.heard())},
+            "devices": {
+                "registered": src.registered(),
+                **({"sessions": src.sessions()} if src.sessions is not None else {}),
+                "heard": len(src.heard()),
+            },
             "rules": src.rules_status(None) if src.rules_status is not None else None,
         }
 
@@ -128,7 +139,7 @@ class Queries:
         rows = []
         for device in registered:
             row = device.as_json()
-            row.update(heard.get(str(device.dev_eui), {"last_seen_s": None, "frames": 0, "errors": 0}))
+            row.update(heard.get(str(device.dev_eui), _NEVER_HEARD))
             rows.append(row)
         return {"devices": rows}
 

@@ -3,17 +3,18 @@
 Owns one snapshot of the registry (``read`` — sessions, OTAA devices, sites, installation
 parameters and profiles, in one database job) and its adoption by the stages (``apply``: the
 session table and the join server merge it, the pipeline takes the device table, the rule engine
-learns each device). The split is the rule of docs/architecture.md: the database thread only
-reads; everything the event loop iterates (the engine's changed-state set, the pipeline's device
-table) is changed on the loop. ``RegistryWatcher.refresh`` re-reads only when another process (the
-CLI, an import) committed to the file.
+learns each device and forgets the removed ones, and so do the views of what was heard). The
+split is the rule of docs/architecture.md: the database thread only reads; everything the event
+loop iterates (the engine's changed-state set, the pipeline's device table) is changed on the loop.
+``RegistryWatcher.refresh`` re-reads only when another process (the CLI, an import) committed to
+the file.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +71,8 @@ class Adopter(Protocol):
 class DeviceRegistrar(Protocol):
     def register_device(self, dev_eui: str, profile: str, site: str = "") -> None: ...
 
+    def keep_devices(self, registered: Collection[str]) -> list[str]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Stages:
@@ -79,16 +82,23 @@ class Stages:
     joins: Adopter
     set_devices: Callable[[dict[str, DeviceInfo]], None]
     rules: DeviceRegistrar | None
+    forget_heard: Callable[[str], None] | None = None
+    """Drop what was heard from a device that left the registry (inventory, readings, their rows)."""
 
 
-def apply(snapshot: Snapshot, stages: Stages) -> None:
-    """Adopt ``snapshot`` (on the event loop: the stages are the loop's)."""
+def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) -> None:
+    """Adopt ``snapshot`` (on the event loop: the stages are the loop's); ``previous`` is the one it
+    replaces (None at start), whose devices missing now are forgotten."""
     stages.sessions.merge(snapshot.sessions)
     stages.joins.merge(snapshot.otaa)
     stages.set_devices(snapshot.devices)
     if stages.rules is not None:
+        stages.rules.keep_devices(snapshot.profiles.keys())
         for eui, (profile, site) in snapshot.profiles.items():
             stages.rules.register_device(eui, profile, site)
+    if stages.forget_heard is not None and previous is not None:
+        for eui in sorted(previous.devices.keys() - snapshot.devices.keys()):
+            stages.forget_heard(eui)
 
 
 class RegistryWatcher:
@@ -104,12 +114,18 @@ class RegistryWatcher:
         decrypt: Callable[[str], str],
         stages: Stages,
         *,
-        version: int,
+        snapshot: Snapshot,
         count_sessions: Callable[[], int],
     ) -> None:
         self._run_db, self._decrypt, self._stages = run_db, decrypt, stages
-        self.version = version
+        self.snapshot = snapshot
+        """The registry as last applied (its ``devices``: every device registered, joined or not)."""
+        self.version = snapshot.version
         self._count_sessions = count_sessions
+
+    def registered(self) -> int:
+        """Devices in the registry, ABP and OTAA, joined or not (`edgegw status`)."""
+        return len(self.snapshot.devices)
 
     async def refresh(self) -> None:
         try:
@@ -121,7 +137,7 @@ class RegistryWatcher:
             log.warning("cannot reload the device registry: %s", exc)
             return
         before = self._count_sessions()
-        apply(snapshot, self._stages)
-        self.version = snapshot.version
+        apply(snapshot, self._stages, self.snapshot)
+        self.snapshot, self.version = snapshot, snapshot.version
         if self._count_sessions() != before:
             log.info("device registry changed: %d sessions (was %d)", self._count_sessions(), before)

@@ -118,7 +118,7 @@ def _loops(agent: Agent) -> dict[str, Awaitable[None]]:
     rules = agent.rules
     if rules is not None:
         route = agent.pipeline.route
-        tasks["rules"] = loops.rules_ticks(rules, route, agent.committer.notify)
+        tasks["rules"] = loops.rules_ticks(rules, route, agent.committer.notify, agent.clock)
         tasks["rules_reload"] = loops.every(
             config.rules.reload_check_s, loops.rules_file_watcher(rules, route, config.rules.path)
         )
@@ -155,6 +155,8 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
     await agent.radio.stop()
     for task in list(agent.transmissions):
         task.cancel()
+    if agent.heard_store is not None:
+        agent.heard_store.final()  # what was heard in the last seconds goes with the final group
     await _commit_waiting(agent)
     await agent.forwarder.drain(DRAIN_TIMEOUT_S)
     try:
@@ -177,6 +179,7 @@ async def _shutdown(agent: Agent, tasks: dict[str, asyncio.Task[None]]) -> None:
             log.warning("could not publish offline state: %s", exc)
     await agent.uplink.stop()
     agent.database.close()
+    agent.clock.save_state()  # the last trusted time: the next agent of this boot holds over from it
     loops.log_summary(agent)
     # One machine-readable line with every counter, for scripts and support.
     log.info("final counters %s", json.dumps(agent.summary(), sort_keys=True))

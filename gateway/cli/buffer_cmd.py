@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from gateway import config, db, instance_lock
+from gateway.cli import layout
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.control import SOCKET_NAME, client
 from gateway.errors import AlreadyRunning, StorageError
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "quarantine: the records the broker never takes",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--wide", action="store_true", help="no line wrapped to the terminal width")
     p.add_argument(
         "--wait",
         type=float,
@@ -68,7 +70,7 @@ def show_buffer(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print(render(doc))
+    print(render(doc, layout.width(args.wide)))
     return 0
 
 
@@ -90,20 +92,20 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def render(doc: dict[str, Any]) -> str:
+def render(doc: dict[str, Any], room: int | None = layout.DEFAULT_WIDTH) -> str:
+    """The ``buffer`` view; each value wraps at spaces under itself within ``room`` columns."""
     used = f" ({doc['used_pct']}% of {_size(doc['max_bytes'])})" if doc["max_bytes"] else ""
     classes = ", ".join(f"{k} {v}" for k, v in doc["depth_by_class"].items())
     evicted = ", ".join(f"{k} {v}" for k, v in sorted(doc["evicted"].items())) or "none"
     headroom = _duration(doc["headroom_s"]) if doc["headroom_s"] is not None else "- (no recent ingest)"
-    return "\n".join(
-        [
-            f"records waiting   {doc['depth']}  [{classes}]",
-            f"stored            {_size(doc['bytes'])}{used}",
-            f"oldest record     {_duration(doc['oldest_age_s'])}",
-            f"ingest            {_size(doc['ingest_bytes_s'])}/s   headroom {headroom}",
-            f"evicted (ever)    {evicted}",
-        ]
-    )
+    rows = [
+        ("records waiting", f"{doc['depth']}  [{classes}]"),
+        ("stored", f"{_size(doc['bytes'])}{used}"),
+        ("oldest record", _duration(doc["oldest_age_s"])),
+        ("ingest", f"{_size(doc['ingest_bytes_s'])}/s   headroom {headroom}"),
+        ("evicted (ever)", evicted),
+    ]
+    return "\n".join(line for label, text in rows for line in layout.labelled(label, text, room, 18))
 
 
 def flush(args: argparse.Namespace, cfg: config.Config) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config, db
-from gateway.cli import device_views
-from gateway.cli.common import UsageError, add_config_option, config_path, print_json
+from gateway.cli import device_views, layout
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.codec import ProfileStore, load_profiles
 from gateway.errors import ConfigError, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
@@ -63,10 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument(
         "--show-keys", action="store_true", help="also print the keys (handle the output with care)"
     )
+    ls.add_argument("--wide", action="store_true", help="every column in full (lines may exceed 80)")
     ls.set_defaults(handler=list_devices)
 
-    rm = dsub.add_parser("remove", help="forget a device and its session")
+    rm = dsub.add_parser("remove", help="forget a device and its session (asks first; --yes does not)")
     rm.add_argument("dev_eui", metavar="DEV_EUI")
+    rm.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask (scripts: required without a terminal)"
+    )
     rm.set_defaults(handler=remove_device)
 
     imp = dsub.add_parser(
@@ -246,34 +250,67 @@ def list_devices(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"devices": rows})
         return 0
-    header = f"{'DEV_EUI':<16}  {'ACT':<4}  {'DEV_ADDR':<8}  {'FCNT_UP':>8}  {'PROFILE':<24}  SITE"
-    print(header)
-    for row in rows:
-        fcnt = "-" if row["fcnt_up"] is None else str(row["fcnt_up"])
-        print(
-            f"{row['dev_eui']:<16}  {row['activation']:<4}  {row['dev_addr'] or '-':<8}  {fcnt:>8}  "
-            f"{row['profile']:<24}  {row['site']}"
-        )
-        if row["params"]:
-            print(
-                "    "
-                + "  ".join(f"{k}={registry.format_param(v)}" for k, v in sorted(row["params"].items()))
-            )
+    room = layout.width(args.wide)
+    cells = [
+        [
+            row["dev_eui"], row["activation"], row["dev_addr"] or "-",
+            "-" if row["fcnt_up"] is None else str(row["fcnt_up"]), row["profile"], row["site"] or "-",
+        ]
+        for row in rows
+    ]  # fmt: skip
+    lines = layout.table(LIST_COLUMNS, cells, room)
+    print(lines[0])
+    for row, line in zip(rows, lines[1:], strict=True):
+        print(line)
+        # Under their device, wrapped at spaces: a parameter or a key is never cut.
+        extra = [f"{k}={registry.format_param(v)}" for k, v in sorted(row["params"].items())]
         if args.show_keys:
-            print("    " + "  ".join(f"{k}={v}" for k, v in row["keys"].items()))
+            extra += [f"{k}={v}" for k, v in row["keys"].items()]
+        if extra:
+            for text in layout.labelled("", "  ".join(extra), room, 4):
+                print(text)
     print(f"{len(rows)} device(s)")
     return 0
+
+
+LIST_COLUMNS = (
+    layout.Column("DEV_EUI"),
+    layout.Column("ACT"),
+    layout.Column("DEV_ADDR"),
+    layout.Column("FCNT_UP", right=True),
+    layout.Column("PROFILE", shrink=True, min_width=10),
+    layout.Column("SITE", shrink=True, min_width=8),
+)
 
 
 def remove_device(args: argparse.Namespace) -> int:
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
     with _registry(args) as (_cfg, conn, _store):
         try:
+            device = registry.get_device(conn, dev_eui)
+        except RegistryError as exc:
+            raise UsageError(str(exc)) from exc
+        if not args.yes:
+            _confirm(f"remove {dev_eui} ({device.profile}, site {device.site or '-'}) and its session?")
+        try:
             registry.remove_device(conn, dev_eui)
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
     print(f"removed {dev_eui}")
     return 0
+
+
+def _confirm(question: str) -> None:
+    """Ask on the terminal: CheckFailed (exit 1, nothing done) on anything but yes; UsageError
+    (exit 2) when no one can answer (stdin is not a terminal: a script must say --yes)."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError("not removing without a terminal to confirm on: add --yes")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CheckFailed("not removed")
 
 
 def import_devices(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -31,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import __version__, config, db
-from gateway.cli.common import CheckFailed, add_config_option, config_path, print_json
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.cli.device_views import agent_socket
 from gateway.control import client
 from gateway.errors import GatewayError, UplinkError
@@ -40,6 +42,8 @@ from gateway.provisioning import keystore, registry
 
 REMOVED = "<removed>"
 LOG_LINES = 500
+JOURNAL_COMMAND = ("journalctl", "-u", "edgegw", "-n", str(LOG_LINES), "--no-pager")
+JOURNAL_TIMEOUT_S = 10.0
 PACKAGES = ("edgegw", "paho-mqtt", "cryptography", "PyYAML", "rich")
 
 
@@ -280,16 +284,36 @@ def _registry_view(cfg: config.Config) -> tuple[list[dict[str, Any]], list[str]]
 
 
 def _log_tail(path: str | None) -> str:
+    """The agent's last ``LOG_LINES`` lines: from ``--log-file``, else from the journal."""
     if not path:
-        return (
-            "no log file given (--log-file): the agent logs to stderr; under systemd read it with\n"
-            "  journalctl -u edgegw --since -1h\n"
-        )
+        return _journal_tail()
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return "".join(collections.deque(f, LOG_LINES))
     except OSError as exc:
         return f"log file {path} not readable: {exc}\n"
+
+
+def _journal_tail() -> str:
+    """Under systemd the agent logs to the journal: its last lines, or how to read them."""
+    how = (
+        "the agent logs to stderr; under systemd read it with\n"
+        f"  {' '.join(JOURNAL_COMMAND)}\n"
+        "(as root or a member of the adm or systemd-journal group), or give --log-file PATH\n"
+    )
+    if shutil.which(JOURNAL_COMMAND[0]) is None:
+        return f"no log file given (--log-file), and no journalctl here: {how}"
+    try:
+        done = subprocess.run(
+            JOURNAL_COMMAND, capture_output=True, text=True, errors="replace", timeout=JOURNAL_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"no log file given (--log-file), and journalctl failed ({exc}): {how}"
+    lines = [line for line in done.stdout.splitlines() if not line.startswith("-- No entries --")]
+    if done.returncode != 0 or not lines:
+        reason = done.stderr.strip().splitlines()[-1:] or ["no entries for the edgegw unit"]
+        return f"no log file given (--log-file), and journalctl gave no lines ({reason[0]}): {how}"
+    return f"# {' '.join(JOURNAL_COMMAND)}\n" + "\n".join(lines) + "\n"
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -319,12 +343,7 @@ def build_bundle(cfg: config.Config, socket_path: Path, log_file: str | None) ->
     return {name: _scrub(text, secrets) for name, text in texts.items()}
 
 
-def diag_bundle(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    files = build_bundle(cfg, agent_socket(args), args.log_file)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out = Path(args.out or f"edgegw-diag-{cfg.gateway.id}-{stamp}.tar.gz")
-    prefix = f"edgegw-diag-{cfg.gateway.id}-{stamp}"
+def _write_bundle(out: Path, prefix: str, files: dict[str, str]) -> None:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # configs and logs: not world-readable
     with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for name, text in files.items():
@@ -332,6 +351,20 @@ def diag_bundle(args: argparse.Namespace) -> int:
             info = tarfile.TarInfo(f"{prefix}/{name}")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
             tar.addfile(info, io.BytesIO(data))
+
+
+def diag_bundle(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    files = build_bundle(cfg, agent_socket(args), args.log_file)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = Path(args.out or f"edgegw-diag-{cfg.gateway.id}-{stamp}.tar.gz")
+    prefix = f"edgegw-diag-{cfg.gateway.id}-{stamp}"
+    try:
+        _write_bundle(out, prefix, files)
+    except OSError as exc:  # a read-only directory, a full disk: say where, and how to choose another
+        raise UsageError(
+            f"cannot write the bundle {out}: {exc.strerror or exc}; choose a path with --out"
+        ) from exc
     agent_up = "status.json" in files
     if args.json:
         print_json({"bundle": str(out), "files": sorted(files), "agent_running": agent_up})

@@ -81,10 +81,24 @@ def handle(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         for key, value in doc.items():
-            print(f"{key}: {value}")
+            print(f"{key}: {plain(value)}")
     if doc.get("mic_ok") is False:
         raise CheckFailed("MIC does not verify with the given key")
     return 0
+
+
+def plain(value: Any) -> str:
+    """A value as a technician reads it, not as Python prints it: ``adr=yes ack=no fopts_len=0``
+    for FCtrl, ``yes``/``no``, ``-`` for none, a list's items separated by commas."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={plain(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(plain(v) for v in value)
+    return str(value)
 
 
 def rebuild_fcnt(fcnt16: int, last: int | None) -> int:

@@ -11,16 +11,27 @@ adds the command's arguments to its parser. Parsing takes two passes: first ever
 placeholder that takes any arguments, which is enough for ``edgegw --help`` to list them all,
 for ``--version``, for a missing or unknown command, and to learn which command argv names;
 then that one command alone, with its real arguments, to parse for good.
+
+Usage errors (``EdgegwParser``): a missing command prints the whole command list on stderr;
+a mistyped command or sub-command adds "did you mean ...?" (``difflib``); both exit 2.
+
+A reader that goes away (``edgegw devices | head -1``) ends the command quietly with exit 0:
+the reader chose to stop, which is no failure of ours (``set -o pipefail`` scripts keep
+working), and no traceback. Stdout is pointed at ``/dev/null`` first, as the Python docs
+advise for SIGPIPE, so that the interpreter's last flush at exit cannot fail again.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from gateway import __version__
 from gateway.cli.common import DEFAULT_CONFIG, CheckFailed, UsageError
@@ -100,6 +111,33 @@ COMMANDS: Final[dict[str, Command]] = {
 }
 
 
+class EdgegwParser(argparse.ArgumentParser):
+    """``argparse`` with the help a technician needs on a usage error (module docstring).
+
+    Sub-parsers are made of the same class (``add_subparsers`` uses ``type(self)``), so
+    ``edgegw device lsit`` gets its "did you mean" too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        hint = _did_you_mean(message)
+        if "required: COMMAND" in message:
+            self.print_help(sys.stderr)
+            sys.stderr.write("\n")
+        else:
+            self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+def _did_you_mean(message: str) -> str:
+    """A line "did you mean 'status'?" for argparse's "invalid choice: 'stauts' (choose from ...)"."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not match:
+        return ""
+    choices = re.findall(r"'([^']*)'", match.group(2))
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return f"\nedgegw: did you mean {close[0]!r}?" if close else ""
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The ``edgegw`` parser: with ``chosen``, that command alone, with its arguments (its module
     is imported); without, every command as a placeholder.
@@ -108,7 +146,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     it is left over, which is all the first pass needs. The second pass cannot need the other
     commands: argv names the chosen one, and the first pass already answered ``--help``.
     """
-    parser = argparse.ArgumentParser(prog="edgegw", description="LoRaWAN edge-gateway agent")
+    parser = EdgegwParser(prog="edgegw", description="LoRaWAN edge-gateway agent")
     parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
     parser.add_argument(
         "--config", metavar="PATH", help=f"config file (default: $EDGEGW_CONFIG or {DEFAULT_CONFIG})"
@@ -130,6 +168,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 0
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     try:
         result: int = args.handler(args)
@@ -145,3 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """What is still buffered for the gone reader goes nowhere (Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (a test's capture): nothing is left to flush
+        pass

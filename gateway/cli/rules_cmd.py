@@ -17,18 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import config, textfile
+from gateway.cli import layout
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.control import SOCKET_NAME, client
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.messages import Alert
 from gateway.rules import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, ReadingFacts, RuleEngine
 from gateway.rules.engine import EvalTrace
@@ -44,6 +46,7 @@ MAX_TICKS = 1_000_000
 
 def add_arguments(rules: argparse.ArgumentParser) -> None:
     rules.add_argument("--json", action="store_true", help="one JSON document")
+    rules.add_argument("--wide", action="store_true", help="no line wrapped to the terminal width")
     add_config_option(rules)
     rules.set_defaults(handler=show_rules)
     inner = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -242,7 +245,7 @@ def run_test(args: argparse.Namespace) -> int:
         f"{len(rules.lighting)} lighting groups; simulated {_iso(start_s, tz)} .. {_iso(until_s, tz)}"
     )
     for event in events:
-        print(f"{_iso(event.at_s, tz)}  {event.kind:<9} {_describe(event)}")
+        print(f"{_iso(event.at_s, tz)}  {event.kind:<9} {_describe(event, tz)}")
     print(
         f"{summary['readings']} readings: {summary['alerts_raised']} alerts raised, "
         f"{summary['alerts_cleared']} cleared, {summary['commands']} commands, "
@@ -266,14 +269,24 @@ def _summary(rules: RuleSet, readings: list[ReadingFacts], events: list[Event]) 
     }
 
 
-def _describe(event: Event) -> str:
+# The engine's lighting reason says "since <Unix seconds>" (gateway/rules/engine.py); until it gives
+# the time apart, the view turns that number into a time in the rules' zone.
+_SINCE_UNIX = re.compile(r"\bsince (\d{9,11})\b")
+
+
+def readable_reason(reason: str, tz: tzinfo) -> str:
+    """``lighting avenue since 1774675078`` → ``lighting avenue since 2026-03-28 06:17:58 CET``."""
+    return _SINCE_UNIX.sub(lambda m: f"since {when(float(m.group(1)), tz)}", reason)
+
+
+def _describe(event: Event, tz: tzinfo) -> str:
     b = event.body
     if event.kind == "alert":
         value = "" if b["value"] is None else f" value {b['value']:.4g}"
         message = f" — {b['message']}" if b["message"] else ""
         return f"{b['state']:<7} {b['rule']} {b['dev_eui']} {b['severity']}{value}{message}"
     if event.kind == "command":
-        return f"{b['dev_eui']} {b['command']} {json.dumps(b['params'])} ({b['reason']})"
+        return f"{b['dev_eui']} {b['command']} {json.dumps(b['params'])} ({readable_reason(b['reason'], tz)})"
     if event.kind == "aggregate":
         return f"{b['aggregate']} {b['series']} {b['dev_eui']} {json.dumps(b['values'])}"
     value = "" if b["value"] is None else f" value {b['value']:.4g}"
@@ -283,16 +296,35 @@ def _describe(event: Event) -> str:
     return f"{b['rule_id']} {b['dev_eui']} {b['outcome']}{active}{value}{pending}{via}"
 
 
-def at(at_s: float) -> str:
-    """Local time of the machine running the CLI (the gateway's), for the running agent's view."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at_s))
-
-
 def _iso(at_s: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(at_s, tz).isoformat(timespec="seconds")
 
 
 # --- the running agent ------------------------------------------------------------------------
+
+
+def when(at_s: float, tz: tzinfo) -> str:
+    """A time of the running agent's view in the rules' zone, said with it: ``2026-03-28 23:00:00 CET``.
+
+    The rules' zone, not the machine's: a lighting step at 23:00 Europe/Paris is 23:00 CET even
+    on a gateway set to UTC, where the bare local time read 22:00.
+    """
+    return datetime.fromtimestamp(at_s, tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def rules_zone(doc: dict[str, Any]) -> tzinfo:
+    """The zone of the rules the agent runs: the one it gives (``timezone``), else the rules
+    file's ``location.timezone``, else (the file unreadable now) this machine's own zone."""
+    name = doc.get("timezone")
+    if not name:
+        try:
+            name = load_rules(doc.get("source") or doc["path"]).location.timezone
+        except (GatewayError, OSError):
+            return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
 def show_rules(args: argparse.Namespace) -> int:
@@ -305,28 +337,59 @@ def show_rules(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
+    for line in rules_lines(
+        doc, rules_zone(doc) if doc.get("enabled") else ZoneInfo("UTC"), layout.width(args.wide)
+    ):
+        print(line)
+    return 0
+
+
+def rules_lines(doc: dict[str, Any], tz: tzinfo, room: int | None) -> list[str]:
+    """The ``rules`` view of the agent's answer, times in ``tz``, lines within ``room``."""
     if not doc.get("enabled"):
-        print("no rules file configured (rules.path is empty)")
-        return 0
-    print(f"rules from {doc['source'] or doc['path']}: {len(doc['rules'])} rules, "
-          f"{len(doc['aggregates'])} aggregates, {len(doc['lighting'])} lighting groups, "
-          f"{doc['devices']} devices known")  # fmt: skip
+        return ["no rules file configured (rules.path is empty)"]
+    lines: list[str] = []
+
+    def say(text: str, indent: int = 0) -> None:
+        # Wrapped at spaces, continuation lines under the text: a rule id or a time is never cut.
+        lines.extend(layout.labelled(" " * indent, text, room, indent))
+
+    say(
+        f"rules from {doc['source'] or doc['path']}: {len(doc['rules'])} rules, "
+        f"{len(doc['aggregates'])} aggregates, {len(doc['lighting'])} lighting groups, "
+        f"{doc['devices']} devices known"
+    )
     reload = doc.get("last_reload")
     if reload:
         verdict = "applied" if reload["ok"] else f"REFUSED, previous rules kept: {reload['error']}"
-        print(f"last reload {at(reload['at_s'])}: {verdict}")
+        say(f"last reload {when(reload['at_s'], tz)}: {verdict}")
     for rule in doc["rules"]:
         state = f"DISABLED: {rule['disabled']}" if rule["disabled"] else f"{len(rule['open'])} open"
-        print(f"  {rule['id']:<28} {rule['severity']:<8} {state}")
+        say(f"{rule['id']:<28} {rule['severity']:<8} {state}", 2)
     if doc["open_episodes"]:
-        print("open episodes:")
+        say("open episodes:")
         for ep in doc["open_episodes"]:
-            since = at(ep["since_s"]) if ep["since_s"] else "?"
-            value = "" if ep["value"] is None else f" value {ep['value']:.4g}"
-            print(f"  {ep['rule']} {ep['dev_eui']} since {since}{value}")
+            since = when(ep["since_s"], tz) if ep["since_s"] else "?"
+            say(f"{ep['rule']} {ep['dev_eui']} since {since}{_episode_value(ep)}", 2)
     for item in doc["pending"]:
-        print(f"  pending {item['to']}: {item['rule']} {item['dev_eui']} since {at(item['since_s'])}")
+        say(f"pending {item['to']}: {item['rule']} {item['dev_eui']} since {when(item['since_s'], tz)}", 2)
     nxt = doc.get("next_lighting_change")
     if nxt:
-        print(f"next lighting change: {at(nxt['at_s'])} group {nxt['group']} to {nxt['level_pct']} %")
-    return 0
+        say(f"next lighting change: {when(nxt['at_s'], tz)} group {nxt['group']} to {nxt['level_pct']} %")
+    return lines
+
+
+def _episode_value(ep: dict[str, Any]) -> str:
+    """The value that raised the episode (what the alert said), and the latest when it differs.
+
+    ``raised_value`` comes from agents that give it; an older agent gives only the latest value,
+    said as such so that it is not read as the one that raised the alert.
+    """
+    latest = ep.get("value")
+    if "raised_value" not in ep:
+        return "" if latest is None else f", latest value {latest:.4g}"
+    raised = ep["raised_value"]
+    text = "" if raised is None else f", raised at {raised:.4g}"
+    if latest is not None and latest != raised:
+        text += f", now {latest:.4g}"
+    return text

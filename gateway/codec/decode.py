@@ -546,6 +546,9 @@ def _compile_fields(
         raise spec.fail("must list at least one field")
     fields = [compile_field(item, default_endian=default_endian) for item in field_specs]
     for compiled, owner in zip(fields, field_specs, strict=True):
+        if compiled.span is not None:
+            # Reached by a `repeat` block, whose blocks have one size: a span belongs in `fields`.
+            raise owner.fail("a hex field of variable size ('size: rest', 'length') is not allowed here")
         if compiled.hidden:
             continue
         if compiled.output.name in outputs:

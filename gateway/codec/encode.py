@@ -77,7 +77,10 @@ class Param:
 
 
 def _fmt(bound: float | None) -> str:
-    return "" if bound is None else f"{bound:g}"
+    # 10000000, not 1e+07: a technician reads the range off the message.
+    if bound is None:
+        return ""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
 _Piece = Callable[[Mapping[str, int | float]], bytes]

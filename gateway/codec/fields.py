@@ -24,9 +24,13 @@ uint8      1      integer; with ``enum``, ``scale``/``offset``
 int8       1      signed integer, same options
 uint16     2      needs ``endian: le|be`` (here or the decoder's default)
 int16      2      "
+uint24     3      " (Milesight ``readUInt24LE``: a report interval in seconds)
 uint32     4      "
 int32      4      "
-hex        size   lowercase hex string of ``size`` bytes (serial numbers)
+hex        size   lowercase hex string of ``size`` bytes (serial numbers); ``case: upper``
+                  for upper-case digits; ``size: rest`` (to the end of the record) or
+                  ``length: <earlier field>`` for a span the payload decides (read by
+                  ``nested.py``: ``CompiledField.span``)
 bytes      size   passed to a named ``format`` (version strings); never raw
 constant   size   skips ``size`` bytes and yields ``value`` (vendor decoders that
                   ignore a byte and print a fixed word, e.g. Milesight reset_event)
@@ -62,7 +66,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from gateway.errors import ConfigError, DecodeError
 from gateway.yamldoc import Node
@@ -70,6 +74,8 @@ from gateway.yamldoc import Node
 logger = logging.getLogger(__name__)
 
 Reader = Callable[[bytes, int], Any]
+SpanReader = Callable[[bytes, int, int], Any]
+"""Reads a field whose byte count is known only while decoding: ``(buf, pos, count)``."""
 """Reads one field's value from ``buf`` at ``pos``; the caller has checked the bounds."""
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -142,6 +148,12 @@ def _version_decimal_dotted(raw: bytes) -> str:
     return ".".join(str(byte) for byte in raw)
 
 
+def _version_v_decimal_dotted(raw: bytes) -> str:
+    # "v", then every byte in decimal joined by dots: 01 02 00 05 -> "v1.2.0.5"
+    # (Milesight VS133 readFirmwareVersion: "v" + serial + "." + major + "." + odm + "." + minor).
+    return "v" + _version_decimal_dotted(raw)
+
+
 def _int16_be_tenths_fixed2(raw: bytes) -> str:
     # Signed 16-bit big-endian tenths printed with two decimals: 01 05 -> "26.10", ff 3f -> "-19.30"
     # (Dragino LDDS75_Decoder_V1.1.4.js: `(value/10).toFixed(2)`). A tenth has one decimal, so
@@ -204,6 +216,7 @@ FORMATS: Final[Mapping[str, Format]] = {
     "version_bytes": Format(2, _version_bytes),
     "version_major_hi_nibble": Format(2, _version_major_hi_nibble),
     "version_decimal_dotted": Format(0, _version_decimal_dotted),
+    "version_v_decimal_dotted": Format(0, _version_v_decimal_dotted),
     "int16_be_tenths_fixed2": Format(2, _int16_be_tenths_fixed2),
     "unix_time_le_iso8601": Format(4, _unix_time_le_iso8601),
     "uint32_le_hex_upper": Format(4, _uint32_le_hex_upper),
@@ -239,9 +252,12 @@ INT_CODES: Final[Mapping[str, str]] = {
     "uint32": "I",
     "int32": "i",
 }
+# Integers struct has no code for, read with int.from_bytes: type -> size in bytes.
+_WIDE_INTS: Final[Mapping[str, int]] = {"uint24": 3}
+INTEGER_TYPES: Final[tuple[str, ...]] = (*INT_CODES, *_WIDE_INTS)
 _FLOAT_CODES: Final[Mapping[str, str]] = {"float16": "e", "float32": "f"}
 _SIZED_TYPES: Final = ("hex", "bytes", "constant", "bcd")
-FIELD_TYPES: Final[tuple[str, ...]] = (*INT_CODES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
+FIELD_TYPES: Final[tuple[str, ...]] = (*INTEGER_TYPES, *_FLOAT_CODES, "bool", *_SIZED_TYPES)
 
 
 def js_round(value: float) -> int:
@@ -288,8 +304,13 @@ _FIELD_KEYS: Final = (
     "count",
     "sentinels",
     "flags",
+    "case",
+    "length",
     *_MEANING_KEYS,
 )
+SPAN_REST: Final = "rest"
+"""``size: rest``: a ``hex`` field that runs to the end of its record."""
+_HEX_CASES: Final = ("lower", "upper")
 _NAME_TEMPLATE_RE: Final = re.compile(r"^(?:[A-Za-z0-9_]|\{[a-z_][a-z0-9_]*\})+$")
 _PLACEHOLDER_RE: Final = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -327,6 +348,10 @@ class CompiledField:
     """With ``expand``: the value becomes outputs ``name`` with ``{n}`` = 1..count (``EXPANSIONS``)."""
     count_from: str | None = None
     """With ``expand``: the earlier field of the same record that holds the count."""
+    span: str | None = None
+    """A ``hex`` field of variable size: ``SPAN_REST`` or the earlier field holding its byte count.
+    Then ``size`` is 0 and ``read_span`` reads it; only a sequence (``nested.py``) can."""
+    read_span: SpanReader | None = None
 
 
 def compile_field(
@@ -353,9 +378,17 @@ def compile_field(
     if expand is not None:
         placeholders = tuple(p for p in placeholders if p != "n")
     ftype = spec["type"].as_choice(FIELD_TYPES)
-    if expand is not None and ftype not in INT_CODES:
+    if expand is not None and ftype not in INTEGER_TYPES:
         raise spec["expand"].fail(f"needs an integer type, not {ftype}")
-    if ftype in INT_CODES or ftype in _FLOAT_CODES or ftype == "bool":
+    for key in ("case", "length"):
+        if spec.has(key) and ftype != "hex":
+            raise spec[key].fail(f"only allowed with type hex, not {ftype}")
+    span: str | None = None
+    read_span: SpanReader | None = None
+    if ftype == "hex":
+        size, read, span, read_span = _compile_hex(spec)
+        numeric = False
+    elif ftype in INTEGER_TYPES or ftype in _FLOAT_CODES or ftype == "bool":
         size, read, numeric = _compile_int(spec, ftype, default_endian)
     else:
         for key in ("endian", "scale", "offset", "enum", "enum_default", "bits", "ops"):
@@ -380,6 +413,8 @@ def compile_field(
         placeholders=placeholders,
         expand=expand,
         count_from=count_from,
+        span=span,
+        read_span=read_span,
     )
 
 
@@ -497,20 +532,25 @@ def _compile_int(spec: Spec, ftype: str, default_endian: str | None) -> tuple[in
         # A bool's own bit has two values only: its sentinels match the whole byte
         # (NAS UL20xx daliStatus(): a status byte 0xFF means "no answer", every flag false).
         return 1, _compile_sentinels(spec, lambda buf, pos: buf[pos], read_bool, 0, 0xFF), False
-    code = _FLOAT_CODES[ftype] if is_float else INT_CODES[ftype]
-    size = struct.calcsize(code)
+    code = _FLOAT_CODES[ftype] if is_float else INT_CODES.get(ftype, "")
+    size = _WIDE_INTS[ftype] if ftype in _WIDE_INTS else struct.calcsize(code)
     endian_spec = spec.get("endian")
     endian = endian_spec.as_choice(ENDIANS) if endian_spec is not None else default_endian
     if size > 1 and endian is None:
         raise spec.fail(f"type {ftype} needs 'endian: le' or 'endian: be' (here or in the decoder)")
-    unpack = struct.Struct(ENDIANS[endian or "le"] + code).unpack_from
 
     raw: Reader
-    if size == 1 and code == "B":
+    if ftype in _WIDE_INTS:
+        byteorder: Literal["little", "big"] = "little" if endian == "le" else "big"
+
+        def raw(buf: bytes, pos: int) -> Any:
+            return int.from_bytes(buf[pos : pos + size], byteorder)
+    elif size == 1 and code == "B":
         # Indexing bytes is the fastest uint8 read; no struct call needed.
         def raw(buf: bytes, pos: int) -> Any:
             return buf[pos]
     else:
+        unpack = struct.Struct(ENDIANS[endian or "le"] + code).unpack_from
 
         def raw(buf: bytes, pos: int) -> Any:
             return unpack(buf, pos)[0]
@@ -656,6 +696,45 @@ def _compile_linear(spec: Spec, raw: Reader) -> Reader:
     return read_float
 
 
+def _compile_hex(spec: Spec) -> tuple[int, Reader, str | None, SpanReader | None]:
+    """``hex``: ``size`` bytes, or a span (``size: rest``, ``length: <field>``); ``case`` of the digits."""
+    for key in ("endian", "scale", "offset", "enum", "enum_default", "bits", "ops", "format", "value"):
+        if spec.has(key):
+            raise spec[key].fail("not allowed with type hex")
+    case_spec = spec.get("case")
+    upper = case_spec is not None and case_spec.as_choice(_HEX_CASES) == "upper"
+    size_spec, length_spec = spec.get("size"), spec.get("length")
+
+    def read_span(buf: bytes, pos: int, count: int) -> Any:
+        text = buf[pos : pos + count].hex()
+        return text.upper() if upper else text
+
+    if size_spec is not None and length_spec is not None:
+        raise spec.fail("give either 'size' or 'length', not both")
+    if length_spec is not None:
+        # Checked against the record's earlier fields by nested.py, which knows them.
+        name = length_spec.as_str(
+            pattern=re.compile(r"[a-z_][a-z0-9_]*"), hint="the name of an earlier field"
+        )
+        return 0, _no_fixed_read, name, read_span
+    if size_spec is None:
+        raise spec.fail(f"type hex needs a 'size' in bytes, 'size: {SPAN_REST}' or 'length: <earlier field>'")
+    if size_spec.value == SPAN_REST:
+        return 0, _no_fixed_read, SPAN_REST, read_span
+    if isinstance(size_spec.value, str):
+        raise size_spec.fail(f"must be a number of bytes or {SPAN_REST!r} (to the end of the record)")
+    size = size_spec.as_int(1, MAX_FIELD_BYTES)
+
+    def read_hex(buf: bytes, pos: int) -> Any:
+        return read_span(buf, pos, size)
+
+    return size, read_hex, None, None
+
+
+def _no_fixed_read(buf: bytes, pos: int) -> Any:
+    raise AssertionError("a hex span is read by read_span")  # pragma: no cover - nested.py never calls it
+
+
 def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
     fmt: Format | None = None
     if spec.has("format"):
@@ -675,12 +754,6 @@ def _compile_sized(spec: Spec, ftype: str) -> tuple[int, Reader]:
     if spec.has("value") and ftype != "constant":
         raise spec["value"].fail(f"not allowed with type {ftype}")
 
-    if ftype == "hex":
-
-        def read_hex(buf: bytes, pos: int) -> Any:
-            return buf[pos : pos + size].hex()
-
-        return size, read_hex
     if ftype == "bcd":
 
         def read_bcd(buf: bytes, pos: int) -> Any:

@@ -14,10 +14,12 @@ themselves (NAS UL20xx status, usage and boot packets):
   there too);
 * ``if: <earlier field>`` — the field is present only when that value is true; an absent
   field with an ``at`` keeps its place, one without ``at`` takes no bytes;
-* ``optional: true`` — the field (or list) is left out when the region has ended before it.
+* ``optional: true`` — the field (or list) is left out when the region has ended before it;
+* a ``hex`` span — ``size: rest`` (to the end of the region) or ``length: <earlier field>``.
 
-Names in ``if``, ``count`` and ``length`` refer to earlier fields of the same record (hidden
-ones included); an object shares its record's names, a list item and a tlv record start afresh.
+Names in ``if``, ``count`` and ``length`` (of a tlv or a hex span) refer to earlier fields of the
+same record (hidden ones included); an object shares its record's names, a list item and a tlv
+record start afresh.
 
 It does not own scalar field types (``fields.py``) nor the families that use a sequence
 (``decode.py``). Pure: bytes in, values out, ``DecodeError`` (reason ``truncated``, ...) on a
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from gateway.codec.fields import Output, Reader, Spec, compile_field
+from gateway.codec.fields import SPAN_REST, Output, Reader, SpanReader, Spec, compile_field
 from gateway.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,11 @@ def needs_sequence(items: list[Spec]) -> bool:
     for item in items:
         value = item.value
         if isinstance(value, dict) and (
-            value.get("type") in STRUCTURES or "if" in value or "optional" in value
+            value.get("type") in STRUCTURES
+            or "if" in value
+            or "optional" in value
+            or value.get("size") == SPAN_REST
+            or "length" in value
         ):
             return True
     return False
@@ -120,7 +126,7 @@ class _Step:
 
 
 class _Scalar(_Step):
-    __slots__ = ("expansion", "hidden", "optional", "read", "templated")
+    __slots__ = ("expansion", "hidden", "optional", "read", "span", "templated")
 
     def __init__(
         self,
@@ -134,6 +140,7 @@ class _Scalar(_Step):
         templated: bool,
         optional: bool,
         expansion: tuple[Callable[[int, int], list[int]], str, str, str] | None,
+        span: tuple[str, SpanReader] | None = None,
     ) -> None:
         super().__init__(name, cond, at, size)
         self.read = read
@@ -141,10 +148,13 @@ class _Scalar(_Step):
         self.templated = templated
         self.optional = optional
         self.expansion = expansion
+        self.span = span
 
     def read_into(self, region: Region, pos: int, out: dict[str, Any], scope: Scope) -> int:
         buf, base, end, _ = region  # one unpacking: this runs for every field of a payload
         start = base + self.at if self.at is not None else pos
+        if self.span is not None:
+            return self._read_span(region, start, pos, out, scope)
         if start + self.size > end:
             if self.optional and start >= end:
                 return pos
@@ -162,6 +172,31 @@ class _Scalar(_Step):
         if not self.hidden:
             out[self.name.format_map(scope) if self.templated else self.name] = value
         return start + self.size
+
+    def _read_span(self, region: Region, start: int, pos: int, out: dict[str, Any], scope: Scope) -> int:
+        """A hex span: to the region's end, or as many bytes as an earlier field says."""
+        assert self.span is not None
+        count_from, read_span = self.span
+        end = region.end
+        if self.optional and start >= end:
+            return pos
+        if count_from == SPAN_REST:
+            count = max(end - start, 0)
+        else:
+            count = scope[count_from]
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise DecodeError(f"{self.name}: length {count!r} is not a number", reason="bad_count")
+            if start + count > end:
+                raise DecodeError(
+                    f"field {self.name!r} at byte {start} announces {count} bytes, "
+                    f"{max(end - start, 0)} left",
+                    reason="truncated",
+                )
+        value = read_span(region.buf, start, count)
+        scope[self.name] = value
+        if not self.hidden:
+            out[self.name] = value
+        return start + count
 
 
 class _Object(_Step):
@@ -365,11 +400,19 @@ def _compile_scalar(
     compiled = compile_field(item, default_endian=default_endian, extra_keys=("if", "optional", *extra_keys))
     optional_spec = item.get("optional")
     optional = optional_spec.as_bool() if optional_spec is not None else False
-    if fixed_size and (optional or (cond is not None and compiled.at is None)):
+    if fixed_size and (optional or (cond is not None and compiled.at is None) or compiled.span is not None):
         raise item.fail(
-            "in a channel_tlv record (fixed size) 'optional' is not allowed "
-            "and a field with 'if' needs an 'at'"
+            "in a channel_tlv record (fixed size) 'optional' and hex spans ('size: rest', 'length') "
+            "are not allowed and a field with 'if' needs an 'at'"
         )
+    span: tuple[str, SpanReader] | None = None
+    if compiled.span is not None:
+        assert compiled.read_span is not None  # compile_field sets both
+        if compiled.span != SPAN_REST and compiled.span not in layout.known:
+            raise item["length"].fail(f"{compiled.span!r} must name an earlier field of this record")
+        if compiled.placeholders or compiled.expand is not None:
+            raise item.fail("a hex span takes no placeholders")
+        span = (compiled.span, compiled.read_span)
     name = compiled.output.name
     for placeholder in compiled.placeholders:
         if placeholder not in layout.hidden:
@@ -387,6 +430,8 @@ def _compile_scalar(
         _add_output(outputs, compiled.output, item)
     layout.known.add(name)
     _advance(layout, compiled.at, compiled.size, variable=optional or cond is not None)
+    if span is not None:
+        layout.cursor = layout.extent = None  # the bytes a span takes are known only while decoding
     return _Scalar(
         name,
         cond,
@@ -397,6 +442,7 @@ def _compile_scalar(
         templated=bool(compiled.placeholders),
         optional=optional,
         expansion=expansion,
+        span=span,
     )
 
 

@@ -1,7 +1,8 @@
 """Device profiles: load ``<vendor>/<model>.yaml`` files into compiled ``Profile`` objects.
 
 Owns the profile file format (``schema_version: 1``): identity (``id``, ``vendor``,
-``model``, ``description``, ``sources``), LoRaWAN facts (``lorawan``), the uplink
+``model``, ``description``, ``sources``, ``compatible_with``: the published vendor decoder
+whose output the profile reproduces, with its listed corrections), LoRaWAN facts (``lorawan``), the uplink
 ``decoder`` section (handed to ``decode.compile_decoder``), ``derived`` values
 (``derive.py``), ``downlink`` commands (``encode.py``) and the embedded ``examples``
 that tests and ``edgegw profile test`` run. Validation stops at the first problem
@@ -55,6 +56,33 @@ _CLASSES: Final = ("A", "B", "C")
 _ACTIVATIONS: Final = ("otaa", "abp")
 # FPort 1..223 carry application data; 0 is MAC-only and 224.. are reserved (LoRaWAN 1.0.4 §4.3.2).
 _APP_FPORT_MAX: Final = 223
+# compatible_with: a GitHub "owner/name", a full commit id, a correction id like "region-bit-test".
+_REPOSITORY_RE: Final = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+_COMMIT_RE: Final = re.compile(r"[0-9a-f]{40}")
+_CORRECTION_ID_RE: Final = re.compile(_ID_PART)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A listed, reasoned place where the profile's output differs from its vendor decoder's."""
+
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompatibleWith:
+    """The published decoder a profile's output equals (key names included), pinned to a commit.
+
+    On every payload that decoder accepts the profile outputs what it outputs, except where one
+    of ``corrections`` says otherwise and why.
+    """
+
+    repository: str
+    """GitHub ``owner/name``."""
+    path: str
+    commit: str
+    corrections: tuple[Correction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +145,8 @@ class Profile:
     examples: tuple[Example, ...]
     _decode: Callable[[bytes], Decoded] = field(repr=False, compare=False)
     sources: tuple[str, ...] = ()
+    compatible_with: CompatibleWith | None = None
+    """The vendor decoder the output follows; None for formats edgegw defines itself."""
     file: Path | None = None
     family: str = "channel_tlv"
     derived: tuple[Derivation, ...] = ()
@@ -243,7 +273,9 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         raise top["schema_version"].fail(
             f"unsupported schema_version {version} (this edgegw reads {SCHEMA_VERSION})"
         )
-    top.mapping(required=_TOP_KEYS, optional=("sources", "examples", "derived", "downlink"))
+    top.mapping(
+        required=_TOP_KEYS, optional=("sources", "compatible_with", "examples", "derived", "downlink")
+    )
 
     profile_id = top["id"].as_str(pattern=_ID_RE, hint="vendor/model, lowercase letters, digits and hyphens")
     if expected_id is not None and profile_id != expected_id:
@@ -281,6 +313,8 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
     )
     sources_spec = top.get("sources")
     sources = tuple(item.as_str() for item in sources_spec.items()) if sources_spec is not None else ()
+    compatible_spec = top.get("compatible_with")
+    compatible_with = _load_compatible_with(compatible_spec) if compatible_spec is not None else None
     _check_schema(top.value, str(path))
     profile = Profile(
         id=profile_id,
@@ -291,6 +325,7 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         outputs=compiled.outputs,
         examples=examples,
         sources=sources,
+        compatible_with=compatible_with,
         file=path,
         _decode=compiled.decode,
         family=compiled.family,
@@ -361,6 +396,32 @@ def _load_lorawan(spec: Spec) -> LorawanFacts:
         regional_parameters=regional.as_str() if regional is not None else None,
         max_eirp_dbm=float(eirp.as_number()) if eirp is not None else None,
         supports_32bit_fcnt=fcnt32.as_bool() if fcnt32 is not None else True,
+    )
+
+
+def _load_compatible_with(spec: Spec) -> CompatibleWith:
+    spec.mapping(required=("repository", "path", "commit"), optional=("corrections",))
+    corrections: list[Correction] = []
+    corrections_spec = spec.get("corrections")
+    for item in corrections_spec.items() if corrections_spec is not None else ():
+        item.mapping(required=("id", "reason"))
+        correction = Correction(
+            id=item["id"].as_str(pattern=_CORRECTION_ID_RE, hint="lowercase words joined by hyphens"),
+            reason=item["reason"].as_str(),
+        )
+        if not correction.reason.strip():
+            raise item["reason"].fail("must say why the output differs from the vendor decoder's")
+        if any(known.id == correction.id for known in corrections):
+            raise item["id"].fail(f"correction {correction.id!r} is listed twice")
+        corrections.append(correction)
+    path = spec["path"].as_str()
+    if not path or path.startswith("/"):
+        raise spec["path"].fail("must be a file path inside the repository")
+    return CompatibleWith(
+        repository=spec["repository"].as_str(pattern=_REPOSITORY_RE, hint="GitHub owner/name"),
+        path=path,
+        commit=spec["commit"].as_str(pattern=_COMMIT_RE, hint="the full 40-digit lowercase commit id"),
+        corrections=tuple(corrections),
     )
 
 

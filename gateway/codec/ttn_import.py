@@ -6,6 +6,12 @@ names; and writing ``<out>/<vendor>/<model>.yaml`` (``family: javascript``) plus
 of the JavaScript beside it, with the codec's uplink examples as profile examples.
 The TTN format is documented in TheThingsNetwork/lorawan-devices README.md.
 
+A TTN device definition names no uplink fPorts, and a codec's examples show only some of
+the ones it decodes (IMBuildings' ``imbuildings.js`` decodes header-less frames on fPorts
+26-28 that no example uses). So the imported profile accepts every application fPort
+(1..223) and leaves the choice to the codec: an fPort it does not handle is its own
+``errors`` answer, a ``DecodeError`` (reason ``codec_error``) in edgegw.
+
 It does not run the codec (``edgegw profile test`` does, in the sandbox of ``js.py``)
 and it never fetches anything: the caller supplies the files.
 """
@@ -27,7 +33,22 @@ from gateway.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 _EU868_KEYS: Final = ("EU863-870", "EU868")
+# LoRaWAN application fPorts (LoRaWAN 1.0.x §4.3.2: 0 is the MAC, 224.. reserved).
+ALL_APP_FPORTS: Final[tuple[int, ...]] = tuple(range(1, 224))
 _SLUG_RE: Final = re.compile(r"[^a-z0-9]+")
+
+
+class _FlowList(list[int]):
+    """A list written on one line (``[1, 2, ...]``): the 223 fPorts, not 223 lines."""
+
+
+class _ProfileDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes a ``_FlowList`` in flow style."""
+
+
+_ProfileDumper.add_representer(
+    _FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +113,6 @@ def import_ttn(device_path: Path, out_dir: Path, *, overwrite: bool = False) -> 
         facts = _load(folder / f"{lorawan_profile_id}.yaml")
 
     examples: list[dict[str, Any]] = []
-    fports: list[int] = []
     for index, example in enumerate(uplink.get("examples") or ()):
         where = f"uplinkDecoder.examples[{index}]"
         example_input = (example or {}).get("input") or {}
@@ -102,8 +122,6 @@ def import_ttn(device_path: Path, out_dir: Path, *, overwrite: bool = False) -> 
         fport = example_input.get("fPort")
         if not isinstance(fport, int) or not 1 <= fport <= 223:
             raise ConfigError("input.fPort must be 1..223", file=str(codec_path), key_path=where)
-        if fport not in fports:
-            fports.append(fport)
         examples.append(
             {
                 "description": str(example.get("description") or f"example {index + 1}"),
@@ -113,8 +131,6 @@ def import_ttn(device_path: Path, out_dir: Path, *, overwrite: bool = False) -> 
                 "expected": output["data"],
             }
         )
-    if not fports:
-        raise ConfigError("no uplink example with data: cannot tell the uplink fports", file=str(codec_path))
 
     classes = (
         ["A"]
@@ -129,7 +145,7 @@ def import_ttn(device_path: Path, out_dir: Path, *, overwrite: bool = False) -> 
         "regions": ["EU868"],
         "classes": classes,
         "activation": ["otaa"] if facts.get("supportsJoin", True) else ["abp"],
-        "uplink_fports": fports,
+        "uplink_fports": _FlowList(ALL_APP_FPORTS),  # the codec decides, see the module docstring
     }
     if isinstance(facts.get("regionalParametersVersion"), str):
         lorawan["regional_parameters"] = facts["regionalParametersVersion"]
@@ -163,6 +179,7 @@ def import_ttn(device_path: Path, out_dir: Path, *, overwrite: bool = False) -> 
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(js_source, target_js)
     header = f"# Imported from the TTN device repository by `edgegw profile import-ttn {device_path}`.\n"
-    target.write_text(header + yaml.safe_dump(profile, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    body = yaml.dump(profile, Dumper=_ProfileDumper, sort_keys=False, allow_unicode=True, width=100)
+    target.write_text(header + body, encoding="utf-8")
     logger.info("imported %s into %s", profile_id, target)
     return Imported(profile_id=profile_id, profile_path=target, codec_path=target_js, examples=len(examples))

@@ -1,4 +1,9 @@
-"""Control socket client for the CLI (blocking: the CLI has no event loop)."""
+"""Control socket client for the CLI (blocking: the CLI has no event loop).
+
+Every failure to talk to the agent (no socket, refused, no answer in time, connection reset, an
+answer that is not JSON) is ``AgentUnreachable`` with one readable line: the CLI prints it and
+exits 1, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +40,17 @@ def _connect(path: Path, timeout_s: float | None) -> socket.socket:
 def request(path: Path, cmd: str, timeout_s: float = 5.0, **args: Any) -> dict[str, Any]:
     """One command, one answer."""
     with _connect(path, timeout_s) as sock:
-        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        with sock.makefile("rb") as stream:
-            line = stream.readline()
+        try:
+            sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            with sock.makefile("rb") as stream:
+                line = stream.readline()
+        except TimeoutError as exc:
+            raise AgentUnreachable(f"the agent did not answer {cmd!r} within {timeout_s:g} s") from exc
+        except OSError as exc:  # reset or broken pipe: the agent stopped meanwhile
+            raise AgentUnreachable(f"the control connection failed: {exc}") from exc
     if not line:
         raise AgentUnreachable("the agent closed the control connection without answering")
-    answer: dict[str, Any] = json.loads(line)
+    answer = _decode(line)
     if not answer.get("ok"):
         raise GatewayError(f"agent: {answer.get('error', 'unknown error')}")
     return answer
@@ -54,7 +64,7 @@ def stream(
     with _connect(path, None) as sock:
         sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         with sock.makefile("rb") as lines:
-            first = json.loads(lines.readline() or b'{"ok": false, "error": "no answer"}')
+            first = _decode(lines.readline() or b'{"ok": false, "error": "no answer"}')
             if not first.get("ok"):
                 raise GatewayError(f"agent: {first.get('error', 'unknown error')}")
             while True:
@@ -67,6 +77,18 @@ def stream(
                     line = lines.readline()
                 except TimeoutError:
                     return
+                except OSError:  # reset: the agent stopped, as when it closes the stream
+                    return
                 if not line:
                     return
-                yield json.loads(line)
+                yield _decode(line)
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise AgentUnreachable(f"the control socket answered no JSON: {line[:80]!r}") from exc
+    if not isinstance(doc, dict):
+        raise AgentUnreachable(f"the control socket answered no JSON object: {line[:80]!r}")
+    return doc

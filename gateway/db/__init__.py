@@ -12,8 +12,8 @@ creation, in two kinds of step:
   previous release on the same file (docs/fleet.md); a version bump would make that release
   refuse it.
 
-It does not own any table's meaning: the device registry, the LoRaWAN sessions, the outbox and
-the rules' state each own theirs.
+It does not own any table's meaning: the device registry, the LoRaWAN sessions, the outbox, the
+rules' state and what was heard from each device (``device_state``) each own theirs.
 
 One file holds all three so that a record and the frame counter that accepted
 it commit in the same transaction (see ``gateway.db.commit``). A damaged file is
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
-ADDITIONS: tuple[str, ...] = ("rules_state",)
+ADDITIONS: tuple[str, ...] = ("rules_state", "device_state")
 """Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
 _ADDITIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_additions (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"

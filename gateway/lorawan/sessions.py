@@ -11,6 +11,11 @@ has already committed it), and survives a concurrent ``merge`` of a registry rea
 that started before the join committed. The downlink counter (``fcnt_down``)
 lives on the session too; the downlink scheduler moves and persists it.
 
+A frame that repeats the last accepted one (same FCnt, same MIC: a device with NbTrans > 1
+sends each uplink several times, LoRaWAN 1.0.4 §5.3 LinkADRReq) is a retransmission, told
+apart from a replay by ``retransmission_of``; only the last accepted MIC is kept for it
+(4 bytes and a time per session, in memory).
+
 It does not own the ``devices`` table (the registry does), joins (``join``) nor
 downlinks (``downlink``).
 """
@@ -22,11 +27,17 @@ import hmac
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.errors import FrameError, MicMismatch, UnknownDevice
 from gateway.lorawan import fcnt, phy
 from gateway.lorawan.crypto import SessionKeys
 from gateway.messages import AesKey, DevAddr, DevEui, RadioFrame, SessionCounter, UplinkData
+
+RETRANSMISSION_WINDOW_S: Final = 300.0
+"""How long after a frame its NbTrans repeats may arrive: the device repeats after RX2 and a
+RETRANSMIT_TIMEOUT of 1-3 s (LoRaWAN 1.0.4 §4.3.1.3), later when its duty cycle holds it back (an
+SF12 frame of 2.5 s in the 1 % sub-band of the default channels waits up to about 4 min)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +52,12 @@ class Session:
     fcnt_up: int | None
     fcnt_down: int = 0
     """The next downlink FCnt to use (LoRaWAN 1.0.4 §4.3.1.5: starts at 0 with the session)."""
+    last_mic: bytes | None = None
+    """The MIC of the frame that set ``fcnt_up`` (None until one is accepted by this process)."""
+    last_at_s: float = 0.0
+    """When that frame was received (Unix seconds): repeats come within ``RETRANSMISSION_WINDOW_S``.
+    The wall clock, not the monotonic one: a clock step only changes how a refused frame is
+    counted (a repeat or a replay), and the simulator compresses time on the wall clock."""
 
 
 _LOAD = (
@@ -141,6 +158,9 @@ class SessionTable:
                     current.fcnt_up is not None and current.fcnt_up > session.fcnt_up
                 ):
                     session.fcnt_up = current.fcnt_up
+                if session.fcnt_up == current.fcnt_up:
+                    session.last_mic = current.last_mic  # still the frame that set this counter
+                    session.last_at_s = current.last_at_s
                 session.fcnt_down = max(session.fcnt_down, current.fcnt_down)
             by_eui[session.dev_eui.value] = session
         # A session installed by a join wins over a registry read that does not show it yet.
@@ -182,6 +202,7 @@ class SessionTable:
                 parsed.frm_payload, parsed.dev_addr, fcnt32, True, parsed.fport
             )
         session.fcnt_up = fcnt32
+        session.last_mic, session.last_at_s = parsed.mic, frame.received_at_s
         self._pending[str(session.dev_eui)] = SessionCounter(session.dev_eui, session.session_tag, fcnt32)
         return UplinkData(
             dev_eui=session.dev_eui,
@@ -194,6 +215,34 @@ class SessionTable:
             confirmed=parsed.confirmed,
             frame=frame,
         )
+
+    def retransmission_of(self, frame: RadioFrame) -> Session | None:
+        """The session whose last accepted frame ``frame`` repeats, or None (then a refused old
+        counter is a replay: a device that reset its counter, or an attacker).
+
+        With NbTrans > 1 (LoRaWAN 1.0.4 §5.3, LinkADRReq) a device sends the same uplink, same
+        FCnt and payload and so the same MIC, several times; a network server must neither take
+        the repeats as new frames nor as attacks. A repeat is the same FCnt and the same MIC as
+        the last accepted frame, received within ``RETRANSMISSION_WINDOW_S`` of it, and its MIC
+        verifies: a copy of that MIC on other bytes (a forgery) stays a replay, and so does the
+        same frame played back later (a captured frame is byte-identical to a repeat; only its time
+        tells them apart). Called only for a frame ``accept`` refused as ``replayed_fcnt``.
+        """
+        try:
+            parsed = phy.parse(frame.phy_payload)
+        except FrameError:
+            return None
+        if not isinstance(parsed, phy.DataFrame) or not parsed.uplink:
+            return None
+        session = self._by_addr.get(parsed.dev_addr)
+        if session is None or session.fcnt_up is None or session.last_mic is None:
+            return None
+        if parsed.fcnt16 != session.fcnt_up & 0xFFFF or not hmac.compare_digest(parsed.mic, session.last_mic):
+            return None
+        if not 0.0 <= frame.received_at_s - session.last_at_s <= RETRANSMISSION_WINDOW_S:
+            return None
+        mic = session.keys.data_mic(parsed.mic_input, parsed.dev_addr, session.fcnt_up, True)
+        return session if hmac.compare_digest(mic, parsed.mic) else None
 
     # CommitSink: the counters accepted since the last group commit.
 

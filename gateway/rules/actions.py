@@ -53,7 +53,9 @@ class AggregateRecord:
     """One aggregate over ``[start_s, end_s)`` for one device: an LAeq, a day's Lden, counts.
 
     ``kind`` names the series (``leq_900``, ``lden``, ``count_3600``, ``count_day``, ``fill``);
-    a ``fill`` record is a value as of one reading (``start_s == end_s``).
+    a ``fill`` record is a value as of one reading (``start_s == end_s``). ``revision`` > 0: a later
+    version of a record published before (a late noise report, ``gateway.rules.noise``), under its
+    own id so that neither the outbox nor the platform's de-duplication drops it.
     """
 
     aggregate_id: str
@@ -63,11 +65,13 @@ class AggregateRecord:
     start_s: float
     end_s: float
     values: Mapping[str, float | int | str | None] = field(default_factory=dict)
+    revision: int = 0
 
     @property
     def record_id(self) -> str:
-        # Stable: the same device, aggregate, series and period always give the same id.
-        return f"{self.dev_eui}-agg-{self.aggregate_id}-{self.kind}-{int(self.start_s)}"
+        # Stable: the same device, aggregate, series, period and revision always give the same id.
+        base = f"{self.dev_eui}-agg-{self.aggregate_id}-{self.kind}-{int(self.start_s)}"
+        return base if self.revision == 0 else f"{base}-r{self.revision}"
 
 
 Output = Alert | DownlinkRequest | DisplayUpdate | AggregateRecord

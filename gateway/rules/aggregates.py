@@ -1,20 +1,14 @@
-"""Aggregates computed at the edge: noise LAeq / percentiles / Lden, passage counts, fill rate.
+"""Aggregates computed at the edge: passage counts, fill rate, and the noise levels' accumulator.
 
-Owns the arithmetic (energetic averages of decibels, Lden with the French periods and
-penalties, LN percentiles, counter deltas with reset detection) and the per-device
-accumulators that close intervals and days and emit ``AggregateRecord`` values. Every
-accumulator's state is a JSON-able dict (``snapshot``/``restore``), so totals survive
-a restart of the agent.
+Owns the per-device accumulators of one aggregate spec (counter deltas with reset detection,
+fill rate) and their records; the noise levels (LAeq, LN, Lden, weighted by the time each
+report covers) are ``noise.py``'s, held here per device. Every accumulator's state is a
+JSON-able dict (``snapshot``/``restore``), so totals survive a restart of the agent.
 
 It does not read clocks (times are passed in), select devices (engine.py) or store
 records (the outbox).
 
-Facts (research/domain.md §2.3, §4.4):
-- LAeq,T = 10·log10(mean of 10^(L_i/10)) for equal sub-intervals: decibels are averaged
-  energetically, never arithmetically (60 and 70 dB average to 67.4 dB).
-- Lden = 10·log10((12·10^(Ld/10) + 4·10^((Le+5)/10) + 8·10^((Ln+10)/10)) / 24), with the
-  French periods day 06-18, evening 18-22, night 22-06 (arrêté du 4 avril 2006), local time.
-- LN is the level exceeded N % of the time: L10 peaks, L50 median, L90 background.
+Facts (research/domain.md §4.4, §1.4):
 - Counts: hourly bins are the national standard; day and year totals in local time, the
   year total resets on 1 January; cumulative counters restart at power-up (negative step).
 - Fill rate: average filling speed (%/day) since the last emptying and the forecast full
@@ -25,59 +19,19 @@ Facts (research/domain.md §2.3, §4.4):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from gateway.clock import iso_utc
 from gateway.rules import conditions
 from gateway.rules.actions import AggregateRecord
 from gateway.rules.model import Aggregate
+from gateway.rules.noise import NoiseLevels
 
-Period = Literal["day", "evening", "night"]
-PERIOD_HOURS: Final[dict[Period, int]] = {"day": 12, "evening": 4, "night": 8}
-PERIOD_PENALTY_DB: Final[dict[Period, float]] = {"day": 0.0, "evening": 5.0, "night": 10.0}
 MAX_FILL_POINTS: Final = 512
 """Bound on the readings kept for a fill rate (a week at one reading every 20 min)."""
-MAX_PERCENTILE_SAMPLES: Final = 4096
-"""Bound on the samples kept per interval for L10/L50/L90 (one hour of 1-s samples is 3600)."""
-
-
-def energetic_mean_db(levels_db: Iterable[float]) -> float:
-    """10·log10 of the mean of 10^(L/10); ValueError on no levels."""
-    values = list(levels_db)
-    if not values:
-        raise ValueError("no levels to average")
-    return 10.0 * math.log10(sum(10.0 ** (level / 10.0) for level in values) / len(values))
-
-
-def lden_db(ld_db: float, le_db: float, ln_db: float) -> float:
-    """Day-evening-night level with +5 dB evening and +10 dB night penalties, 12/4/8 hours."""
-    total = (
-        PERIOD_HOURS["day"] * 10.0 ** (ld_db / 10.0)
-        + PERIOD_HOURS["evening"] * 10.0 ** ((le_db + PERIOD_PENALTY_DB["evening"]) / 10.0)
-        + PERIOD_HOURS["night"] * 10.0 ** ((ln_db + PERIOD_PENALTY_DB["night"]) / 10.0)
-    )
-    return 10.0 * math.log10(total / 24.0)
-
-
-def french_period(local_hour: int) -> Period:
-    """Day 06-18, evening 18-22, night 22-06 (arrêté du 4 avril 2006)."""
-    if 6 <= local_hour < 18:
-        return "day"
-    if 18 <= local_hour < 22:
-        return "evening"
-    return "night"
-
-
-def level_exceeded_db(samples_db: Sequence[float], percent: float) -> float:
-    """LN: the level exceeded ``percent`` % of the time (nearest rank over the sorted samples)."""
-    if not samples_db:
-        raise ValueError("no samples")
-    ordered = sorted(samples_db, reverse=True)
-    rank = max(1, math.ceil(percent / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def _bucket_start(at_s: float, interval_s: int) -> float:
@@ -105,10 +59,7 @@ class DeviceAggregator:
         self.dev_eui = dev_eui
         self.profile = profile
         self._tz = tz
-        # Open LAeq intervals: interval_s -> [start_s, energy_sum, n, samples]
-        self._leq: dict[int, list[Any]] = {}
-        # Lden of the open local day: [iso date, {period: [energy_sum, n]}]
-        self._lden: list[Any] | None = None
+        self._noise = NoiseLevels(spec, dev_eui, profile, tz) if spec.leq or spec.lden_field else None
         # Counts: open intervals interval_s -> [start_s, {field: n}]; the day; the year; last counters.
         self._count: dict[int, list[Any]] = {}
         self._count_day: list[Any] | None = None  # [iso date, {field: n}]
@@ -126,38 +77,18 @@ class DeviceAggregator:
 
         ``params`` are the device's parameters, for ``$name`` values of a fill spec.
         """
+        if self._noise is not None:
+            # Filed before closing: a report that covers an interval's end publishes it.
+            self._noise.add(at_s, data, params)
         out = self.close_until(at_s)
         spec = self.spec
         if spec.fill is not None:
             record = self._add_fill(at_s, data, params or {})
             if record is not None:
                 out.append(record)
-        if spec.leq is not None:
-            level = _number(data.get(spec.leq.field))
-            if level is not None:
-                self._add_leq(at_s, level)
-        if spec.lden_field is not None:
-            level = _number(data.get(spec.lden_field))
-            if level is not None:
-                self._add_lden(at_s, level)
         if spec.count is not None:
             self._add_counts(at_s, data)
         return out
-
-    def _add_leq(self, at_s: float, level: float) -> None:
-        assert self.spec.leq is not None
-        for interval_s in self.spec.leq.intervals_s:
-            start = _bucket_start(at_s, interval_s)
-            acc = self._leq.get(interval_s)
-            if acc is not None and start < acc[0]:
-                self.late_readings += 1
-                continue
-            if acc is None:
-                acc = self._leq[interval_s] = [start, 0.0, 0, []]
-            acc[1] += 10.0 ** (level / 10.0)
-            acc[2] += 1
-            if self.spec.leq.percentiles and len(acc[3]) < MAX_PERCENTILE_SAMPLES:
-                acc[3].append(level)
 
     def _add_fill(
         self, at_s: float, data: dict[str, Any], params: dict[str, float]
@@ -202,18 +133,6 @@ class DeviceAggregator:
         # A value as of this reading: the record's period is the instant of the reading.
         return self._record("fill", at_s, at_s, values)
 
-    def _add_lden(self, at_s: float, level: float) -> None:
-        local = datetime.fromtimestamp(at_s, self._tz)
-        day = local.date().isoformat()
-        if self._lden is not None and day < self._lden[0]:
-            self.late_readings += 1
-            return
-        if self._lden is None:
-            self._lden = [day, {}]
-        sums = self._lden[1].setdefault(french_period(local.hour), [0.0, 0])
-        sums[0] += 10.0 ** (level / 10.0)
-        sums[1] += 1
-
     def _add_counts(self, at_s: float, data: dict[str, Any]) -> None:
         spec = self.spec.count
         assert spec is not None
@@ -256,21 +175,7 @@ class DeviceAggregator:
 
     def close_until(self, now_s: float) -> list[AggregateRecord]:
         """Emit and reset every interval and day that ended at or before ``now_s``."""
-        out: list[AggregateRecord] = []
-        for interval_s, acc in list(self._leq.items()):
-            if acc[0] + interval_s <= now_s:
-                del self._leq[interval_s]
-                values: dict[str, float | int | None] = {"laeq_db": _db(acc[1] / acc[2]), "samples": acc[2]}
-                if acc[3]:
-                    for pct in (10, 50, 90):
-                        values[f"la{pct}_db"] = round(level_exceeded_db(acc[3], pct), 1)
-                out.append(self._record(f"leq_{interval_s}", acc[0], acc[0] + interval_s, values))
-        if self._lden is not None:
-            day = date.fromisoformat(self._lden[0])
-            start_s, end_s = _day_bounds(day, self._tz)
-            if end_s <= now_s:
-                out.append(self._record("lden", start_s, end_s, _lden_values(self._lden[1])))
-                self._lden = None
+        out = self._noise.close_until(now_s) if self._noise is not None else []
         for interval_s, acc in list(self._count.items()):
             if acc[0] + interval_s <= now_s:
                 del self._count[interval_s]
@@ -310,8 +215,7 @@ class DeviceAggregator:
     def snapshot(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
-            "leq": {str(k): v for k, v in self._leq.items()},
-            "lden": self._lden,
+            "noise": self._noise.snapshot() if self._noise is not None else None,
             "count": {str(k): v for k, v in self._count.items()},
             "count_day": self._count_day,
             "year": self._year,
@@ -320,33 +224,15 @@ class DeviceAggregator:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._leq = {int(k): list(v) for k, v in state["leq"].items()}
-        self._lden = state["lden"]
+        # A snapshot of an agent that averaged readings as equals ("leq"/"lden" keys) has no
+        # durations to carry over: its open intervals start again.
+        if self._noise is not None and state.get("noise") is not None:
+            self._noise.restore(state["noise"])
         self._count = {int(k): list(v) for k, v in state["count"].items()}
         self._count_day = state["count_day"]
         self._year = state["year"]
         self._last_counter = {str(k): float(v) for k, v in state["last_counter"].items()}
         self._fill = [[float(t), float(v)] for t, v in state.get("fill", [])]
-
-
-def _db(mean_energy: float) -> float:
-    return round(10.0 * math.log10(mean_energy), 1)
-
-
-def _lden_values(periods: dict[str, list[Any]]) -> dict[str, float | int | None]:
-    levels: dict[str, float | None] = {}
-    for name in ("day", "evening", "night"):
-        sums = periods.get(name)
-        levels[name] = 10.0 * math.log10(sums[0] / sums[1]) if sums and sums[1] else None
-    ld, le, ln = levels["day"], levels["evening"], levels["night"]
-    lden = lden_db(ld, le, ln) if ld is not None and le is not None and ln is not None else None
-    return {
-        "ld_db": None if ld is None else round(ld, 1),
-        "le_db": None if le is None else round(le, 1),
-        "ln_db": None if ln is None else round(ln, 1),
-        "lden_db": None if lden is None else round(lden, 1),
-        "samples": sum(int(s[1]) for s in periods.values()),
-    }
 
 
 def _number(value: object) -> float | None:

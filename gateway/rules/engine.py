@@ -18,12 +18,13 @@ rule evaluation (``edgegw rules test --trace``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
+from gateway.clock import WallTime
 from gateway.errors import ConfigError, StorageError
 from gateway.messages import Alert
 from gateway.rules import conditions, schedules
@@ -35,6 +36,9 @@ from gateway.rules.model import Aggregate, LightingGroup, Rule, RuleSet, Silence
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION: Final = 1
+LIGHTING_HOLD_S: Final = 900.0
+"""While the time has not been trusted for less than this, lighting sends nothing (the lamps keep
+their level: NTP usually answers within a minute of a boot); then the group's fail-safe level."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class ReadingFacts:
     at_s: float
     data: Mapping[str, Any]
     site: str = ""
+    installed: Mapping[str, float] = field(default_factory=dict)
+    """The device's numeric installation parameters from the registry (`edgegw device add --param`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,8 @@ class _Episode:
     leaves: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_value: float | None = None
     opened_s: float | None = None
+    raised_value: float | None = None
+    """The value that raised the open episode (`edgegw rules` shows it beside the latest)."""
 
 
 class RuleEngine:
@@ -101,6 +109,7 @@ class RuleEngine:
         """Rule id -> why it was disabled (an exception at evaluation); cleared by the next swap."""
         self._match_cache: dict[tuple[str, str, str], tuple[list[Rule], list[Aggregate]]] = {}
         self._params_cache: dict[str, dict[str, float]] = {}
+        self._installed: dict[str, Mapping[str, float]] = {}  # DevEUI -> the registry's parameters
         self._by_id: dict[str, Rule] = {r.id: r for r in self._rules.rules}
         self.trace: Callable[[EvalTrace], None] | None = None
         """Called with every rule evaluation when set (the dry run); None in the agent."""
@@ -108,6 +117,9 @@ class RuleEngine:
         """The last ``reload``: at_s, file, ok, error (None when it was applied)."""
         self._dirty: set[str] = set()
         self._dirty_global = False
+        self._lighting_clock: dict[str, Any] = {"quality": None, "mode": "schedule"}
+        self._lighting_offset_s = 0.0  # trusted time minus the tick's now_s, for next_due_s
+        self._clock_alerts: set[tuple[str, str]] = set()  # (group, dev_eui) in fail-safe, alert open
 
     @property
     def rules(self) -> RuleSet:
@@ -151,6 +163,11 @@ class RuleEngine:
         for key in list(self._commanded):
             if key[0] not in groups:
                 del self._commanded[key]
+        for group_id, dev in sorted(self._clock_alerts):
+            if group_id not in groups:
+                self._clock_alerts.discard((group_id, dev))
+                alert_id, why = f"{dev}-lighting_clock-{group_id}", "group removed"
+                out.append(Alert(alert_id, "cleared", "lighting_clock", dev, "warning", now_s, message=why))
         self._rules = new
         self._by_id = {r.id: r for r in new.rules}
         self._match_cache.clear()
@@ -179,12 +196,29 @@ class RuleEngine:
             self._match_cache.pop((dev_eui, profile, site), None)
             self._dirty.add(dev_eui)
 
+    def keep_devices(self, registered: Collection[str]) -> list[str]:
+        """Forget every device not in ``registered`` (removed from the registry, maybe while the agent
+        was stopped): no silence watchdog nor lighting for it, no longer counted. Its episodes and
+        aggregates are kept (a removal clears no alert). Returns the devices forgotten."""
+        gone = sorted(set(self._devices) - set(registered))
+        for dev in gone:
+            del self._devices[dev]
+            self._params_cache.pop(dev, None)
+            self._installed.pop(dev, None)
+            self._dirty.add(dev)
+        if gone:
+            self._match_cache.clear()
+        return gone
+
     # -- readings -------------------------------------------------------------------------------
 
     def evaluate(self, reading: ReadingFacts) -> list[Output]:
         """Run every rule and aggregate that selects this device over one reading."""
         dev = reading.dev_eui
         self.register_device(dev, reading.profile, reading.site)
+        if reading.installed != self._installed.get(dev, {}):
+            self._installed[dev] = reading.installed
+            self._params_cache.pop(dev, None)
         rules, aggs = self._matching(dev, reading.profile, reading.site)
         if rules or aggs:
             self._dirty.add(dev)
@@ -275,7 +309,7 @@ class RuleEngine:
         return ep.pend_since + need_s if ep.pend_n >= need_n else None
 
     def _open(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
-        ep.open, ep.pend_since, ep.pend_n, ep.opened_s = True, None, 0, at_s
+        ep.open, ep.pend_since, ep.pend_n, ep.opened_s, ep.raised_value = True, None, 0, at_s, value
         ep.alert_id = f"{dev}-{rule.id}-{round(at_s * 1000)}"
         out: list[Output] = [
             Alert(ep.alert_id, "raised", rule.id, dev, rule.severity, at_s, value, rule.message)
@@ -289,6 +323,7 @@ class RuleEngine:
     def _close(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
         alert_id = ep.alert_id or f"{dev}-{rule.id}-unknown"
         ep.open, ep.alert_id, ep.pend_since, ep.pend_n, ep.opened_s = False, None, None, 0, None
+        ep.raised_value = None
         out: list[Output] = [
             Alert(alert_id, "cleared", rule.id, dev, rule.severity, at_s, value, rule.message)
         ]
@@ -308,15 +343,19 @@ class RuleEngine:
 
     # -- clock ----------------------------------------------------------------------------------
 
-    def tick(self, now_s: float) -> list[Output]:
-        """Time-driven work: debounce durations, silence watchdog, aggregate periods, lighting, totems."""
+    def tick(self, now_s: float, lighting_time: WallTime | None = None) -> list[Output]:
+        """Time-driven work: debounce durations, silence watchdog, aggregate periods, lighting, totems.
+
+        ``lighting_time``: the clock's best time and its trust (``SystemClock.wall_time``); None
+        means ``now_s`` is trusted. Lighting follows its schedule only at a trusted time.
+        """
         out: list[Output] = []
         self._tick_pending(now_s, out)
         self._tick_silence(now_s, out)
         for agg in self._aggs.values():
             out.extend(agg.close_until(now_s))
         for group in self._rules.lighting:
-            self._tick_lighting(group, now_s, out)
+            self._tick_lighting(group, now_s, out, lighting_time)
         for spec in self._rules.aggregates:
             if spec.display is not None:
                 self._tick_display(spec, now_s, out)
@@ -375,8 +414,20 @@ class RuleEngine:
             found |= listed  # listed lamps are commanded even before they are heard
         return sorted(found)
 
-    def _tick_lighting(self, group: LightingGroup, now_s: float, out: list[Output]) -> None:
-        state = schedules.level_at(group.steps, group.location, now_s)
+    def _tick_lighting(
+        self, group: LightingGroup, now_s: float, out: list[Output], when: WallTime | None
+    ) -> None:
+        if when is not None and not when.trusted:
+            self._tick_lighting_untrusted(group, now_s, out, when)
+            return
+        at_s = now_s if when is None else when.unix_s
+        self._lighting_offset_s = at_s - now_s
+        self._lighting_clock = {"quality": None if when is None else when.quality, "mode": "schedule"}
+        for dev in self._group_devices(group):
+            if (group.id, dev) in self._clock_alerts:
+                self._clock_alerts.discard((group.id, dev))
+                out.append(self._clock_alert(group, dev, "cleared", now_s, "time trusted again"))
+        state = schedules.level_at(group.steps, group.location, at_s, group.depression_deg)
         if state is None:
             return
         level, since_s = state
@@ -388,6 +439,36 @@ class RuleEngine:
             out.append(
                 DownlinkRequest(dev, group.command, params, now_s, f"lighting {group.id} since {since_s:.0f}")
             )
+
+    def _tick_lighting_untrusted(
+        self, group: LightingGroup, now_s: float, out: list[Output], when: WallTime
+    ) -> None:
+        """No trusted time: hold (send nothing) for ``LIGHTING_HOLD_S``, then the fail-safe level with
+        an alert per lamp; a wrong wall clock must never pick the level (dark streets are the danger)."""
+        self._lighting_offset_s = 0.0
+        if when.untrusted_for_s < LIGHTING_HOLD_S:
+            self._lighting_clock = {"quality": when.quality, "mode": "hold"}
+            return
+        self._lighting_clock = {"quality": when.quality, "mode": "fail_safe"}
+        level = group.fail_safe_pct
+        why = f"time not trusted for {when.untrusted_for_s:.0f} s"
+        for dev in self._group_devices(group):
+            if (group.id, dev) not in self._clock_alerts:
+                self._clock_alerts.add((group.id, dev))
+                out.append(self._clock_alert(group, dev, "raised", now_s, f"fail-safe {level} %: {why}"))
+            if self._commanded.get((group.id, dev)) == level:
+                continue
+            self._commanded[(group.id, dev)] = level
+            params = {**group.extra_params, group.level_param: level}
+            out.append(
+                DownlinkRequest(dev, group.command, params, now_s, f"lighting {group.id} fail-safe: {why}")
+            )
+
+    @staticmethod
+    def _clock_alert(group: LightingGroup, dev: str, state: Literal["raised", "cleared"], at_s: float,
+                     message: str) -> Alert:  # fmt: skip
+        return Alert(f"{dev}-lighting_clock-{group.id}", state, "lighting_clock", dev, "warning", at_s,
+                     message=message)  # fmt: skip
 
     def _tick_display(self, spec: Aggregate, now_s: float, out: list[Output]) -> None:
         display = spec.display
@@ -408,7 +489,12 @@ class RuleEngine:
 
     def next_due_s(self, now_s: float) -> float | None:
         """The next lighting switch or debounce deadline after ``now_s`` (the tick task sleeps until then)."""
-        times = [schedules.next_change_s(g.steps, g.location, now_s) for g in self._rules.lighting]
+        # Lighting switches at the trusted time of the last tick (holdover may differ from now_s).
+        shift_s = self._lighting_offset_s
+        times: list[float | None] = []
+        for g in self._rules.lighting:
+            at_s = schedules.next_change_s(g.steps, g.location, now_s + shift_s, g.depression_deg)
+            times.append(None if at_s is None else at_s - shift_s)
         for (rule_id, _dev), ep in self._episodes.items():
             rule = self._by_id.get(rule_id)
             if rule is not None and ep.pend_since is not None:
@@ -420,10 +506,10 @@ class RuleEngine:
         """The next scheduled lighting change of any group: when, which group, to which level."""
         best: dict[str, Any] | None = None
         for g in self._rules.lighting:
-            at_s = schedules.next_change_s(g.steps, g.location, now_s)
+            at_s = schedules.next_change_s(g.steps, g.location, now_s, g.depression_deg)
             if at_s is None or (best is not None and at_s >= best["at_s"]):
                 continue
-            level = schedules.level_at(g.steps, g.location, at_s)
+            level = schedules.level_at(g.steps, g.location, at_s, g.depression_deg)
             best = {"at_s": at_s, "group": g.id, "level_pct": None if level is None else level[0]}
         return best
 
@@ -443,9 +529,11 @@ class RuleEngine:
         return hit
 
     def _params(self, dev: str, profile: str) -> dict[str, float]:
+        """``$name`` values: the rules file's device defaults, over the registry's installation
+        parameters, over the rules file's profile defaults (docs/rules.md)."""
         params = self._params_cache.get(dev)
         if params is None:
-            params = self._params_cache[dev] = self._rules.params_for(dev, profile)
+            params = self._params_cache[dev] = self._rules.params_for(dev, profile, self._installed.get(dev))
         return params
 
     def _aggregator(self, spec: Aggregate, dev: str, profile: str) -> DeviceAggregator:
@@ -462,7 +550,7 @@ class RuleEngine:
         """
         episodes = [
             {"rule": rid, "dev_eui": dev, "alert_id": ep.alert_id, "since_s": ep.opened_s,
-             "value": ep.last_value}
+             "value": ep.last_value, "raised_value": ep.raised_value}
             for (rid, dev), ep in sorted(self._episodes.items()) if ep.open
         ]  # fmt: skip
         pending = [
@@ -472,11 +560,13 @@ class RuleEngine:
         ]  # fmt: skip
         return {
             "source": self._rules.source,
+            "timezone": self._rules.location.timezone,
             "open_episodes": episodes,
             "pending": pending,
             "disabled": dict(self.disabled),
             "last_reload": self.last_reload,
             "next_lighting_change": None if now_s is None else self.next_lighting_change(now_s),
+            "lighting_clock": dict(self._lighting_clock),
             "rules": [
                 {
                     "id": r.id,
@@ -571,9 +661,9 @@ class RuleEngine:
             rule_ids = {r.id for r in self._rules.rules}
             episodes: dict[tuple[str, str], _Episode] = {}
             for entry in state["episodes"]:
-                # Entries of the first layout have 8 items; last_value and opened_s came later.
+                # Entries of the first layout have 8 items; last_value, opened_s, raised_value came later.
                 rule_id, dev, is_open, alert_id, pend_since, pend_n, last_seen, leaves = entry[:8]
-                extra = [*entry[8:10], None, None][:2]
+                extra = [*entry[8:11], None, None, None][:3]
                 if rule_id in rule_ids:
                     episodes[(str(rule_id), str(dev))] = _Episode(
                         bool(is_open), alert_id, pend_since, int(pend_n), last_seen, dict(leaves), *extra
@@ -608,6 +698,7 @@ def _episode_fields(ep: _Episode) -> list[Any]:
         ep.leaves,
         ep.last_value,
         ep.opened_s,
+        ep.raised_value,
     ]
 
 

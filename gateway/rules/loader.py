@@ -26,6 +26,8 @@ from gateway.rules.model import (
     DEFAULT_LAT_DEG,
     DEFAULT_LON_DEG,
     DEFAULT_TIMEZONE,
+    DIRECTIVE_PERIODS,
+    FRENCH_PERIODS,
     SEVERITIES,
     Aggregate,
     Anchor,
@@ -37,6 +39,7 @@ from gateway.rules.model import (
     Downlink,
     FillSpec,
     Flag,
+    LdenPeriods,
     LeqSpec,
     LightingGroup,
     Location,
@@ -67,6 +70,7 @@ _COUNT_MODES: Final[tuple[Literal["increment", "cumulative"], ...]] = ("incremen
 _SUN_ANCHORS: Final[tuple[Anchor, ...]] = ("sunset", "sunrise", "dusk", "dawn", "midnight_solar")
 _CLOCK_RE: Final = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 _SUN_RE: Final = re.compile(rf"({'|'.join(_SUN_ANCHORS)})(?:([+-])(\d{{1,6}})(min|h))?")
+_NAMED_PERIODS: Final[dict[str, LdenPeriods]] = {"french": FRENCH_PERIODS, "directive": DIRECTIVE_PERIODS}
 
 
 def load_rules(path: Path | str) -> RuleSet:
@@ -180,6 +184,18 @@ def _num(node: Node) -> Num:
         default = node.get("default")
         return Param(name, default.as_float() if default is not None else None)
     return node.as_float()
+
+
+def _period(node: Node) -> Num:
+    """``period_s``: seconds (1..86400), or a device parameter (the report interval it was given)."""
+    value = _num(node)
+    if isinstance(value, Param):
+        if value.default is not None and not 1 <= value.default <= 86400:
+            raise node.fail("the default must be 1..86400 s")
+        return value
+    if not 1 <= value <= 86400:
+        raise node.fail(f"must be 1..86400 s, got {value:g}")
+    return value
 
 
 def _ident(node: Node) -> str:
@@ -382,9 +398,15 @@ def _intervals(node: Node | None, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _aggregate(node: Node) -> Aggregate:
-    node.mapping(required=("id", "devices"), optional=("leq", "lden", "count", "display", "fill"))
+    node.mapping(
+        required=("id", "devices"),
+        optional=("leq", "lden", "count", "display", "fill", "period_field", "period_s", "late_s"),
+    )
     if not any(node.has(key) for key in ("leq", "lden", "count", "fill")):
         raise node.fail("give at least one of leq, lden, count, fill")
+    for key in ("period_field", "period_s", "late_s"):
+        if node.has(key) and not (node.has("leq") or node.has("lden")):
+            raise node[key].fail("applies to noise levels: add a leq or lden section")
     fill = None
     if node.has("fill"):
         spec = node["fill"].mapping(
@@ -406,8 +428,12 @@ def _aggregate(node: Node) -> Aggregate:
             spec.get("percentiles", False).as_bool(),
         )
     lden = None
+    periods = FRENCH_PERIODS
     if node.has("lden"):
-        lden = node["lden"].mapping(required=("field",))["field"].as_str(non_empty=True)
+        lden_node = node["lden"].mapping(required=("field",), optional=("periods",))
+        lden = lden_node["field"].as_str(non_empty=True)
+        if lden_node.has("periods"):
+            periods = _lden_periods(lden_node["periods"])
     count = None
     if node.has("count"):
         spec = node["count"].mapping(required=("fields",), optional=("mode", "intervals_s"))
@@ -438,7 +464,29 @@ def _aggregate(node: Node) -> Aggregate:
         count=count,
         display=display,
         fill=fill,
+        lden_periods=periods,
+        period_field=node["period_field"].as_str(non_empty=True) if node.has("period_field") else None,
+        period_s=_period(node["period_s"]) if node.has("period_s") else 900.0,
+        late_s=node.get("late_s", 3600.0).as_float(0, 86400),
     )
+
+
+def _lden_periods(node: Node) -> LdenPeriods:
+    """``french`` (06/18/22), ``directive`` (07/19/23) or ``{day: "HH:MM", evening: ..., night: ...}``."""
+    if isinstance(node.value, str):
+        name = node.as_choice(tuple(_NAMED_PERIODS))
+        return _NAMED_PERIODS[name]
+    node.mapping(required=("day", "evening", "night"))
+    starts: list[int] = []
+    for key in ("day", "evening", "night"):
+        text = node[key].as_str(non_empty=True).replace(" ", "")
+        clock = _CLOCK_RE.fullmatch(text)
+        if not clock:
+            raise node[key].fail(f"expected HH:MM, got {text!r}")
+        starts.append(int(clock.group(1)) * 3600 + int(clock.group(2)) * 60)
+    if not starts[0] < starts[1] < starts[2]:
+        raise node.fail("expected day < evening < night start times (the night runs past midnight)")
+    return LdenPeriods("custom", starts[0], starts[1], starts[2])
 
 
 # -- lighting ---------------------------------------------------------------------------------
@@ -447,7 +495,7 @@ def _aggregate(node: Node) -> Aggregate:
 def _lighting(node: Node, location: Location) -> LightingGroup:
     node.mapping(
         required=("id", "devices", "command"),
-        optional=("level_param", "params", "preset", "steps", "location"),
+        optional=("level_param", "params", "preset", "steps", "location", "depression_deg", "fail_safe_pct"),
     )
     if node.has("preset") == node.has("steps"):
         raise node.fail("give exactly one of preset, steps")
@@ -469,6 +517,9 @@ def _lighting(node: Node, location: Location) -> LightingGroup:
         steps=tuple(_step(step) for step in steps.items()),
         location=_location(node["location"]) if node.has("location") else location,
         extra_params={key: value.value for key, value in _free_entries(node.get("params"))},
+        # Degrees below the horizon (6 civil, 12 nautical, 18 astronomical), written positive.
+        depression_deg=node.get("depression_deg", 6.0).as_float(0.0, 18.0),
+        fail_safe_pct=node.get("fail_safe_pct", 100).as_int(0, 100),
     )
 
 

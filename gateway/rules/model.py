@@ -216,8 +216,42 @@ class FillSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LdenPeriods:
+    """Local start times (seconds after midnight) of the Lden day, evening and night periods.
+
+    The night runs from ``night_s`` to ``day_s`` of the next morning. The Lden weights are the
+    periods' nominal lengths in hours (12/4/8 for both the French and the Directive's periods).
+    """
+
+    name: str = "french"
+    day_s: int = 6 * 3600
+    evening_s: int = 18 * 3600
+    night_s: int = 22 * 3600
+
+    def hours(self) -> tuple[float, float, float]:
+        """Nominal hours of day, evening and night."""
+        return (
+            (self.evening_s - self.day_s) / 3600.0,
+            (self.night_s - self.evening_s) / 3600.0,
+            (86400 - self.night_s + self.day_s) / 3600.0,
+        )
+
+
+FRENCH_PERIODS: Final = LdenPeriods()
+"""Day 06-18, evening 18-22, night 22-06 (arrêté du 4 avril 2006): the default."""
+DIRECTIVE_PERIODS: Final = LdenPeriods("directive", 7 * 3600, 19 * 3600, 23 * 3600)
+"""Day 07-19, evening 19-23, night 23-07 (Directive 2002/49/EC, Annex I)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregate:
-    """An aggregate computed at the edge and emitted as a record (noise levels, counts, fill rate)."""
+    """An aggregate computed at the edge and emitted as a record (noise levels, counts, fill rate).
+
+    Noise (``leq``, ``lden_field``): each reading's level covers the ``period_field`` seconds
+    before it (the reading's own value), else ``period_s``. A record is published once the
+    device's readings cover its interval's end, or ``late_s`` after that end; readings covering
+    it that arrive until ``late_s`` after its end publish a revision.
+    """
 
     id: str
     selector: Selector
@@ -226,6 +260,12 @@ class Aggregate:
     count: CountSpec | None = None
     display: DisplaySpec | None = None
     fill: FillSpec | None = None
+    lden_periods: LdenPeriods = FRENCH_PERIODS
+    period_field: str | None = None
+    period_s: Num = 900.0
+    """A number or a device parameter (``$report_interval_s``): devices of one model report at the
+    interval each was configured with."""
+    late_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +297,12 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class LightingGroup:
-    """A group of lamp controllers that share one dimming schedule."""
+    """A group of lamp controllers that share one dimming schedule.
+
+    ``depression_deg``: the sun's depression below the horizon at the ``dawn``/``dusk`` anchors
+    (6 = civil twilight; cities use 3..6). ``fail_safe_pct``: the level commanded while the time
+    is not trusted (docs/rules.md, "When the clock is not trusted").
+    """
 
     id: str
     selector: Selector
@@ -266,6 +311,8 @@ class LightingGroup:
     steps: tuple[Step, ...]
     location: Location
     extra_params: Mapping[str, object] = field(default_factory=dict)
+    depression_deg: float = 6.0
+    fail_safe_pct: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +327,12 @@ class RuleSet:
     device_params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     source: str = ""
 
-    def params_for(self, dev_eui: str, profile: str) -> dict[str, float]:
-        """The device's parameters: its own values over its profile's."""
+    def params_for(
+        self, dev_eui: str, profile: str, installed: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """The device's parameters: the file's values for it, over its installation parameters (the
+        registry's), over the file's values for its profile."""
         merged = dict(self.profile_params.get(profile, {}))
+        merged.update(installed or {})
         merged.update(self.device_params.get(dev_eui, {}))
         return merged

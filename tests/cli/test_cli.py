@@ -70,7 +70,7 @@ def test_device_add_list_remove(config_file: Path, capsys: pytest.CaptureFixture
     assert json.loads(out)["devices"][0]["keys"]["nwk_s_key"] == NWK
     code, out, _ = run(capsys, "--config", str(config_file), "device", "list")
     assert "70b3d57ed0001234" in out and NWK not in out and "1 device(s)" in out
-    code, _, _ = run(capsys, "--config", str(config_file), "device", "remove", "70b3d57ed0001234")
+    code, _, _ = run(capsys, "--config", str(config_file), "device", "remove", "70b3d57ed0001234", "--yes")
     assert code == 0
     code, out, _ = run(capsys, "--config", str(config_file), "device", "list", "--json")
     assert json.loads(out) == {"devices": []}

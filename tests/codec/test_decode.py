@@ -84,8 +84,8 @@ def test_distance_alarm_config_answer_decodes_to_the_vendor_object() -> None:
         "distance_alarm_config": {
             "condition": "above",
             "alarm_release_enable": "disable",
-            "min_threshold": 300,
-            "max_threshold": 1000,
+            "threshold_min": 300,
+            "threshold_max": 1000,
             "lock_time": 0,
             "continue_time": 0,
         },
@@ -96,8 +96,8 @@ def test_distance_alarm_config_answer_decodes_to_the_vendor_object() -> None:
         "set_distance_alarm_config",
         {
             "condition": "outside",
-            "min_threshold": -5,
-            "max_threshold": 20,
+            "threshold_min": -5,
+            "threshold_max": 20,
             "lock_time": 3,
             "continue_time": 4,
             "alarm_release_enable": "enable",
@@ -105,7 +105,7 @@ def test_distance_alarm_config_answer_decodes_to_the_vendor_object() -> None:
     ).payload
     assert encoded.hex() == "ff068cceffc80003000400"
     config = EM310.decode(FPORT, encoded).data["distance_alarm_config"]
-    assert config["condition"] == "outside" and config["min_threshold"] == -50
+    assert config["condition"] == "outside" and config["threshold_min"] == -50
 
 
 def test_unexpected_fport_is_a_decode_error() -> None:

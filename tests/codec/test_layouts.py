@@ -253,13 +253,17 @@ def test_layout_with_repeat_reads_blocks_to_the_end() -> None:
 
 
 def test_nasys_ul20xx_frames_it_does_not_describe_are_refused_not_guessed() -> None:
-    # nas-codecs 'custom_dali_request response from DS' (fPort 60, header 03) and the light-sensor
-    # step notification (fPort 61, header 85) have no layout in the profile: refused, raw kept.
+    # The GNSS location notification (fPort 61, header 86) has no layout in the profile: refused,
+    # raw kept. (Headers 03 and 85 were refused here before issue 18; nas-codecs
+    # 'custom_dali_request response from DS' at 895af9de expects the output below.)
     ul20xx = STORE.get("nasys/ul20xx")
-    for fport, payload in ((60, "0348A1FE48A2A848A3FE48A4FE48A507"), (61, "8503")):
-        with pytest.raises(DecodeError) as info:
-            ul20xx.decode(fport, bytes.fromhex(payload))
-        assert info.value.reason == "unknown_layout"
+    assert ul20xx.decode(60, bytes.fromhex("0348A1FE48A2A848A3FE48A4FE48A507")).data == {
+        "packet_type": "custom_dali_request",
+        "query_data_raw": "48A1FE48A2A848A3FE48A4FE48A507",
+    }
+    with pytest.raises(DecodeError) as info:
+        ul20xx.decode(61, bytes.fromhex("8601"))
+    assert info.value.reason == "unknown_layout"
     with pytest.raises(DecodeError) as info:
         ul20xx.decode(50, bytes.fromhex("0701"))  # fPort 50 carries downlink configuration only
     assert info.value.reason == "unexpected_fport"
@@ -284,9 +288,13 @@ def test_imbuildings_profile_dispatches_on_fport() -> None:
 
 
 def test_ldds75_rejects_other_lengths() -> None:
+    # 8 bytes (firmware 1.1.4) and 5 bytes (older firmware) are decoded, as Dragino's decoder
+    # does (issue 18: the 5-byte frame used to be refused); any other length is refused.
+    ldds75 = STORE.get("dragino/ldds75")
+    assert ldds75.decode(2, bytes.fromhex("0b450b0500")).data["Distance"] == 2821
     with pytest.raises(DecodeError) as info:
-        STORE.get("dragino/ldds75").decode(2, bytes.fromhex("0b450b0500"))  # the old 5-byte frame
-    assert info.value.reason == "bad_length"
+        ldds75.decode(2, bytes.fromhex("0b450b050001"))
+    assert info.value.reason == "unknown_layout"
 
 
 def test_vs121_region_count_drives_the_keys() -> None:

@@ -15,7 +15,7 @@ import yaml
 
 from gateway.codec import ProfileStore, load_profile
 from gateway.codec.ttn_import import import_ttn
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DecodeError
 
 pytest.importorskip("quickjs")
 
@@ -94,7 +94,7 @@ def test_import_writes_a_profile_whose_examples_pass(tmp_path: Path) -> None:
     assert profile.family == "javascript"
     assert profile.lorawan.classes == ("A", "C")
     assert profile.lorawan.mac_version == "1.0.2"
-    assert profile.uplink_fports == (3,)
+    assert profile.uplink_fports == tuple(range(1, 224))  # every application fPort: the codec decides
     assert [profile.check_example(e) for e in profile.examples] == [None]
     assert profile.decode(3, bytes([0, 77])).data == {"battery": 77}
     with pytest.raises(ConfigError, match="already exists"):
@@ -118,3 +118,33 @@ def test_an_entry_without_eu868_is_refused(tmp_path: Path) -> None:
     device.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="no EU863-870 profile"):
         import_ttn(device, tmp_path / "profiles")
+
+
+# A codec that decodes a header-less frame on fPort 26 that no example shows (as IMBuildings'
+# imbuildings.js does on fPorts 26-28) and refuses other fPorts with its own errors.
+CODEC_BY_FPORT_JS = """
+function decodeUplink(input) {
+  if (input.fPort === 26) { return { data: { counter: input.bytes[0] } }; }
+  if (input.bytes[0] === 0x01) { return { data: { level_cm: (input.bytes[1] << 8) | input.bytes[2] } }; }
+  return { errors: ['unknown payload'] };
+}
+"""
+
+
+def test_an_imported_profile_accepts_fports_its_examples_do_not_show(tmp_path: Path) -> None:
+    device = write_entry(tmp_path / "ttn")
+    (device.parent / "wl-1.js").write_text(CODEC_BY_FPORT_JS)
+    codec_yaml = device.parent / "wl-1-codec.yaml"
+    codec = yaml.safe_load(codec_yaml.read_text())
+    codec["uplinkDecoder"]["examples"][0]["output"] = {"data": {"level_cm": 150}}
+    codec_yaml.write_text(yaml.safe_dump(codec))
+    imported = import_ttn(device, tmp_path / "profiles")
+    profile = load_profile(imported.profile_path)
+    # The examples only use fPort 3; the codec decodes fPort 26 too.
+    assert profile.decode(26, bytes([7])).data == {"counter": 7}
+    assert profile.uplink_fports == tuple(range(1, 224))
+    # An fPort the codec does not handle is the codec's own refusal, not edgegw's.
+    with pytest.raises(DecodeError) as info:
+        profile.decode(5, bytes([9]))
+    assert info.value.reason == "codec_error"
+    assert [profile.check_example(e) for e in profile.examples] == [None]

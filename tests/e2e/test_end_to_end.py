@@ -50,7 +50,8 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
             assert fwd.wait_ack(token, 2.0), "no PUSH_ACK"
             sub.wait_for(lambda _m: len(up_records(sub)) >= 1)
 
-            # A forged frame (right DevAddr and counter, wrong key) and a replay of the good frame.
+            # A forged frame (right DevAddr and counter, wrong key) and the good frame again, its
+            # counter still the last accepted one: a retransmission (NbTrans), not forwarded again.
             forged = AbpDevice(
                 dev2.dev_eui, dev2.dev_addr, bytes(16), dev2.app_s_key, dev2.profile, dev2.fcnt_up
             )
@@ -60,6 +61,7 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
                 [(dev2.uplink(em310(80, 400, False), 85), {}), (dev1.uplink(em310(91, 2000, False), 85), {})]
             )
             sub.wait_for(lambda _m: len(up_records(sub)) >= 3)
+            fwd.send_frames([(good, {})])  # dev1 is at FCnt 1 now: the old frame again is a replay
             time.sleep(0.5)  # anything wrongly forwarded would have arrived by now
     finally:
         code = agent.stop()
@@ -94,6 +96,7 @@ def test_frames_arrive_decoded_and_bad_ones_are_counted_not_forwarded(
     counters = agent.final_counters()
     assert counters["pipeline"]["rejected.bad_mic"] == 1
     assert counters["pipeline"]["rejected.replayed_fcnt"] == 1
+    assert counters["pipeline"]["retransmissions"] == 1
     assert counters["pipeline"]["accepted"] == 3
 
     states = [m["state"] for m in sub.json_on(f"edgegw/{GATEWAY_ID}/state")]

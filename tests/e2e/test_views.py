@@ -43,8 +43,8 @@ def test_status_devices_and_tail_show_what_the_agent_heard(
             time.sleep(1.0)  # let tail subscribe before the frames arrive
             first = dev1.uplink(em310(77, 1500, False), 85)
             fwd.send_frames([(first, {"rssi_dbm": -101.0, "snr_db": -4.0})])
-            time.sleep(0.5)  # past the de-duplication window: a second copy is now a replay
-            fwd.send_frames([(first, {})])  # a replay: tail shows the verdict
+            time.sleep(0.5)  # past the de-duplication window: a second copy is a new transmission
+            fwd.send_frames([(first, {})])  # a retransmission (NbTrans): tail shows the verdict
             fwd.send_frames([(dev2.uplink(em310(55, 900, True), 85), {"rssi_dbm": -88.0, "snr_db": 3.0})])
             out, _ = tail.communicate(timeout=20)
             events = [json.loads(line) for line in out.splitlines()]
@@ -56,16 +56,16 @@ def test_status_devices_and_tail_show_what_the_agent_heard(
         assert agent.stop() == 0
 
     assert tail.returncode == 0
-    assert [e["verdict"] for e in events] == ["accepted", "rejected", "accepted"]
+    assert [e["verdict"] for e in events] == ["accepted", "retransmission", "accepted"]
     assert events[0]["dev_eui"] == dev1.dev_eui.hex() and events[0]["data"]["battery"] == 77
-    assert events[1]["reason"] == "replayed_fcnt"
+    assert events[1]["dev_eui"] == dev1.dev_eui.hex() and events[1]["fcnt"] == 0
     assert events[2]["data"] == {"battery": 55, "distance": 900, "position": "tilt"}
 
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["gateway_id"] == "gw-test-1" and doc["uplink"]["connected"] is True
-    assert doc["pipeline"]["accepted"] == 2 and doc["pipeline"]["rejected.replayed_fcnt"] == 1
-    assert doc["devices"] == {"registered": 2, "heard": 2}
+    assert doc["pipeline"]["accepted"] == 2 and doc["pipeline"]["retransmissions"] == 1
+    assert doc["devices"] == {"registered": 2, "sessions": 2, "heard": 2}
     assert doc["clock"]["time_quality"] in ("ntp", "unsynced")
 
     rows = {d["dev_eui"]: d for d in json.loads(devices.stdout)["devices"]}

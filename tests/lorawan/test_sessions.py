@@ -6,6 +6,7 @@ vectors in test_phy.py / test_crypto.py).
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from gateway import db
 from gateway.errors import FrameError, MicMismatch, ReplayedFrame, UnknownDevice
 from gateway.lorawan import phy
 from gateway.lorawan.crypto import SessionKeys
-from gateway.lorawan.sessions import Session, SessionTable, load_sessions
+from gateway.lorawan.sessions import RETRANSMISSION_WINDOW_S, Session, SessionTable, load_sessions
 from gateway.messages import AesKey, DevAddr, DevEui, MType, RadioFrame, RxInfo
 from gateway.provisioning import registry
 
@@ -72,6 +73,50 @@ def test_replayed_and_duplicate_frames_are_rejected() -> None:
     t.accept(uplink(8))
     with pytest.raises(ReplayedFrame):
         t.accept(uplink(3))
+
+
+def test_a_repeat_of_the_last_accepted_frame_is_a_retransmission_not_a_replay() -> None:
+    # NbTrans 3 (LoRaWAN 1.0.4 §5.3): the same uplink three times, same FCnt, payload and MIC.
+    t = table()
+    first = uplink(7)
+    t.accept(first)
+    for _ in range(2):
+        with pytest.raises(ReplayedFrame):  # accept still refuses it: it is not a new frame
+            t.accept(first)
+        session = t.retransmission_of(first)
+        assert session is not None and session.dev_eui == EUI and session.fcnt_up == 7
+    # Not a retransmission: the same FCnt with another payload, a copied MIC on other bytes,
+    # an older frame, and the first frame once a newer one was accepted.
+    assert t.retransmission_of(uplink(7, b"\x01\x75\x10")) is None
+    forged = bytearray(uplink(7, b"\x01\x75\x10").phy_payload)
+    forged[-4:] = first.phy_payload[-4:]
+    assert t.retransmission_of(frame(bytes(forged))) is None
+    assert t.retransmission_of(uplink(3)) is None
+    t.accept(uplink(8))
+    assert t.retransmission_of(first) is None
+    assert t.retransmission_of(uplink(8)) is not None
+
+
+def test_the_same_frame_played_back_after_the_repeat_window_is_a_replay() -> None:
+    # A captured frame is byte-identical to an NbTrans repeat: only its time tells them apart.
+    t = table()
+    first = uplink(7)
+    t.accept(first)
+    within = dataclasses.replace(first, received_at_s=first.received_at_s + RETRANSMISSION_WINDOW_S)
+    later = dataclasses.replace(first, received_at_s=first.received_at_s + RETRANSMISSION_WINDOW_S + 1)
+    assert t.retransmission_of(within) is not None
+    assert t.retransmission_of(later) is None
+
+
+def test_a_registry_merge_keeps_what_tells_a_retransmission() -> None:
+    t = table()
+    first = uplink(7)
+    t.accept(first)
+    t.merge([Session(EUI, DevAddr(ADDR), "milesight/em310-udl", "abcd0123", SessionKeys(NWK, APP), 5)])
+    assert t.retransmission_of(first) is not None
+    # A new session (another tag): its first frames are new, nothing to compare with.
+    t.merge([Session(EUI, DevAddr(ADDR), "milesight/em310-udl", "ffff0000", SessionKeys(NWK, APP), 7)])
+    assert t.retransmission_of(first) is None
 
 
 def test_bad_mic_is_rejected_and_does_not_move_the_counter() -> None:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.rules import AggregateRecord, DisplayUpdate
-from gateway.rules.aggregates import energetic_mean_db, french_period, lden_db, level_exceeded_db
+from gateway.rules.noise import energetic_mean_db, french_period, lden_db, level_exceeded_db
 
 from .helpers import DEV, DEV2, engine, reading
 
@@ -53,17 +53,19 @@ aggregates:
     devices: {profiles: [test/dev]}
     leq: {field: laeq, intervals_s: [900], percentiles: true}
     lden: {field: laeq}
+    period_s: 60
 """
+NOISE_HOURLY = NOISE.replace("period_s: 60", "period_s: 3600")
 
 
 def test_leq_15_min_is_energetic() -> None:
     eng = engine(NOISE)
     t = DAY0 + 10 * 3600  # 10:00, a 15-min boundary
     out = []
-    for minute in range(15):
-        out += eng.evaluate(reading(t + minute * 60 + 1, laeq=80.0 if minute == 7 else 60.0))
+    for minute in range(14):  # each reading covers the minute before it
+        out += eng.evaluate(reading(t + (minute + 1) * 60, laeq=80.0 if minute == 7 else 60.0))
     assert aggregates(out, "leq_900") == []
-    out = eng.tick(t + 900)
+    out = eng.evaluate(reading(t + 900, laeq=60.0))  # covers the interval's end: published
     [rec] = aggregates(out, "leq_900")
     # 10·log10((14·10^6 + 10^8) / 15) = 68.81 (the arithmetic mean would say 61.3)
     assert rec.values["laeq_db"] == 68.8 and rec.values["samples"] == 15
@@ -73,33 +75,38 @@ def test_leq_15_min_is_energetic() -> None:
 
 
 def test_lden_of_a_hand_computed_day() -> None:
-    """Hourly LAeq readings over a local day: day hours alternate 60/70 dB, evening 70, night 55.
+    """Hourly LAeq readings (each covering its hour) over a local day: day hours alternate
+    60/70 dB, evening 70, night 55.
 
     Ld = 10·log10((10^6 + 10^7)/2) = 67.40; Le = 70; Ln = 55;
     Lden = 10·log10((12·5.5e6 + 4·10^(75/10) + 8·10^(65/10)) / 24)
          = 10·log10((6.6e7 + 1.2649e8 + 2.5298e7) / 24) = 10·log10(9.0745e6) = 69.58.
     """
-    eng = engine(NOISE)
+    eng = engine(NOISE_HOURLY)
     out = []
-    for hour in range(24):
+    for hour in range(23):
         if 6 <= hour < 18:
             level = 60.0 if hour % 2 else 70.0
         elif 18 <= hour < 22:
             level = 70.0
         else:
             level = 55.0
-        out += eng.evaluate(reading(DAY0 + hour * 3600 + 1800, laeq=level))
+        out += eng.evaluate(reading(DAY0 + (hour + 1) * 3600, laeq=level))
     assert aggregates(out, "lden") == []
-    out = eng.tick(DAY0 + 24 * 3600)  # local midnight closes the day
+    out = eng.evaluate(reading(DAY0 + 24 * 3600, laeq=55.0))  # the report covering midnight
     [rec] = aggregates(out, "lden")
-    assert rec.values == {"ld_db": 67.4, "le_db": 70.0, "ln_db": 55.0, "lden_db": 69.6, "samples": 24}
+    assert rec.values == {
+        "ld_db": 67.4, "le_db": 70.0, "ln_db": 55.0, "lden_db": 69.6, "samples": 24,
+        "covered_s": 86400.0, "revision": 0,
+    }  # fmt: skip
     assert rec.start_s == DAY0 and rec.end_s == DAY0 + 86400
 
 
 def test_lden_is_null_when_a_period_has_no_data() -> None:
     eng = engine(NOISE)
     eng.evaluate(reading(DAY0 + 12 * 3600, laeq=60.0))
-    [rec] = aggregates(eng.tick(DAY0 + 86400), "lden")
+    assert aggregates(eng.tick(DAY0 + 86400), "lden") == []  # its next report may cover the rest
+    [rec] = aggregates(eng.tick(DAY0 + 86400 + 3600), "lden")  # late_s (3600) after the day: final
     assert rec.values["ld_db"] == 60.0 and rec.values["lden_db"] is None and rec.values["ln_db"] is None
 
 

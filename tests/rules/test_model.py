@@ -34,7 +34,7 @@ def _fields_read(obj: object, out: set[str]) -> set[str]:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if f.name in ("field", "lden_field") and isinstance(value, str):
+            if f.name in ("field", "lden_field", "period_field") and isinstance(value, str):
                 out.add(value)
             else:
                 _fields_read(value, out)

@@ -2,7 +2,9 @@
 and a 6-hour backhaul outage during which lights keep dimming and a flood alert is raised locally.
 
 Reference sun times: research/domain.md §5.2 table (Marseille 43.2965 N 5.3698 E, NOAA algorithm),
-and astral's own functions for the exact comparison.
+and astral at the standard geometric altitudes for the exact comparison (-0.833° for sunrise and
+sunset; astral's ``sunrise()``/``sunset()`` add a second refraction term, 10-20 s off against NREL's
+SPA: see test_lighting_reference.py, which checks against pysolar).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from astral import Observer
-from astral.sun import sunrise, sunset
+from astral import Observer, SunDirection
+from astral.sun import time_at_elevation
 
+from gateway.clock import WallTime
+from gateway.errors import ConfigError
 from gateway.messages import Alert, Priority
 from gateway.rules import DownlinkRequest, ReadingFacts, RuleEngine, RuleSet, load_rules, to_record
+from gateway.rules.engine import LIGHTING_HOLD_S
 from gateway.rules.model import Location
 from gateway.rules.schedules import level_at, next_change_s, night_events, sun_times
 
@@ -31,6 +36,15 @@ LAMP1, LAMP2 = "0004a30b00f00001", "0004a30b00f00002"
 
 def local(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
     return datetime(y, mo, d, h, mi, tzinfo=PARIS).timestamp()
+
+
+def sunrise(observer: Observer, day: date, tzinfo: ZoneInfo) -> datetime:
+    """astral's NOAA sunrise at the standard geometric -0.833°, without astral's refraction term."""
+    return time_at_elevation(observer, -0.833, day, SunDirection.RISING, tzinfo, with_refraction=False)
+
+
+def sunset(observer: Observer, day: date, tzinfo: ZoneInfo) -> datetime:
+    return time_at_elevation(observer, -0.833, day, SunDirection.SETTING, tzinfo, with_refraction=False)
 
 
 def test_sun_times_match_astral_and_the_domain_table() -> None:
@@ -158,3 +172,68 @@ def test_six_hour_outage_lights_keep_dimming_and_flood_alert_is_raised_locally()
     assert len(raised) == 1 and raised[0][0] == Priority.ALERT
     assert local(2024, 11, 14, 23) < raised[0][2] < local(2024, 11, 14, 23, 30)
     assert all(p == Priority.ALERT for p, _, _ in outbox)
+
+
+# -- the clock: the schedule only at a trusted time (docs/rules.md "When the clock is not trusted") --
+
+REAL_2130 = local(2026, 12, 15, 21, 30)  # a real 21:30 in December: abaissement-22h-05h says 100 %
+ABAISSEMENT = f"""
+    lighting:
+      - {{id: a, devices: {{dev_euis: ["{LAMP1}"]}}, command: dim, preset: abaissement-22h-05h{{extra}}}}
+    """
+
+
+def _levels(outputs: list[object]) -> list[object]:
+    return [o.params["level_pct"] for o in outputs if isinstance(o, DownlinkRequest)]
+
+
+def _alerts(outputs: list[object]) -> list[tuple[str, str]]:
+    return [(o.rule_id, o.state) for o in outputs if isinstance(o, Alert)]
+
+
+@pytest.mark.parametrize(
+    "wall_s",
+    [0.0, REAL_2130 - 7 * 3600],  # a Pi booted at 1970; a clock restored from a save 7 h old
+    ids=["clock-at-1970", "clock-7h-stale"],
+)
+def test_an_untrusted_clock_holds_then_commands_the_fail_safe_level_with_an_alert(wall_s: float) -> None:
+    """Today's main commanded 50 % (1970) and 0 % (7 h stale) at a real 21:30 in December."""
+    eng = RuleEngine(ruleset(ABAISSEMENT.replace("{extra}", "")))
+    held = eng.tick(wall_s, lighting_time=WallTime(wall_s, "unsynced", 0.0))
+    assert held == [] and eng.status()["lighting_clock"] == {"quality": "unsynced", "mode": "hold"}
+    assert eng.tick(wall_s + 60, lighting_time=WallTime(wall_s + 60, "unsynced", LIGHTING_HOLD_S - 1)) == []
+    failing = eng.tick(wall_s + 120, lighting_time=WallTime(wall_s + 120, "unsynced", LIGHTING_HOLD_S))
+    assert _levels(failing) == [100]  # fail-safe: lamps on, dark streets are the danger
+    assert _alerts(failing) == [("lighting_clock", "raised")]
+    assert (
+        eng.tick(wall_s + 150, lighting_time=WallTime(wall_s + 150, "unsynced", LIGHTING_HOLD_S + 30)) == []
+    )
+    # NTP answers: the real time, the schedule again (still 100 % at 21:30), the alert cleared
+    resumed = eng.tick(REAL_2130, lighting_time=WallTime(REAL_2130, "ntp"))
+    assert _levels(resumed) == [] and _alerts(resumed) == [("lighting_clock", "cleared")]
+    assert _levels(
+        eng.tick(local(2026, 12, 15, 22), lighting_time=WallTime(local(2026, 12, 15, 22), "ntp"))
+    ) == [50]
+
+
+def test_the_fail_safe_level_is_the_groups() -> None:
+    eng = RuleEngine(ruleset(ABAISSEMENT.replace("{extra}", ", fail_safe_pct: 60")))
+    assert _levels(eng.tick(0.0, lighting_time=WallTime(0.0, "unsynced", LIGHTING_HOLD_S))) == [60]
+
+
+def test_holdover_follows_the_schedule_at_the_estimated_time_not_the_wall_clock() -> None:
+    """NTP lost, the wall clock stepped back 7 h: the last trusted time plus the monotonic clock."""
+    eng = RuleEngine(ruleset(ABAISSEMENT.replace("{extra}", "")))
+    wall_s = local(2026, 12, 15, 22, 30) - 7 * 3600  # 15:30 by the wall clock: daylight
+    out = eng.tick(wall_s, lighting_time=WallTime(local(2026, 12, 15, 22, 30), "holdover"))
+    assert _levels(out) == [50]
+    due_s = eng.next_due_s(wall_s)
+    assert due_s is not None and due_s - wall_s == local(2026, 12, 16, 5) - local(2026, 12, 15, 22, 30)
+
+
+def test_depression_and_fail_safe_are_validated() -> None:
+    with pytest.raises(ConfigError, match="depression_deg"):
+        ruleset(ABAISSEMENT.replace("{extra}", ", depression_deg: -4"))
+    with pytest.raises(ConfigError, match="fail_safe_pct"):
+        ruleset(ABAISSEMENT.replace("{extra}", ", fail_safe_pct: 120"))
+    assert ruleset(ABAISSEMENT.replace("{extra}", ", depression_deg: 4.5")).lighting[0].depression_deg == 4.5

@@ -180,16 +180,17 @@ def test_a_clock_set_moves_the_gateway_clock_to_1970_and_back() -> None:
 
 
 def test_the_daily_aggregates_are_filed_as_the_agent_files_a_1970_reading() -> None:
-    # gateway/rules/aggregates.py: a late LAeq is dropped from the open day's Lden, a count is
-    # added to the open day whatever its date; a reading of the next day closes the open one.
+    # gateway/rules: LAeq coverage more than late_s (3600 s) older than the latest stamp is not
+    # filed (counted late); a count is added to the open day whatever its date; a reading of the
+    # next day closes the open one.
     epoch = 1_780_264_800.0  # 2026-06-01 00:00 Europe/Paris
     book = DayBook(epoch, "Europe/Paris", french_period)
     for hour in (3, 10, 20):
-        book.laeq("n", epoch + hour * HOUR, 60.0)
+        book.laeq("n", epoch + hour * HOUR, 60.0, 900.0)
         book.count("c", epoch + hour * HOUR, 10)
-    book.laeq("n", 5.0, 90.0)  # 1970: dropped
+    book.laeq("n", 5.0, 90.0, 900.0)  # 1970: dropped
     book.count("c", 5.0, 7)  # 1970: counted in 2026-06-01
-    book.laeq("n", epoch + 25 * HOUR, 50.0)
+    book.laeq("n", epoch + 25 * HOUR, 50.0, 900.0)
     book.count("c", epoch + 25 * HOUR, 1)
     assert book.passages() == {("c", 0): 37}
     assert book.lden_levels() == {("n", 0): {"night": 60.0, "day": 60.0, "evening": 60.0}}
