@@ -612,6 +612,14 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
         raise bad("rx2_dr", "must be 0..6")
     if not 863_000_000 <= section.rx2_freq_hz <= 870_000_000:
         raise bad("rx2_freq_hz", "must be in the EU868 band (863..870 MHz)")
+    if eu868.sub_band_for(section.rx2_freq_hz, 125_000) is None:
+        # Refused here rather than at every downlink (TxStatus tx_freq): a class C gateway would
+        # otherwise start and never reach a device.
+        raise bad(
+            "rx2_freq_hz",
+            f"{section.rx2_freq_hz} Hz: a 125 kHz channel there is not inside one EU868 sub-band "
+            "(863-865, 865-868, 868.0-868.6, 868.7-869.2, 869.4-869.65, 869.7-870 MHz)",
+        )
     if not 1 <= section.rx_delay_s <= 15:
         raise bad("rx_delay_s", "must be 1..15")
     if not 0 <= section.downlink_power_dbm <= 27:

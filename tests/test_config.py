@@ -152,3 +152,15 @@ def test_a_cflist_channel_is_accepted_exactly_when_it_lies_in_one_sub_band(freq_
         with pytest.raises(ConfigError) as info:
             config.loads(text, environ={})
         assert info.value.key_path == "lorawan.cflist_hz"
+
+
+@pytest.mark.parametrize("freq_hz", [869_525_000, 868_500_000, 869_300_000, 868_650_000, 869_675_000])
+def test_an_rx2_frequency_outside_the_sub_bands_is_refused_at_load(freq_hz: int) -> None:
+    # RX2 and class C send there: refused at load, not at every downlink.
+    text = f"gateway: {{id: g}}\nlorawan: {{rx2_freq_hz: {freq_hz}}}"
+    if _channel_in_a_band(freq_hz):
+        assert config.loads(text, environ={}).lorawan.rx2_freq_hz == freq_hz
+    else:
+        with pytest.raises(ConfigError) as info:
+            config.loads(text, environ={})
+        assert info.value.key_path == "lorawan.rx2_freq_hz"
