@@ -2,6 +2,7 @@
 #   make demo   local mosquitto + agent + simulated fleet for ~30 s
 #   make test   the whole test suite (what CI runs)
 #   make bench  every published figure (docs/performance.md), ~10 min; not part of the tests
+#   make install-runtime   a gateway's install (README "Install on a Raspberry Pi"): run time only
 # Works as root or as a user with sudo on Debian / Raspberry Pi OS (Bookworm).
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PY      = $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 30
 
-.PHONY: demo test bench setup system-deps clean
+.PHONY: demo test bench setup system-deps install-runtime clean
 
 demo: setup
 	$(VENV)/bin/edgegw demo --duration-s $(DEMO_SECONDS)
@@ -59,6 +60,21 @@ setup: system-deps $(VENV)/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	@touch $@
+
+# A gateway's install: edgegw and the libraries it runs with, nothing else (no test tools, no
+# Node, no mosquitto broker: the gateway publishes to the platform's). Not editable: a `git pull`
+# changes nothing under a running agent until this is run again. RUNTIME_EXTRAS, comma-separated:
+# js (vendor JavaScript codecs, e.g. milesight/vs121; the default), sx127x (a module on SPI).
+RUNTIME_EXTRAS ?= js
+install-runtime:
+	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	    echo "installing python3-venv (Debian package)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q '.$(if $(RUNTIME_EXTRAS),[$(RUNTIME_EXTRAS)])'
+	@du -sh $(VENV)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .hypothesis node_modules

@@ -31,7 +31,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 
@@ -277,7 +277,10 @@ class Config:
         default="/var/lib/edgegw",
     )
     profiles_dir: str = _doc(
-        "Directory of device profiles (<vendor>/<model>.yaml); empty means the profiles shipped with edgegw.",
+        "Directory of your own device profiles (<vendor>/<model>.yaml), searched in addition to the 19"
+        " shipped with edgegw (one with a shipped id replaces it, logged); `edgegw profile import-ttn`"
+        " writes there."
+        " Empty: the shipped profiles only.",
         default="",
     )
     source: str = field(default="<defaults>", metadata={"internal": True})
@@ -293,6 +296,18 @@ class Config:
 
 
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+SECRET_MARK: Final = "<secret>"
+
+
+def redacted(cfg: Config, mark: str = SECRET_MARK) -> dict[str, Any]:
+    """The configuration as a JSON document with its one secret value (``mqtt.password``) replaced
+    by ``mark``; the TLS files are paths and stay (their contents are never read here)."""
+    doc = dataclasses.asdict(cfg)
+    if doc["mqtt"]["password"]:
+        doc["mqtt"]["password"] = mark
+    return doc
 
 
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:

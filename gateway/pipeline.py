@@ -23,6 +23,8 @@ from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
 from gateway.lorawan.downlink import DownlinkScheduler
 from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer
+from gateway.lorawan.phy import DataFrame
+from gateway.lorawan.phy import parse as parse_phy
 from gateway.lorawan.sessions import Session, SessionTable
 from gateway.messages import Alert, DevEui, MType, Priority, RadioFrame, Record, TxRequest, UplinkData
 from gateway.rules import actions
@@ -93,6 +95,9 @@ class UplinkPipeline:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with a frame event (verdict, reason, device, signal, data) for every frame:
         the inventory and `edgegw tail` listen here. Listeners must be quick and must not raise."""
+        self.downlink_listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called with a downlink event (``downlink_event``) for each downlink sent or given up:
+        `edgegw tail` listens here (the inventory does not: a downlink is not a frame heard)."""
 
     async def handle(self, heard: HeardFrame) -> Record | None:
         """The whole uplink path for one frame; returns the reading put in the outbox, if any."""
@@ -335,6 +340,36 @@ class UplinkPipeline:
         # zeroconf's quiet logger, per interval: the first of each kind per minute at WARNING
         # (then a count of the rest), the others at DEBUG. A flood cannot flood the log.
         self._reject_log.warn(key, msg, *args)
+
+
+def downlink_event(request: TxRequest, status: str, window: str, detail: str, at_s: float) -> dict[str, Any]:
+    """What `edgegw tail` shows of one downlink: verdict ``downlink``, to whom, FCnt and FPort as
+    sent (the 16 bits on the air; None for a frame that does not parse), the window (``rx1``,
+    ``rx2``, ``class_c``), ``status`` (``sent`` or the reason it was not: ``too_late``, ``duty_cycle``,
+    ``disk_full``, ...) and the RF parameters it was sent with or would have been."""
+    fcnt: int | None = None
+    fport: int | None = None
+    try:
+        frame = parse_phy(request.phy_payload)
+    except FrameError:
+        frame = None
+    if isinstance(frame, DataFrame):
+        fcnt, fport = frame.fcnt16, frame.fport
+    return {
+        "at_s": at_s,
+        "verdict": "downlink",
+        "dev_eui": str(request.dev_eui) if request.dev_eui is not None else None,
+        "fcnt_down": fcnt,
+        "fport": fport,
+        "window": window,
+        "status": status,
+        "detail": detail,
+        "freq_hz": request.freq_hz,
+        "sf": request.sf,
+        "power_dbm": request.power_dbm,
+        "gateway_eui": request.gateway_eui,
+        "phy_hex": request.phy_payload.hex(),
+    }
 
 
 def _dev_addr_hint(frame: RadioFrame) -> str | None:

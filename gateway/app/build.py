@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from gateway import __version__
 from gateway.clock import CLOCK_STATE_FILE, SystemClock, iso_utc
-from gateway.codec import load_profiles
+from gateway.codec import ProfileStore, load_profiles
 from gateway.config import Config
 from gateway.control import SOCKET_NAME
 from gateway.control.server import ControlServer
@@ -161,11 +162,16 @@ def build(config: Config) -> Agent:
         rules_status=rules.status if rules is not None else None,
         connected=lambda: uplink.connected,
         run_db=database.run,
+        uplink_state=uplink.status,
+        # The applier is built below, with the platform's side; the socket serves after the start.
+        config_state=lambda: agent.remote_config.in_effect() if agent.remote_config is not None else None,
+        profile_outputs=lambda profile_id: profile_outputs(profiles, profile_id),
     )
     agent.control = control = ControlServer(
         config.data_path / SOCKET_NAME, Queries(source, outbox, history, flush).handlers()
     )
     pipeline.listeners.append(lambda event: control.publish("tail", event))
+    pipeline.downlink_listeners.append(lambda event: control.publish("tail", event))
 
     # Agent updates: update_agent announces a package, its chunks come on update/..., update-state answers
     # (subscribed last, after the commands and the pushed configuration, as before).
@@ -216,6 +222,15 @@ def build(config: Config) -> Agent:
     uplink.subscribe(topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
     uplink.add_connect_hook(updater.report)
     return agent
+
+
+def profile_outputs(profiles: ProfileStore, profile_id: str) -> list[dict[str, Any]]:
+    """What `device show` needs of a profile to chart its main quantity (``Queries.device``)."""
+    if profile_id not in profiles:
+        return []
+    return [
+        {"name": o.name, "quantity": o.quantity, "unit": o.unit} for o in profiles.get(profile_id).outputs
+    ]
 
 
 def _load_rules(config: Config) -> RuleEngine | None:

@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.clock import SystemClock, iso_utc
 from gateway.errors import UplinkError
 from gateway.messages import DevEui, TxRequest, TxStatus
+from gateway.pipeline import downlink_event
 from gateway.rules.actions import Output
 from gateway.rules.engine import RuleEngine
 from gateway.uplink import envelope
@@ -75,18 +76,51 @@ async def transmit(agent: Agent, first: TxRequest | None, second: TxRequest | No
     durable then, and after a crash the same FCntDown would go out again under the same keys
     (keystream reuse, and the device refuses it). The device repeats an unacknowledged confirmed
     uplink; a command waits for the platform to send it again.
+
+    Each downlink ends in one ``tail`` event (``gateway.pipeline.downlink_event``) and one count in
+    the downlink counters: ``tx_sent``, or ``not_sent.<status>`` of its last window (`edgegw status`).
     """
+    counters = agent.downlinks.counters
     if agent.committer.failing:
-        agent.downlinks.counters["not_sent_disk_full"] += 1
+        counters["not_sent_disk_full"] += 1
+        request = first or second
+        if request is not None:
+            _downlink_done(agent, request, "disk_full", _window(first, request), "group commits fail")
         return
+    tried: list[str] = []
+    last: TxRequest | None = None
+    status = ""
     for request in (first, second):
         if request is None:
             continue
+        last = request
         result = await agent.radio.transmit(request)
+        window = _window(first, request)
         if result.status is TxStatus.SENT:
+            counters["tx_sent"] += 1
+            _downlink_done(agent, request, "sent", window, "; ".join(tried))
             return
+        status = result.status.value
+        tried.append(f"{window}: {status}{f' ({result.detail})' if result.detail else ''}")
         log.debug("downlink to %s not sent at %d Hz: %s %s", request.dev_eui, request.freq_hz, result.status,
                   result.detail)  # fmt: skip
+    if last is not None:
+        counters[f"not_sent.{status}"] += 1
+        _downlink_done(agent, last, status, _window(first, last), "; ".join(tried))
+
+
+def _window(first: TxRequest | None, request: TxRequest) -> str:
+    if request is not first:
+        return "rx2"
+    return "class_c" if request.send_at_tmst_us is None and request.send_at_gps_ms is None else "rx1"
+
+
+def _downlink_done(agent: Agent, request: TxRequest, status: str, window: str, detail: str) -> None:
+    listeners = agent.pipeline.downlink_listeners
+    if listeners:
+        event = downlink_event(request, status, window, detail, time.time())
+        for listener in listeners:
+            listener(event)
 
 
 def class_c(agent: Agent) -> None:
@@ -164,8 +198,17 @@ def _mtime(path: Path) -> float | None:
 def health_extra(agent: Agent) -> dict[str, Any]:
     """The agent's sections of the ``health`` message (the uplink adds its own)."""
     summary = agent.summary()
+    pushed = agent.remote_config.current if agent.remote_config is not None else None
     return {
-        "agent": {"version": __version__, "uptime_s": summary["uptime_s"]},
+        "agent": {
+            "version": __version__,
+            "uptime_s": summary["uptime_s"],
+            # The pushed configuration in effect (trial or last known good); None: the local file alone.
+            "config_version": pushed.version if pushed is not None else None,
+        },
+        # Refusals by reason (rejected_<reason>) of commands, of pushed configurations and of
+        # agent updates, as docs/fleet.md promises: a forged or replayed flood shows here.
+        "fleet": summary["fleet"],
         "host": agent.host.section() if agent.host is not None else None,
         "radio": agent.radio.health(),
         "pipeline": summary["pipeline"],

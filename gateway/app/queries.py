@@ -1,6 +1,7 @@
 """Answers of the control socket's queries, from a narrow view of the running agent.
 
-Owns what `edgegw status`, `devices`, `device show`, `rules` and `diag` show (they only read
+Owns what `edgegw status`, `devices`, `device show`, `rules`, `config show --effective` and `diag`
+show (they only read
 ``StatusSource``) and the two technician actions the socket carries: `flush` (drain the outbox
 now) and `requeue_quarantined` (put quarantined records back in the outbox). The socket and its
 protocol belong to ``gateway.control.server``.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import __version__
-from gateway.config import Config
+from gateway.config import Config, redacted
 from gateway.control.server import Query
 from gateway.errors import RegistryError
 from gateway.history import ReadingHistory
@@ -67,6 +68,29 @@ class StatusSource:
     """``Database.run``: a read on the database thread."""
     sessions: Callable[[], int] | None = None
     """Sessions the agent serves: ABP devices and the OTAA devices that joined (None: not shown)."""
+    config_state: Callable[[], dict[str, Any] | None] | None = None
+    """``ConfigApplier.in_effect``: pushed version, state, overlay keys (None: the local file alone)."""
+    uplink_state: Callable[[], dict[str, Any]] | None = None
+    """``MqttUplink.status``: read for ``disconnected_since_s`` and ``last_error``."""
+    profile_outputs: Callable[[str], list[dict[str, Any]]] | None = None
+    """Profile id -> its outputs (name, quantity, unit), in the profile's order, and ``main`` when the
+    profile names its main quantity: `device show` charts from them (None or unknown id: [])."""
+
+
+_NOT_SENT_COUNTERS: dict[str, str] = {
+    "not_sent_disk_full": "disk_full", "dropped_too_large": "too_large", "no_timing": "no_timing",
+}  # fmt: skip
+"""Downlink counters of downlinks given up before the radio, and the reason `status` shows."""
+
+
+def downlink_failures(counters: dict[str, int]) -> dict[str, int]:
+    """Downlinks not sent, by reason: the radio's last refusal (``not_sent.<status>``, counted once
+    per downlink after RX1 and RX2) and those given up before the radio (``_NOT_SENT_COUNTERS``)."""
+    failed = {k.removeprefix("not_sent."): n for k, n in counters.items() if k.startswith("not_sent.") and n}
+    for key, reason in _NOT_SENT_COUNTERS.items():
+        if counters.get(key):
+            failed[reason] = failed.get(reason, 0) + counters[key]
+    return dict(sorted(failed.items()))
 
 
 class Queries:
@@ -84,6 +108,7 @@ class Queries:
             "device": self.device,
             "recent_frames": lambda _req: self.recent_frames(),
             "rules": lambda _req: self.rules(),
+            "config": lambda _req: self.config(),
             "flush": lambda _req: self.flush(),
             "requeue_quarantined": lambda _req: self.requeue_quarantined(),
         }
@@ -94,6 +119,8 @@ class Queries:
         stats = await self._outbox.stats()
         summary = src.summary()
         config = src.config
+        health = src.radio_health()
+        uplink_state = src.uplink_state() if src.uplink_state is not None else {}
         return {
             "version": __version__,
             "gateway_id": config.gateway.id,
@@ -102,12 +129,20 @@ class Queries:
                 "url": config.radio.url,
                 "frames_per_min": src.frames_per_min(),
                 "counters": summary["radio"],
-                "duty_cycle": src.radio_health().get("duty_cycle", {}),
+                "duty_cycle": health.get("duty_cycle", {}),
+                "forwarders": health.get("forwarders"),
             },
             "pipeline": summary["pipeline"],
+            "downlinks": {
+                "sent": summary.get("downlinks", {}).get("tx_sent", 0),
+                "not_sent": downlink_failures(summary.get("downlinks", {})),
+            },
             "uplink": {
                 "broker": f"{config.mqtt.host}:{config.mqtt.port}",
                 "connected": src.connected(),
+                "disconnected_since_s": uplink_state.get("disconnected_since_s"),
+                "last_error": uplink_state.get("last_error"),
+                "last_error_at_s": uplink_state.get("last_error_at_s"),
                 "counters": {k: v for k, v in summary["uplink"].items() if k != "connected"},
                 "forwarder": summary["forwarder"],
             },
@@ -130,7 +165,20 @@ class Queries:
                 "heard": len(src.heard()),
             },
             "rules": src.rules_status(None) if src.rules_status is not None else None,
+            "config": self._config_state(),
         }
+
+    def _config_state(self) -> dict[str, Any]:
+        state = self._source.config_state() if self._source.config_state is not None else None
+        if state is None:
+            return {"version": None, "state": "local", "overlay_keys": [], "reverted": None}
+        return state
+
+    async def config(self) -> dict[str, Any]:
+        """`edgegw config show --effective`: the configuration the agent runs (secret removed), and
+        the pushed version, state and overlay keys it comes from."""
+        return {**self._config_state(), "source": self._source.config.source,
+                "config": redacted(self._source.config)}  # fmt: skip
 
     async def devices(self) -> dict[str, Any]:
         """`edgegw devices`: the registry joined with what was heard."""
@@ -154,7 +202,9 @@ class Queries:
         except RegistryError as exc:
             raise ValueError(str(exc)) from exc
         since_s = request.get("since_s")
+        outputs = self._source.profile_outputs
         return {
+            "outputs": outputs(entry.profile) if outputs is not None else [],
             "device": entry.as_json(),
             "heard": self._source.heard().get(str(dev_eui)),
             "readings": self._history.readings(str(dev_eui), float(since_s) if since_s is not None else None),

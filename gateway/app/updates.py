@@ -24,15 +24,15 @@ from typing import Any
 from gateway import __version__
 from gateway.clock import iso_utc
 from gateway.errors import CommandRejected, UplinkError
+from gateway.fleet.update_transfer import MAX_CHUNK_BYTES, MAX_CHUNKS
 from gateway.fleet.updates import MAX_PACKAGE_BYTES, Updates
+
+__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "AgentUpdater", "UpdateLinks"]
 
 log = logging.getLogger(__name__)
 
 RECENT_FRAME_S = 120.0
 """"Frames are flowing": a device heard within this long."""
-MAX_CHUNKS = 4096
-MAX_CHUNK_BYTES = 1024 * 1024
-"""A chunk's payload at most: refused in the MQTT network thread beyond it (docs/fleet.md)."""
 MAX_PACKAGES_HELD = 3
 HEALTH_POLL_S = 0.2
 

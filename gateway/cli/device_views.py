@@ -1,17 +1,19 @@
 """``edgegw device show | verify``: one device as the running agent sees it.
 
-``show`` asks the agent's control socket for the registry entry, what was heard
-and the last readings (``gateway.history``), and draws a small chart of one
-decoded value. ``verify`` watches the ``tail`` stream until the device has joined
-and sent decodable uplinks with a usable signal — what an installer checks before
-leaving the site. Neither changes anything. The signal verdict is in
-``signal_verdict`` (pure) so that tests and docs share the thresholds.
+``show`` asks the agent's control socket for the registry entry, what was heard, the last
+readings (``gateway.history``) and the profile's outputs, and draws a small chart of one decoded
+value: ``--value``, else the profile's main quantity (``main_field``), on a scale that shows the
+real range (``chart_scale``). ``verify`` watches the ``tail`` stream until the device has joined
+and sent decodable uplinks with a usable signal — what an installer checks before leaving the
+site. Neither changes anything. The signal verdict is in ``signal_verdict`` (pure) so that tests
+and docs share the thresholds.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,24 @@ MIN_SNR_MARGIN_DB = 5.0
 SNR_FLOOR_DB = {7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
 """LoRa demodulator SNR limit per SF (Semtech SX1276/77/78/79 datasheet, "Range of Spreading Factors")."""
 SPARK = "▁▂▃▄▅▆▇█"
+SPAN_FLOOR_FRACTION = 0.1
+"""The chart's scale spans at least this fraction of the largest value: 24 → 25 cm is a small step,
+not the whole height of the chart (a flat line sits in the middle of it)."""
+SECONDARY_WORDS = (
+    "battery", "rssi", "snr", "signal", "status", "alarm", "version", "interval", "duration", "serial",
+    "reset", "class", "config", "event", "vdd",
+)  # fmt: skip
+"""A quantity (or, without a profile's outputs, a field name) with one of these words is not what a
+device measures: battery, radio signal, status, configuration. ``main_field`` passes them over."""
 
 
 def register(dsub: Any) -> None:
     """Add ``show`` and ``verify`` to the ``edgegw device`` sub-commands."""
     show = dsub.add_parser("show", help="details, last readings and a chart of one value (running agent)")
     show.add_argument("dev_eui", metavar="DEV_EUI")
-    show.add_argument("--value", metavar="FIELD", help="decoded value to chart (default: the first numeric)")
+    show.add_argument(
+        "--value", metavar="FIELD", help="decoded value to chart (default: the profile's main quantity)"
+    )
     show.add_argument("--hours", type=float, default=24.0, metavar="N", help="chart the last N hours")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=show_device)
@@ -87,14 +100,53 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def sparkline(values: list[float], width: int = 60) -> str:
-    """One character per value (the last ``width``), scaled between their min and max."""
+def main_field(outputs: list[dict[str, Any]], fields: list[str]) -> str | None:
+    """The value `device show` charts by default, among the numeric ``fields`` of the readings.
+
+    The profile's ``main`` output when it names one; else the first output, in the profile's order,
+    whose quantity is not battery, signal, status or configuration (``SECONDARY_WORDS``); else the
+    first numeric field whose name is not one of those; else the first numeric field.
+    """
+    numeric = set(fields)
+    for output in outputs:
+        if output.get("main") and output["name"] in numeric:
+            return str(output["name"])
+    for output in outputs:
+        if output["name"] in numeric and not _secondary(str(output.get("quantity") or output["name"])):
+            return str(output["name"])
+    for name in fields:
+        if not _secondary(name):
+            return name
+    return fields[0] if fields else None
+
+
+def _secondary(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in SECONDARY_WORDS)
+
+
+def chart_scale(values: list[float]) -> tuple[float, float]:
+    """(low, high) of the chart: the values' range, widened around its middle to at least
+    ``SPAN_FLOOR_FRACTION`` of the largest magnitude."""
+    low, high = min(values), max(values)
+    floor = SPAN_FLOOR_FRACTION * max(abs(low), abs(high))
+    if high - low < floor:
+        middle = (low + high) / 2
+        low, high = middle - floor / 2, middle + floor / 2
+    return low, high
+
+
+def sparkline(values: list[float], width: int = 60, scale: tuple[float, float] | None = None) -> str:
+    """One character per value (the last ``width``), placed on ``scale`` (default ``chart_scale``)."""
     values = values[-width:]
     if not values:
         return ""
-    low, high = min(values), max(values)
+    low, high = scale if scale is not None else chart_scale(values)
     span = high - low
-    return "".join(SPARK[0 if span == 0 else round((v - low) / span * (len(SPARK) - 1))] for v in values)
+    top = len(SPARK) - 1
+    if span <= 0:
+        return SPARK[top // 2] * len(values)
+    return "".join(SPARK[min(top, max(0, round((v - low) / span * top)))] for v in values)
 
 
 def show_device(args: argparse.Namespace) -> int:
@@ -106,33 +158,46 @@ def show_device(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc  # e.g. not registered
     readings = doc["readings"]
     fields = numeric_fields(readings)
-    field = args.value or (fields[0] if fields else None)
+    outputs: list[dict[str, Any]] = doc.get("outputs") or []
+    field = args.value or main_field(outputs, fields)
     if args.value and fields and args.value not in fields:
         raise UsageError(
             f"{args.value!r} is not a numeric value of this device (it has: {', '.join(fields)})"
         )
+    unit = next((o.get("unit") for o in outputs if o["name"] == field), None)
     series = [(r["at_s"], v) for r in readings if (v := _number(r["data"].get(field))) is not None]
+    scale = chart_scale([v for _, v in series]) if series else None
     if args.json:
         print_json(
             {
                 "device": doc["device"],
                 "heard": doc["heard"],
                 "readings": readings,
-                "chart": {"value": field, "hours": args.hours, "points": series},
+                "chart": {
+                    "value": field,
+                    "unit": unit,
+                    "hours": args.hours,
+                    "points": series,
+                    "scale": list(scale) if scale is not None else None,
+                },
             }
         )
         return 0
-    _print_show(doc, readings, field, series, args.hours)
+    _print_show(doc, readings, Chart(field, unit, series, scale), args.hours)
     return 0
 
 
-def _print_show(
-    doc: dict[str, Any],
-    readings: list[dict[str, Any]],
-    field: str | None,
-    series: list[tuple[float, float]],
-    hours: float,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """What `device show` charts: the value, its unit, (time, value) points and the scale."""
+
+    field: str | None
+    unit: str | None
+    series: list[tuple[float, float]]
+    scale: tuple[float, float] | None
+
+
+def _print_show(doc: dict[str, Any], readings: list[dict[str, Any]], chart: Chart, hours: float) -> None:
     console = Console(width=min(Console().width, 100), highlight=False)
     d, heard = doc["device"], doc["heard"] or {}
     grid = Table.grid(padding=(0, 2))
@@ -168,15 +233,19 @@ def _print_show(
             values = r["decode_error"] or ", ".join(f"{k}={v}" for k, v in r["data"].items())
             table.add_row(at, str(r["fcnt"]), f"{r['rssi_dbm']:.0f}/{r['snr_db']:.1f}", values)
         console.print(table)
-    if not series:
-        console.print(f"no {field or 'numeric'} readings in the last {hours:g} h")
+    if not chart.series or chart.scale is None:
+        console.print(f"no {chart.field or 'numeric'} readings in the last {hours:g} h")
         return
-    values = [v for _, v in series]
+    values = [v for _, v in chart.series]
+    unit = f" {chart.unit}" if chart.unit and chart.unit != "1" else ""
+    low, high = chart.scale
     console.print(
-        f"{field}, last {hours:g} h ({len(values)} readings, min {min(values):g}, max {max(values):g}, "
-        f"last {values[-1]:g})"
+        f"{chart.field}, last {hours:g} h ({len(values)} readings, min {min(values):g}{unit}, "
+        f"max {max(values):g}{unit}, last {values[-1]:g}{unit})"
     )
-    console.print(f"  [cyan]{sparkline(values)}[/]")
+    console.print(f"  {high:.4g}{unit} ┐")
+    console.print(f"  [cyan]{sparkline(values, scale=chart.scale)}[/]")
+    console.print(f"  {low:.4g}{unit} ┘")
 
 
 # --- verify -------------------------------------------------------------------------------------
@@ -258,6 +327,8 @@ def verify_device(args: argparse.Namespace) -> int:
 
 def _verify_line(event: dict[str, Any]) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(event["at_s"]))
+    if event["verdict"] == "downlink":
+        return f"{at} downlink fcnt {event.get('fcnt_down')} port {event.get('fport')}: {event['status']}"
     signal = f"{event['rssi_dbm']:.0f} dBm {event['snr_db']:.1f} dB SF{event['sf']}"
     if event["verdict"] == "joined":
         return f"{at} joined as DevAddr {event.get('dev_addr')}  {signal}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import dataclasses
 import io
 import json
 import logging
@@ -36,7 +35,8 @@ from gateway import __version__, config, db
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.cli.device_views import agent_socket
 from gateway.control import client
-from gateway.errors import GatewayError, UplinkError
+from gateway.errors import ConfigError, GatewayError, UplinkError
+from gateway.fleet.remote_config import effective_view
 from gateway.messages import DevEui
 from gateway.provisioning import keystore, registry
 
@@ -90,6 +90,8 @@ def summarise(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     unknown: set[str] = set()
     total = 0
     for e in events:
+        if e["verdict"] == "downlink":
+            continue  # sent by the gateway, not heard: no signal to count
         total += 1
         key = e.get("dev_eui") or (f"DevAddr {e['dev_addr']}" if e.get("dev_addr") else "unparsable")
         groups[key].append(e)
@@ -196,11 +198,12 @@ async def probe_uplink(cfg: config.Config, timeout_s: float) -> dict[str, Any]:
         try:
             if not await uplink.wait_connected(timeout_s):
                 failures = [m for m in collect.messages if "fail" in m or "refused" in m or "lost" in m]
-                why = failures[-1] if failures else "no answer"
+                # The uplink's own account first: it names a refused TLS client certificate.
+                why = uplink.last_error or (failures[-1] if failures else "no answer")
                 result["error"] = f"not connected within {timeout_s:g} s: {why}"
                 return result
             result["connect_ms"] = round((time.monotonic() - started) * 1000, 1)
-            payload = json.dumps({"test": True, "version": __version__, "at_s": time.time()}).encode()
+            payload = json.dumps({"v": 1, "test": True, "version": __version__, "at_s": time.time()}).encode()
             sent = time.monotonic()
             left_s = max(0.1, timeout_s - (sent - started))
             await asyncio.wait_for(uplink.publish(result["topic"], payload, qos=1), left_s)
@@ -237,11 +240,18 @@ def uplink_test(args: argparse.Namespace) -> int:
 # --- diag ---------------------------------------------------------------------------------------
 
 
-def _redacted_config(cfg: config.Config) -> dict[str, Any]:
-    doc = dataclasses.asdict(cfg)
-    if doc["mqtt"]["password"]:
-        doc["mqtt"]["password"] = REMOVED
-    return doc  # key_file/cert_file/ca_file are paths: kept (the files themselves are not read)
+def _effective_config(cfg: config.Config, socket_path: Path) -> dict[str, Any]:
+    """The configuration in effect (``config show --effective``): the running agent's, else what
+    the files say; config.json beside it is the local file alone."""
+    try:
+        answer = client.request(socket_path, "config")
+        return {"source": "running agent", **{k: v for k, v in answer.items() if k != "ok"}}
+    except (client.AgentUnreachable, GatewayError):
+        pass
+    try:
+        return {"source": "files (the agent is not running)", **effective_view(cfg.source)}
+    except (ConfigError, GatewayError) as exc:
+        return {"source": "files", "error": str(exc)}
 
 
 def _versions() -> dict[str, Any]:
@@ -328,8 +338,9 @@ def build_bundle(cfg: config.Config, socket_path: Path, log_file: str | None) ->
     devices, secrets = _registry_view(cfg)
     if cfg.mqtt.password:
         secrets.append(cfg.mqtt.password)
-    files: dict[str, Any] = {"config.json": _redacted_config(cfg), "versions.json": _versions()}
+    files: dict[str, Any] = {"config.json": config.redacted(cfg, REMOVED), "versions.json": _versions()}
     notes = [f"edgegw diag {time.strftime('%Y-%m-%dT%H:%M:%S%z')} gateway {cfg.gateway.id}"]
+    files["config-effective.json"] = _effective_config(cfg, socket_path)
     try:
         for name in ("status", "devices", "recent_frames"):
             answer = client.request(socket_path, name)

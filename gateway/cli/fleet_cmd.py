@@ -1,4 +1,4 @@
-"""``edgegw fleet``: the platform-side tool — ``keygen``, ``sign``, ``send`` and ``watch``.
+"""``edgegw fleet``: the platform-side tool — ``keygen``, ``sign``, ``send``, ``update publish``, ``watch``.
 
 Runs on the platform or a technician's machine, never needs the agent. ``sign`` wraps a
 command JSON (``{"cmd": "flush", "params": {}}``) in an envelope signed with the
@@ -7,9 +7,12 @@ and prints it; publish it on ``<prefix>/<gateway id>/cmd/<cmd>``. A desired conf
 (``{"config": {"version": ..., "settings": {...}, "rules": ...}}``) is signed the same way, to be
 published retained on ``<prefix>/<gateway id>/config``. ``send`` publishes a signed envelope
 where it belongs and waits for each gateway's answer (``cmd-result`` with the envelope's seq, or
-``config-state`` with its version); ``watch`` prints what gateways report (results, config
-states, health, online/offline) as one JSON line per message. Both talk MQTT through the agent's
-own adapter (``gateway.uplink.mqtt``), so TLS and credentials work as on a gateway.
+``config-state`` with its version); ``update publish`` signs an ``update_agent`` command for each
+gateway, publishes it and then the package's chunks (``gateway.fleet.update_transfer``), and waits
+for each command's answer; ``watch`` prints what gateways report (results, config and update states,
+health, online/offline): one line per message for a person on a terminal, one JSON line per message
+with ``--json`` or when piped. They talk MQTT through the agent's own adapter
+(``gateway.uplink.mqtt``), so TLS and credentials work as on a gateway.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,11 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.cli.common import CheckFailed, UsageError, print_json
 from gateway.config import MqttSection
 from gateway.errors import CommandRejected, UplinkError
-from gateway.fleet import desired, sign, signed_envelope
+from gateway.fleet import desired, reports, sign, signed_envelope, update_transfer
 from gateway.fleet.trust import fingerprint
 from gateway.uplink.topics import Topics
 
-WATCHED = ("cmd-result", "config-state", "health", "state")
+if TYPE_CHECKING:
+    from gateway.uplink.mqtt import MqttUplink
+
+WATCHED = ("cmd-result", "config-state", "update-state", "health", "state")
+Publish = Callable[["MqttUplink"], Awaitable[None]]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,10 +74,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _broker_args(sd)
     sd.set_defaults(handler=send_envelope)
 
-    wt = fsub.add_parser("watch", help="print what gateways report: results, config states, health, state")
+    up = fsub.add_parser("update", help="agent updates: publish a package to gateways")
+    usub = up.add_subparsers(dest="update_command", metavar="WHAT", required=True)
+    pb = usub.add_parser(
+        "publish", help="sign update_agent, publish it and the package's chunks, wait for the answers"
+    )
+    pb.add_argument("package", metavar="PACKAGE", help="the edgegw wheel to install on the gateways")
+    pb.add_argument("--key", required=True, metavar="PATH", help="platform Ed25519 private key (PEM)")
+    pb.add_argument("--gateway", action="append", required=True, metavar="ID", help="gateway (repeat)")
+    pb.add_argument("--version", help="the package's version (default: read from the wheel)")
+    pb.add_argument(
+        "--chunk-bytes", type=int, default=0, metavar="N",
+        help=f"chunk size (default: the largest the broker takes, at most {update_transfer.MAX_CHUNK_BYTES})",
+    )  # fmt: skip
+    pb.add_argument("--ttl-s", type=int, default=sign.DEFAULT_TTL_S, help="validity in seconds (default 300)")
+    pb.add_argument(
+        "--wait-s", type=float, default=30.0, help="how long to wait for the answers (default 30)"
+    )
+    _broker_args(pb)
+    pb.set_defaults(handler=publish_update)
+
+    wt = fsub.add_parser(
+        "watch", help="print what gateways report: results, config and update states, health, state"
+    )
     wt.add_argument("--gateway", default="+", metavar="ID", help="one gateway (default: all)")
     wt.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: Ctrl-C)")
     wt.add_argument("--count", type=int, default=0, help="stop after this many messages")
+    wt.add_argument(
+        "--json", action="store_true", help="one JSON line per message (default when not on a terminal)"
+    )
     _broker_args(wt)
     wt.set_defaults(handler=watch)
 
@@ -189,35 +222,44 @@ def send_envelope(args: argparse.Namespace) -> int:
     if not gateways:
         raise UsageError(f"target {env.target} is a group: name its gateways with --gateway")
     leaf, answer_leaf, retained, key = _answers(env)
-    answers = asyncio.run(_send(_mqtt(args), raw, gateways, leaf, answer_leaf, retained, key, args.wait_s))
+    settings = _mqtt(args)
+    data = json.dumps(raw).encode()
+
+    async def publish(uplink: MqttUplink) -> None:
+        for g in gateways:
+            await uplink.publish(
+                f"{Topics(settings.topic_prefix, g).root}/{leaf}", data, qos=1, retain=retained
+            )
+
+    answers = asyncio.run(_send(settings, publish, answer_leaf, dict.fromkeys(gateways, key), args.wait_s))
     print_json({"target": env.target, "seq": env.seq, "sent_to": gateways, "answers": answers})
+    _judge(answers, gateways, args.wait_s)
+    return 0
+
+
+def _judge(answers: dict[str, Any], gateways: list[str], wait_s: float) -> None:
+    """CheckFailed (exit 1) when a gateway did not answer or refused."""
     missing = [g for g in gateways if g not in answers]
     if missing:
-        raise CheckFailed(f"no answer within {args.wait_s:g} s from {', '.join(missing)}")
+        raise CheckFailed(f"no answer within {wait_s:g} s from {', '.join(missing)}")
     refused = [
         g for g, a in answers.items() if a.get("ok") is False or a.get("status") in ("rejected", "reverted")
     ]
     if refused:
         raise CheckFailed(f"refused by {', '.join(refused)}")
-    return 0
 
 
 async def _send(
-    settings: MqttSection,
-    raw: Any,
-    gateways: list[str],
-    leaf: str,
-    answer_leaf: str,
-    retained: bool,
-    key: Any,
-    wait_s: float,
+    settings: MqttSection, publish: Publish, answer_leaf: str, keys: dict[str, Any], wait_s: float
 ) -> dict[str, Any]:
-    # paho only for the commands that connect (send, watch): keygen and sign start without it.
+    """Connect, ``publish``, and collect each gateway's answer on ``answer_leaf`` paired by ``keys[gateway]``
+    (a command's ``seq``, a configuration's ``version``), until all came or ``wait_s`` passed."""
+    # paho only for the commands that connect (send, publish, watch): keygen and sign start without it.
     from gateway.uplink.mqtt import MqttUplink
 
     answers: dict[str, Any] = {}
     done = asyncio.Event()
-    roots = {f"{Topics(settings.topic_prefix, g).root}/{answer_leaf}": g for g in gateways}
+    roots = {f"{Topics(settings.topic_prefix, g).root}/{answer_leaf}": g for g in keys}
 
     def on_answer(topic: str, payload: bytes) -> None:
         try:
@@ -228,10 +270,10 @@ async def _send(
         gateway = roots.get(topic)
         # A retained config-state may be an older version's: only this envelope's answer counts,
         # and for a configuration only a final status (not "pending").
-        if gateway is None or paired != key or doc.get("status") == "pending":
+        if gateway is None or paired != keys[gateway] or doc.get("status") == "pending":
             return
         answers[gateway] = doc
-        if len(answers) == len(gateways):
+        if len(answers) == len(keys):
             done.set()
 
     uplink = MqttUplink(settings, client_id=f"edgegw-fleet-{os.getpid()}-{int(time.time())}", will=None)
@@ -242,11 +284,7 @@ async def _send(
         if not await uplink.wait_connected(min(wait_s, 15.0)):
             raise UplinkError(f"broker {settings.host}:{settings.port} not reached")
         await asyncio.sleep(0.2)  # the SUBACKs, before anything can answer
-        data = json.dumps(raw).encode()
-        for g in gateways:
-            await uplink.publish(
-                f"{Topics(settings.topic_prefix, g).root}/{leaf}", data, qos=1, retain=retained
-            )
+        await publish(uplink)
         try:
             await asyncio.wait_for(done.wait(), wait_s)
         except TimeoutError:
@@ -256,15 +294,64 @@ async def _send(
     return answers
 
 
-def watch(args: argparse.Namespace) -> int:
+# --- update publish: an agent package to gateways --------------------------------------------------
+
+
+def publish_update(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(_watch(_mqtt(args), args.gateway, args.seconds, args.count))
+        package = Path(args.package).read_bytes()
+        key = sign.load_private_key(args.key)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    version = args.version or update_transfer.package_version(package)
+    if version is None:
+        raise UsageError(f"{args.package}: no gateway/__init__.py with a __version__: not an edgegw wheel")
+    if args.ttl_s <= 0:
+        raise UsageError("--ttl-s must be positive")
+    try:
+        params = update_transfer.announce_params(version, package)
+    except ValueError as exc:
+        raise UsageError(f"{args.package}: {exc}") from exc
+    settings = _mqtt(args)
+    envelopes = {
+        g: sign.sign_envelope(key, sign.command("update_agent", params), target=g, ttl_s=args.ttl_s)
+        for g in args.gateway
+    }
+    sent: dict[str, int] = {}
+
+    async def publish(uplink: MqttUplink) -> None:
+        for g, env in envelopes.items():
+            root = Topics(settings.topic_prefix, g).root
+            longest = update_transfer.longest_chunk_topic(root, params["sha256"])
+            fits = min(update_transfer.MAX_CHUNK_BYTES, uplink.max_payload_bytes(longest))
+            try:
+                parts = update_transfer.chunks(root, package, args.chunk_bytes or fits)
+            except ValueError as exc:
+                raise UsageError(f"--chunk-bytes: {exc}") from exc
+            # The command first, so that the chunks mostly find their transfer announced (those that
+            # overtake it are held, bounded). Not waiting for its answer: one round trip per gateway.
+            await uplink.publish(f"{root}/cmd/update_agent", json.dumps(env).encode(), qos=1)
+            for part in parts:
+                await uplink.publish(part.topic, part.payload, qos=1)
+            sent[g] = len(parts)
+
+    keys = {g: env["seq"] for g, env in envelopes.items()}
+    answers = asyncio.run(_send(settings, publish, "cmd-result", keys, args.wait_s))
+    print_json({**params, "sent_to": args.gateway, "chunks": sent, "answers": answers})
+    _judge(answers, args.gateway, args.wait_s)
+    return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    as_json = args.json or not sys.stdout.isatty()
+    try:
+        asyncio.run(_watch(_mqtt(args), args.gateway, args.seconds, args.count, as_json))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def _watch(settings: MqttSection, gateway: str, seconds: float, count: int) -> None:
+async def _watch(settings: MqttSection, gateway: str, seconds: float, count: int, as_json: bool) -> None:
     # paho only for the commands that connect (send, watch): keygen and sign start without it.
     from gateway.uplink.mqtt import MqttUplink
 
@@ -278,9 +365,13 @@ async def _watch(settings: MqttSection, gateway: str, seconds: float, count: int
             doc: Any = json.loads(payload)
         except ValueError:
             doc = payload.decode("utf-8", "replace")
-        line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "gateway": parts[-2],
-                "kind": parts[-1], "message": doc}  # fmt: skip
-        print(json.dumps(line, separators=(",", ":")), flush=True)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if as_json:
+            line = {"at": at, "gateway": parts[-2], "kind": parts[-1], "message": doc}
+            print(json.dumps(line, separators=(",", ":")), flush=True)
+        else:  # hh:mm:ss (UTC) gateway kind: what it says
+            text = reports.describe(parts[-1], doc)
+            print(f"{at[11:19]}  {parts[-2]:<16} {parts[-1]:<12} {text}", flush=True)
         seen += 1
         if count and seen >= count:
             finished.set()

@@ -5,6 +5,9 @@
 Run once per gateway by the installer (as root, or as the agent's user for the
 data directory). Each step is idempotent: running it again keeps the key and
 rewrites the CSR. The private key never leaves the gateway and is never printed.
+An ``--id`` other than the config file's ``gateway.id`` is refused (exit 2) unless ``--force``:
+the certificate would name one gateway and the agent run as another. The config file is never
+written here (it is the installer's, with its comments); an absent one is only reminded of.
 ``node``: the MicroPython firmware and the node's ``config.json`` (keys from the registry) onto a
 node over USB serial, read back and verified (``gateway.provisioning.node``). Keys go to the node
 only: never printed, never written on the gateway's disk.
@@ -40,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gw.add_argument("--unit-out", metavar="PATH", help="write a hardened systemd unit to PATH")
     gw.add_argument("--exec-path", metavar="PATH", help="edgegw executable for the unit (default: this one)")
     gw.add_argument("--user", default="edgegw", help="system user the unit runs as (default edgegw)")
+    gw.add_argument(
+        "--force", action="store_true",
+        help="go on although the config's gateway.id is another id (change it before the agent runs)",
+    )  # fmt: skip
     gw.add_argument("--json", action="store_true")
     gw.set_defaults(handler=provision_gateway)
 
@@ -57,17 +64,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     nd.set_defaults(handler=provision_node)
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+def _agent_config(args: argparse.Namespace) -> config.Config | None:
+    """The config the agent will run with (file and ``EDGEGW_*`` overrides); None when the file is absent."""
+    path = config_path(args)
+    return config.load(path) if os.path.exists(path) else None
+
+
+def _data_dir(args: argparse.Namespace, cfg: config.Config | None) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
-    path = config_path(args)
-    if os.path.exists(path):
-        return config.load(path).data_path
-    return Path(DEFAULT_DATA_DIR)
+    return cfg.data_path if cfg is not None else Path(DEFAULT_DATA_DIR)
+
+
+def _check_config_id(args: argparse.Namespace, cfg: config.Config | None) -> None:
+    """Refuse an id the config does not say: the certificate would name one gateway, the agent's
+    topics and client id another, and nothing would tell (the agent connects and runs as the other)."""
+    if cfg is None or cfg.gateway.id == args.id or args.force:
+        return
+    raise UsageError(
+        f"--id {args.id} but {cfg.source} says gateway.id: {cfg.gateway.id} (the certificate would be for "
+        f"{args.id}, the agent would run as {cfg.gateway.id}); set gateway.id: {args.id} in {cfg.source} "
+        f"(or give --id {cfg.gateway.id}), or add --force to provision {args.id} and change the file after"
+    )
 
 
 def provision_gateway(args: argparse.Namespace) -> int:
-    data_dir = _data_dir(args).absolute()
+    cfg = _agent_config(args)
+    _check_config_id(args, cfg)
+    data_dir = _data_dir(args, cfg).absolute()
     files, created = gateway_setup.provision_identity(data_dir, args.id)
     doc: dict[str, Any] = {
         "gateway_id": args.id,
@@ -78,6 +102,7 @@ def provision_gateway(args: argparse.Namespace) -> int:
         "certificate": None,
         "platform_key_sha256": None,
         "unit": None,
+        "config_gateway_id": cfg.gateway.id if cfg is not None else None,
     }
     cert = None
     if args.install_cert:
@@ -117,6 +142,10 @@ def provision_gateway(args: argparse.Namespace) -> int:
     if doc["unit"]:
         print(f"  systemd unit {doc['unit']}")
     print(f"  config: mqtt.cert_file: {files.cert}  mqtt.key_file: {files.key}")
+    if cfg is None:
+        print(f"  config {config_path(args)} absent: write it with gateway.id: {args.id}")
+    elif cfg.gateway.id != args.id:
+        print(f"  config {cfg.source} says gateway.id: {cfg.gateway.id}: change it to {args.id} (--force)")
     return 0
 
 

@@ -37,7 +37,7 @@ SORT_KEYS: Final = ("last_seen", "site", "dev_eui", "rssi")
 _UNITS_S: Final = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _STATUS_STYLES: Final = {
     "DISCONNECTED": "1;31", "FULL": "1;31", "NOT": "1;31", "connected": "32", "unsynced": "33",
-    "damaged": "33",
+    "damaged": "33", "STALE": "1;31", "REFUSED": "1;31", "REVERTED": "1;31", "trial": "33", "alive": "32",
 }  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     rejected = ", ".join(
         f"{k.removeprefix('rejected.')} {v}" for k, v in p.items() if k.startswith("rejected.")
     )
-    uplink = "connected" if up["connected"] else "DISCONNECTED"
+    uplink = "connected" if up["connected"] else "DISCONNECTED" + _since(up.get("disconnected_since_s"))
     oldest = "-" if box["oldest_age_s"] is None else f"{box['oldest_age_s']:.0f} s"
     clock = doc["clock"]["time_quality"]
     rows = [
@@ -177,8 +177,14 @@ def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
             f"accepted {p.get('accepted', 0)}, decoded {p.get('decoded', 0)}, rejected {rejected or 0}",
         ),
         ("uplink", f"{uplink} to {up['broker']}, records acked {up['forwarder'].get('records_acked', 0)}"),
-        ("outbox", f"{box['depth']} records waiting ({box['bytes']} bytes), oldest {oldest}"),
     ]
+    rows[2:2] = [("forwarder", _forwarder_text(f)) for f in doc["radio"].get("forwarders") or []]
+    if not up["connected"] and up.get("last_error"):
+        rows.append(("why", f"{up['last_error']} ({ago(up.get('last_error_at_s'))})"))
+    rows.append(("outbox", f"{box['depth']} records waiting ({box['bytes']} bytes), oldest {oldest}"))
+    rows.extend(_downlinks_rows(doc.get("downlinks")))
+    rows.extend(_config_rows(doc.get("config")))
+    rows.extend(_rules_rows(doc.get("rules")))
     disk = doc.get("storage") or {}
     if disk.get("disk_full_since"):
         rows.append((
@@ -204,6 +210,61 @@ def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("clock", clock if clock != "unsynced" else "unsynced (no NTP/GPS yet)"))
     rows.append(("devices", f"{doc['devices']['registered']} registered, {doc['devices']['heard']} heard"))
     return rows
+
+
+def _clock(at_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at_s))
+
+
+def _since(at_s: float | None) -> str:
+    return f" since {_clock(at_s)} ({ago(at_s)})" if at_s else ""
+
+
+def _forwarder_text(f: dict[str, Any]) -> str:
+    """One packet forwarder: alive or STALE, and when its last PULL_DATA and PUSH_DATA came."""
+
+    def age(value: float | None) -> str:
+        return "never" if value is None else f"{value:.0f} s ago"
+
+    where = f" at {f['address']}" if f.get("address") else ""
+    state = "alive" if f.get("alive") else "STALE"
+    return (
+        f"{f['gateway_eui']}{where} {state}: PULL_DATA {age(f.get('last_pull_age_s'))}, "
+        f"PUSH_DATA {age(f.get('last_push_age_s'))}"
+    )
+
+
+def _downlinks_rows(downlinks: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not downlinks:
+        return []
+    failed = downlinks.get("not_sent") or {}
+    reasons = ", ".join(f"{reason} {n}" for reason, n in failed.items())
+    text = f"sent {downlinks.get('sent', 0)}, not sent {sum(failed.values())}"
+    return [("downlinks", f"{text} ({reasons})" if reasons else text)]
+
+
+def _config_rows(state: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The configuration in effect: the local file alone, or a pushed version and its state."""
+    if not state:
+        return []
+    if state.get("version") is None:
+        text = "local file only (nothing pushed)"
+    else:
+        keys = ", ".join(state.get("overlay_keys") or []) or "nothing"
+        text = f"pushed {state['version']} {state['state']}, over the local file: {keys}"
+    reverted = state.get("reverted")
+    if state.get("state") == "reverted" and reverted:
+        text += f"; {reverted['version']} REVERTED at {reverted['at']}: {reverted['reason']}"
+    return [("config", text)]
+
+
+def _rules_rows(rules: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A refused rules reload: when, and why (the previous rules keep running)."""
+    last = (rules or {}).get("last_reload")
+    if not last or last.get("ok"):
+        return []
+    when = _since(last.get("at_s"))
+    return [("rules", f"reload REFUSED{when}, the previous rules run: {last.get('error')}")]
 
 
 def status_lines(doc: dict[str, Any], room: int | None) -> list[str]:
@@ -325,12 +386,28 @@ def _tail_device(args: argparse.Namespace) -> str:
 
 def _tail_line(event: dict[str, Any], raw: bool) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(event["at_s"]))
+    if event["verdict"] == "downlink":
+        line = _downlink_line(at, event)
+    else:
+        line = _uplink_line(at, event)
+    return f"{line}\n    {event['phy_hex']}" if raw else line
+
+
+def _uplink_line(at: str, event: dict[str, Any]) -> str:
     signal = f"{event['rssi_dbm']:.0f} dBm {event['snr_db']:.1f} dB SF{event['sf']}"
     if event["verdict"] == "accepted":
         verdict = "[green]ok[/]" if not event.get("decode_error") else "[yellow]undecoded[/]"
         what = json.dumps(event.get("data")) if not event.get("decode_error") else event["decode_error"]
-        line = f"{at} {verdict} {event['dev_eui']} fcnt {event['fcnt']} port {event['fport']} {signal} {what}"
-    else:
-        addr = f"DevAddr {event['dev_addr']} " if event.get("dev_addr") else ""
-        line = f"{at} [red]{event['reason']}[/] {addr}{signal} {event.get('detail', '')}"
-    return f"{line}\n    {event['phy_hex']}" if raw else line
+        return f"{at} {verdict} {event['dev_eui']} fcnt {event['fcnt']} port {event['fport']} {signal} {what}"
+    addr = f"DevAddr {event['dev_addr']} " if event.get("dev_addr") else ""
+    return f"{at} [red]{event['reason']}[/] {addr}{signal} {event.get('detail', '')}"
+
+
+def _downlink_line(at: str, event: dict[str, Any]) -> str:
+    """A downlink, marked ``DOWN`` (and its status in red when it was not sent)."""
+    status = "[cyan]sent[/]" if event["status"] == "sent" else f"[red]not sent: {event['status']}[/]"
+    fcnt = "-" if event.get("fcnt_down") is None else event["fcnt_down"]
+    port = "-" if event.get("fport") is None else event["fport"]
+    rf = f"{event['freq_hz'] / 1e6:.1f} MHz SF{event['sf']} {event['window'].upper()}"
+    detail = f" ({event['detail']})" if event.get("detail") else ""
+    return f"{at} [bold]DOWN[/] {status} {event.get('dev_eui') or '-'} fcnt {fcnt} port {port} {rf}{detail}"

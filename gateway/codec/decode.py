@@ -4,7 +4,8 @@ Owns the ``Decoded`` result and the payload layouts a profile may choose with
 ``decoder.family``:
 
 * ``channel_tlv`` — the Milesight-style stream of ``channel_id (1 B), channel_type (1 B),
-  data (N B)`` records where the pair of header bytes selects a fixed-size group of fields;
+  data (N B)`` records where the pair of header bytes selects a group of fields: of a fixed
+  size, or read by ``nested.py``'s cursor and ending where it ends (a type byte inside);
 * ``sensor_flags`` — the Decentlab v2 frame: protocol version (1 B), device id (uint16 BE),
   sensor flags (uint16 BE, bit i = sensor group i present), then each present group's
   big-endian uint16 words, each value computed from one word by named ``ops``;
@@ -232,7 +233,7 @@ def compile_channel_tlv(spec: Spec) -> CompiledDecoder:
         size, run = _channel_run(fields, owners)
         # A channel of one plain field is read inline by the decode loop (no run() call).
         single = len(fields) == 1 and fields[0].at in (None, 0) and not fields[0].hidden
-        entry: _TlvEntry = (size, fields[0].output.name if single else None, fields[0].read, run)
+        entry: _TlvEntry = (size, fields[0].output.name if single else None, fields[0].read, run, None)
         for channel_id in channel_ids:
             _add_channel(table, where, (channel_id << 8) | channel_type, entry, channel)
 
@@ -250,21 +251,31 @@ def _add_channel(
 
 
 def _sequence_entry(channel: Spec, default_endian: str | None, outputs: dict[str, Output]) -> _TlvEntry:
-    """A channel whose fields use ``nested.py`` constructs; the header implies its fixed size."""
+    """A channel whose fields use ``nested.py`` constructs.
+
+    When no construct lets the payload decide the record's size, the header implies it, as
+    for plain records. Otherwise (a tlv, a list, a span, a field with ``if`` and no ``at``)
+    the record runs its sequence and ends where the sequence ends (Milesight ``20 ce``
+    history: a type byte inside picks the size).
+    """
     channel_outputs: dict[str, Output] = {}
-    compiled = compile_sequence(
-        channel["fields"], default_endian=default_endian, outputs=channel_outputs, fixed_size=True
-    )
+    compiled = compile_sequence(channel["fields"], default_endian=default_endian, outputs=channel_outputs)
     for output in channel_outputs.values():
         _merge_output(outputs, output, channel)
     sequence = compiled.sequence
-    size = compiled.size or 0
+    if compiled.size is None:
+
+        def walk(buf: bytes, pos: int, out: dict[str, Any], warnings: list[str]) -> int:
+            return sequence.run(Region(buf, pos, len(buf), warnings), out, {})
+
+        return (0, None, _never_read, _no_run, walk)
+    size = compiled.size
     no_warnings: list[str] = []  # a fixed-size record holds no tlv region, so it never warns
 
     def run(buf: bytes, pos: int, out: dict[str, Any]) -> None:
         sequence.run(Region(buf, pos, pos + size, no_warnings), out, {})
 
-    return (size, None, _never_read, run)
+    return (size, None, _never_read, run, None)
 
 
 def _never_read(buf: bytes, pos: int) -> Any:  # pragma: no cover - entries with a run never read inline
@@ -288,8 +299,10 @@ def _merge_output(outputs: dict[str, Output], output: Output, spec: Spec) -> Non
         )
 
 
-_TlvEntry = tuple[int, str | None, Callable[[bytes, int], Any], _ChannelRun]
-"""(data size, output name of a single-field channel or None, its reader, the channel's run)."""
+_ChannelWalk = Callable[[bytes, int, dict[str, Any], list[str]], int]
+_TlvEntry = tuple[int, str | None, Callable[[bytes, int], Any], _ChannelRun, _ChannelWalk | None]
+"""(data size, output name of a single-field channel or None, its reader, the channel's run,
+and for a variable-size record the walk that reads it and returns where it ends)."""
 
 
 def _tlv_decoder(table: Mapping[int, _TlvEntry], *, type_only: bool) -> Callable[[bytes], Decoded]:
@@ -308,6 +321,7 @@ def _tlv_decoder(table: Mapping[int, _TlvEntry], *, type_only: bool) -> Callable
         data: dict[str, Any] = {}
         end = len(payload)
         pos = 0
+        notes: list[str] = []  # warnings of variable-size records (an unknown type inside)
         while pos < end:
             start = pos + header_bytes
             if start > end:
@@ -316,8 +330,11 @@ def _tlv_decoder(table: Mapping[int, _TlvEntry], *, type_only: bool) -> Callable
             if entry is None:
                 header = payload[pos:start].hex(" ")
                 warning = f"unknown {kind} {header} at byte {pos}: last {end - pos} bytes not decoded"
-                return Decoded(data, (warning,))
-            size, name, read, run = entry
+                return Decoded(data, (*notes, warning))
+            size, name, read, run, walk = entry
+            if walk is not None:
+                pos = walk(payload, start, data, notes)
+                continue
             if start + size > end:
                 raise DecodeError(
                     f"{kind} {payload[pos:start].hex(' ')} at byte {pos} needs {size} data bytes, "
@@ -329,7 +346,7 @@ def _tlv_decoder(table: Mapping[int, _TlvEntry], *, type_only: bool) -> Callable
             else:
                 run(payload, start, data)
             pos = start + size
-        return Decoded(data, ())
+        return Decoded(data, tuple(notes))
 
     return decode
 

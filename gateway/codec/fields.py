@@ -180,6 +180,12 @@ def _uint32_le_hex_upper(raw: bytes) -> str:
     return f"{int.from_bytes(raw, 'little'):08X}"
 
 
+def _uint16_le_hex(raw: bytes) -> str:
+    # uint16 LE printed as 4 lowercase hex digits, high byte first: 10 00 -> "0010"
+    # (Milesight readD2DCommand: bytes[1] then bytes[0], each as two hex digits).
+    return f"{int.from_bytes(raw, 'little'):04x}"
+
+
 def js_to_fixed(value: float, digits: int) -> str:
     """JavaScript ``Number.prototype.toFixed`` for |value| < 1e21: exact decimal, ties away from zero."""
     exact = Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
@@ -220,6 +226,7 @@ FORMATS: Final[Mapping[str, Format]] = {
     "int16_be_tenths_fixed2": Format(2, _int16_be_tenths_fixed2),
     "unix_time_le_iso8601": Format(4, _unix_time_le_iso8601),
     "uint32_le_hex_upper": Format(4, _uint32_le_hex_upper),
+    "uint16_le_hex": Format(2, _uint16_le_hex),
     "light_lx_log_le": Format(2, _light_lx_log_le),
 }
 

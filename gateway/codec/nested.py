@@ -6,18 +6,23 @@ themselves (NAS UL20xx status, usage and boot packets):
 
 * ``type: object`` + ``fields`` — a nested mapping; inside it, ``at`` counts from the object's
   first byte (a sub-record), so several bit fields of one byte can sit at a cursor position;
+  its own ``at`` places it in the record, ``append: true`` adds it to a list under its name
+  (Milesight ``20 ce`` history), ``inline: true`` writes its fields into the enclosing mapping
+  (a group sharing one ``at`` and one condition: Milesight ``f8`` answers);
 * ``type: list`` + ``fields`` — a list of mappings, one per item; ``count: <earlier field>``
   items, or items up to the end of the enclosing region;
 * ``type: tlv`` + ``channels`` — records of one type byte and that type's fields, collected
   into one mapping, within ``length: <earlier field>`` bytes or up to the end of the region;
   an unknown type skips the rest of the region with a warning (the vendor decoders stop
-  there too);
-* ``if: <earlier field>`` — the field is present only when that value is true; an absent
-  field with an ``at`` keeps its place, one without ``at`` takes no bytes;
+  there too); ``single: true`` reads one record (the type byte picks the layout of what
+  follows), ``inline: true`` writes its fields into the enclosing mapping;
+* ``if: <earlier field>`` — the field is present only when that value is true, ``unless``
+  when it is false; an absent field with an ``at`` keeps its place, one without ``at`` takes
+  no bytes;
 * ``optional: true`` — the field (or list) is left out when the region has ended before it;
 * a ``hex`` span — ``size: rest`` (to the end of the region) or ``length: <earlier field>``.
 
-Names in ``if``, ``count`` and ``length`` (of a tlv or a hex span) refer to earlier fields of the
+Names in ``if``, ``unless``, ``count`` and ``length`` (of a tlv or a hex span) refer to earlier fields of the
 same record (hidden ones included); an object shares its record's names, a list item and a tlv
 record start afresh.
 
@@ -48,9 +53,9 @@ _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REF_RE: Final = re.compile(r"[a-z_][a-z0-9_]*")
 _STRUCT_KEYS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     # type: (required keys besides name/type/quantity, optional keys)
-    "object": (("fields",), ("if", "description")),
-    "list": (("fields",), ("count", "if", "optional", "description")),
-    "tlv": (("channels",), ("length", "if", "description")),
+    "object": (("fields",), ("at", "append", "inline", "if", "unless", "description")),
+    "list": (("fields",), ("count", "if", "unless", "optional", "description")),
+    "tlv": (("channels",), ("length", "single", "inline", "if", "unless", "description")),
 }
 
 Scope = dict[str, Any]
@@ -63,6 +68,7 @@ def needs_sequence(items: list[Spec]) -> bool:
         if isinstance(value, dict) and (
             value.get("type") in STRUCTURES
             or "if" in value
+            or "unless" in value
             or "optional" in value
             or value.get("size") == SPAN_REST
             or "length" in value
@@ -101,7 +107,8 @@ class Sequence:
         """Read the fields from ``region.base`` into ``out``; returns the cursor after them."""
         base = pos = region.base
         for step in self.steps:
-            if step.cond is not None and not scope.get(step.cond):
+            # `if: x` reads the step when x is true, `unless: x` when it is false.
+            if step.cond is not None and bool(scope.get(step.cond)) is step.negate:
                 if step.at is not None:
                     pos = base + step.at + step.size  # an absent field with an `at` keeps its place
                 continue
@@ -112,11 +119,14 @@ class Sequence:
 class _Step:
     """One entry of a sequence (scalar field, object, list or tlv region)."""
 
-    __slots__ = ("at", "cond", "name", "size")
+    __slots__ = ("at", "cond", "name", "negate", "size")
 
-    def __init__(self, name: str, cond: str | None, at: int | None = None, size: int = 0) -> None:
+    def __init__(
+        self, name: str, cond: str | None, at: int | None = None, size: int = 0, *, negate: bool = False
+    ) -> None:
         self.name = name
         self.cond = cond
+        self.negate = negate
         self.at = at
         self.size = size
 
@@ -200,16 +210,35 @@ class _Scalar(_Step):
 
 
 class _Object(_Step):
-    __slots__ = ("body",)
+    __slots__ = ("append", "body", "inline")
 
-    def __init__(self, name: str, cond: str | None, body: Sequence) -> None:
-        super().__init__(name, cond)
+    def __init__(
+        self,
+        name: str,
+        cond: str | None,
+        body: Sequence,
+        at: int | None,
+        size: int,
+        *,
+        append: bool,
+        inline: bool,
+    ) -> None:
+        super().__init__(name, cond, at, size)
         self.body = body
+        self.append = append
+        self.inline = inline
 
     def read_into(self, region: Region, pos: int, out: dict[str, Any], scope: Scope) -> int:
+        start = region.base + self.at if self.at is not None else pos
+        if self.inline:  # a group of fields sharing one `at`/`if`, written into the enclosing mapping
+            return self.body.run(region.nested(start), out, scope)
         child: dict[str, Any] = {}
-        pos = self.body.run(region.nested(pos), child, scope)
-        out[self.name] = child
+        pos = self.body.run(region.nested(start), child, scope)
+        if self.append:
+            # Several records add to one list (Milesight `20 ce` history entries).
+            out.setdefault(self.name, []).append(child)
+        else:
+            out[self.name] = child
         return pos
 
 
@@ -248,14 +277,23 @@ class _List(_Step):
 
 
 class _Tlv(_Step):
-    __slots__ = ("length_from", "table")
+    __slots__ = ("inline", "length_from", "single", "table")
 
     def __init__(
-        self, name: str, cond: str | None, table: dict[int, Sequence], length_from: str | None
+        self,
+        name: str,
+        cond: str | None,
+        table: dict[int, Sequence],
+        length_from: str | None,
+        *,
+        single: bool = False,
+        inline: bool = False,
     ) -> None:
         super().__init__(name, cond)
         self.table = table
         self.length_from = length_from
+        self.single = single
+        self.inline = inline
 
     def read_into(self, region: Region, pos: int, out: dict[str, Any], scope: Scope) -> int:
         buf, region_end = region.buf, region.end
@@ -269,8 +307,10 @@ class _Tlv(_Step):
                     f"{self.name} announces {length} bytes at byte {pos}, {region.end - pos} left",
                     reason="truncated",
                 )
-        records: dict[str, Any] = {}
+        records: dict[str, Any] = out if self.inline else {}
         lookup = self.table.get
+        if self.single and pos >= region_end:
+            raise DecodeError(f"{self.name}: type byte at byte {pos} is missing", reason="truncated")
         while pos < region_end:
             body = lookup(buf[pos])
             if body is None:
@@ -282,7 +322,10 @@ class _Tlv(_Step):
                 pos = region_end
                 break
             pos = body.run(region.nested(pos + 1, region_end), records, {})
-        out[self.name] = records
+            if self.single:
+                break  # one record: the type byte picks the layout of what follows
+        if not self.inline:
+            out[self.name] = records
         return pos
 
 
@@ -301,7 +344,7 @@ class _Layout:
 
 @dataclass(frozen=True, slots=True)
 class CompiledSequence:
-    """A sequence and, for a record of fixed size (``fixed_size=True``), that size."""
+    """A sequence and its size in bytes when every payload gives the same (else None)."""
 
     sequence: Sequence
     size: int | None
@@ -312,23 +355,21 @@ def compile_sequence(
     *,
     default_endian: str | None,
     outputs: dict[str, Output],
-    fixed_size: bool = False,
     extra_keys: tuple[str, ...] = (),
 ) -> CompiledSequence:
     """Compile a list of field descriptions (``spec``) into a ``Sequence``.
 
-    ``outputs`` receives the outputs of this level. With ``fixed_size`` (a ``channel_tlv``
-    record, whose size the header implies) constructs whose size depends on the payload are
-    refused.
+    ``outputs`` receives the outputs of this level. The size is known when no construct
+    lets the payload decide it (a ``channel_tlv`` record then has a fixed size; otherwise
+    it ends where its sequence ends).
     """
     items = list(spec.items())
     if not items:
         raise spec.fail("must list at least one field")
     layout = _Layout(known=set(), hidden=set())
-    sequence = _compile_items(
-        items, default_endian, outputs, layout, fixed_size=fixed_size, extra_keys=extra_keys
-    )
-    return CompiledSequence(sequence, layout.extent if fixed_size else None)
+    sequence = _compile_items(items, default_endian, outputs, layout, extra_keys=extra_keys)
+    static = layout.cursor is not None and layout.extent is not None
+    return CompiledSequence(sequence, layout.extent if static else None)
 
 
 def _compile_items(
@@ -337,28 +378,30 @@ def _compile_items(
     outputs: dict[str, Output],
     layout: _Layout,
     *,
-    fixed_size: bool,
     extra_keys: tuple[str, ...] = (),
 ) -> Sequence:
     steps: list[_Step] = []
     for item in items:
         if not isinstance(item.value, dict):
             raise item.fail("must be a mapping describing a field")
-        cond = _reference(item, "if", layout.known)
+        cond, negate = _condition(item, layout.known)
         kind = item.value.get("type")
         if kind in STRUCTURES:
-            if fixed_size and (kind != "object" or cond is not None):
-                raise item.fail(
-                    f"type {kind}{' with if' if kind == 'object' else ''} is not allowed in a channel_tlv "
-                    "record (its size is fixed); use family fixed"
-                )
-            step: _Step = _compile_structure(
-                item, str(kind), cond, default_endian, outputs, layout, fixed_size
-            )
+            step: _Step = _compile_structure(item, str(kind), cond, default_endian, outputs, layout)
         else:
-            step = _compile_scalar(item, cond, default_endian, outputs, layout, fixed_size, extra_keys)
+            step = _compile_scalar(item, cond, default_endian, outputs, layout, extra_keys)
+        step.negate = negate
         steps.append(step)
     return Sequence(tuple(steps))
+
+
+def _condition(item: Spec, known: set[str]) -> tuple[str | None, bool]:
+    """``if: x`` → (x, False); ``unless: x`` → (x, True); neither → (None, False)."""
+    if item.has("if") and item.has("unless"):
+        raise item["unless"].fail("a field takes 'if' or 'unless', not both")
+    if item.has("unless"):
+        return _reference(item, "unless", known), True
+    return _reference(item, "if", known), False
 
 
 def _reference(item: Spec, key: str, known: set[str]) -> str | None:
@@ -394,17 +437,13 @@ def _compile_scalar(
     default_endian: str | None,
     outputs: dict[str, Output],
     layout: _Layout,
-    fixed_size: bool,
     extra_keys: tuple[str, ...],
 ) -> _Scalar:
-    compiled = compile_field(item, default_endian=default_endian, extra_keys=("if", "optional", *extra_keys))
+    compiled = compile_field(
+        item, default_endian=default_endian, extra_keys=("if", "unless", "optional", *extra_keys)
+    )
     optional_spec = item.get("optional")
     optional = optional_spec.as_bool() if optional_spec is not None else False
-    if fixed_size and (optional or (cond is not None and compiled.at is None) or compiled.span is not None):
-        raise item.fail(
-            "in a channel_tlv record (fixed size) 'optional' and hex spans ('size: rest', 'length') "
-            "are not allowed and a field with 'if' needs an 'at'"
-        )
     span: tuple[str, SpanReader] | None = None
     if compiled.span is not None:
         assert compiled.read_span is not None  # compile_field sets both
@@ -453,7 +492,6 @@ def _compile_structure(
     default_endian: str | None,
     outputs: dict[str, Output],
     layout: _Layout,
-    fixed_size: bool,
 ) -> _Step:
     required, optional = _STRUCT_KEYS[kind]
     item.mapping(required=("name", "type", "quantity", *required), optional=optional)
@@ -462,21 +500,38 @@ def _compile_structure(
     step: _Step
     if kind == "object":
         # An object is a sub-record: `at` inside counts from its first byte; it shares the names.
+        # With an `at` the object starts at that byte of the record (it may read bytes again).
         inner = _Layout(known=layout.known, hidden=layout.hidden)
+        inline_spec, append_spec = item.get("inline"), item.get("append")
+        inline = inline_spec.as_bool() if inline_spec is not None else False
+        if inline and append_spec is not None:
+            raise append_spec.fail("an inline object has no key of its own to append to")
         body = _compile_items(
-            _non_empty(item["fields"]), default_endian, children, inner, fixed_size=fixed_size
+            _non_empty(item["fields"]), default_endian, outputs if inline else children, inner
         )
-        step = _Object(name, cond, body)
-        if layout.cursor is None or inner.cursor is None or inner.extent is None:
+        at_spec = item.get("at")
+        at = at_spec.as_int(0, 255) if at_spec is not None else None
+        static = inner.cursor is not None and inner.extent is not None
+        step = _Object(
+            name,
+            cond,
+            body,
+            at,
+            inner.extent if static and inner.extent is not None else 0,
+            append=append_spec.as_bool() if append_spec is not None else False,
+            inline=inline,
+        )
+        start = at if at is not None else layout.cursor
+        if start is None or inner.cursor is None or inner.extent is None:
             layout.cursor = layout.extent = None
         else:
             if layout.extent is not None:
-                layout.extent = max(layout.extent, layout.cursor + inner.extent)
-            layout.cursor = None if cond is not None else layout.cursor + inner.cursor
+                layout.extent = max(layout.extent, start + inner.extent)
+            layout.cursor = None if cond is not None and at is None else start + inner.cursor
     elif kind == "list":
         count_from = _reference(item, "count", layout.known)
         inner = _Layout(known=set(), hidden=set())
-        body = _compile_items(_non_empty(item["fields"]), default_endian, children, inner, fixed_size=False)
+        body = _compile_items(_non_empty(item["fields"]), default_endian, children, inner)
         optional_spec = item.get("optional")
         step = _List(
             name,
@@ -488,8 +543,19 @@ def _compile_structure(
         layout.cursor = layout.extent = None
     else:
         length_from = _reference(item, "length", layout.known)
-        step = _Tlv(name, cond, _compile_tlv_table(item["channels"], default_endian, children), length_from)
+        single_spec, inline_spec = item.get("single"), item.get("inline")
+        inline = inline_spec.as_bool() if inline_spec is not None else False
+        step = _Tlv(
+            name,
+            cond,
+            _compile_tlv_table(item["channels"], default_endian, outputs if inline else children),
+            length_from,
+            single=single_spec.as_bool() if single_spec is not None else False,
+            inline=inline,
+        )
         layout.cursor = layout.extent = None
+    if isinstance(step, _Tlv | _Object) and step.inline:
+        return step  # its fields' outputs are this level's, declared while compiling them
     description_spec = item.get("description")
     _add_output(
         outputs,
@@ -532,9 +598,7 @@ def _compile_tlv_table(
             extra: tuple[str, ...] = ()
         else:
             items, extra = [channel], ("channel_type",)
-        table[type_byte] = _compile_items(
-            items, default_endian, record_outputs, inner, fixed_size=False, extra_keys=extra
-        )
+        table[type_byte] = _compile_items(items, default_endian, record_outputs, inner, extra_keys=extra)
         for output in record_outputs.values():
             known = outputs.get(output.name)
             if known is not None and (known.quantity, known.unit) != (output.quantity, output.unit):

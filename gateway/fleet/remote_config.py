@@ -12,6 +12,11 @@ It does not own the envelope checks (``gateway.fleet.trust``), the payload and i
 (``gateway.fleet.desired``), the files (``gateway.fleet.config_store``), the MQTT connection nor
 the outbox: the app passes callables for publishing, observing the broker and the outbox, and
 restarting.
+
+It also answers what is in effect, read-only (``in_effect``, ``effective_view``): the pushed
+version, its state (``local``: no push; ``applied``; ``trial``; ``reverted``: the last push was
+given up and the one before runs), the keys the overlay sets, and the configuration with its
+secret removed (``gateway.config.redacted``) — for `edgegw status`, `config show --effective` and `diag`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from gateway import config
 from gateway.errors import CommandRejected, ConfigError, GatewayError, StorageError
 from gateway.fleet import desired as desired_mod
 from gateway.fleet import signed_envelope
-from gateway.fleet.config_store import ConfigStore
+from gateway.fleet.config_store import GOOD_FILE, ConfigStore, FailedConfig
 from gateway.fleet.desired import DesiredConfig
 from gateway.fleet.trust import Trust
 
@@ -125,6 +130,73 @@ def startup_config(
     return cfg
 
 
+def overlay_keys(desired: DesiredConfig | None) -> list[str]:
+    """The dotted keys a pushed configuration sets over the local file (``rules`` for pushed rules text)."""
+    if desired is None:
+        return []
+    keys: list[str] = []
+
+    def walk(doc: Mapping[str, Any], prefix: str) -> None:
+        for key, value in doc.items():
+            if isinstance(value, Mapping) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                keys.append(f"{prefix}{key}")
+
+    walk(desired.settings, "")
+    return sorted(keys) + (["rules"] if desired.rules is not None else [])
+
+
+def config_state(
+    current: DesiredConfig | None, on_trial: bool, failed: FailedConfig | None, good_at: str | None
+) -> dict[str, Any]:
+    """Version, state and overlay keys of the configuration in effect (see the module docstring).
+
+    ``reverted`` when the last reverted push is newer than the last known good (``good_at``, ISO
+    UTC: compared as text); the reverted one is reported either way, as the last push given up.
+    """
+    if on_trial:
+        state = "trial"
+    elif failed is not None and (good_at is None or failed.at > good_at):
+        state = "reverted"
+    else:
+        state = "applied" if current is not None else "local"
+    return {
+        "version": current.version if current is not None else None,
+        "state": state,
+        "overlay_keys": overlay_keys(current),
+        "reverted": (
+            {"version": failed.version, "reason": failed.reason, "code": failed.code, "at": failed.at}
+            if failed is not None
+            else None
+        ),
+    }
+
+
+def _good_at(store: ConfigStore) -> str | None:
+    """When the last known good was written (its file's ``at``); None without one."""
+    try:
+        doc = json.loads((store.directory / GOOD_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    at = doc.get("at") if isinstance(doc, dict) else None
+    return at if isinstance(at, str) else None
+
+
+def effective_view(
+    local_path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``config_state`` and the redacted configuration, from the files alone (no agent running):
+    what ``edgegw run`` would start with, without keeping a trial's books."""
+    local = config.load(local_path, environ)
+    store = ConfigStore(local.data_path)
+    trial, good = store.trial(), store.good()
+    return {
+        **config_state(trial or good, trial is not None, store.failed(), _good_at(store)),
+        "config": config.redacted(effective_config(local_path, environ)),
+    }
+
+
 class ConfigApplier:
     """Receives ``config`` envelopes, applies them, and reports on ``config-state``.
 
@@ -193,6 +265,10 @@ class ConfigApplier:
     def current(self) -> DesiredConfig | None:
         """The pushed configuration in effect (trial or good), None for the local file alone."""
         return self._trial or self._good
+
+    def in_effect(self) -> dict[str, Any]:
+        """``config_state`` of the running agent (``config.redacted(running)`` is its configuration)."""
+        return config_state(self.current, self._trial is not None, self._failed, _good_at(self.store))
 
     # --- reports ---------------------------------------------------------------------------
 

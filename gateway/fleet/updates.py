@@ -42,7 +42,8 @@ BASE = "base"
 MAX_TRIAL_STARTS = 3
 MAX_PACKAGE_BYTES = 32 * 1024 * 1024
 VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
-_INIT_VERSION = re.compile(r'^__version__\s*=\s*["\']([^"\']+)["\']', re.M)
+INIT_VERSION = re.compile(r'^__version__\s*=\s*["\']([^"\']+)["\']', re.M)
+"""The ``__version__ = "..."`` line of a package's ``gateway/__init__.py``: the version it installs as."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ class Updates:
             init = archive.read("gateway/__init__.py").decode("utf-8")
         except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
             raise CommandRejected(f"not an edgegw wheel: {exc}", reason="bad_package") from exc
-        found = _INIT_VERSION.search(init)
+        found = INIT_VERSION.search(init)
         if found is None or found.group(1) != version:
             said = found.group(1) if found else "none"
             raise CommandRejected(f"the package is version {said}, not {version}", reason="bad_package")

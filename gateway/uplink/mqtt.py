@@ -39,6 +39,11 @@ network thread waits up to ``INBOUND_FULL_WAIT_S`` for the loop (back-pressure t
 broker holds the rest), then drops the message. Refusals are counted in ``counters`` under
 ``inbound_refused.<reason>`` and logged once per reason per minute: a flood of large messages
 costs one message's memory at a time, never the loop's.
+
+What went wrong, for the technician: ``last_error`` is the last failure to connect or the reason the
+connection ended, in words (``explain_failure``: a refused TLS client certificate says so, not paho's
+"Unspecified error", which hides the socket or TLS error paho only logs), and
+``disconnected_since_s`` the wall time the uplink went down (None while connected).
 """
 
 from __future__ import annotations
@@ -79,6 +84,39 @@ INBOUND_QUEUE_BYTES = 8 * 1024 * 1024
 INBOUND_FULL_WAIT_S = 0.5
 INBOUND_PUMP_BATCH = 64
 """Inbound messages handled per turn of the loop before other tasks get theirs."""
+
+# What OpenSSL and the OS say (lower case), and what the technician should read instead. The TLS
+# alerts come from the broker (RFC 8446 §6.2): with TLS 1.3 a refused client certificate arrives
+# after the handshake, on the first read, which paho reports as "Unspecified error".
+_FAILURE_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("certificate required", "certificate_required"),
+     "the broker requires a TLS client certificate and got none (mqtt.cert_file, mqtt.key_file)"),
+    (("bad certificate", "bad_certificate", "unknown ca", "unknown_ca", "certificate unknown",
+      "certificate_unknown", "certificate revoked", "certificate expired", "access denied"),
+     "the broker refused the TLS client certificate (mqtt.cert_file: not signed by a CA it trusts, "
+     "expired or revoked)"),
+    (("certificate verify failed", "certificate_verify_failed"),
+     "the broker's TLS certificate is not trusted (mqtt.ca_file, or the host name)"),
+    (("wrong version number", "wrong_version_number"),
+     "TLS to a port that does not speak TLS (mqtt.port, mqtt.tls)"),
+    (("not authorized", "bad user name or password"),
+     "the broker refused the credentials (mqtt.username, mqtt.password)"),
+    (("connection refused",), "nothing accepts connections at the broker's address (mqtt.host, mqtt.port)"),
+    (("name or service not known", "temporary failure in name resolution", "nodename nor servname"),
+     "the broker's host name does not resolve (mqtt.host, DNS)"),
+    (("timed out",), "no answer from the broker (network, firewall, mqtt.host, mqtt.port)"),
+)  # fmt: skip
+
+
+def explain_failure(raw: str) -> str:
+    """A connection failure in the technician's words, with the raw text kept after a colon."""
+    lowered = raw.lower()
+    for words, meaning in _FAILURE_WORDS:
+        if any(w in lowered for w in words):
+            return f"{meaning}: {raw}"
+    return raw
+
+
 PACKET_TOO_LARGE = 0x95
 """MQTT 5 reason code 0x95, Packet too large (§2.4)."""
 
@@ -175,6 +213,7 @@ class MqttUplink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._client.on_log = self._on_log
         self._rand = rand
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -203,6 +242,14 @@ class MqttUplink:
         self._attempt_started_mono = 0.0  # written by the network thread, read by the watchdog
         self._in_attempt = False
         self._last_puback_mono: float | None = None
+        # The last socket/TLS error paho logged (network thread; one str assignment): the cause
+        # behind a disconnect it reports as "Unspecified error".
+        self._socket_error: str | None = None
+        self.last_error: str | None = None
+        """The last connection failure or end of connection, explained (``explain_failure``)."""
+        self.last_error_at_s: float | None = None
+        self.disconnected_since_s: float | None = None
+        """Wall time since when the uplink is down (from ``start``); None while connected."""
         self.counters: Counter[str] = Counter()
 
     # --- public, on the loop --------------------------------------------------------
@@ -213,6 +260,7 @@ class MqttUplink:
             return
         self._loop = asyncio.get_running_loop()
         self._started = True
+        self.disconnected_since_s = time.time()
         self._start_thread()
         self._watchdog = asyncio.create_task(self._watch(), name="mqtt-watchdog")
         log.info("MQTT connecting to %s:%d", self._settings.host, self._settings.port)
@@ -243,6 +291,9 @@ class MqttUplink:
             "last_puback_age_s": None
             if self._last_puback_mono is None
             else round(now - self._last_puback_mono, 3),
+            "disconnected_since_s": self.disconnected_since_s,
+            "last_error": self.last_error,
+            "last_error_at_s": self.last_error_at_s,
         }
 
     async def wait_connected(self, timeout_s: float | None = None) -> bool:
@@ -412,7 +463,7 @@ class MqttUplink:
                 else:
                     self._client.connect(settings.host, settings.port, settings.keepalive_s)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                self._to_loop(self._handle_connect_failed, str(exc))
+                self._to_loop(self._handle_connect_failed, str(exc) or type(exc).__name__)
             else:
                 # Returns when the connection ends (reconnect_on_failure is off).
                 self._client.loop_forever(timeout=0.5)
@@ -471,6 +522,10 @@ class MqttUplink:
             # The loop is closed (the agent is exiting without stop()): nobody is waiting.
             pass
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._socket_error = buf
+
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -502,7 +557,10 @@ class MqttUplink:
         # Drop unacknowledged messages before a reconnect would resend them
         # (see the module docstring); their awaitables fail on the loop.
         client.drop_out_messages()
-        self._to_loop(self._handle_disconnected, str(reason))
+        why, seen, self._socket_error = str(reason), self._socket_error, None
+        if reason.is_failure and seen is not None:
+            why = seen  # what paho only logged: the socket or TLS error behind its reason code
+        self._to_loop(self._handle_disconnected, why)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties
@@ -595,6 +653,7 @@ class MqttUplink:
             log.info("MQTT broker takes packets of %d bytes at most", broker_max_packet_bytes)
         self._connected = True
         self._connected_event.set()
+        self.disconnected_since_s = None
         self.counters["connects"] += 1
         log.info("MQTT connected to %s:%d", self._settings.host, self._settings.port)
         for hook in self._hooks:
@@ -604,8 +663,14 @@ class MqttUplink:
                 # A hook is the app's code; one failing must not keep the uplink down.
                 log.exception("MQTT connect hook %r failed", hook)
 
+    def _note_failure(self, raw: str) -> None:
+        self.last_error, self.last_error_at_s = explain_failure(raw), time.time()
+        if self.disconnected_since_s is None:
+            self.disconnected_since_s = self.last_error_at_s
+
     def _handle_connect_failed(self, why: str) -> None:
         self.counters["connect_failures"] += 1
+        self._note_failure(why)
         log.debug(
             "MQTT connection to %s:%d failed (%s), retrying", self._settings.host, self._settings.port, why
         )
@@ -613,6 +678,8 @@ class MqttUplink:
     def _handle_disconnected(self, reason: str) -> None:
         was_connected = self._connected
         self._set_disconnected(f"connection lost before PUBACK ({reason})")
+        if not self._stopping:
+            self._note_failure(reason if was_connected else f"connection ended before CONNACK: {reason}")
         # A publish made on the loop after paho's thread dropped its queue, but before
         # this event arrived, would otherwise be resent after the reconnect.
         self._client.drop_out_messages()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli.device_views import judge, signal_verdict, sparkline
+from gateway.cli.device_views import chart_scale, judge, main_field, signal_verdict, sparkline
 from gateway.cli.field_cmd import summarise
 from gateway.cli.main import main
 from gateway.control.server import ControlServer
@@ -312,7 +312,25 @@ def test_device_show_charts_a_value(cfg: Path, agent: FakeAgent, capsys: pytest.
 
 
 def test_sparkline_scales_between_min_and_max() -> None:
-    assert sparkline([0, 7, 14]) == "▁▅█" and sparkline([5, 5]) == "▁▁" and sparkline([]) == ""
+    # Issue 19: a flat line sits mid-height (it was drawn at the bottom, "▁▁").
+    assert sparkline([0, 7, 14]) == "▁▅█" and sparkline([5, 5]) == "▅▅" and sparkline([]) == ""
+
+
+def test_a_small_change_does_not_fill_the_chart_and_the_main_quantity_is_charted() -> None:
+    # 24 -> 25 cm drew "▁█", a flood; the scale spans at least 10 % of the value now.
+    assert chart_scale([24.0, 25.0]) == (23.25, 25.75)
+    assert sparkline([24.0, 25.0]) == "▃▆"
+    noise = [{"name": "loud", "quantity": "alarm", "unit": None},
+             {"name": "laeq", "quantity": "sound_level_eq", "unit": "dB"},
+             {"name": "battery_voltage", "quantity": "battery_voltage", "unit": "mV"}]  # fmt: skip
+    assert main_field(noise, ["battery_voltage", "laeq", "loud"]) == "laeq"
+    assert main_field([], ["battery", "rssi", "distance"]) == "distance"  # no outputs: by name
+    assert main_field([{"name": "laeq", "main": True}], ["battery", "laeq"]) == "laeq"
+
+
+def test_radio_test_does_not_count_downlinks() -> None:
+    down = {"at_s": 0.0, "verdict": "downlink", "dev_eui": DEV, "status": "sent"}
+    assert summarise([ev(), down])["frames"] == 1
 
 
 def test_device_verify_passes_on_a_good_uplink(

@@ -83,3 +83,23 @@ def test_provision_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "not a PEM certificate" in err
     code, _, err = provision(capsys, cfg, "gw2", tmp_path / "d")
     assert code == 2 and "already provisioned as 'gw1'" in err
+
+
+def test_an_id_the_config_does_not_say_is_refused_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    cfg = tmp_path / "edgegw.yaml"
+    cfg.write_text(f"gateway: {{id: gw-walk-1}}\ndata_dir: {data}\n")
+    code, out, err = provision(capsys, cfg, "gw-aix-01", data)
+    assert code == 2 and out == ""
+    assert "gw-aix-01" in err and "gateway.id: gw-walk-1" in err and str(cfg) in err and "--force" in err
+    assert not (data / "identity.json").exists() and not (data / "tls" / "client.csr").exists()
+
+    code, out, err = provision(capsys, cfg, "gw-aix-01", data, "--force", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["gateway_id"] == "gw-aix-01" and doc["config_gateway_id"] == "gw-walk-1"
+
+    cfg.write_text(f"gateway: {{id: gw-aix-01}}\ndata_dir: {data}\n")  # the file fixed: no --force needed
+    code, out, err = provision(capsys, cfg, "gw-aix-01", data)
+    assert code == 0 and err == "" and "change it" not in out

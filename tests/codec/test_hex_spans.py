@@ -106,16 +106,26 @@ def test_malformed_spans_are_refused_with_path_and_reason(
     assert reason in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "field", [{"size": "rest"}, {"length": "kind"}, {"size": 1, "case": "upper", "ftype": "bcd"}]
-)
-def test_spans_only_on_hex_and_not_in_a_fixed_size_record(tmp_path: Path, field: dict[str, Any]) -> None:
+def test_case_only_on_hex(tmp_path: Path) -> None:
     doc = copy.deepcopy(BASE)
-    ftype = field.pop("ftype", "hex")
-    raw = {"name": "raw", "type": ftype, "quantity": "raw", **field}
+    raw = {"name": "raw", "type": "bcd", "size": 1, "case": "upper", "quantity": "raw"}
     doc["decoder"]["channels"].append({"channel_id": 0x09, "channel_type": 0x01, "fields": [KIND, raw]})
     with pytest.raises(ConfigError):
         load_profile(write_profile(tmp_path, doc))
+
+
+def test_spans_in_a_channel_tlv_record_make_it_variable_size(tmp_path: Path) -> None:
+    # A span no longer makes a channel_tlv record refused: the record ends where the span ends
+    # (device_profiles/README.md "Variable-size channel_tlv records"), then the next header follows.
+    doc = copy.deepcopy(BASE)
+    raw = {"name": "raw", "type": "hex", "length": "kind", "quantity": "raw"}
+    doc["decoder"]["channels"].append({"channel_id": 0x09, "channel_type": 0x01, "fields": [KIND, raw]})
+    doc["examples"] = []
+    profile = load_profile(write_profile(tmp_path, doc))
+    decoded = profile.decode(85, bytes([0x09, 0x01, 0x02, 0xAB, 0xCD, 0x01, 0x75, 0x5C]))
+    assert decoded.data == {"kind": 2, "raw": "abcd", "battery": 92}
+    with pytest.raises(DecodeError):  # announces 3 bytes, 2 follow
+        profile.decode(85, bytes([0x09, 0x01, 0x03, 0xAB, 0xCD]))
 
 
 def test_fixed_size_hex_is_unchanged(tmp_path: Path) -> None:

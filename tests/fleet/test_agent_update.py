@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.publish
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway
@@ -178,4 +181,38 @@ def test_a_signed_restart_command_restarts_the_agent_gracefully(
     (answer,) = sub.json_on(TOPICS.cmd_result)
     assert answer["cmd"] == "restart" and answer["ok"] is True
     assert supervisor.exit_codes == [75]
+    supervisor.stop()
+
+
+def test_fleet_update_publish_signs_the_command_and_sends_the_chunks_the_agent_installs(
+    supervisor: Supervisor, mosquitto: Broker, subscribe: Any, platform_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """`edgegw fleet update publish`, the platform's one command, against a real broker and agent:
+    chunks sized to the broker's default limit (several of them), indexes from 0, as the agent joins them."""
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/#")
+    supervisor.wait_until(lambda: running(sub) == gateway.__version__, 20, "the base version online")
+    wheel = tmp_path / "edgegw-9.0.4-py3-none-any.whl"
+    wheel.write_bytes(package("9.0.4"))
+    key = tmp_path / "platform.key"
+    key.write_bytes(platform_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))  # fmt: skip
+    published = subprocess.run(
+        [sys.executable, "-m", "gateway", "fleet", "update", "publish", str(wheel), "--key", str(key),
+         "--gateway", GATEWAY_ID, "--host", "127.0.0.1", "--port", str(mosquitto.port), "--no-tls",
+         "--wait-s", "20"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stdout + published.stderr
+    doc = json.loads(published.stdout)
+    assert doc["version"] == "9.0.4" and doc["size_bytes"] == wheel.stat().st_size
+    assert doc["chunks"][GATEWAY_ID] > 1  # the package is larger than one 128 KiB message
+    answer = doc["answers"][GATEWAY_ID]
+    assert answer["ok"] is True and answer["cmd"] == "update_agent"
+    chunk_topics = [m.topic for m in sub.messages if "/update/" in m.topic]
+    indexes = sorted(int(t.split("/")[-2]) for t in chunk_topics)
+    assert indexes == list(range(doc["chunks"][GATEWAY_ID]))  # 0-based, every one once
+    supervisor.wait_until(lambda: running(sub) == "9.0.4", 40, "9.0.4 online")
+    supervisor.wait_until(lambda: sub.json_on(TOPICS.update_state), 20, "an update-state")
+    (applied,) = sub.json_on(TOPICS.update_state)
+    assert (applied["status"], applied["version"]) == ("applied", "9.0.4")
     supervisor.stop()

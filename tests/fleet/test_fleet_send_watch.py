@@ -5,12 +5,18 @@ report. The agent is a process with the platform key pinned (tests/fleet/conftes
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -120,3 +126,65 @@ def test_send_refuses_what_is_not_an_envelope_and_a_group_without_gateways(
     env.write_text(signed.stdout)
     refused = edgegw("fleet", "send", str(env), "--wait-s", "1")
     assert refused.returncode == 2 and "--gateway" in refused.stderr
+
+
+def test_health_says_the_config_in_effect_and_counts_refused_commands(
+    tmp_path: Path, mosquitto: Broker, agent: AgentProcess, subscribe: Any
+) -> None:
+    """docs/fleet.md promises the refusals by reason in `health`; a forged command must show there."""
+    sub = subscribe(f"edgegw/{GATEWAY_ID}/health")
+    forger = tmp_path / "forger.key"
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    forger.write_bytes(Ed25519PrivateKey.generate().private_bytes(*pem))
+    broker = ["--host", "127.0.0.1", "--port", str(mosquitto.port), "--no-tls"]
+    forged = edgegw("fleet", "send", str(signed_file(tmp_path, forger, {"cmd": "flush"}, 3)), *broker,
+                    "--wait-s", "20")  # fmt: skip
+    assert (
+        forged.returncode == 1
+        and json.loads(forged.stdout)["answers"][GATEWAY_ID]["reason"] == "bad_signature"
+    )
+
+    def counted(msgs: list[Any]) -> bool:
+        docs = [json.loads(m.payload) for m in msgs]
+        return any(d.get("fleet", {}).get("rejected_bad_signature") == 1 for d in docs)
+
+    sub.wait_for(counted, timeout_s=20)
+    health = json.loads(sub.messages[-1].payload)
+    schema = json.loads((resources.files("gateway") / "schemas" / "health-v1.json").read_text())
+    jsonschema.validate(health, schema)
+    assert health["agent"]["config_version"] is None  # no configuration pushed: the local file alone
+    assert health["fleet"]["rejected_bad_signature"] == 1 and "accepted" not in health["fleet"]
+    assert {"config", "update"} <= set(health["fleet"])
+
+
+def test_watch_on_a_terminal_prints_one_readable_line_per_message(
+    mosquitto: Broker, agent: AgentProcess
+) -> None:
+    broker = ["--host", "127.0.0.1", "--port", str(mosquitto.port), "--no-tls"]
+    main_fd, tty_fd = pty.openpty()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "fleet", "watch", *broker, "--seconds", "20", "--count", "3"],
+        stdout=tty_fd, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(tty_fd)
+    try:
+        assert watcher.wait(30) == 0, watcher.stderr.read() if watcher.stderr else ""
+        out = b""
+        while select.select([main_fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the terminal closed with the watcher (EIO on Linux)
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(main_fd)
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(10)
+    lines = out.decode().splitlines()
+    assert len(lines) == 3 and not any(line.startswith("{") for line in lines), lines
+    assert all(GATEWAY_ID in line for line in lines)
+    health = [line for line in lines if " health " in line]
+    assert health and "uplink connected" in health[0] and "config local" in health[0], lines

@@ -223,6 +223,30 @@ async def test_without_a_client_certificate_the_mtls_listener_refuses(
     uplinks.append(uplink)
     await uplink.start()
     assert not await uplink.wait_connected(1.5)
+    # Said in words, with the TLS error paho hides behind "Unspecified error" (issue 19).
+    assert uplink.last_error is not None
+    assert "client certificate" in uplink.last_error and "Unspecified" not in uplink.last_error
+    assert uplink.status()["disconnected_since_s"] is not None
+
+
+async def test_a_client_certificate_from_another_ca_is_said_to_be_refused(
+    tls_broker: tuple[int, int], pki: Pki, uplinks: list[Any], tmp_path: Path
+) -> None:
+    port, _ = tls_broker
+    key = _key()
+    stranger = _cert("gw-stranger", key, None, key, ca=False)  # self-signed: no CA the broker trusts
+    cert_file = tmp_path / "stranger.pem"
+    cert_file.write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
+    settings = MqttSection(
+        host="127.0.0.1", port=port, tls=True, ca_file=str(pki.ca), cert_file=str(cert_file),
+        key_file=str(_write_key(key, tmp_path / "stranger.key")), reconnect_min_s=0.2,
+    )  # fmt: skip
+    uplink = MqttUplink(settings, client_id="gw-stranger", will=None)
+    uplinks.append(uplink)
+    await uplink.start()
+    assert not await uplink.wait_connected(1.5)
+    assert uplink.last_error is not None
+    assert "refused the TLS client certificate" in uplink.last_error, uplink.last_error
 
 
 @pytest.mark.parametrize(("password", "ok"), [("s3cret", True), ("wrong", False)])

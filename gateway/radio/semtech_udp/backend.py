@@ -64,6 +64,10 @@ MAX_FORWARDERS_PER_HOST: Final = 4
 # (DHCP) gets its downlinks back within this delay. A new port on the same host (the
 # forwarder restarted) is taken at once.
 DEFAULT_PULL_PIN_S: Final = 30.0
+FORWARDER_STALE_S: Final = 30.0
+"""A forwarder is shown ``stale`` (`edgegw status`) when neither PULL_DATA (every keepalive_interval,
+10 s) nor PUSH_DATA (a stat every stat_interval, 30 s, reference global_conf.json) came for this
+long: three keepalives missed, its downlink route is as good as gone."""
 # A bigger kernel receive buffer absorbs bursts while the loop is busy elsewhere.
 _RCVBUF_BYTES: Final = 1 << 20
 
@@ -200,6 +204,8 @@ class SemtechUdpBackend(RadioBackend):
         self._tx_token = random.getrandbits(16)
         self.last_stat: dict[str, Stat] = {}
         """Gateway EUI (hex) → the §4 fields of the last ``stat`` it pushed (MAX_FORWARDERS EUIs)."""
+        self._last_push_mono_s: dict[str, float] = {}
+        """Gateway EUI (hex) → when its last PUSH_DATA came (MAX_FORWARDERS EUIs)."""
         self._transport: asyncio.DatagramTransport | None = None
         self._closed: asyncio.Future[None] | None = None
         self._bound_port: int | None = None
@@ -211,6 +217,29 @@ class SemtechUdpBackend(RadioBackend):
         A copy, oldest pull first.
         """
         return {eui: fwd.address for eui, fwd in self._forwarders.items()}
+
+    def health(self) -> dict[str, Any]:
+        """The common health, and each packet forwarder heard: last PULL_DATA and PUSH_DATA ages (s),
+        its address, ``alive`` (one of them within ``FORWARDER_STALE_S``)."""
+        return {**super().health(), "forwarders": self.forwarders(time.monotonic())}
+
+    def forwarders(self, now_mono_s: float) -> list[dict[str, Any]]:
+        """One row per gateway EUI that sent PULL_DATA or PUSH_DATA, by EUI."""
+        rows = []
+        for eui in sorted(set(self._forwarders) | set(self._last_push_mono_s)):
+            fwd = self._forwarders.get(eui)
+            pushed = self._last_push_mono_s.get(eui)
+            pull_age_s = None if fwd is None else round(now_mono_s - fwd.last_pull_mono_s, 1)
+            push_age_s = None if pushed is None else round(now_mono_s - pushed, 1)
+            ages = [a for a in (pull_age_s, push_age_s) if a is not None]
+            rows.append({
+                "gateway_eui": eui,
+                "address": None if fwd is None else f"{fwd.address[0]}:{fwd.address[1]}",
+                "last_pull_age_s": pull_age_s,
+                "last_push_age_s": push_age_s,
+                "alive": min(ages) < FORWARDER_STALE_S,
+            })  # fmt: skip
+        return rows
 
     @classmethod
     def from_url(cls, url: SplitResult) -> SemtechUdpBackend:
@@ -314,6 +343,7 @@ class SemtechUdpBackend(RadioBackend):
         # carries the version we were spoken to (v1 forwarders drop v2 acks).
         self._send(PushAck(packet.token, packet.version).to_bytes(), addr)
         self.counters["push_data"] += 1
+        _remember(self._last_push_mono_s, packet.gateway_eui.hex(), time.monotonic())
         if packet.stat is not None:
             self.counters["stat"] += 1
             _remember(self.last_stat, packet.gateway_eui.hex(), packet.stat)
