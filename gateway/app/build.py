@@ -228,9 +228,15 @@ def profile_outputs(profiles: ProfileStore, profile_id: str) -> list[dict[str, A
     """What `device show` needs of a profile to chart its main quantity (``Queries.device``)."""
     if profile_id not in profiles:
         return []
-    return [
-        {"name": o.name, "quantity": o.quantity, "unit": o.unit} for o in profiles.get(profile_id).outputs
+    profile = profiles.get(profile_id)
+    outputs: list[dict[str, Any]] = [
+        {"name": o.name, "quantity": o.quantity, "unit": o.unit} for o in profile.outputs
     ]
+    if profile.main is not None:
+        # First, marked: the main quantity may be an instance of a templated output (LAeq of L{..}).
+        same = next((o for o in outputs if o["name"] == profile.main), {})
+        outputs.insert(0, {**same, "name": profile.main, "main": True})
+    return outputs
 
 
 def _load_rules(config: Config) -> RuleEngine | None:

@@ -6,6 +6,13 @@ this command share it); the agent serves a new device within
 ``--show-keys`` / ``--with-keys``, and a generated AppKey once, when it is made.
 Key columns are encrypted when the gateway key file exists (``device rekey``
 creates it); see docs/provisioning.md.
+
+Installation parameters are checked against the profile's declaration
+(``gateway.provisioning.parameters``): an undeclared name, a value out of bounds or a broken
+``less_than`` is refused (exit 2). ``add`` and ``set`` only warn (stderr, exit 0) about a
+required parameter still missing: a device is often registered before it is installed and
+measured (a QR code scanned at the depot), and ``set`` completes it one value at a time. A CSV
+line is a device's whole installation: there a missing required parameter is an error.
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ from typing import Any
 from gateway import config, db
 from gateway.cli import device_views, layout
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
-from gateway.codec import ProfileStore, load_profiles
+from gateway.codec import Profile, ProfileStore, load_profiles
 from gateway.errors import ConfigError, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
-from gateway.provisioning import csv_import, keystore, qr, registry
+from gateway.provisioning import csv_import, hexinput, keystore, parameters, qr, registry
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,8 +135,8 @@ def _value(kind: type[Any], text: str | None, option: str) -> Any:
     if text is None:
         raise UsageError(f"{option} is required here")
     try:
-        return kind.from_hex(text)
-    except ValueError as exc:
+        return hexinput.parse(kind, text)
+    except ValueError as exc:  # the length wanted, never the value (it may be a key)
         raise UsageError(f"{option}: {exc}") from exc
 
 
@@ -142,6 +149,13 @@ def _params(texts: list[str]) -> dict[str, registry.ParamValue]:
             raise UsageError(f"--param: {exc}") from exc
         params[name] = value
     return params
+
+
+def _check_params(profile: Profile, params: dict[str, registry.ParamValue], *, complete: bool) -> None:
+    """UsageError listing every parameter that does not fit ``profile``'s declaration."""
+    problems = parameters.check(profile, params, complete=complete)
+    if problems:
+        raise UsageError("--param: " + "; ".join(problem.message for problem in problems))
 
 
 def _position(args: argparse.Namespace) -> None:
@@ -186,6 +200,8 @@ def add_device(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--profile: unknown profile {args.profile!r} (known: {', '.join(profiles.ids())})"
             )
+        profile = profiles.get(args.profile)
+        _check_params(profile, params, complete=False)
         try:
             device = registry.add_device(
                 conn,
@@ -209,6 +225,7 @@ def add_device(args: argparse.Namespace) -> int:
         print(f"registered {device.dev_eui} ({device.activation}, {device.profile})")
         if generated is not None:
             print(f"generated AppKey (shown only now; program it into the node): {generated.reveal()}")
+    _warn_missing(profile, device)
     return 0
 
 
@@ -218,7 +235,16 @@ def set_device(args: argparse.Namespace) -> int:
     _position(args)
     if not (params or args.unset or args.site is not None or args.lat is not None):
         raise UsageError("nothing to change: give --site, --lat/--lon, --param or --unset")
-    with _registry(args) as (_cfg, conn, store):
+    with _registry(args) as (cfg, conn, store):
+        try:
+            current = registry.get_device(conn, dev_eui)
+        except RegistryError as exc:
+            raise UsageError(str(exc)) from exc
+        profiles = _profiles(cfg)
+        profile = profiles.get(current.profile) if current.profile in profiles else None
+        if profile is not None:
+            merged = {k: v for k, v in current.params.items() if k not in args.unset} | params
+            _check_params(profile, merged, complete=False)
         try:
             device = registry.update_installation(
                 conn,
@@ -237,7 +263,20 @@ def set_device(args: argparse.Namespace) -> int:
     else:
         shown = " ".join(f"{k}={registry.format_param(v)}" for k, v in sorted(device.params.items())) or "-"
         print(f"updated {device.dev_eui}: site={device.site or '-'} params: {shown}")
+    if profile is not None:
+        _warn_missing(profile, device)
     return 0
+
+
+def _warn_missing(profile: Profile, device: registry.Device) -> None:
+    """A stderr warning naming the required parameters ``device`` still lacks (none: silent)."""
+    absent = parameters.missing(profile, device.params)
+    if absent:
+        print(
+            f"edgegw: warning: {parameters.describe_missing(profile, absent)}; until then its derived"
+            f" values are not computed: edgegw device set {device.dev_eui} --param NAME=VALUE",
+            file=sys.stderr,
+        )
 
 
 def list_devices(args: argparse.Namespace) -> int:
@@ -322,7 +361,8 @@ def import_devices(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     with _registry(args) as (cfg, conn, store):
         try:
-            rows = csv_import.parse_csv(text, set(_profiles(cfg).ids()))
+            profiles = _profiles(cfg)
+            rows = csv_import.parse_csv(text, set(profiles.ids()), {p.id: p for p in profiles})
             if args.dry_run:
                 result = None
             else:

@@ -2,21 +2,32 @@
 
 ``test`` runs every example embedded in the profiles (uplink payload → expected output,
 command → expected bytes) and exits 1 on any mismatch; CI runs it on the shipped ones.
+
+The profiles are the shipped ones plus a profiles directory: ``--profiles-dir``, else the
+config's ``profiles_dir`` when the config file exists (what the agent loads). ``import-ttn``
+writes into that directory (``--out`` overrides it), never into the shipped profiles.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import CheckFailed, UsageError, print_json
+from gateway import config
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.codec import Profile, ProfileStore, load_profiles
 from gateway.codec.ttn_import import import_ttn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profiles-dir", metavar="DIR", help="profiles directory (default: the shipped profiles)")
+    p.add_argument(
+        "--profiles-dir",
+        metavar="DIR",
+        help="your profiles, added to the shipped ones (default: the config's profiles_dir)",
+    )
+    add_config_option(p)
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     ls = psub.add_parser("list", help="one line per profile")
     ls.add_argument("--json", action="store_true")
@@ -31,15 +42,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     test.set_defaults(handler=test_profiles)
     imp = psub.add_parser("import-ttn", help="make a profile from a TTN device-repository entry")
     imp.add_argument("path", metavar="PATH", help="the device YAML: vendor/<vendor>/<model>.yaml")
-    imp.add_argument("--out", metavar="DIR", default="device_profiles", help="profiles directory to write")
+    imp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="profiles directory to write (default: --profiles-dir, else profiles_dir)",
+    )
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(handler=import_profile)
 
 
+def profiles_dir(args: argparse.Namespace) -> str | None:
+    """``--profiles-dir``, else the config's ``profiles_dir`` when the config file exists, else None."""
+    if args.profiles_dir:
+        return str(args.profiles_dir)
+    path = Path(config_path(args))
+    return (config.load(str(path)).profiles_dir or None) if path.is_file() else None
+
+
 def profiles_from_args(args: argparse.Namespace) -> ProfileStore:
-    """The store named by ``--profiles-dir`` (the shipped profiles without it)."""
-    return load_profiles(args.profiles_dir)
+    """The shipped profiles plus those of ``profiles_dir(args)``."""
+    return load_profiles(profiles_dir(args))
 
 
 def get_profile(store: ProfileStore, profile_id: str) -> Profile:
@@ -96,6 +119,7 @@ def describe(profile: Profile) -> dict[str, Any]:
             for o in (*profile.outputs, *(d.output for d in profile.derived))
         ],
         "installation_params": list(profile.installation_params),
+        "parameters": None if profile.parameters is None else [asdict(p) for p in profile.parameters],
         "commands": [
             {
                 "name": c.name,
@@ -133,12 +157,29 @@ def show_profile(args: argparse.Namespace) -> int:
         unit = f" [{o['unit']}]" if o["unit"] else ""
         sdm = f"  → {o['sdm']}" if o["sdm"] else ""
         print(f"    {o['name']}: {o['quantity']}{unit}{sdm}")
-    if doc["installation_params"]:
-        print(f"  installation params: {', '.join(doc['installation_params'])}")
+    if doc["parameters"] is None:
+        print("  installation parameters: not declared (not checked at registration)")
+    for param in doc["parameters"] or ():
+        print(f"  parameter {_parameter_line(param)}")
     for c in doc["commands"]:
         params = " ".join(f"{p['name']}=<{p['type']}>" for p in c["params"])
         print(f"  command {c['name']} {params}".rstrip())
     return 0
+
+
+def _parameter_line(param: dict[str, Any]) -> str:
+    """``full_distance_mm (mm, required, 0..10000, < empty_distance_mm): sensor to ...``."""
+    facts = [param["unit"] or param["type"]]
+    if param["required"]:
+        facts.append("required")
+    if param["min"] is not None or param["max"] is not None:
+        low = "" if param["min"] is None else f"{param['min']:g}"
+        high = "" if param["max"] is None else f"{param['max']:g}"
+        facts.append(f"{low}..{high}")
+    if param["less_than"]:
+        facts.append(f"< {param['less_than']}")
+    text = f"{param['name']} ({', '.join(facts)})"
+    return f"{text}: {param['description']}" if param["description"] else text
 
 
 def run_examples(profile: Profile) -> list[dict[str, Any]]:
@@ -181,7 +222,14 @@ def test_profiles(args: argparse.Namespace) -> int:
 
 
 def import_profile(args: argparse.Namespace) -> int:
-    imported = import_ttn(Path(args.path), Path(args.out), overwrite=args.overwrite)
+    out = args.out or profiles_dir(args)
+    if not out:
+        raise UsageError(
+            "no profiles directory to write to: set profiles_dir in the config (the agent then loads it"
+            " beside the shipped profiles), or give --profiles-dir DIR or --out DIR"
+        )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    imported = import_ttn(Path(args.path), Path(out), overwrite=args.overwrite)
     doc = {
         "id": imported.profile_id,
         "profile": str(imported.profile_path),
@@ -192,5 +240,5 @@ def import_profile(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print(f"wrote {doc['profile']} and {doc['codec']} ({doc['examples']} examples)")
-        print(f"check it with: edgegw profile --profiles-dir {args.out} test {imported.profile_id}")
+        print(f"check it with: edgegw profile --profiles-dir {out} test {imported.profile_id}")
     return 0

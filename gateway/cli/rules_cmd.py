@@ -4,8 +4,12 @@
 fresh ``RuleEngine`` on a simulated clock: the engine is ticked every ``--tick-s`` seconds
 and at every lighting change or debounce deadline between readings, so an hour or a week
 of readings runs in a moment, and every alert edge, command and aggregate is printed with
-the time it would happen (``--trace`` adds every rule evaluation). Exit code 2 when the
-rules file or a reading is invalid (file, key path or line, and the reason on stderr).
+the time it would happen (``--trace`` adds every rule evaluation, and names the fields a
+reading lacks when a rule skips it). Exit code 2 when the rules file or a reading is invalid
+(file, key path or line, and the reason on stderr), or when the file names a profile or a
+decoded field the device profiles do not know (``rules_check``, with "did you mean"): the
+shipped profiles plus ``--profiles-dir``, else the config's ``profiles_dir`` when the config
+file exists.
 
 ``rules`` asks the agent over its control socket; exit code 1 when the agent is not running.
 This module owns the readings-file format and the dry run's output; the rules are the
@@ -18,6 +22,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +32,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import config, textfile
-from gateway.cli import layout
+from gateway.cli import layout, rules_check
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
+from gateway.codec import ProfileStore, load_profiles
 from gateway.control import SOCKET_NAME, client
 from gateway.errors import ConfigError, GatewayError
 from gateway.messages import Alert
@@ -58,6 +64,11 @@ def add_arguments(rules: argparse.ArgumentParser) -> None:
         help="one reading per line: {dev_eui, profile, at (ISO 8601 or Unix s), data, site}",
     )
     test.add_argument("--trace", action="store_true", help="also print every rule evaluation")
+    test.add_argument(
+        "--profiles-dir",
+        metavar="DIR",
+        help="your profiles, added to the shipped ones (default: the config's profiles_dir)",
+    )
     test.add_argument("--json", action="store_true", help="one JSON document")
     test.add_argument("--start", metavar="TIME", help="simulated start (default: first reading, or now)")
     test.add_argument(
@@ -144,8 +155,20 @@ def simulate(
     """Replay ``readings`` (in time order) through a fresh engine on a simulated clock."""
     engine = RuleEngine(rules)
     events: list[Event] = []
+    current: list[ReadingFacts] = []  # the reading being evaluated, for the trace's "missing"
+    fields = {rule.id: rules_check.rule_fields(rule) for rule in rules.rules}
+
+    def on_trace(t: EvalTrace) -> None:
+        event = _trace_event(t)
+        if t.outcome == "skipped" and t.source == "reading" and current:
+            data = current[0].data
+            event.body["missing"] = [
+                name for name in fields.get(t.rule_id, ()) if not _is_number(data.get(name))
+            ]
+        events.append(event)
+
     if trace:
-        engine.trace = lambda t: events.append(_trace_event(t))
+        engine.trace = on_trace
     clock = {"now_s": start_s, "ticks": 0}
 
     def advance(to_s: float) -> None:
@@ -163,7 +186,9 @@ def simulate(
     events.extend(_events(engine.tick(start_s)))
     for reading in sorted(readings, key=lambda r: r.at_s):
         advance(reading.at_s)
+        current[:] = [reading]
         events.extend(_events(engine.evaluate(reading)))
+        current.clear()
     advance(until_s)
     if clock["now_s"] < until_s:
         events.extend(_events(engine.tick(until_s)))
@@ -203,6 +228,11 @@ def _events(outputs: list[Output]) -> Iterator[Event]:
             )  # fmt: skip
 
 
+def _is_number(value: object) -> bool:
+    # What a rule can read (conditions.read_value): a finite number, not a boolean.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _trace_event(t: EvalTrace) -> Event:
     body = t.as_json()
     del body["at_s"]
@@ -212,6 +242,7 @@ def _trace_event(t: EvalTrace) -> Event:
 def run_test(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)  # ConfigError (file: key path: reason) → exit 2
     readings = load_readings(Path(args.readings)) if args.readings else []
+    _check_names(args, rules, readings)
     if args.tick_s <= 0:
         raise UsageError("--tick-s must be > 0")
     times = sorted(r.at_s for r in readings)
@@ -254,6 +285,26 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profiles(args: argparse.Namespace) -> ProfileStore:
+    """The shipped profiles plus --profiles-dir, else plus the config's profiles_dir if the file exists."""
+    if args.profiles_dir:
+        return load_profiles(args.profiles_dir)
+    path = Path(config_path(args))
+    return load_profiles(config.load(str(path)).profiles_dir if path.is_file() else None)
+
+
+def _check_names(args: argparse.Namespace, rules: RuleSet, readings: list[ReadingFacts]) -> None:
+    """UsageError (exit 2) after one stderr line per unknown profile or field of the rules file."""
+    profiles = _profiles(args)
+    problems = [f"{args.rules}: {problem}" for problem in rules_check.check(rules, profiles)]
+    for profile_id in sorted({r.profile for r in readings if r.profile and r.profile not in profiles}):
+        problems.append(f"{args.readings}: unknown profile {profile_id!r}")
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        raise UsageError(f"{args.rules}: {len(problems)} unknown name(s), nothing simulated")
+
+
 def _summary(rules: RuleSet, readings: list[ReadingFacts], events: list[Event]) -> dict[str, int]:
     def count(kind: str, state: str | None = None) -> int:
         return sum(1 for e in events if e.kind == kind and (state is None or e.body.get("state") == state))
@@ -293,7 +344,8 @@ def _describe(event: Event, tz: tzinfo) -> str:
     active = "" if b["active"] is None else f" active={str(b['active']).lower()}"
     pending = f" pending {b['pending_n']} reading(s)" if b["outcome"] == "pending" else ""
     via = " (tick)" if b["source"] == "tick" else ""
-    return f"{b['rule_id']} {b['dev_eui']} {b['outcome']}{active}{value}{pending}{via}"
+    missing = f" (no {', '.join(b['missing'])} in the reading)" if b.get("missing") else ""
+    return f"{b['rule_id']} {b['dev_eui']} {b['outcome']}{active}{value}{pending}{via}{missing}"
 
 
 def _iso(at_s: float, tz: ZoneInfo) -> str:

@@ -4,14 +4,17 @@ Owns the profile file format (``schema_version: 1``): identity (``id``, ``vendor
 ``model``, ``description``, ``sources``, ``compatible_with``: the published vendor decoder
 whose output the profile reproduces, with its listed corrections), LoRaWAN facts (``lorawan``), the uplink
 ``decoder`` section (handed to ``decode.compile_decoder``), ``derived`` values
-(``derive.py``), ``downlink`` commands (``encode.py``) and the embedded ``examples``
+(``derive.py``), the installation ``parameters`` a device of the model takes (their type, unit,
+bounds and one cross-parameter constraint, ``less_than``; checked per device by
+``gateway.provisioning.parameters``), ``downlink`` commands (``encode.py``) and the embedded ``examples``
 that tests and ``edgegw profile test`` run. Validation stops at the first problem
 with a ``ConfigError`` naming the file, the key path and the reason: the compiler's
 own checks first (precise messages), then the JSON Schema ``gateway/schemas/profile-v1.json``
 (the published contract, used by editors and CI), so a file both accept is valid.
 
-Owns also ``ProfileStore`` (every profile under a directory, by id) and
-``default_profiles_dir()``.
+Owns also ``ProfileStore`` (every profile under a directory, by id), ``default_profiles_dir()``
+and ``load_profiles``: the shipped profiles plus those of the configured ``profiles_dir``
+(a search path that adds to them; a custom profile with a shipped id replaces it, logged).
 
 It does not own field types (``fields.py``) or payload layouts (``decode.py``), and
 it never runs code from a profile: YAML is read with a safe loader that also
@@ -60,6 +63,8 @@ _APP_FPORT_MAX: Final = 223
 _REPOSITORY_RE: Final = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _COMMIT_RE: Final = re.compile(r"[0-9a-f]{40}")
 _CORRECTION_ID_RE: Final = re.compile(_ID_PART)
+# As the registry's parameter names (gateway/provisioning/registry.py), so every declared one is storable.
+_PARAMETER_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,30 @@ class CompatibleWith:
     path: str
     commit: str
     corrections: tuple[Correction, ...] = ()
+
+
+PARAMETER_TYPES: Final = ("number", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """One installation parameter a device of this model takes (``empty_distance_mm``, ...).
+
+    The profile declares it; the registry holds each device's value; the installer's commands
+    check a value against this (``gateway.provisioning.parameters``).
+    """
+
+    name: str
+    type: str = "number"
+    """``number`` or ``text``."""
+    unit: str = ""
+    required: bool = False
+    """A device of this model is refused by CSV import without it (derived values need it)."""
+    min: float | None = None
+    max: float | None = None
+    less_than: str | None = None
+    """Another number parameter of the profile this one must be strictly less than."""
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +180,12 @@ class Profile:
     family: str = "channel_tlv"
     derived: tuple[Derivation, ...] = ()
     downlinks: Downlinks | None = None
+    main: str | None = None
+    """The quantity `edgegw device show` charts (LAeq for a noise sensor); None: the first output
+    that is not battery, signal or status (gateway.cli.device_views.main_field)."""
+    parameters: tuple[Parameter, ...] | None = None
+    """The declared installation parameters; None when the profile has no ``parameters`` section
+    (then a device's parameters are not checked: profiles written before the section existed)."""
     _decode_js: Callable[[int, bytes, float], Decoded] | None = field(default=None, repr=False, compare=False)
     _decode_port: Callable[[int, bytes], Decoded] | None = field(default=None, repr=False, compare=False)
     decode: DecodeFunction = field(init=False, repr=False, compare=False)
@@ -274,7 +309,8 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
             f"unsupported schema_version {version} (this edgegw reads {SCHEMA_VERSION})"
         )
     top.mapping(
-        required=_TOP_KEYS, optional=("sources", "compatible_with", "examples", "derived", "downlink")
+        required=_TOP_KEYS,
+        optional=("sources", "compatible_with", "examples", "derived", "downlink", "parameters", "main"),
     )
 
     profile_id = top["id"].as_str(pattern=_ID_RE, hint="vendor/model, lowercase letters, digits and hyphens")
@@ -295,6 +331,8 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
     check_keys = bool(output_names) or decode_js is None
     derived_spec = top.get("derived")
     derived = compile_derived(derived_spec, output_names) if derived_spec is not None else ()
+    parameters_spec = top.get("parameters")
+    parameters = _load_parameters(parameters_spec, derived) if parameters_spec is not None else None
     downlink_spec = top.get("downlink")
     downlinks = compile_downlink(downlink_spec, lorawan.downlink_fport) if downlink_spec is not None else None
     templates = [
@@ -302,6 +340,11 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         for name in output_names
         if "{" in name
     ]
+    main = top["main"].as_str(non_empty=True) if top.has("main") else None
+    if main is not None and check_keys:
+        known = output_names | {d.output.name for d in derived}
+        if main not in known and not any(t.fullmatch(main) for t in templates):
+            raise top["main"].fail(f"{main!r} is not one of the profile's outputs")
     examples_spec = top.get("examples")
     examples = (
         tuple(
@@ -331,6 +374,8 @@ def load_profile(path: Path, *, expected_id: str | None = None) -> Profile:
         family=compiled.family,
         derived=derived,
         downlinks=downlinks,
+        parameters=parameters,
+        main=main,
         _decode_js=decode_js,
         _decode_port=compiled.decode_port,
     )
@@ -397,6 +442,56 @@ def _load_lorawan(spec: Spec) -> LorawanFacts:
         max_eirp_dbm=float(eirp.as_number()) if eirp is not None else None,
         supports_32bit_fcnt=fcnt32.as_bool() if fcnt32 is not None else True,
     )
+
+
+def _load_parameters(spec: Spec, derived: tuple[Derivation, ...]) -> tuple[Parameter, ...]:
+    """The ``parameters`` mapping (name → type, unit, required, min, max, less_than, description).
+
+    Every installation parameter a derived value reads must be declared, so that the checks at
+    registration cover what the decoder needs.
+    """
+    if not isinstance(spec.value, dict):
+        raise spec.fail("must be a mapping of parameter name → its declaration")
+    parameters: list[Parameter] = []
+    for name, item in spec.entries():
+        if not _PARAMETER_NAME_RE.fullmatch(name):
+            raise item.fail(f"parameter name {name!r} must be lowercase snake_case (a-z, 0-9, _), <= 40")
+        item.mapping(optional=("type", "unit", "required", "min", "max", "less_than", "description"))
+        kind = item["type"].as_choice(PARAMETER_TYPES) if item.has("type") else "number"
+        bounds = {key: float(item[key].as_number()) if item.has(key) else None for key in ("min", "max")}
+        if kind == "text" and any(item.has(key) for key in ("min", "max", "less_than", "unit")):
+            raise item.fail("a text parameter takes no unit, min, max nor less_than")
+        low, high = bounds["min"], bounds["max"]
+        if low is not None and high is not None and low > high:
+            raise item["min"].fail(f"min {low:g} is greater than max {high:g}")
+        parameters.append(
+            Parameter(
+                name=name,
+                type=kind,
+                unit=item["unit"].as_str() if item.has("unit") else "",
+                required=item["required"].as_bool() if item.has("required") else False,
+                min=low,
+                max=high,
+                less_than=item["less_than"].as_str() if item.has("less_than") else None,
+                description=item["description"].as_str() if item.has("description") else "",
+            )
+        )
+    numbers = {p.name for p in parameters if p.type == "number"}
+    for parameter in parameters:
+        if parameter.less_than is not None and (
+            parameter.less_than not in numbers or parameter.less_than == parameter.name
+        ):
+            raise spec[parameter.name]["less_than"].fail(
+                f"{parameter.less_than!r} is not another number parameter of this profile"
+            )
+    for derivation in derived:
+        for param in derivation.params.values():
+            if param not in numbers:
+                raise spec.fail(
+                    f"derived {derivation.output.name} reads the installation parameter {param!r}:"
+                    " declare it here"
+                )
+    return tuple(parameters)
 
 
 def _load_compatible_with(spec: Spec) -> CompatibleWith:
@@ -532,5 +627,28 @@ def default_profiles_dir() -> Path:
 
 
 def load_profiles(profiles_dir: str | None) -> ProfileStore:
-    """The profiles of ``profiles_dir`` (a config value or a CLI option); the shipped ones when empty."""
-    return ProfileStore.load_dir(Path(profiles_dir) if profiles_dir else default_profiles_dir())
+    """The shipped profiles plus those of ``profiles_dir`` (a config value or a CLI option), if any.
+
+    ``profiles_dir`` is a search path that adds to the shipped profiles, so a site's own model
+    does not hide the 19 shipped ones; a custom profile with a shipped profile's id replaces it,
+    and says so in the log. ConfigError on the first invalid file of either directory.
+    """
+    shipped_dir = default_profiles_dir()
+    if not profiles_dir:
+        return ProfileStore.load_dir(shipped_dir)
+    custom_dir = Path(profiles_dir)
+    custom = ProfileStore.load_dir(custom_dir)
+    if not shipped_dir.is_dir():  # an installation without the shared copy: the custom ones only
+        logger.warning("shipped device profiles not found at %s: using %s only", shipped_dir, custom_dir)
+        return custom
+    if custom_dir.resolve() == shipped_dir.resolve():
+        return custom
+    merged = {profile.id: profile for profile in ProfileStore.load_dir(shipped_dir)}
+    for profile in custom:
+        if profile.id in merged:
+            logger.info(
+                "device profile %s from %s replaces the shipped one (%s)",
+                profile.id, profile.file, merged[profile.id].file,
+            )  # fmt: skip
+        merged[profile.id] = profile
+    return ProfileStore(merged.values())

@@ -2,7 +2,12 @@
 
 Owns the CSV format (columns below), the validation of every line before anything
 is written, and the all-or-nothing import (one transaction). It does not own the
-``devices`` table (``registry``) nor where profile ids come from (the caller passes them).
+``devices`` table (``registry``), the parameter checks (``parameters``) nor where the
+profiles come from (the caller passes them).
+
+Separator: ``,``, or ``;`` when the header row has semicolons and no comma (Excel saves CSV
+with the locale's list separator: ``;`` in French, where the decimal separator is the comma;
+so in a ``;`` file a number cell may write ``43,52`` for 43.52). The file is read, not refused.
 
 Columns (header row required, order free, ``#`` lines and blank lines ignored)::
 
@@ -16,8 +21,11 @@ Columns (header row required, order free, ``#`` lines and blank lines ignored)::
     app_s_key    ABP: 32 hex digits
     site         free text (optional)
     lat, lon     WGS84 degrees (optional, both or neither)
-    param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm
+    param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm;
+                 checked against the line's profile when the caller passes the profiles:
+                 declared name, bounds, ``less_than``, every required one present
 
+A key cell that is not a key is refused with the expected length, never echoed.
 Re-importing a line that is already registered with the same keys changes nothing;
 non-empty site/position/parameter cells update the device; a different key,
 activation or profile is an error (remove the device first).
@@ -29,17 +37,19 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gateway import textfile
+from gateway.codec.profile import Profile
 from gateway.db import transaction
 from gateway.errors import NotUtf8, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
-from gateway.provisioning import registry
+from gateway.provisioning import hexinput, parameters, registry
 from gateway.provisioning.keystore import KeyStore
 
 KEY_COLUMNS = ("app_key", "nwk_s_key", "app_s_key")
@@ -60,6 +70,8 @@ REQUIRED = ("dev_eui", "profile", "activation")
 PARAM_PREFIX = "param."
 _ABP_ONLY = ("dev_addr", "nwk_s_key", "app_s_key")
 _OTAA_ONLY = ("join_eui", "app_key")
+# In a ';'-separated file (a French Excel) numbers are written with a decimal comma: "43,52".
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +147,28 @@ def read_csv(path: str | os.PathLike[str]) -> str:
         raise ImportFailed([LineError(exc.line, reason)]) from exc
 
 
-def parse_csv(text: str, profile_ids: Collection[str]) -> list[DeviceRow]:
-    """Validate every line of ``text``; ImportFailed listing all errors, else the rows."""
+def separator(text: str) -> str:
+    """``;`` when the header row (the first line that is neither blank nor a comment) has
+    semicolons and no comma, else ``,``."""
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        return ";" if ";" in line and "," not in line else ","
+    return ","
+
+
+def parse_csv(
+    text: str, profile_ids: Collection[str], profiles: Mapping[str, Profile] | None = None
+) -> list[DeviceRow]:
+    """Validate every line of ``text``; ImportFailed listing all errors, else the rows.
+
+    ``profiles`` (id → profile), when given, checks each line's installation parameters
+    against its profile's declaration (``parameters.check``, the line being the device's
+    whole installation: a required parameter must be there).
+    """
     errors: list[LineError] = []
-    reader = csv.reader(io.StringIO(text))
+    delimiter = separator(text)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[DeviceRow] = []
     seen_eui: dict[str, int] = {}
@@ -158,7 +188,9 @@ def parse_csv(text: str, profile_ids: Collection[str]) -> list[DeviceRow]:
                 errors.append(LineError(line, f"expected {len(header)} fields, got {len(record)}"))
                 continue
             cells = {name: cell.strip() for name, cell in zip(header, record, strict=True)}
-            row, line_errors = _parse_row(line, cells, profile_ids)
+            if delimiter == ";":
+                cells = {name: _decimal_point(name, cell) for name, cell in cells.items()}
+            row, line_errors = _parse_row(line, cells, profile_ids, profiles)
             errors.extend(line_errors)
             if row is None:
                 continue
@@ -189,6 +221,13 @@ def parse_csv(text: str, profile_ids: Collection[str]) -> list[DeviceRow]:
     return rows
 
 
+def _decimal_point(column: str, cell: str) -> str:
+    """``43,52`` → ``43.52`` in a number's column of a ``;`` file (lat, lon, parameters)."""
+    if (column in ("lat", "lon") or column.startswith(PARAM_PREFIX)) and _DECIMAL_COMMA.fullmatch(cell):
+        return cell.replace(",", ".")
+    return cell
+
+
 def _check_header(header: list[str], line: int) -> list[LineError]:
     errors = []
     for name in header:
@@ -213,7 +252,7 @@ def _check_header(header: list[str], line: int) -> list[LineError]:
 
 
 def _parse_row(
-    line: int, cells: dict[str, str], profile_ids: Collection[str]
+    line: int, cells: dict[str, str], profile_ids: Collection[str], profiles: Mapping[str, Profile] | None
 ) -> tuple[DeviceRow | None, list[LineError]]:
     errors: list[LineError] = []
 
@@ -224,8 +263,8 @@ def _parse_row(
                 errors.append(LineError(line, "is required here", column))
             return None
         try:
-            return kind.from_hex(text)
-        except ValueError as exc:
+            return hexinput.parse(kind, text)
+        except ValueError as exc:  # its wording says the length wanted and never echoes a key
             errors.append(LineError(line, str(exc), column))
             return None
 
@@ -271,6 +310,12 @@ def _parse_row(
                 errors.append(LineError(line, str(exc), column))
                 continue
             params[name] = value
+    declared = profiles.get(profile) if profiles is not None else None
+    if declared is not None and not any(e.column and e.column.startswith(PARAM_PREFIX) for e in errors):
+        errors.extend(
+            LineError(line, problem.message, PARAM_PREFIX + problem.name)
+            for problem in parameters.check(declared, params, complete=True)
+        )
     if errors or dev_eui is None:
         return None, errors
     return (

@@ -30,7 +30,7 @@ def test_otaa_add_generates_app_key_shown_once(cfg: Path, capsys: pytest.Capture
         "--param",
         "empty_distance_mm=1800",
         "--param",
-        "lamp_group=A",
+        "full_distance_mm=300",
         "--lat",
         "43.52",
         "--lon",
@@ -42,7 +42,7 @@ def test_otaa_add_generates_app_key_shown_once(cfg: Path, capsys: pytest.Capture
     doc = json.loads(out)
     key = doc["generated_app_key"]
     assert code == 0 and len(key) == 32 and int(key, 16) >= 0
-    assert doc["params"] == {"empty_distance_mm": 1800.0, "lamp_group": "A"} and doc["lat"] == 43.52
+    assert doc["params"] == {"empty_distance_mm": 1800.0, "full_distance_mm": 300.0} and doc["lat"] == 43.52
     code, out, _ = run(capsys, cfg, "device", "list", "--json")
     assert key not in out and json.loads(out)["devices"][0]["site"] == "aix/a1"
     code, out, _ = run(capsys, cfg, "device", "list", "--show-keys", "--json")
@@ -96,12 +96,10 @@ def test_add_from_a_scanned_qr(cfg: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def write_csv(path: Path, lines: list[str]) -> Path:
-    path.write_text(
-        "\n".join(
-            ["dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,site,param.empty_distance_mm", *lines]
-        )
-        + "\n"
-    )
+    """A sheet of containers: each line gets full_distance_mm 300, which the profile requires."""
+    header = "dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,site,param.empty_distance_mm"
+    rows = [f"{header},param.full_distance_mm", *(f"{line},300" for line in lines)]
+    path.write_text("\n".join(rows) + "\n")
     return path
 
 
@@ -186,3 +184,40 @@ def test_rekey_encrypts_existing_rows(cfg: Path, tmp_path: Path, capsys: pytest.
     assert added == 0
     code, out, _ = run(capsys, cfg, "device", "rekey", "--json")
     assert json.loads(out)["encrypted_values"] == 0
+
+
+def test_add_and_set_check_parameters_against_the_profile(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = add_device(
+        capsys, cfg, "0000000000000005", "--otaa", "--join-eui", "70b3d57ed0000000",
+        "--param", "empty_distance_mm=300", "--param", "full_distance_mm=1800",
+    )  # fmt: skip
+    assert code == 2 and "full_distance_mm (1800 mm) must be less than empty_distance_mm (300 mm)" in err
+    # Registered before it is measured: accepted, with a warning naming what is missing.
+    code, _, err = add_device(capsys, cfg, "0000000000000005", "--otaa", "--join-eui", "70b3d57ed0000000")
+    assert code == 0
+    assert "warning: milesight/em310-udl needs empty_distance_mm (mm, " in err and "full_distance_mm" in err
+    code, _, err = run(capsys, cfg, "device", "set", "0000000000000005", "--param", "probe_level_cm=450")
+    assert code == 2 and "has no installation parameter 'probe_level_cm'" in err
+    code, _, err = run(capsys, cfg, "device", "set", "0000000000000005", "--param", "empty_distnce_mm=1800")
+    assert code == 2 and "did you mean 'empty_distance_mm'?" in err
+    code, _, err = run(capsys, cfg, "device", "set", "0000000000000005", "--param", "full_distance_mm=1800")
+    assert code == 0 and "needs empty_distance_mm" in err and "full_distance_mm (" not in err
+    # The merged values are checked: an empty distance below the full one already set is refused.
+    code, _, err = run(capsys, cfg, "device", "set", "0000000000000005", "--param", "empty_distance_mm=1200")
+    assert code == 2 and "(are the two swapped?)" in err
+    code, _, err = run(capsys, cfg, "device", "set", "0000000000000005", "--param", "empty_distance_mm=2200")
+    assert code == 0 and err == ""
+
+
+def test_a_mistyped_key_is_not_echoed(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    typo = APP[:20] + "o" + APP[21:]  # a letter o for a zero
+    code, out, err = add_device(
+        capsys, cfg, "0000000000000006", "--otaa", "--join-eui", "70b3d57ed0000000", "--appkey", typo
+    )
+    assert code == 2 and typo not in err + out
+    assert (
+        "--appkey: AesKey must be hex: 32 hex digits for a 128-bit key; character 21 is not a hex digit"
+        in err
+    )

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from gateway.app.build import profile_outputs
 from gateway.cli.device_views import chart_scale, judge, main_field, signal_verdict, sparkline
 from gateway.cli.field_cmd import summarise
 from gateway.cli.main import main
+from gateway.codec import load_profiles
 from gateway.control.server import ControlServer
 from tests.conftest import Broker
 
@@ -363,3 +365,10 @@ def test_sparkline_output_is_plain_when_piped(
     agent.answers["device"] = _device_answer([])
     code, out, _ = run(capsys, cfg, "device", "show", DEV)
     assert code == 0 and "\x1b[" not in out and "no numeric readings in the last 24 h" in out
+
+
+def test_device_show_charts_the_main_quantity_a_profile_declares() -> None:
+    # The WS302's outputs are templates (L{weighting}...): its declared main quantity, LAeq, is
+    # charted, not the battery that comes first in the readings.
+    outputs = profile_outputs(load_profiles(None), "milesight/ws302")
+    assert main_field(outputs, ["battery", "LAF", "LAeq", "LAFmax"]) == "LAeq"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gateway.cli.main import main
+from tests.cli.helpers import clear_edgegw_env
 from tests.codec.test_profile import BASE, write_profile
 
 
@@ -109,3 +110,45 @@ def test_import_ttn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert yaml.safe_load((out_dir / "acme" / "wl-1.yaml").read_text())["decoder"]["family"] == "javascript"
     code, _, err = run(capsys, "profile", "import-ttn", str(device), "--out", str(out_dir))
     assert code == 2 and "already exists" in err
+
+
+def test_a_profiles_dir_adds_to_the_shipped_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    write_profile(tmp_path, BASE)
+    code, out, _ = run(capsys, "profile", "list", "--json")
+    shipped = {row["id"] for row in json.loads(out)}
+    code, out, _ = run(capsys, "profile", "--profiles-dir", str(tmp_path), "list", "--json")
+    assert code == 0 and {row["id"] for row in json.loads(out)} == shipped | {"acme/bin-1"}
+    # Same id as a shipped profile: the custom one replaces it, and the log says so.
+    own = copy.deepcopy(BASE)
+    own["id"], own["description"] = "milesight/em310-udl", "our firmware"
+    write_profile(tmp_path, own, "milesight/em310-udl.yaml")
+    caplog.set_level("INFO", logger="gateway.codec.profile")
+    code, out, _ = run(
+        capsys, "profile", "--profiles-dir", str(tmp_path), "show", "milesight/em310-udl", "--json"
+    )
+    assert code == 0 and json.loads(out)["description"] == "our firmware"
+    assert (
+        "device profile milesight/em310-udl from " in caplog.text
+        and "replaces the shipped one" in caplog.text
+    )
+
+
+def test_import_ttn_writes_into_the_configured_profiles_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.codec.test_ttn_import import write_entry
+
+    clear_edgegw_env(monkeypatch)
+    device = write_entry(tmp_path / "ttn")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"gateway: {{id: gw-1}}\nmqtt: {{host: 127.0.0.1}}\ndata_dir: {tmp_path / 'data'}\n")
+    code, _, err = run(capsys, "--config", str(bare), "profile", "import-ttn", str(device))
+    assert code == 2 and "no profiles directory to write to: set profiles_dir in the config" in err
+    own = tmp_path / "own-profiles"
+    cfg = tmp_path / "edgegw.yaml"
+    cfg.write_text(bare.read_text() + f"profiles_dir: {own}\n")
+    code, out, _ = run(capsys, "--config", str(cfg), "profile", "import-ttn", str(device), "--json")
+    assert code == 0 and json.loads(out)["profile"] == str(own / "acme" / "wl-1.yaml")
+    assert (own / "acme" / "wl-1.yaml").is_file()

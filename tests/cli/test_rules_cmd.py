@@ -161,3 +161,59 @@ def test_rules_view_exits_1_when_the_agent_is_not_running(
     cfg.write_text(f"gateway: {{id: gw}}\ndata_dir: {tmp_path / 'data'}\n")
     code, _, err = run(capsys, "--config", str(cfg), "rules", "--json")
     assert code == 1 and "not running" in err
+
+
+TYPO_RULES = """schema_version: 1
+rules:
+  - id: bin-full
+    devices: {profiles: [milesight/em310udl]}
+    when: {threshold: {value: fill_levl, above: 80}}
+  - id: bin-tilted
+    devices: {sites: ["bins/*"]}
+    when: {flag: {field: postion, equals: tilt}}
+"""
+
+
+def test_typos_in_fields_and_profile_ids_are_refused_with_a_suggestion(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = tmp_path / "typos.yaml"
+    rules.write_text(TYPO_RULES)
+    code, out, err = run(capsys, "rules", "test", "--rules", str(rules))
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"{rules}: rule bin-full: devices.profiles: unknown profile 'milesight/em310udl'"
+        " (did you mean 'milesight/em310-udl'?)"
+    )
+    # Its profile unknown, the rule's field is looked for in every profile.
+    assert lines[1] == (
+        f"{rules}: rule bin-full: field 'fill_levl' is not an output of any known profile"
+        " (did you mean 'fill_level'?)"
+    )
+    assert lines[2] == (
+        f"{rules}: rule bin-tilted: field 'postion' is not an output of any known profile"
+        " (did you mean 'position'?)"
+    )
+    assert lines[-1] == f"edgegw: {rules}: 3 unknown name(s), nothing simulated"
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(TYPO_RULES.replace("em310udl", "em310-udl").replace("postion", "position"))
+    code, _, err = run(capsys, "rules", "test", "--rules", str(fixed))
+    assert code == 2 and "field 'fill_levl' is not an output of milesight/em310-udl" in err
+    assert "(did you mean 'fill_level'?)" in err
+
+
+def test_trace_names_the_field_a_reading_lacks(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rules = tmp_path / "fill.yaml"
+    rules.write_text(TYPO_RULES.replace("em310udl", "em310-udl").replace("fill_levl", "fill_level"))
+    rules.write_text(rules.read_text().replace("postion", "position"))
+    # fill_level is derived from the installation parameters: a reading without them lacks it.
+    readings = write_readings(tmp_path / "r.jsonl", [bin_reading("2024-03-30T10:00:00Z", 1000)])
+    code, out, _ = run(capsys, "rules", "test", "--rules", str(rules), "--readings", str(readings), "--trace")
+    assert code == 0
+    assert f"bin-full {BIN} skipped (no fill_level in the reading)" in out
+    code, out, _ = run(
+        capsys, "rules", "test", "--rules", str(rules), "--readings", str(readings), "--trace", "--json"
+    )
+    skipped = [e for e in json.loads(out)["events"] if e.get("outcome") == "skipped"]
+    assert skipped[0]["missing"] == ["fill_level"]

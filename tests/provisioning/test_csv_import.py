@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import db
-from gateway.codec import ProfileStore, default_profiles_dir
+from gateway.codec import ProfileStore, default_profiles_dir, load_profiles
 from gateway.messages import DevEui
 from gateway.provisioning import csv_import, registry
 
@@ -161,3 +161,79 @@ def test_export_without_keys_has_no_key_columns(conn: sqlite3.Connection) -> Non
         text.splitlines()[0]
         == "dev_eui,profile,activation,join_eui,dev_addr,site,lat,lon,param.empty_distance_mm"
     )
+
+
+# --- issue 19, installer safety ---------------------------------------------------------------
+
+STORE = load_profiles(None)
+BY_ID = {profile.id: profile for profile in STORE}
+CONTAINER_HEADER = (
+    "dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,param.empty_distance_mm,param.full_distance_mm"
+)
+
+
+def test_parameters_are_checked_against_the_profile_with_line_numbers() -> None:
+    text = "\n".join(
+        [
+            CONTAINER_HEADER + ",param.probe_level_cm",
+            f"70b3d57ed0000001,{P},abp,26011001,{NWK},{APP},1800,300,",  # 2 fine
+            f"70b3d57ed0000002,{P},abp,26011002,{NWK},{APP},300,1800,",  # 3 columns swapped
+            f"70b3d57ed0000003,{P},abp,26011003,{NWK},{APP},1800,300,450",  # 4 a river parameter
+            f"70b3d57ed0000004,{P},abp,26011004,{NWK},{APP},,,",  # 5 a container with none
+            f"70b3d57ed0000005,{P},abp,26011005,{NWK},{APP},99999,300,",  # 6 out of bounds
+        ]
+    )
+    with pytest.raises(csv_import.ImportFailed) as info:
+        csv_import.parse_csv(text, BY_ID, BY_ID)
+    got = [str(e) for e in info.value.errors]
+    assert got[0] == (
+        "line 3, param.full_distance_mm: full_distance_mm (1800 mm) must be less than "
+        "empty_distance_mm (300 mm) (are the two swapped?)"
+    )
+    assert got[1].startswith("line 4, param.probe_level_cm: milesight/em310-udl has no installation")
+    assert got[2].startswith("line 5, param.empty_distance_mm: missing required parameter")
+    assert got[3].startswith("line 5, param.full_distance_mm: missing required parameter")
+    assert got[4] == (
+        "line 6, param.empty_distance_mm: parameter empty_distance_mm 99999 mm is outside 100..10000 mm"
+    )
+    assert len(got) == 5
+    # Without the profiles (only their ids), the parameters are not checked: as before.
+    header, _, swapped = text.split("\n")[:3]
+    assert len(csv_import.parse_csv(f"{header}\n{swapped}\n", PROFILES)) == 1
+
+
+def test_a_semicolon_sheet_from_french_excel_is_read_with_decimal_commas() -> None:
+    text = (
+        "dev_eui;profile;activation;dev_addr;nwk_s_key;app_s_key;site;lat;lon;"
+        "param.empty_distance_mm;param.full_distance_mm\n"
+        f"70b3d57ed0000001;{P};abp;26011001;{NWK};{APP};aix, cours Mirabeau;43,5263;5,4454;1800,5;300\n"
+    )
+    (row,) = csv_import.parse_csv(text, PROFILES)
+    assert (row.lat, row.lon, row.site) == (43.5263, 5.4454, "aix, cours Mirabeau")
+    assert row.params == {"empty_distance_mm": 1800.5, "full_distance_mm": 300.0}
+    assert csv_import.separator(text) == ";"
+    assert csv_import.separator("# a comment; with a semicolon\ndev_eui,profile\n") == ","
+
+
+def test_key_errors_say_the_expected_length_and_never_echo_the_key() -> None:
+    secret = "2b7e151628aed2a6abf7158809cf4f"  # 30 digits: a pasted key lost its end
+    not_hex = "2b7e151628aed2a6abf71588zzcf4f3c"
+    text = "\n".join(
+        [
+            "dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key",
+            f"70b3d57ed0000001,{P},abp,26011001,{secret},{APP}",
+            f"70b3d57ed0000002,{P},abp,2601100,{not_hex},{APP}",
+            f"70b3d57ed00000,{P},abp,26011003,{NWK},{APP}",
+        ]
+    )
+    with pytest.raises(csv_import.ImportFailed) as info:
+        csv_import.parse_csv(text, PROFILES)
+    got = [str(e) for e in info.value.errors]
+    assert got == [
+        "line 2, nwk_s_key: AesKey must be 16 bytes (32 hex digits for a 128-bit key), got 30 digits",
+        "line 3, dev_addr: DevAddr must be 4 bytes (8 hex digits for a 32-bit DevAddr), got 7 digits",
+        "line 3, nwk_s_key: AesKey must be hex: 32 hex digits for a 128-bit key; "
+        "character 25 is not a hex digit (0-9, a-f)",
+        "line 4, dev_eui: DevEui must be 8 bytes (16 hex digits for an EUI-64), got 14 digits",
+    ]
+    assert not any(secret in g or not_hex in g or "zz" in g for g in got)
