@@ -23,9 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.progress import Progress, duration_text
 from simulator import city, runner, scenario
 from simulator.fleet import FleetMember, make_fleet, traffic
 from simulator.forwarder import PacketForwarder
+
+RUN_PROGRESS_INTERVAL_S = 10.0
+"""``run`` piped: one progress line per this many seconds (a scenario plays for minutes)."""
 
 
 def _server(text: str) -> tuple[str, int]:
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--rules", type=Path, metavar="FILE", help="rules file: expected alerts in the truth")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
     run.set_defaults(handler=cmd_run)
 
     whole = sub.add_parser("city", help="run a scenario against a real agent and broker, check the truth")
@@ -143,17 +148,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from simulator.simclock import SharedClock
 
     clock = SharedClock(args.clock, city.epoch_s(loaded)) if args.clock is not None else None
+    line = RunProgress(loaded.name, loaded.duration_s, loaded.speed if args.speed is None else args.speed)
     try:
-        summary = runner.run(
-            loaded,
-            args.target,
-            speed=args.speed,
-            seed=args.seed,
-            truth=args.truth,
-            gateway_eui=bytes.fromhex(args.gateway_eui),
-            clock=clock,
-            rules_file=args.rules,
-        )
+        with Progress(line.describe, quiet=args.quiet, interval_s=RUN_PROGRESS_INTERVAL_S) as progress:
+
+            def on_event(t_s: float, summary: runner.Summary) -> None:
+                line.simulated_s, line.frames = t_s, sum(summary.frames.values())
+                progress.changed()
+
+            summary = runner.run(
+                loaded,
+                args.target,
+                speed=args.speed,
+                seed=args.seed,
+                truth=args.truth,
+                gateway_eui=bytes.fromhex(args.gateway_eui),
+                clock=clock,
+                rules_file=args.rules,
+                on_event=on_event,
+            )
     finally:
         if clock is not None:
             clock.close()
@@ -163,6 +176,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(summary.text())
     return 0 if summary.no_push_acks == 0 else 1
+
+
+class RunProgress:
+    """What ``run`` says while it plays a scenario: simulated time, frames sent, elapsed, ETA."""
+
+    def __init__(self, name: str, duration_s: float, speed: float) -> None:
+        self.name, self.duration_s, self.speed = name, duration_s, speed
+        self.simulated_s = 0.0
+        self.frames = 0
+
+    def eta_s(self, elapsed_s: float) -> float:
+        """Wall seconds left: the pace's, or the rate seen so far when the run is behind it."""
+        paced_s = self.duration_s / self.speed - elapsed_s
+        if self.simulated_s <= 0:
+            return max(0.0, paced_s)
+        seen_s = elapsed_s / self.simulated_s * (self.duration_s - self.simulated_s)
+        return max(0.0, paced_s, seen_s)
+
+    def describe(self, elapsed_s: float) -> str:
+        # Most telling first: a narrow terminal cuts the end of the line.
+        return (
+            f"edgegw-sim run {self.name}: simulated {duration_text(self.simulated_s)}/"
+            f"{duration_text(self.duration_s)}, ETA {duration_text(self.eta_s(elapsed_s))}, "
+            f"{self.frames} frames sent, {duration_text(elapsed_s)} elapsed"
+        )
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -169,12 +169,14 @@ def run(
     clock: SharedClock | None = None,
     rules_file: Path | None = None,
     hooks: Hooks | None = None,
+    on_event: Callable[[float, Summary], None] | None = None,
 ) -> Summary:
     """Send the scenario's frames to ``target``, paced at ``speed`` simulated s per wall s.
 
     ``target``: ``(host, port)`` or a ``--target`` text (``semtech-udp://HOST:PORT``, ``HOST:PORT``,
     ``serial://PATH``, ``sx127x-bridge://SOCKET``; opened and closed here), or a transport the
-    caller opened (and closes).
+    caller opened (and closes). ``on_event(t_s, summary)`` is called after each frame and control event
+    (simulated seconds since the start, the counts so far): for a progress line, it must be quick.
     """
     pace = scenario.speed if speed is None else speed
     used_seed = scenario.seed if seed is None else seed
@@ -218,6 +220,8 @@ def run(
                 world.control(event)
                 if out is not None:
                     out.write(json.dumps(event.truth()) + "\n")
+                if on_event is not None:
+                    on_event(event.t_s, summary)
                 continue
             frame = event if not world.gateway_down else replace(event, receptions=())
             if frame.kind in ("retransmission", "replay") and frame.fcnt is not None:
@@ -245,6 +249,8 @@ def run(
                 if world.clock_offset_s:
                     doc["clock_offset_s"] = world.clock_offset_s
                 out.write(json.dumps(doc) + "\n")
+            if on_event is not None:
+                on_event(frame.t_s, summary)
         world.due(float("inf"))
         summary.wall_s = time.monotonic() - started
         summary.expected = builder.finish()

@@ -38,6 +38,7 @@ from gateway.control import client
 from gateway.errors import ConfigError, GatewayError, UplinkError
 from gateway.fleet.remote_config import effective_view
 from gateway.messages import DevEui
+from gateway.progress import Progress, duration_text
 from gateway.provisioning import keystore, registry
 
 REMOVED = "<removed>"
@@ -52,6 +53,7 @@ def add_radio_arguments(radio: argparse.ArgumentParser) -> None:
     rt = rsub.add_parser("test", help="listen N seconds and summarise what is heard")
     rt.add_argument("--seconds", type=float, default=30.0, metavar="N", help="listen this long (default 30)")
     rt.add_argument("--json", action="store_true")
+    rt.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
     add_config_option(rt)
     rt.set_defaults(handler=radio_test)
 
@@ -117,13 +119,21 @@ def radio_test(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.seconds
+    heard: list[int] = [0]  # frames heard so far (downlinks are sent, not heard), read by the ticker
+
+    def describe(elapsed_s: float) -> str:
+        return (
+            f"radio test: listening {duration_text(min(elapsed_s, args.seconds))} of "
+            f"{duration_text(args.seconds)}, {heard[0]} frames heard"
+        )
+
     try:
-        stream = client.stream(agent_socket(args), "tail", deadline_mono=deadline)
-        if console.is_terminal and not args.json:
-            with console.status(f"listening {args.seconds:g} s ..."):
-                events.extend(stream)
-        else:
-            events.extend(stream)
+        with Progress(describe, quiet=args.quiet) as progress:
+            for event in client.stream(agent_socket(args), "tail", deadline_mono=deadline):
+                events.append(event)
+                if event.get("verdict") != "downlink":
+                    heard[0] += 1
+                    progress.changed()
     except client.AgentUnreachable as exc:
         raise CheckFailed(str(exc)) from exc
     summary = {"seconds": args.seconds, **summarise(events)}

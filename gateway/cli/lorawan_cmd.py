@@ -4,6 +4,12 @@ For technicians who paste a frame from a packet capture. The output is the
 contract of ARCHITECTURE.md §3.1: lowercase hex, identifiers most-significant
 byte first. Exit codes: 0 decoded (and the MIC verified, when a key was given),
 1 the MIC did not verify, 2 bad input (not hex, not a LoRaWAN frame, bad key).
+
+``--dev-eui X`` takes the keys from the registry instead of the command line (issue 19):
+a data frame gets the device's current session keys (ABP, or the OTAA session of its last
+join), a join frame its AppKey. Registered keys are only used, never printed: with
+``--dev-eui`` the derivation of session keys from a join-accept (``--dev-nonce``) is refused,
+since it would print them.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import argparse
 import hmac
 from typing import Any
 
-from gateway.cli.common import CheckFailed, UsageError, print_json
+from gateway import config, db
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.errors import FrameError, MicMismatch
 from gateway.lorawan import phy
 from gateway.lorawan.crypto import SessionKeys, derive_session_keys, join_request_mic
-from gateway.messages import MType
+from gateway.messages import DevEui, MType
+from gateway.provisioning import keystore, registry
 
 _MTYPE_NAMES = {
     MType.JOIN_REQUEST: "JoinRequest",
@@ -33,7 +41,13 @@ _MTYPE_NAMES = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     lsub = p.add_subparsers(dest="lorawan_command", metavar="SUBCOMMAND", required=True)
     d = lsub.add_parser("decode", help="parse one PHYPayload; with keys, verify its MIC and decrypt it")
+    add_config_option(d)
     d.add_argument("phy_hex", metavar="PHY_HEX", help="the PHYPayload as hex (spaces and colons allowed)")
+    d.add_argument(
+        "--dev-eui",
+        metavar="HEX",
+        help="use this registered device's keys (its session, or its AppKey for a join frame)",
+    )
     d.add_argument("--nwkskey", metavar="HEX", help="NwkSKey: verifies a data frame's MIC (and FPort 0)")
     d.add_argument("--appskey", metavar="HEX", help="AppSKey: decrypts a data frame's FRMPayload")
     d.add_argument("--appkey", metavar="HEX", help="AppKey: join-request MIC, join-accept decryption")
@@ -66,6 +80,12 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("--dev-nonce needs --appkey")
     if args.last_fcnt is not None and not 0 <= args.last_fcnt <= 0xFFFFFFFF:
         raise UsageError(f"--last-fcnt must be 0..4294967295, got {args.last_fcnt}")
+    key_source = "the given key"
+    if args.dev_eui is not None:
+        if nwk is not None or app is not None or app_key is not None or dev_nonce is not None:
+            raise UsageError("--dev-eui takes the keys from the registry: give no key options with it")
+        nwk, app, app_key = registered_keys(args, frame)
+        key_source = f"the registered keys of {args.dev_eui.lower()}"
     try:
         doc = describe(
             frame,
@@ -83,8 +103,35 @@ def handle(args: argparse.Namespace) -> int:
         for key, value in doc.items():
             print(f"{key}: {plain(value)}")
     if doc.get("mic_ok") is False:
-        raise CheckFailed("MIC does not verify with the given key")
+        raise CheckFailed(f"MIC does not verify with {key_source}")
     return 0
+
+
+def registered_keys(
+    args: argparse.Namespace, frame: bytes
+) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(NwkSKey, AppSKey, AppKey) of ``--dev-eui`` for this frame: the session keys for a data
+    frame, the AppKey for a join frame; UsageError when the device has none of them."""
+    try:
+        dev_eui = DevEui.from_hex(args.dev_eui)
+    except ValueError as exc:
+        raise UsageError(f"--dev-eui: {exc}") from exc
+    cfg = config.load(config_path(args))
+    conn = db.connect(db.db_path(cfg.data_dir))
+    try:
+        # RegistryError (not registered) and StorageError (key file missing) exit 2 in main.
+        keys = registry.device_keys(conn, dev_eui, keystore.open_key(cfg.data_dir))
+    finally:
+        conn.close()
+    # The frame type decides which keys apply; a frame too short to tell fails later in describe.
+    mtype = MType(frame[0] >> 5) if frame else None
+    if mtype in (MType.JOIN_REQUEST, MType.JOIN_ACCEPT):
+        if "app_key" not in keys:
+            raise UsageError(f"device {dev_eui} has no AppKey (it is an ABP device): no join to check")
+        return None, None, bytes.fromhex(keys["app_key"])
+    if "nwk_s_key" not in keys or "app_s_key" not in keys:
+        raise UsageError(f"device {dev_eui} has no session yet (an OTAA device that has not joined)")
+    return bytes.fromhex(keys["nwk_s_key"]), bytes.fromhex(keys["app_s_key"]), None
 
 
 def plain(value: Any) -> str:

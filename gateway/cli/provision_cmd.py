@@ -9,8 +9,9 @@ An ``--id`` other than the config file's ``gateway.id`` is refused (exit 2) unle
 the certificate would name one gateway and the agent run as another. The config file is never
 written here (it is the installer's, with its comments); an absent one is only reminded of.
 ``node``: the MicroPython firmware and the node's ``config.json`` (keys from the registry) onto a
-node over USB serial, read back and verified (``gateway.provisioning.node``). Keys go to the node
-only: never printed, never written on the gateway's disk.
+node over USB serial, read back and verified (``gateway.provisioning.node``), saying on stderr
+each file as it is written (``gateway.progress``). Keys go to the node only: never printed, never
+written on the gateway's disk.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway import config, db
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.errors import NodeError
 from gateway.messages import DevEui
+from gateway.progress import Progress, duration_text
 from gateway.provisioning import gateway_setup, keystore, node, raw_repl, registry
 
 DEFAULT_DATA_DIR = "/var/lib/edgegw"
@@ -61,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     nd.add_argument("--config-only", action="store_true", help="write config.json only, not the firmware")
     nd.add_argument("--timeout-s", type=float, default=5.0, help="per-command answer timeout (default 5)")
     nd.add_argument("--json", action="store_true")
+    nd.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
     nd.set_defaults(handler=provision_node)
 
 
@@ -166,10 +169,26 @@ def provision_node(args: argparse.Namespace) -> int:
     files = [] if args.config_only else _firmware(args)
     files.append(node.config_file(doc))
     del keys, doc  # from here on only hashes and paths are shown
+    written: list[str] = []  # node paths written so far, read by the progress ticker
+    sizes = {f.path: len(f.data) for f in files}
+
+    def describe(elapsed_s: float) -> str:
+        done = f"{len(written)}/{len(files)} files written ({sum(sizes[p] for p in written)} B)"
+        if len(written) == len(files):
+            doing = "verifying on the node"
+        else:
+            doing = f"last {written[-1]}" if written else "entering the raw REPL"
+        return f"provision node {dev_eui}: {done}, {doing}, {duration_text(elapsed_s)}"
+
+    def wrote(path: str) -> None:
+        written.append(path)
+        progress.step()
+
     port = node.open_port(args.port, baud=args.baud)
     try:
         repl = raw_repl.RawRepl(port, timeout_s=args.timeout_s)
-        installed = node.install(repl, files)
+        with Progress(describe, quiet=args.quiet) as progress:
+            installed = node.install(repl, files, progress=wrote)
     except NodeError as exc:
         raise CheckFailed(f"{args.port}: {exc}") from exc
     finally:

@@ -372,3 +372,16 @@ def test_device_show_charts_the_main_quantity_a_profile_declares() -> None:
     # charted, not the battery that comes first in the readings.
     outputs = profile_outputs(load_profiles(None), "milesight/ws302")
     assert main_field(outputs, ["battery", "LAF", "LAeq", "LAFmax"]) == "LAeq"
+
+
+def test_radio_test_progress_piped_is_lines_json_unchanged_quiet_silent(
+    cfg: Path, agent: FakeAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent.feed([ev(), ev()], delay_s=0.1)
+    code, out, err = run(capsys, cfg, "radio", "test", "--seconds", "1.5", "--json")
+    assert code == 0 and json.loads(out)["frames"] == 2  # stdout: the JSON document alone
+    lines = err.splitlines()
+    assert lines and all(line.startswith("radio test: listening") for line in lines) and "\r" not in err
+    agent.feed([ev()], delay_s=0.1)
+    code, out, err = run(capsys, cfg, "radio", "test", "--seconds", "1", "--json", "--quiet")
+    assert code == 0 and json.loads(out)["frames"] == 1 and err == ""

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
+from gateway import config, db
 from gateway.cli.main import main
+from gateway.config import LorawanSection
 from gateway.lorawan import phy
 from gateway.lorawan.crypto import SessionKeys, derive_session_keys
-from gateway.messages import MType
+from gateway.lorawan.join import JoinServer, load_otaa_devices, store_join
+from gateway.lorawan.sessions import SessionTable
+from gateway.messages import AesKey, DevAddr, DevEui, JoinEui, MType, RadioFrame, RxInfo
+from gateway.provisioning import keystore, registry
 
 LP_FRAME = "40F17DBE4900020001954378762B11FF0D"
 LP_NWK = "44024241ed4ce9a68c6a8bc055233fd3"
@@ -171,3 +177,89 @@ def test_proprietary_and_human_output(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and doc == {"mtype": "Proprietary", "frm_payload": "010203", "mic": None, "mic_ok": None}
     assert main(["lorawan", "decode", LP_FRAME]) == 0
     assert "dev_addr: 49be7df1" in capsys.readouterr().out
+
+
+ABP_EUI = "a84041035660e3aa"
+OTAA_EUI = "70b3d57ed1000001"
+JOIN_EUI = "70b3d57ed0000001"
+
+
+@pytest.fixture
+def registered(cfg: Path) -> Path:
+    """An ABP device with the [LP] session, keys encrypted at rest, and an OTAA device not joined yet."""
+    data_dir = config.load(str(cfg)).data_dir
+    conn = db.connect(db.db_path(data_dir))
+    store = keystore.create_key(data_dir)
+    abp = registry.AbpKeys(DevAddr.from_hex("49be7df1"), AesKey.from_hex(LP_NWK), AesKey.from_hex(LP_APP))
+    otaa = registry.OtaaKeys(JoinEui.from_hex(JOIN_EUI), AesKey.from_hex(KEY_1_16))
+    registry.add_device(conn, dev_eui=DevEui.from_hex(ABP_EUI), profile="p", keys=abp, keystore=store)
+    registry.add_device(conn, dev_eui=DevEui.from_hex(OTAA_EUI), profile="p", keys=otaa, keystore=store)
+    conn.close()
+    return cfg
+
+
+def test_dev_eui_takes_the_registered_abp_session_and_prints_no_key(
+    registered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, doc, _ = decode(capsys, LP_FRAME, "--dev-eui", ABP_EUI, "--config", str(registered))
+    assert code == 0 and doc is not None
+    assert (doc["mic_ok"], doc["frm_payload"]) == (True, "74657374")
+    assert main(["--config", str(registered), "lorawan", "decode", LP_FRAME, "--dev-eui", ABP_EUI]) == 0
+    out = capsys.readouterr().out
+    assert "frm_payload: 74657374" in out
+    assert LP_NWK not in out.lower() and LP_APP not in out.lower()
+
+
+def test_dev_eui_of_an_otaa_device_uses_its_session_after_a_join(
+    registered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not joined yet: no session to decode a data frame with.
+    code, doc, err = decode(capsys, LP_FRAME, "--dev-eui", OTAA_EUI, "--config", str(registered))
+    assert code == 2 and doc is None and "has no session" in err and err.count("\n") == 1
+    # Its join-request is checked with the registered AppKey.
+    request = phy.build_join_request(
+        bytes.fromhex(KEY_1_16),
+        join_eui=bytes.fromhex(JOIN_EUI),
+        dev_eui=bytes.fromhex(OTAA_EUI),
+        dev_nonce=b"\x00\x07",
+    )
+    code, doc, _ = decode(capsys, request.hex(), "--dev-eui", OTAA_EUI, "--config", str(registered))
+    assert code == 0 and doc is not None and doc["mic_ok"] is True
+    # The join server accepts it and stores the session (encrypted), as the agent does.
+    data_dir = config.load(str(registered)).data_dir
+    store = keystore.open_key(data_dir)
+    conn = db.connect(db.db_path(data_dir))
+    server = JoinServer(LorawanSection(), load_otaa_devices(conn, store.decrypt_hex))
+    rx = RxInfo(868_100_000, -60.0, 7.0, 7, 125_000, "4/5", True, "test")
+    accepted = server.handle(RadioFrame(request, rx, 1_700_000_000.0, 100.0), SessionTable())
+    store_join(conn, accepted, store.encrypt_hex)
+    conn.close()
+    keys = SessionKeys(accepted.nwk_s_key.value, accepted.app_s_key.value)
+    frame = phy.build_data_frame(
+        keys,
+        mtype=MType.UNCONFIRMED_DATA_UP,
+        dev_addr=accepted.session.dev_addr.value,
+        fcnt32=1,
+        fport=5,
+        payload=b"\x01\x02",
+    )
+    code, doc, _ = decode(capsys, frame.hex(), "--dev-eui", OTAA_EUI, "--config", str(registered))
+    assert code == 0 and doc is not None and (doc["mic_ok"], doc["frm_payload"]) == (True, "0102")
+    # A frame of another session does not verify: exit 1, the message names the keys' origin.
+    code, doc, err = decode(capsys, LP_FRAME, "--dev-eui", OTAA_EUI, "--config", str(registered))
+    assert code == 1 and doc is not None and f"registered keys of {OTAA_EUI}" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([LP_FRAME, "--dev-eui", "0000000000000009"], "not registered"),
+        ([LP_FRAME, "--dev-eui", "zz"], "--dev-eui"),
+        ([LP_FRAME, "--dev-eui", ABP_EUI, "--nwkskey", LP_NWK], "give no key options"),
+    ],
+)
+def test_dev_eui_errors_exit_2(
+    registered: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, doc, err = decode(capsys, *argv, "--config", str(registered))
+    assert code == 2 and doc is None and message in err and err.count("\n") == 1

@@ -6,8 +6,10 @@ tools/pyboard.py); the keys are the RFC 4493 / LoRaWAN test AppKey pattern 00..0
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,35 @@ def test_missing_container_params_and_unknown_device_exit_2(
     assert code == 2 and "full_distance_mm" in err
     code, _, err = provision_node(capsys, cfg, "/dev/null", dev="70b3d57ed0000999")
     assert code == 2 and "not registered" in err
+
+
+class _Recorder(io.StringIO):
+    """stderr that notes, at each progress line, how many files the node holds staged (``.new``)."""
+
+    def __init__(self, flash: Path) -> None:
+        super().__init__()
+        self.flash = flash
+        self.staged_at: list[int] = []
+
+    def write(self, text: str) -> int:
+        if "files written" in text:
+            self.staged_at.append(len(list(self.flash.rglob("*.new"))))
+        return super().write(text)
+
+
+def test_progress_says_each_file_as_it_is_written(
+    cfg: Path, flash: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(capsys, cfg, "empty_distance_mm=1800", "full_distance_mm=300")
+    recorder = _Recorder(flash)
+    monkeypatch.setattr(sys, "stderr", recorder)
+    with FakeMicroPython(flash) as fake:
+        code, out, _ = provision_node(capsys, cfg, fake.port, "--json")
+    assert code == 0
+    files = json.loads(out)["files"]  # --json unchanged
+    lines = recorder.getvalue().splitlines()
+    assert "\r" not in recorder.getvalue()
+    written = [line for line in lines if "files written" in line and "/config.json" not in line]
+    assert f"1/{len(files)} files written" in written[1] and f"{len(files)}/{len(files)}" in lines[-1]
+    # Said while writing, not all at the end: the line for file k came with k files staged on the node.
+    assert recorder.staged_at[1 : len(files) + 1] == list(range(1, len(files) + 1))

@@ -96,7 +96,7 @@ def test_verify_show_radio_test_and_diag_against_the_agent(
     shown = json.loads(show.stdout)
     assert [v for _, v in shown["chart"]["points"]] == [1500, 1400, 1300]
     assert shown["device"]["dev_addr"] == dev1.dev_addr.hex() and shown["heard"]["frames"] == 3
-    assert "distance, last 24 h (3 readings, min 1300, max 1500" in human.stdout
+    assert "distance, last 24 h (3 readings, min 1300 mm, max 1500 mm" in human.stdout
 
     assert diag.returncode == 0, diag.stderr
     with tarfile.open(bundle, "r:gz") as tar:
