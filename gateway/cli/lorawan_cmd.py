@@ -18,13 +18,12 @@ import argparse
 import hmac
 from typing import Any
 
-from gateway import config, db
-from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
+from gateway.cli.common import CheckFailed, UsageError, add_config_option, print_json
+from gateway.cli.registry_read import device_and_keys
 from gateway.errors import FrameError, MicMismatch
 from gateway.lorawan import phy
 from gateway.lorawan.crypto import SessionKeys, derive_session_keys, join_request_mic
-from gateway.messages import DevEui, MType
-from gateway.provisioning import keystore, registry
+from gateway.messages import MType
 
 _MTYPE_NAMES = {
     MType.JOIN_REQUEST: "JoinRequest",
@@ -112,17 +111,8 @@ def registered_keys(
 ) -> tuple[bytes | None, bytes | None, bytes | None]:
     """(NwkSKey, AppSKey, AppKey) of ``--dev-eui`` for this frame: the session keys for a data
     frame, the AppKey for a join frame; UsageError when the device has none of them."""
-    try:
-        dev_eui = DevEui.from_hex(args.dev_eui)
-    except ValueError as exc:
-        raise UsageError(f"--dev-eui: {exc}") from exc
-    cfg = config.load(config_path(args))
-    conn = db.connect(db.db_path(cfg.data_dir))
-    try:
-        # RegistryError (not registered) and StorageError (key file missing) exit 2 in main.
-        keys = registry.device_keys(conn, dev_eui, keystore.open_key(cfg.data_dir))
-    finally:
-        conn.close()
+    device, keys = device_and_keys(args, args.dev_eui)
+    dev_eui = device.dev_eui
     # The frame type decides which keys apply; a frame too short to tell fails later in describe.
     mtype = MType(frame[0] >> 5) if frame else None
     if mtype in (MType.JOIN_REQUEST, MType.JOIN_ACCEPT):

@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import config, db
+from gateway import config
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
+from gateway.cli.registry_read import device_and_keys
 from gateway.errors import NodeError
-from gateway.messages import DevEui
 from gateway.progress import Progress, duration_text
-from gateway.provisioning import gateway_setup, keystore, node, raw_repl, registry
+from gateway.provisioning import gateway_setup, node, raw_repl
 
 DEFAULT_DATA_DIR = "/var/lib/edgegw"
 
@@ -153,17 +153,8 @@ def provision_gateway(args: argparse.Namespace) -> int:
 
 
 def provision_node(args: argparse.Namespace) -> int:
-    try:
-        dev_eui = DevEui.from_hex(args.dev_eui)
-    except ValueError as exc:
-        raise UsageError(f"--dev-eui: {exc}") from exc
-    cfg = config.load(config_path(args))
-    conn = db.connect(db.db_path(cfg.data_dir))
-    try:
-        device = registry.get_device(conn, dev_eui)
-        keys = registry.device_keys(conn, dev_eui, keystore.open_key(cfg.data_dir))
-    finally:
-        conn.close()
+    device, keys = device_and_keys(args, args.dev_eui)
+    dev_eui = device.dev_eui
     settings = {"report_interval_s": args.report_interval_s} if args.report_interval_s else None
     doc = node.node_config(device, keys, board=args.board, dr=args.dr, settings=settings)
     files = [] if args.config_only else _firmware(args)
