@@ -113,7 +113,7 @@ class UplinkPipeline:
             if repeated is None:
                 self._reject(exc, frame)
             else:
-                self._retransmitted(repeated, frame)
+                self._retransmitted(repeated, heard)
             return None
         except InputError as exc:
             self._reject(exc, frame)
@@ -129,13 +129,7 @@ class UplinkPipeline:
                 info.site if info else "", info.params if info else {},
             )  # fmt: skip
             self.route(self.rules.evaluate(facts))
-        if self._downlinks is not None:
-            plan = self._downlinks.on_uplink(up, gw_count=heard.gateways)
-            if plan is not None:
-                # The downlink counter must be durable before the frame is on the air.
-                if self._commit_now is not None:
-                    self._commit_now()
-                self._transmit(plan.rx1, plan.rx2)
+        self._answer(up, heard)
         if self.listeners:
             self._emit(
                 frame,
@@ -302,11 +296,35 @@ class UplinkPipeline:
         body.update(extra)
         return Record(record_id=body["id"], kind="reading", priority=PRIORITY_READING, body=body)
 
-    def _retransmitted(self, session: Session, frame: RadioFrame) -> None:
+    def _answer(self, up: UplinkData, heard: HeardFrame) -> None:
+        """The downlink owed after ``up`` (ACK, MAC answers, a queued command), in RX1 then RX2."""
+        if self._downlinks is None:
+            return
+        plan = self._downlinks.on_uplink(up, gw_count=heard.gateways)
+        if plan is not None:
+            # The downlink counter must be durable before the frame is on the air.
+            if self._commit_now is not None:
+                self._commit_now()
+            self._transmit(plan.rx1, plan.rx2)
+
+    def _retransmitted(self, session: Session, heard: HeardFrame) -> None:
         """A repeat of the last accepted frame (NbTrans): counted apart, not a rejection, not forwarded
-        again (its record is in the outbox already), not logged above DEBUG: it is normal traffic."""
+        again (its record is in the outbox already), not logged above DEBUG: it is normal traffic.
+
+        A confirmed uplink repeated is a device that did not get our ACK (or sends NbTrans copies of
+        a confirmed frame): it is answered again, with a new downlink, as LoRaWAN 1.0.4 asks of a
+        network server; its MAC requests (FOpts) are answered again too, the first answer was lost."""
+        frame = heard.frame
         self.counters["retransmissions"] += 1
         log.debug("retransmission of %s FCnt %s", session.dev_eui, session.fcnt_up)
+        if frame.phy_payload[0] >> 5 == MType.CONFIRMED_DATA_UP and session.fcnt_up is not None:
+            self.counters["retransmissions.acked_again"] += 1
+            repeat = UplinkData(
+                dev_eui=session.dev_eui, dev_addr=session.dev_addr, session_tag=session.session_tag,
+                profile=session.profile, fcnt=session.fcnt_up, fport=None, payload=b"", confirmed=True,
+                frame=frame,
+            )  # fmt: skip
+            self._answer(repeat, heard)
         if self.listeners:
             self._emit(
                 frame, "retransmission", dev_eui=str(session.dev_eui), dev_addr=str(session.dev_addr),

@@ -5,6 +5,7 @@ apart from replays, and `edgegw devices` / `device show` unchanged by a SIGTERM 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.inventory_state import WRITE_INTERVAL_S
+from gateway.messages import MType
 from simulator.devices import AbpDevice
 from simulator.forwarder import PacketForwarder
 from tests.e2e.harness import GATEWAY_EUI, GATEWAY_ID, AgentProcess, cli, em310, up_records, wait_ready
@@ -125,3 +127,36 @@ def test_after_a_kill_9_what_was_committed_is_shown(
         assert agent.stop() == 0
     assert after["frames"] == before["frames"] == 2
     assert after["last_seen_s"] == before["last_seen_s"] and after["rssi_dbm"] == -102.0
+
+
+def _ack_fcnt_down(resp: Any) -> int:
+    """The FCntDown of an ACK downlink in a PULL_RESP (FCtrl's ACK bit set, else the test fails)."""
+    phy_payload = base64.b64decode(resp.txpk["data"])
+    assert phy_payload[0] >> 5 == MType.UNCONFIRMED_DATA_DOWN and phy_payload[5] & 0x20, phy_payload.hex()
+    return int.from_bytes(phy_payload[6:8], "little")
+
+
+def test_a_confirmed_uplink_repeated_because_its_ack_was_lost_is_acknowledged_again(
+    setup: tuple[Path, int, list[AbpDevice]],
+) -> None:
+    # The device sent a confirmed uplink; our ACK did not reach it, so it sends the same frame again
+    # (same FCnt, same MIC). A network server acknowledges the repeat (issue 20): before, the repeat
+    # was refused as a replay and the device never got its ACK.
+    config_file, udp_port, (dev1, _dev2) = setup
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            confirmed = dev1.uplink(em310(90, 1000, False), 85, confirmed=True)
+            fwd.send_frames([(confirmed, {"tmst_us": 1_000_000})])
+            first = fwd.wait_downlink(timeout_s=5.0)
+            time.sleep(DEDUP_PAST_S)
+            fwd.send_frames([(confirmed, {"tmst_us": 9_000_000})])
+            again = fwd.wait_downlink(timeout_s=5.0)
+    finally:
+        assert agent.stop() == 0
+    assert first is not None and again is not None, "each copy of the confirmed uplink gets its ACK"
+    assert [_ack_fcnt_down(first), _ack_fcnt_down(again)] == [0, 1]  # two downlinks, two counters
+    pipeline = agent.final_counters()["pipeline"]
+    assert pipeline["accepted"] == 1 and pipeline["retransmissions"] == 1
+    assert pipeline["retransmissions.acked_again"] == 1 and "rejected.replayed_fcnt" not in pipeline
