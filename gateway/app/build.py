@@ -131,7 +131,9 @@ def build(config: Config) -> Agent:
         history.forget(dev_eui)
         heard_store.forget(dev_eui)
 
-    stages = registry.Stages(sessions, joins, pipeline.set_devices, rules, forget_heard)
+    stages = registry.Stages(
+        sessions, joins, pipeline.set_devices, rules, forget_heard, set_class_c=downlinks.set_class_c
+    )
     registry.apply(snapshot, stages)
     watcher = registry.RegistryWatcher(
         database.run, keys.decrypt_hex, stages, snapshot=snapshot, count_sessions=sessions.__len__

@@ -3,7 +3,8 @@
 Owns one snapshot of the registry (``read`` — sessions, OTAA devices, sites, installation
 parameters and profiles, in one database job) and its adoption by the stages (``apply``: the
 session table and the join server merge it, the pipeline takes the device table, the rule engine
-learns each device and forgets the removed ones, and so do the views of what was heard). The
+learns each device and forgets the removed ones, and so do the views of what was heard; the
+downlink scheduler learns which devices are class C). The
 split is the rule of docs/architecture.md: the database thread only reads; everything the event
 loop iterates (the engine's changed-state set, the pipeline's device table) is changed on the loop.
 ``RegistryWatcher.refresh`` re-reads only when another process (the CLI, an import) committed to
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from gateway.errors import StorageError
 from gateway.lorawan.join import OtaaDevice, load_otaa_devices
 from gateway.lorawan.sessions import Session, load_sessions
+from gateway.messages import DevEui
 from gateway.pipeline import DeviceInfo
 from gateway.provisioning import registry
 
@@ -37,6 +39,8 @@ class Snapshot:
     devices: dict[str, DeviceInfo]
     profiles: dict[str, tuple[str, str]]
     """DevEUI hex -> (profile, site), for the rule engine."""
+    class_c: frozenset[str] = frozenset()
+    """DevEUI hex of the class C devices (the others are class A)."""
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -52,13 +56,21 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
     params = registry.device_params(conn)
     devices: dict[str, DeviceInfo] = {}
     profiles: dict[str, tuple[str, str]] = {}
+    class_c: set[str] = set()
     for device in registry.list_devices(conn):
         eui = str(device.dev_eui)
         numeric = {k: float(v) for k, v in params.get(eui, {}).items() if isinstance(v, (int, float))}
         devices[eui] = DeviceInfo(site=device.site, params=numeric)
         profiles[eui] = (device.profile, device.site)
+        if device.lorawan_class == "C":
+            class_c.add(eui)
     return Snapshot(
-        version, load_sessions(conn, decrypt), load_otaa_devices(conn, decrypt), devices, profiles
+        version,
+        load_sessions(conn, decrypt),
+        load_otaa_devices(conn, decrypt),
+        devices,
+        profiles,
+        frozenset(class_c),
     )
 
 
@@ -84,6 +96,8 @@ class Stages:
     rules: DeviceRegistrar | None
     forget_heard: Callable[[str], None] | None = None
     """Drop what was heard from a device that left the registry (inventory, readings, their rows)."""
+    set_class_c: Callable[[DevEui, bool], None] | None = None
+    """Tell the downlink scheduler a device is class C (True) or no longer (False)."""
 
 
 def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) -> None:
@@ -96,6 +110,14 @@ def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) 
         stages.rules.keep_devices(snapshot.profiles.keys())
         for eui, (profile, site) in snapshot.profiles.items():
             stages.rules.register_device(eui, profile, site)
+    if stages.set_class_c is not None:
+        was_c = previous.class_c if previous is not None else frozenset()
+        # Every class C device, each time: the scheduler's set is a set (idempotent), and a device
+        # re-registered under the same DevEUI must not be missed.
+        for eui in sorted(snapshot.class_c):
+            stages.set_class_c(DevEui.from_hex(eui), True)
+        for eui in sorted(was_c - snapshot.class_c):
+            stages.set_class_c(DevEui.from_hex(eui), False)
     if stages.forget_heard is not None and previous is not None:
         for eui in sorted(previous.devices.keys() - snapshot.devices.keys()):
             stages.forget_heard(eui)

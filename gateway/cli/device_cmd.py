@@ -13,6 +13,10 @@ Installation parameters are checked against the profile's declaration
 required parameter still missing: a device is often registered before it is installed and
 measured (a QR code scanned at the depot), and ``set`` completes it one value at a time. A CSV
 line is a device's whole installation: there a missing required parameter is an error.
+
+``--class A|C`` sets the device's LoRaWAN class (default at ``add``: its profile's first class);
+class C is refused for a profile that does not declare it. The running agent sends a class C
+device's queued downlinks at once, on the RX2 parameters (docs/lorawan.md).
 """
 
 from __future__ import annotations
@@ -113,6 +117,14 @@ def _installation_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="installation parameter, repeatable (empty_distance_mm=1800, lamp_group=A, ...)",
     )
+    p.add_argument(
+        "--class",
+        dest="lorawan_class",
+        type=str.upper,
+        choices=registry.CLASSES,
+        help="LoRaWAN class: A, or C (downlinks at once; the profile must declare it)."
+        " Default at add: the profile's first class",
+    )
 
 
 @contextlib.contextmanager
@@ -202,6 +214,7 @@ def add_device(args: argparse.Namespace) -> int:
             )
         profile = profiles.get(args.profile)
         _check_params(profile, params, complete=False)
+        lorawan_class = _class(args.lorawan_class, profile) or registry.default_class(profile.lorawan.classes)
         try:
             device = registry.add_device(
                 conn,
@@ -213,6 +226,7 @@ def add_device(args: argparse.Namespace) -> int:
                 lon=args.lon,
                 params=params,
                 keystore=store,
+                lorawan_class=lorawan_class,
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -222,7 +236,10 @@ def add_device(args: argparse.Namespace) -> int:
             doc["generated_app_key"] = generated.reveal()
         print_json(doc)
     else:
-        print(f"registered {device.dev_eui} ({device.activation}, {device.profile})")
+        print(
+            f"registered {device.dev_eui} ({device.activation}, {device.profile},"
+            f" class {device.lorawan_class})"
+        )
         if generated is not None:
             print(f"generated AppKey (shown only now; program it into the node): {generated.reveal()}")
     _warn_missing(profile, device)
@@ -233,8 +250,8 @@ def set_device(args: argparse.Namespace) -> int:
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
     params = _params(args.param)
     _position(args)
-    if not (params or args.unset or args.site is not None or args.lat is not None):
-        raise UsageError("nothing to change: give --site, --lat/--lon, --param or --unset")
+    if not (params or args.unset or args.site is not None or args.lat is not None or args.lorawan_class):
+        raise UsageError("nothing to change: give --site, --lat/--lon, --param, --unset or --class")
     with _registry(args) as (cfg, conn, store):
         try:
             current = registry.get_device(conn, dev_eui)
@@ -245,6 +262,11 @@ def set_device(args: argparse.Namespace) -> int:
         if profile is not None:
             merged = {k: v for k, v in current.params.items() if k not in args.unset} | params
             _check_params(profile, merged, complete=False)
+        if args.lorawan_class == "C" and profile is None:
+            raise UsageError(
+                f"--class: profile {current.profile!r} is not installed: cannot check it declares C"
+            )
+        lorawan_class = _class(args.lorawan_class, profile)
         try:
             device = registry.update_installation(
                 conn,
@@ -255,6 +277,7 @@ def set_device(args: argparse.Namespace) -> int:
                 set_params=params,
                 unset_params=tuple(args.unset),
                 keystore=store,
+                lorawan_class=lorawan_class,
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -262,10 +285,23 @@ def set_device(args: argparse.Namespace) -> int:
         print_json(device.as_json())
     else:
         shown = " ".join(f"{k}={registry.format_param(v)}" for k, v in sorted(device.params.items())) or "-"
-        print(f"updated {device.dev_eui}: site={device.site or '-'} params: {shown}")
+        print(
+            f"updated {device.dev_eui}: site={device.site or '-'} class={device.lorawan_class}"
+            f" params: {shown}"
+        )
     if profile is not None:
         _warn_missing(profile, device)
     return 0
+
+
+def _class(text: str | None, profile: Profile | None) -> registry.DeviceClass | None:
+    """The ``--class`` asked for (None: not given), checked against ``profile``'s classes."""
+    if text is None:
+        return None
+    try:
+        return registry.check_class(text, profile.lorawan.classes if profile is not None else None)
+    except ValueError as exc:
+        raise UsageError(f"--class: {exc}") from exc
 
 
 def _warn_missing(profile: Profile, device: registry.Device) -> None:
@@ -293,7 +329,8 @@ def list_devices(args: argparse.Namespace) -> int:
     cells = [
         [
             row["dev_eui"], row["activation"], row["dev_addr"] or "-",
-            "-" if row["fcnt_up"] is None else str(row["fcnt_up"]), row["profile"], row["site"] or "-",
+            "-" if row["fcnt_up"] is None else str(row["fcnt_up"]), row["class"], row["profile"],
+            row["site"] or "-",
         ]
         for row in rows
     ]  # fmt: skip
@@ -317,6 +354,7 @@ LIST_COLUMNS = (
     layout.Column("ACT"),
     layout.Column("DEV_ADDR"),
     layout.Column("FCNT_UP", right=True),
+    layout.Column("CLASS"),
     layout.Column("PROFILE", shrink=True, min_width=10),
     layout.Column("SITE", shrink=True, min_width=8),
 )

@@ -7,7 +7,7 @@ creation, in two kinds of step:
   in one transaction): a change an earlier agent could not work with. A file newer than this
   code is refused, never downgraded;
 - a compatible addition (``ADDITIONS``, one ``schema_add_<name>.sql`` each, recorded in the
-  ``schema_additions`` table): a new table that earlier agents simply ignore. It keeps
+  ``schema_additions`` table): a new table, or a nullable column, that earlier agents simply ignore. It keeps
   ``user_version``, so that an agent update that fails its health check can roll back to the
   previous release on the same file (docs/fleet.md); a version bump would make that release
   refuse it.
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
-ADDITIONS: tuple[str, ...] = ("rules_state", "device_state")
+ADDITIONS: tuple[str, ...] = ("rules_state", "device_state", "device_class")
 """Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
 _ADDITIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_additions (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -117,12 +117,15 @@ def _add(conn: sqlite3.Connection, path: Path) -> None:
         if name in done:
             continue
         script = resources.files(__package__).joinpath(f"schema_add_{name}.sql").read_text(encoding="utf-8")
-        log.info("adding %s to %s", name, path)
         with transaction(conn):
+            # Looked again under the write lock: the CLI and the agent may open a file at the same
+            # moment, and an ALTER TABLE ... ADD COLUMN cannot say IF NOT EXISTS.
+            if conn.execute("SELECT 1 FROM schema_additions WHERE name = ?", (name,)).fetchone():
+                continue
+            log.info("adding %s to %s", name, path)
             for statement in _statements(script):
                 conn.execute(statement)
-            # OR IGNORE: the CLI and the agent may open a file at the same moment; an addition's
-            # script is idempotent (IF NOT EXISTS), so the second one to get the lock adds nothing.
+            # OR IGNORE: never needed after the check above; a duplicate must not undo the addition.
             conn.execute(
                 "INSERT OR IGNORE INTO schema_additions (name, applied_at)"
                 " VALUES (?, strftime('%Y-%m-%dT%H:%M:%SZ'))",

@@ -21,6 +21,8 @@ Columns (header row required, order free, ``#`` lines and blank lines ignored)::
     app_s_key    ABP: 32 hex digits
     site         free text (optional)
     lat, lon     WGS84 degrees (optional, both or neither)
+    class        LoRaWAN class, A or C (optional): empty = the profile's first class for a new
+                 device, keep for a known one; C is refused for a profile that does not declare it
     param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm;
                  checked against the line's profile when the caller passes the profiles:
                  declared name, bounds, ``less_than``, every required one present
@@ -65,6 +67,7 @@ COLUMNS = (
     "site",
     "lat",
     "lon",
+    "class",
 )
 REQUIRED = ("dev_eui", "profile", "activation")
 PARAM_PREFIX = "param."
@@ -112,6 +115,10 @@ class DeviceRow:
     lat: float | None
     lon: float | None
     params: dict[str, registry.ParamValue] = field(default_factory=dict)
+    lorawan_class: registry.DeviceClass | None = None
+    """None: the cell was empty (a new device takes ``default_class``, a known one keeps its own)."""
+    default_class: registry.DeviceClass = "A"
+    """The line's profile's first class (A when the profiles were not given)."""
 
 
 @dataclass(slots=True)
@@ -311,6 +318,14 @@ def _parse_row(
                 continue
             params[name] = value
     declared = profiles.get(profile) if profiles is not None else None
+    lorawan_class: registry.DeviceClass | None = None
+    if cells.get("class"):
+        try:
+            lorawan_class = registry.check_class(
+                cells["class"], declared.lorawan.classes if declared is not None else None
+            )
+        except ValueError as exc:
+            errors.append(LineError(line, str(exc), "class"))
     if declared is not None and not any(e.column and e.column.startswith(PARAM_PREFIX) for e in errors):
         errors.extend(
             LineError(line, problem.message, PARAM_PREFIX + problem.name)
@@ -330,6 +345,8 @@ def _parse_row(
             lat=lat,
             lon=lon,
             params=params,
+            lorawan_class=lorawan_class,
+            default_class=registry.default_class(declared.lorawan.classes) if declared else "A",
         ),
         [],
     )
@@ -394,6 +411,7 @@ def _apply(
                 params=row.params,
                 now=now,
                 keystore=keystore,
+                lorawan_class=row.lorawan_class or row.default_class,
             )
         except RegistryError as exc:
             errors.append(LineError(row.line, str(exc), "dev_addr" if "DevAddr" in str(exc) else "dev_eui"))
@@ -408,12 +426,15 @@ def _apply(
     lat = row.lat if row.lat is not None else current.lat
     lon = row.lon if row.lon is not None else current.lon
     params = {**current.params, **row.params}
-    if (site, lat, lon, params) == (current.site, current.lat, current.lon, dict(current.params)):
+    lorawan_class = row.lorawan_class or current.lorawan_class
+    if (site, lat, lon, params, lorawan_class) == (
+        current.site, current.lat, current.lon, dict(current.params), current.lorawan_class
+    ):  # fmt: skip
         result.unchanged.append(eui)
         return
     conn.execute(
-        "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ? WHERE dev_eui = ?",
-        (site, lat, lon, json.dumps(params, sort_keys=True), eui),
+        "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ?, lorawan_class = ? WHERE dev_eui = ?",
+        (site, lat, lon, json.dumps(params, sort_keys=True), lorawan_class, eui),
     )
     result.updated.append(eui)
 
@@ -445,9 +466,14 @@ def _conflict(
 def export_rows(
     conn: sqlite3.Connection, *, with_keys: bool, keystore: KeyStore | None = None
 ) -> list[dict[str, str]]:
-    """The registry as CSV-ready rows (columns of this module); keys only when asked."""
+    """The registry as CSV-ready rows (columns of this module); keys only when asked.
+
+    The ``class`` column only when some device is class C: a registry of class A devices exports
+    as it did before classes were recorded (a file older tools and scripts read)."""
     rows = []
-    for device in registry.list_devices(conn):
+    devices = registry.list_devices(conn)
+    with_class = any(device.lorawan_class != "A" for device in devices)
+    for device in devices:
         keys = registry.device_keys(conn, device.dev_eui, keystore) if with_keys else {}
         row = {
             "dev_eui": str(device.dev_eui),
@@ -461,18 +487,26 @@ def export_rows(
             "site": device.site,
             "lat": "" if device.lat is None else repr(device.lat),
             "lon": "" if device.lon is None else repr(device.lon),
+            "class": device.lorawan_class,
         }
         if not with_keys:
             for column in KEY_COLUMNS:
                 del row[column]
+        if not with_class:
+            del row["class"]
         for name, value in sorted(device.params.items()):
             row[PARAM_PREFIX + name] = registry.format_param(value)
         rows.append(row)
     return rows
 
 
+def _has_class(rows: list[dict[str, str]]) -> bool:
+    return any("class" in row for row in rows)
+
+
 def to_csv(rows: list[dict[str, str]], *, with_keys: bool) -> str:
-    columns = [c for c in COLUMNS if with_keys or c not in KEY_COLUMNS]
+    with_class = _has_class(rows)
+    columns = [c for c in COLUMNS if (with_keys or c not in KEY_COLUMNS) and (c != "class" or with_class)]
     params = sorted({name for row in rows for name in row if name.startswith(PARAM_PREFIX)})
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*columns, *params], restval="", lineterminator="\n")

@@ -1,6 +1,6 @@
 """The device registry: which devices this gateway serves, with their profile and keys.
 
-Owns the ``devices`` table (keys, site, position, installation parameters) and
+Owns the ``devices`` table (keys, site, position, installation parameters, LoRaWAN class) and
 the creation of ABP sessions at registration (an ABP device's session is fixed by
 its keys; an OTAA device gets one at each join, issue 3). Synchronous on purpose:
 it is driven by the CLI on a stopped or running agent (SQLite WAL lets both work
@@ -29,6 +29,10 @@ from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning.keystore import KeyStore
 
 Activation = Literal["abp", "otaa"]
+DeviceClass = Literal["A", "C"]
+"""LoRaWAN class: A (downlinks only after an uplink) or C (listening on RX2: downlinks at once).
+Class B is not served."""
+CLASSES: tuple[DeviceClass, ...] = ("A", "C")
 ParamValue = float | str
 """An installation parameter: a number (``empty_distance_mm``) or a short text (``lamp_group``)."""
 
@@ -94,6 +98,28 @@ def check_param(name: str, raw: str) -> tuple[str, ParamValue]:
     return name, number
 
 
+def check_class(text: str, profile_classes: tuple[str, ...] | None = None) -> DeviceClass:
+    """``"A"``/``"c"`` → the class; ValueError when it is not one we serve, or (given the profile's
+    ``lorawan.classes``) one the device's profile does not declare."""
+    wanted = text.strip().upper()
+    for known in CLASSES:
+        if wanted == known:
+            if profile_classes is not None and known not in profile_classes:
+                raise ValueError(
+                    f"class {known} is not one of the profile's classes ({', '.join(profile_classes)})"
+                )
+            return known
+    raise ValueError(f"class must be one of {', '.join(CLASSES)}, got {text!r}")
+
+
+def default_class(profile_classes: tuple[str, ...]) -> DeviceClass:
+    """The class of a device registered without one: its profile's first that we serve (A if none)."""
+    for declared in profile_classes:
+        if declared in CLASSES:
+            return check_class(declared)
+    return "A"
+
+
 def check_position(lat: float | None, lon: float | None) -> None:
     if (lat is None) != (lon is None):
         raise ValueError("give both --lat and --lon, or neither")
@@ -129,6 +155,8 @@ class Device:
     lon: float | None = None
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     join_eui: JoinEui | None = None
+    lorawan_class: DeviceClass = "A"
+    """A for a row written before the class was recorded (an older agent gave every device class A)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +171,7 @@ class Device:
             "lat": self.lat,
             "lon": self.lon,
             "params": dict(self.params),
+            "class": self.lorawan_class,
         }
 
 
@@ -158,8 +187,12 @@ def add_device(
     params: Mapping[str, ParamValue] | None = None,
     now: datetime | None = None,
     keystore: KeyStore | None = None,
+    lorawan_class: DeviceClass = "A",
 ) -> Device:
-    """Register a device (and its ABP session); RegistryError if the DevEUI is known."""
+    """Register a device (and its ABP session); RegistryError if the DevEUI is known.
+
+    ``lorawan_class`` is not checked against the profile here (the registry does not read
+    profiles): the CLI and the CSV import do (``check_class``, ``default_class``)."""
     with transaction(conn):
         insert_device(
             conn,
@@ -172,6 +205,7 @@ def add_device(
             params=params,
             now=now,
             keystore=keystore,
+            lorawan_class=lorawan_class,
         )
     return get_device(conn, dev_eui)
 
@@ -188,6 +222,7 @@ def insert_device(
     params: Mapping[str, ParamValue] | None = None,
     now: datetime | None = None,
     keystore: KeyStore | None = None,
+    lorawan_class: DeviceClass = "A",
 ) -> None:
     """The inserts of ``add_device`` inside the caller's transaction (batch import)."""
     try:
@@ -206,9 +241,10 @@ def insert_device(
         if clash:
             raise RegistryError(f"DevAddr {keys.dev_addr} is already used by device {clash[0]}")
         conn.execute(
-            "INSERT INTO devices (dev_eui, profile, activation, site, lat, lon, params, created_at)"
-            " VALUES (?, ?, 'abp', ?, ?, ?, ?, ?)",
-            (str(dev_eui), profile, site, lat, lon, params_json, created_at),
+            "INSERT INTO devices"
+            " (dev_eui, profile, activation, site, lat, lon, params, created_at, lorawan_class)"
+            " VALUES (?, ?, 'abp', ?, ?, ?, ?, ?, ?)",
+            (str(dev_eui), profile, site, lat, lon, params_json, created_at, lorawan_class),
         )
         conn.execute(
             "INSERT INTO sessions"
@@ -226,8 +262,9 @@ def insert_device(
     else:
         conn.execute(
             "INSERT INTO devices"
-            " (dev_eui, profile, activation, join_eui, app_key, site, lat, lon, params, created_at)"
-            " VALUES (?, ?, 'otaa', ?, ?, ?, ?, ?, ?, ?)",
+            " (dev_eui, profile, activation, join_eui, app_key, site, lat, lon, params, created_at,"
+            " lorawan_class)"
+            " VALUES (?, ?, 'otaa', ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(dev_eui),
                 profile,
@@ -238,6 +275,7 @@ def insert_device(
                 lon,
                 params_json,
                 created_at,
+                lorawan_class,
             ),
         )
 
@@ -252,8 +290,9 @@ def update_installation(
     set_params: Mapping[str, ParamValue] | None = None,
     unset_params: tuple[str, ...] = (),
     keystore: KeyStore | None = None,
+    lorawan_class: DeviceClass | None = None,
 ) -> Device:
-    """Change a device's site, position or parameters (merged); RegistryError if unknown.
+    """Change a device's site, position, parameters (merged) or class; RegistryError if unknown.
 
     A write is also when a device's plain-hex keys get encrypted, if a key file exists.
     """
@@ -270,12 +309,13 @@ def update_installation(
             del params[name]
         params.update(set_params or {})
         conn.execute(
-            "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ? WHERE dev_eui = ?",
+            "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ?, lorawan_class = ? WHERE dev_eui = ?",
             (
                 current.site if site is None else site,
                 current.lat if lat is None else lat,
                 current.lon if lon is None else lon,
                 json.dumps(params, sort_keys=True),
+                current.lorawan_class if lorawan_class is None else lorawan_class,
                 str(dev_eui),
             ),
         )
@@ -323,7 +363,7 @@ def remove_device(conn: sqlite3.Connection, dev_eui: DevEui) -> None:
 
 _SELECT = (
     "SELECT d.dev_eui, d.profile, d.activation, d.site, d.created_at, s.dev_addr, s.fcnt_up,"
-    " d.lat, d.lon, d.params, d.join_eui"
+    " d.lat, d.lon, d.params, d.join_eui, d.lorawan_class"
     " FROM devices d LEFT JOIN sessions s ON s.dev_eui = d.dev_eui"
 )
 
@@ -384,7 +424,7 @@ def _load_params(text: str | None) -> dict[str, ParamValue]:
 
 
 def _device(row: tuple[Any, ...]) -> Device:
-    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui = row
+    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui, cls = row
     return Device(
         dev_eui=DevEui.from_hex(dev_eui),
         profile=profile,
@@ -397,4 +437,5 @@ def _device(row: tuple[Any, ...]) -> Device:
         lon=lon,
         params=_load_params(params),
         join_eui=JoinEui.from_hex(join_eui) if join_eui else None,
+        lorawan_class="C" if cls == "C" else "A",
     )

@@ -221,3 +221,31 @@ def test_a_mistyped_key_is_not_echoed(cfg: Path, capsys: pytest.CaptureFixture[s
         "--appkey: AesKey must be hex: 32 hex digits for a 128-bit key; character 21 is not a hex digit"
         in err
     )
+
+
+def test_class_is_set_listed_and_refused_for_a_profile_without_c(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    display = "edgegw/display"  # classes: [A, C]
+    code, out, _ = run(capsys, cfg, "device", "add", *abp_argv("0a" * 8, "0a0a0a0a", display), "--json")
+    assert code == 0 and json.loads(out)["class"] == "A"  # the profile's first class
+    code, out, _ = run(capsys, cfg, "device", "set", "0a" * 8, "--class", "c", "--json")
+    assert code == 0 and json.loads(out)["class"] == "C"
+    code, out, _ = run(
+        capsys, cfg, "device", "add", *abp_argv("0b" * 8, "0b0b0b0b", display), "--class", "C", "--json"
+    )
+    assert code == 0 and json.loads(out)["class"] == "C"
+    # milesight/em310-udl declares [A]: C is refused, nothing is written.
+    code, _, err = run(capsys, cfg, "device", "add", *abp_argv("0c" * 8, "0c0c0c0c"), "--class", "C")
+    assert code == 2 and "class C is not one of the profile's classes (A)" in err
+    code, _, _ = run(capsys, cfg, "device", "add", *abp_argv("0c" * 8, "0c0c0c0c"))
+    code, _, err = run(capsys, cfg, "device", "set", "0c" * 8, "--class", "C")
+    assert code == 2 and "class C" in err
+    code, out, _ = run(capsys, cfg, "device", "list", "--json")
+    classes = {d["dev_eui"]: d["class"] for d in json.loads(out)["devices"]}
+    assert classes == {"0a" * 8: "C", "0b" * 8: "C", "0c" * 8: "A"}
+    code, out, _ = run(capsys, cfg, "device", "list", "--wide")
+    assert "CLASS" in out.splitlines()[0]
+    assert [line.split()[4] for line in out.splitlines()[1:4]] == ["C", "C", "A"]
+    code, out, _ = run(capsys, cfg, "device", "set", "0a" * 8, "--class", "A", "--json")
+    assert code == 0 and json.loads(out)["class"] == "A"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway import db
+from gateway.provisioning import registry
 
 # The statement agents of schema version 1 ran when their rules started.
 V1_LAZY_RULES_STATE = (
@@ -51,7 +52,11 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, with_ru
     conn = db.connect(path)
     # Still version 1: the previous release (which refuses anything higher) opens it after a rollback.
     assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 1
-    assert sorted(conn.execute("SELECT name FROM schema_additions")) == [("device_state",), ("rules_state",)]
+    assert sorted(conn.execute("SELECT name FROM schema_additions")) == [
+        ("device_class",),
+        ("device_state",),
+        ("rules_state",),
+    ]
     assert conn.execute("SELECT dev_eui FROM devices").fetchall() == [("70b3d57ed0000001",)]
     expected = [("", '{"tick":7}'), ("70b3d57ed0000001", '{"episodes":{"hot":"raised"}}')]
     assert conn.execute("SELECT key, state FROM rules_state ORDER BY key").fetchall() == (
@@ -65,6 +70,23 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, with_ru
     assert conn.execute("SELECT state FROM rules_state WHERE key = ''").fetchone() == ("{}",)
     conn.close()
     db.connect(path).close()  # opened again: nothing left to migrate
+
+
+def test_a_version_1_device_reads_as_class_a_and_an_earlier_agents_insert_still_works(tmp_path: Path) -> None:
+    path = db.db_path(tmp_path)
+    v1_file(path, with_rules_state=False)
+    conn = db.connect(path)
+    # What a schema-1 agent (rolled back) writes: it names its columns and knows no class.
+    conn.execute(
+        "INSERT INTO devices (dev_eui, profile, activation, created_at)"
+        " VALUES ('70b3d57ed0000002', 'test/dev', 'abp', '2025-11-24T00:00:00Z')"
+    )
+    assert [d.lorawan_class for d in registry.list_devices(conn)] == ["A", "A"]
+    conn.execute("UPDATE devices SET lorawan_class = 'C' WHERE dev_eui = '70b3d57ed0000002'")
+    assert [d.lorawan_class for d in registry.list_devices(conn)] == ["A", "C"]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE devices SET lorawan_class = 'B'")
+    conn.close()
 
 
 def test_a_new_file_has_the_rules_state_table_without_rowid(tmp_path: Path) -> None:
@@ -94,7 +116,10 @@ def test_a_file_with_additions_opens_in_an_agent_that_knows_none_and_keeps_them(
     monkeypatch.setattr(db, "ADDITIONS", ("rules_state",))  # this release again: nothing to redo
     conn = db.connect(path)
     assert sorted(conn.execute("SELECT name FROM schema_additions")) == [
-        ("device_state",), ("later_thing",), ("rules_state",)
+        ("device_class",),
+        ("device_state",),
+        ("later_thing",),
+        ("rules_state",),
     ]
     assert conn.execute("SELECT state FROM rules_state").fetchall() == [('{"tick":1}',)]
     conn.close()

@@ -237,3 +237,40 @@ def test_key_errors_say_the_expected_length_and_never_echo_the_key() -> None:
         "line 4, dev_eui: DevEui must be 8 bytes (16 hex digits for an EUI-64), got 14 digits",
     ]
     assert not any(secret in g or not_hex in g or "zz" in g for g in got)
+
+
+def test_the_class_column_sets_checks_and_exports_the_class(conn: sqlite3.Connection) -> None:
+    profiles = {p.id: p for p in ProfileStore.load_dir(default_profiles_dir())}
+    display = "edgegw/display"  # classes: [A, C]
+    header = "dev_eui,profile,activation,dev_addr,nwk_s_key,app_s_key,class"
+    text = "\n".join(
+        [
+            header,
+            f"70b3d57ed0000001,{display},abp,26011001,{NWK},{APP},C",
+            f"70b3d57ed0000002,{display},abp,26011002,{NWK},{APP},",  # the profile's first: A
+        ]
+    )
+    result = csv_import.import_devices(conn, csv_import.parse_csv(text, PROFILES, profiles))
+    assert len(result.added) == 2
+    assert [d.lorawan_class for d in registry.list_devices(conn)] == ["C", "A"]
+    rows = csv_import.export_rows(conn, with_keys=False)
+    assert [row["class"] for row in rows] == ["C", "A"]
+    assert csv_import.to_csv(rows, with_keys=False).splitlines()[0].endswith(",lon,class")
+    # A known device: an empty cell keeps its class, a filled one changes it.
+    again = "\n".join([header, f"70b3d57ed0000001,{display},abp,26011001,{NWK},{APP},"])
+    assert csv_import.import_devices(conn, csv_import.parse_csv(again, PROFILES, profiles)).unchanged
+    back = "\n".join([header, f"70b3d57ed0000001,{display},abp,26011001,{NWK},{APP},a"])
+    assert csv_import.import_devices(conn, csv_import.parse_csv(back, PROFILES, profiles)).updated
+    assert registry.get_device(conn, DevEui.from_hex("70b3d57ed0000001")).lorawan_class == "A"
+    # C for a profile that does not declare it, and a class we do not serve: line errors.
+    bad = "\n".join(
+        [
+            header,
+            f"70b3d57ed0000003,{P},abp,26011003,{NWK},{APP},C",
+            f"70b3d57ed0000004,{P},abp,26011004,{NWK},{APP},B",
+        ]
+    )
+    with pytest.raises(csv_import.ImportFailed) as failed:
+        csv_import.parse_csv(bad, PROFILES, profiles)
+    class_errors = [(e.line, e.column) for e in failed.value.errors if e.column == "class"]
+    assert class_errors == [(2, "class"), (3, "class")]  # (the em310 lines also lack its parameters)
