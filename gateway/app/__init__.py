@@ -22,9 +22,4 @@ from .build import build
 from .registry import RegistryWatcher
 from .run import SESSION_REFRESH_S, run
 
-__all__ = ["SESSION_REFRESH_S", "Agent", "RegistryWatcher", "build", "refresh_registry", "run"]
-
-
-async def refresh_registry(agent: Agent) -> None:
-    """Re-read the registry now if another process changed it (what the ``sessions`` task does)."""
-    await agent.registry.refresh()
+__all__ = ["SESSION_REFRESH_S", "Agent", "RegistryWatcher", "build", "run"]

@@ -81,7 +81,7 @@ async def test_a_registry_change_under_load_is_applied_on_the_loop(tmp_path: Pat
         for batch in range(BATCHES):
             for i in range(PER_BATCH):
                 _add(conn, keys, batch * PER_BATCH + i)
-            await app.refresh_registry(agent)
+            await agent.registry.refresh()  # what the agent's "sessions" task does
     finally:
         stop.set()
         await committing
