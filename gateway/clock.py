@@ -217,7 +217,9 @@ class SystemClock:
         self._saved_at_mono = now_mono_s
         doc = {"boot_id": self._boot_id, "trusted_unix_s": trusted[0], "trusted_mono_s": trusted[1]}
         try:
-            write_atomic(path, json.dumps(doc).encode() + b"\n")
+            # Not durable: the state is only read back within the same boot (its boot id), and a
+            # power cut starts another boot. Written from the rules tick: no fsync on the loop.
+            write_atomic(path, json.dumps(doc).encode() + b"\n", durable=False)
         except OSError as exc:
             # Warned once: without the file, only a restart while the time is untrusted loses holdover.
             level = logging.DEBUG if self._save_failed else logging.WARNING

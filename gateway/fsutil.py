@@ -14,8 +14,13 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Replace ``path`` with ``data`` (created with ``mode``: no window with wider rights)."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o640, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` (created with ``mode``: no window with wider rights).
+
+    ``durable=False`` keeps the all-or-nothing replacement but not the two fsyncs: for a file that
+    only matters until the next reboot (a power cut makes it worthless anyway), where the fsyncs
+    would only wear the SD card and block the caller.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # mkstemp creates the file 0600; fchmod before any byte is written.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -24,9 +29,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
             os.fchmod(out.fileno(), mode)
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)  # the rename itself must survive a power cut
+        if durable:
+            fsync_dir(path.parent)  # the rename itself must survive a power cut
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

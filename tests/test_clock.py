@@ -186,9 +186,9 @@ def test_state_writes_are_at_most_one_a_minute_while_trusted_none_in_holdover_on
     writes: list[dict[str, object]] = []
     real_write = clock_module.write_atomic
 
-    def counting_write(path: Path, data: bytes, mode: int = 0o640) -> None:
+    def counting_write(path: Path, data: bytes, mode: int = 0o640, *, durable: bool = True) -> None:
         writes.append(json.loads(data))
-        real_write(path, data, mode)
+        real_write(path, data, mode, durable=durable)
 
     monkeypatch.setattr(clock_module, "write_atomic", counting_write)
     host = FakeHost(wall_s=REAL_S, synced=True)
