@@ -163,3 +163,13 @@ def test_bad_urls(url: str) -> None:
 def test_loop_url() -> None:
     backend = open_backend("serial://loop?baud=9600")
     assert isinstance(backend, SerialModemBackend) and backend.port == "loop://" and backend.baud == 9600
+
+
+async def test_a_request_above_the_modules_maximum_is_sent_at_22_dbm(
+    radio: SerialModemBackend, modem: Rui3ModemSimulator
+) -> None:
+    # RX2 at 869.525 MHz may go to 27 dBm e.r.p. (EN 300 220-2, docs/radio.md), but a RAK RUI3 module
+    # (STM32WL) transmits at most 22 dBm: asked for 27, it is configured at 22, not refused.
+    result = await radio.transmit(TxRequest(b"\x60\x02", 869_525_000, 12, power_dbm=27.0))
+    assert result.status is TxStatus.SENT
+    assert modem.state.transmitted[-1][1] == "869525000:12:125:0:8:22"
