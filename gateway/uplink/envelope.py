@@ -93,7 +93,5 @@ def inventory(
 
 
 def _inventory_page(gateway_id: str, at: str, page: str, pages: str, device_texts: Sequence[str]) -> bytes:
-    head = json.dumps(
-        {"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at}, separators=(",", ":")
-    )
+    head = json.dumps({"v": ENVELOPE_VERSION, "gateway_id": gateway_id, "at": at}, separators=(",", ":"))
     return f'{head[:-1]},"page":{page},"pages":{pages},"devices":[{",".join(device_texts)}]}}'.encode()

@@ -108,12 +108,34 @@ _FAILURE_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
 )  # fmt: skip
 
 
-def explain_failure(raw: str) -> str:
-    """A connection failure in the technician's words, with the raw text kept after a colon."""
+# A broker that refuses the client's certificate may close the TLS connection without an alert the
+# client reads first: OpenSSL 3.0.19 reports only an EOF, where 3.0.11 reported the alert. Before
+# CONNACK over TLS, that EOF is explained by what the gateway sent.
+_TLS_EOF_WORDS = ("eof occurred in violation of protocol", "unexpected eof")
+
+
+def explain_failure(raw: str, *, tls: bool = False, client_cert: bool = False) -> str:
+    """A connection failure in the technician's words, with the raw text kept after a colon.
+
+    ``tls`` and ``client_cert`` say how the gateway connected; they only matter for a TLS
+    connection the broker closed before CONNACK without saying why.
+    """
     lowered = raw.lower()
     for words, meaning in _FAILURE_WORDS:
         if any(w in lowered for w in words):
             return f"{meaning}: {raw}"
+    if tls and "before connack" in lowered and any(w in lowered for w in _TLS_EOF_WORDS):
+        if client_cert:
+            meaning = (
+                "the broker closed the TLS connection without answering: it probably refused the TLS "
+                "client certificate (mqtt.cert_file: not signed by a CA it trusts, expired or revoked)"
+            )
+        else:
+            meaning = (
+                "the broker closed the TLS connection without answering: it probably requires a TLS "
+                "client certificate (mqtt.cert_file, mqtt.key_file)"
+            )
+        return f"{meaning}: {raw}"
     return raw
 
 
@@ -664,7 +686,9 @@ class MqttUplink:
                 log.exception("MQTT connect hook %r failed", hook)
 
     def _note_failure(self, raw: str) -> None:
-        self.last_error, self.last_error_at_s = explain_failure(raw), time.time()
+        settings = self._settings
+        explained = explain_failure(raw, tls=settings.tls, client_cert=bool(settings.cert_file))
+        self.last_error, self.last_error_at_s = explained, time.time()
         if self.disconnected_since_s is None:
             self.disconnected_since_s = self.last_error_at_s
 
