@@ -11,6 +11,11 @@ RX1DROffset, RxDelay after the uplink's concentrator timestamp) with RX2
 (configured frequency and data rate, one second later) as the fallback; class C
 downlinks go at once on the RX2 parameters.
 
+The MAC features that ask devices something (ADR's LinkADRReq, DevStatusReq) are ``MacPeer``s
+passed in: each reads the device's answers and says which requests go in the next downlink. The
+scheduler owns the FOpts room: its own answers first, then the peers' requests in order. An uplink
+with ADRACKReq set (FCtrl bit 6, §4.3.1.1) is always answered by a downlink, empty if need be.
+
 Sans-IO: it is fed accepted uplinks and returns ``TxRequest`` values; it never
 sends, sleeps or reads a clock. The radio layer enforces airtime and duty cycle.
 It does not retransmit unacknowledged confirmed downlinks (it counts them).
@@ -21,8 +26,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.config import LorawanSection
 from gateway.errors import DownlinkQueueFull
@@ -30,7 +36,7 @@ from gateway.lorawan import mac, phy, region
 from gateway.lorawan.sessions import Session, SessionTable
 from gateway.messages import DevEui, MType, TxRequest, UplinkData
 
-__all__ = ["DownlinkPlan", "DownlinkScheduler", "FcntDown", "QueuedDownlink"]
+__all__ = ["FOPTS_MAX_BYTES", "DownlinkPlan", "DownlinkScheduler", "FcntDown", "MacPeer", "QueuedDownlink"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,27 @@ _MAX_MAC_PAYLOAD = (59, 59, 59, 123, 230, 230, 230)
 """EU868 maximum MACPayload size M per data rate DR0..DR6 (RP002-1.0.3 EU868 table, repeater-compatible)."""
 _FHDR_FPORT_BYTES = 8
 """DevAddr 4 + FCtrl 1 + FCnt 2 + FPort 1: MACPayload minus FOpts and FRMPayload."""
+FOPTS_MAX_BYTES = 15
+"""FOptsLen is 4 bits (LoRaWAN 1.0.4 §4.3.1.6)."""
+_FCTRL_ADR_ACK_REQ = 0x40
+"""Uplink FCtrl bit 6 (§4.3.1.1): the device has heard no downlink for ADR_ACK_LIMIT uplinks."""
+
+
+class MacPeer(Protocol):
+    """A MAC feature that sends requests to devices and reads their answers (ADR, DevStatus).
+
+    Both methods run on the event loop for each accepted uplink, answers first; they must be quick
+    and must not raise.
+    """
+
+    def answer(self, up: UplinkData, command: mac.MacCommand) -> None:
+        """A MAC command from the device that the scheduler does not answer itself (LinkADRAns,
+        DevStatusAns, ...): the peer ignores those that are not its own."""
+
+    def requests(self, up: UplinkData, room_bytes: int) -> bytes:
+        """The MAC requests (CID + payload, at most ``room_bytes``) to send in the downlink that
+        follows ``up``; b"" for none. A request the device does not answer is the peer's to send
+        again (the downlink may be lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +110,12 @@ class DownlinkScheduler:
         sessions: SessionTable,
         *,
         clock_synced: Callable[[], bool] = lambda: True,
+        peers: Sequence[MacPeer] = (),
     ) -> None:
         self._section = section
         self._sessions = sessions
         self._clock_synced = clock_synced
+        self._peers = tuple(peers)
         self._queues: dict[bytes, deque[QueuedDownlink]] = {}
         self._class_c: set[bytes] = set()
         self._heard_by: dict[bytes, str] = {}
@@ -151,12 +180,16 @@ class DownlinkScheduler:
             del self._awaiting_ack[eui]
             self.counters["confirmed_acked"] += 1
         answers = self._mac_answers(up, gw_count)
+        answers += self._peer_requests(up, FOPTS_MAX_BYTES - len(answers))
+        adr_ack_req = bool(up.frame.phy_payload[5] & _FCTRL_ADR_ACK_REQ)
+        if adr_ack_req:
+            self.counters["adr_ack_req"] += 1
         rx = up.frame.rx
         if eui in self._class_c and rx.gateway_eui is not None:
             self._heard_by[eui] = rx.gateway_eui
         tmst = rx.concentrator_tmst_us
         if tmst is None:
-            if up.confirmed or answers or self.queued(up.dev_eui):
+            if up.confirmed or answers or adr_ack_req or self.queued(up.dev_eui):
                 self.counters["no_timing"] += 1
             return None
         try:
@@ -167,7 +200,7 @@ class DownlinkScheduler:
             _MAX_MAC_PAYLOAD[rx1_dr if rx1_dr is not None else 6], _MAX_MAC_PAYLOAD[self._section.rx2_dr]
         )
         item = self._next_fitting(eui, limit - _FHDR_FPORT_BYTES - len(answers))
-        if item is None and not answers and not up.confirmed:
+        if item is None and not answers and not up.confirmed and not adr_ack_req:
             return None
         phy_payload = self._build(session, item, answers, ack=up.confirmed)
         delay_s = self._section.rx_delay_s
@@ -263,8 +296,21 @@ class DownlinkScheduler:
                     self.counters["mac.device_time_unsynced"] += 1
             else:
                 logger.debug("MAC command from %s: %s %s", up.dev_eui, command.name, command.payload.hex())
-        # FOpts hold at most 15 bytes (§4.3.1.6); LinkCheckAns (3) + DeviceTimeAns (6) always fit.
-        return bytes(answers[:15])
+                for peer in self._peers:
+                    peer.answer(up, command)
+        # LinkCheckAns (3) + DeviceTimeAns (6) always fit the 15 bytes of FOpts.
+        return bytes(answers[:FOPTS_MAX_BYTES])
+
+    def _peer_requests(self, up: UplinkData, room_bytes: int) -> bytes:
+        """The peers' MAC requests, in the order the peers were given, while they fit FOpts."""
+        requests = b""
+        for peer in self._peers:
+            asked = peer.requests(up, room_bytes - len(requests))
+            if len(requests) + len(asked) > room_bytes:
+                self.counters["mac.requests_deferred"] += 1  # the peer asks again next uplink
+                continue
+            requests += asked
+        return requests
 
     def _next_fitting(self, eui: bytes, room: int) -> QueuedDownlink | None:
         queue = self._queues.get(eui)

@@ -50,6 +50,7 @@ def up(
     rx: RxInfo = RX,
     fcnt: int = 11,
     tag: str = "abcd0123",
+    adr_ack_req: bool = False,
 ) -> UplinkData:
     mtype = MType.CONFIRMED_DATA_UP if confirmed else MType.UNCONFIRMED_DATA_UP
     raw = phy.build_data_frame(
@@ -61,6 +62,8 @@ def up(
         payload=payload if fport is not None else b"",
         fopts=fopts,
         ack=ack,
+        adr=adr_ack_req,
+        adr_ack_req=adr_ack_req,
     )
     frame = RadioFrame(raw, rx, 1_700_000_000.5, time.monotonic())
     plain = payload if fport is not None else b""
@@ -282,3 +285,45 @@ def test_a_superseding_downlink_replaces_what_is_queued_on_its_fport_and_a_full_
         scheduler.enqueue(EUI, 30, bytes([n]))
     with pytest.raises(DownlinkQueueFull, match="full"):
         scheduler.enqueue(EUI, 30, b"\x02")
+
+
+class _AskingPeer:
+    """A MAC feature as the scheduler sees one: asks for DevStatus (CID 0x06, §5.5) and notes answers."""
+
+    def __init__(self, ask: bytes) -> None:
+        self.ask = ask
+        self.answers: list[mac.MacCommand] = []
+        self.rooms: list[int] = []
+
+    def answer(self, up: UplinkData, command: mac.MacCommand) -> None:
+        self.answers.append(command)
+
+    def requests(self, up: UplinkData, room_bytes: int) -> bytes:
+        self.rooms.append(room_bytes)
+        return self.ask
+
+
+def test_peers_read_the_answers_the_scheduler_does_not_give_and_their_requests_ride_in_fopts() -> None:
+    session = Session(EUI, DevAddr(ADDR), "p/m", "abcd0123", KEYS, 10, 0)
+    peer = _AskingPeer(b"\x06")
+    too_big = _AskingPeer(bytes(13))  # does not fit after LinkCheckAns (3) + DevStatusReq (1)
+    scheduler = DownlinkScheduler(LorawanSection(), SessionTable([session]), peers=[peer, too_big])
+    # LinkCheckReq (answered by the scheduler) + DevStatusAns battery 200, margin 7 (for the peers).
+    plan = scheduler.on_uplink(up(fopts=b"\x02\x06\xc8\x07"))
+    assert plan is not None
+    parsed, _ = device_reads(plan.phy_payload, 0)
+    commands, unread = mac.parse_commands(parsed.fopts, uplink=False)
+    assert [c.name for c in commands] == ["LinkCheckAns", "DevStatusReq"] and unread == b""
+    assert [(c.name, c.payload) for c in peer.answers] == [("DevStatusAns", b"\xc8\x07")]
+    assert too_big.rooms == [15 - 3 - 1]
+    assert scheduler.counters["mac.requests_deferred"] == 1
+
+
+def test_an_adr_ack_req_is_answered_by_a_downlink_even_with_nothing_to_say() -> None:
+    scheduler, _ = make()
+    assert scheduler.on_uplink(up()) is None
+    plan = scheduler.on_uplink(up(fcnt=12, adr_ack_req=True))
+    assert plan is not None and plan.rx1 is not None
+    parsed, plain = device_reads(plan.phy_payload, 0)
+    assert parsed.fport is None and plain == b"" and parsed.fopts == b""
+    assert scheduler.counters["adr_ack_req"] == 1
