@@ -14,7 +14,9 @@ only loads what it runs), and the life cycle:
   ``sample_period_s``, so both use ``machine.lightsleep`` (RAM and IRQs kept) instead.
 * mains nodes (class C: lamp controller, display): never sleep; between reports the receiver
   stays open on RX2 (``Device.listen_class_c``) and every command is obeyed at once, then
-  reported in the next uplink.
+  reported in the next uplink; a command to a multicast group (``config.json`` ``multicast``)
+  is obeyed at once too, but reported at the next scheduled report: every member heard the same
+  frame, and their answers at once would collide (a device never answers a multicast frame).
 
 It does not own LoRaWAN (``lorawan``), the radio (``drivers.sx127x``) nor the applications.
 """
@@ -117,7 +119,15 @@ def make_device(cfg, radio, storage, **kw):
     from lorawan.device import Device
 
     keys = {"otaa": cfg["otaa"]} if "otaa" in cfg else {"abp": cfg["abp"]}
-    return Device(radio, storage, dr=cfg.get("dr", 5), adr=cfg.get("adr", False), **keys, **kw)
+    return Device(
+        radio,
+        storage,
+        dr=cfg.get("dr", 5),
+        adr=cfg.get("adr", False),
+        multicast=cfg.get("multicast"),
+        **keys,
+        **kw,
+    )
 
 
 # --- nodes -----------------------------------------------------------------------------
@@ -334,8 +344,10 @@ def run_class_c(cfg, device, node, rounds=None, ticks_ms=None):
             if left <= 0:
                 break
             down = device.listen_class_c(left)
-            if down is not None and down.fport and node.on_downlink(down.fport, down.payload):
-                break  # report the new state now
+            if down is None or not down.fport or not node.on_downlink(down.fport, down.payload):
+                continue
+            if down.mc_addr is None:
+                break  # report the new state now (a multicast command waits for the next report)
 
 
 def main():

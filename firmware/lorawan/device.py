@@ -8,7 +8,9 @@ the enabled channels whose sub-band is free, the RX1/RX2 windows, class C listen
 NbTrans repetitions and bounded confirmed-uplink retransmissions (§4.3.1.3, with the
 retransmission back-off of LoRaWAN 1.0.3 §7), ADR acknowledgement requests and back-off (§4.3.1.1),
 the duty cycle per sub-band, and the MAC commands of each verified downlink (``lorawan.mac``:
-applied, answered in the next uplink's FOpts, persisted with the session).
+applied, answered in the next uplink's FOpts, persisted with the session). In class C it hands a
+frame addressed to one of its multicast groups to ``lorawan.multicast`` (checked, decrypted,
+its counter stored in the same state file) and listens on the groups' channel.
 
 It does not own the radio. ``radio`` is any object with
 
@@ -26,6 +28,7 @@ import binascii
 import random
 
 from lorawan import frames, mac, region
+from lorawan import multicast as _multicast
 from lorawan.aes import Aes
 from lorawan.clock import sleep_ms as _sleep_ms
 from lorawan.clock import ticks_add as _ticks_add
@@ -62,7 +65,8 @@ class Device:
     ``otaa={"dev_eui", "join_eui", "app_key"}`` or ``abp={"dev_addr", "nwk_s_key", "app_s_key"}``.
     ``battery_level`` (callable, optional) gives DevStatusAns's Battery: 0 on external power,
     1..254 from empty to full, 255 unknown (§5.5). ``adr`` sets the ADR bit and follows the
-    network's LinkADRReq (ADRACKReq and back-off when it goes quiet).
+    network's LinkADRReq (ADRACKReq and back-off when it goes quiet). ``multicast`` is the
+    ``config.json`` list of multicast groups (``lorawan.multicast``; up to 4) class C listens for.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Device:
         adr=False,
         battery_level=None,
         confirmed_attempts=CONFIRMED_ATTEMPTS,
+        multicast=None,
     ):
         if (otaa is None) == (abp is None):
             raise ValueError("give exactly one of otaa= and abp=")
@@ -128,6 +133,8 @@ class Device:
                 session["fcnt_down"] = -1
                 self._state["session"] = session
         self._load_session()
+        self.multicast = _multicast.Multicast.from_config(multicast)
+        self.multicast.load(self._state.get("multicast", {}))
 
     # --- state ---------------------------------------------------------------------------
 
@@ -479,14 +486,45 @@ class Device:
         if self._keys is None:
             raise ValueError("not joined")
         until = _ticks_add(self._ticks_ms(), duration_ms)
-        sf, bw = region.DATA_RATES[self.mac.rx2_dr]
+        freq_hz, dr = self.class_c_channel()
+        sf, bw = region.DATA_RATES[dr]
         for _ in range(MAX_LISTEN_FRAMES):
             if _ticks_diff(until, self._ticks_ms()) <= 0:
                 return None
-            phy = self.radio.listen(self.mac.rx2_freq_hz, sf, bw, until)
+            phy = self.radio.listen(freq_hz, sf, bw, until)
             if phy is None:
                 return None
-            down = self._accept_downlink(phy, False)
+            group = self.multicast.group_of(phy)
+            if group is not None:
+                down = self._accept_multicast(group, phy)
+            else:
+                down = self._accept_downlink(phy, False)
             if down is not None:
                 return down
         return None
+
+    def class_c_channel(self):
+        """(freq_hz, dr) class C listens on: the multicast groups' channel if any, else RX2.
+
+        With groups on another channel than RX2 the device hears only the groups while it
+        listens (one radio, one channel), as in a TS005 class C session (McClassCSessionReq
+        gives its own frequency and DR): give the groups the RX2 parameters (their default) to
+        hear both.
+        """
+        channel = self.multicast.channel()
+        return channel if channel is not None else (self.mac.rx2_freq_hz, self.mac.rx2_dr)
+
+    def _accept_multicast(self, group, phy):
+        """A group frame checked and decrypted (``lorawan.multicast``), its counter stored; None if refused.
+
+        Nothing else changes: no ACK owed, no MAC command, ADR_ACK_CNT kept (a frame every
+        member receives says nothing about this device's uplinks being heard).
+        """
+        try:
+            down = self.multicast.accept(group, phy)
+        except frames.FrameError:
+            return None
+        # Stored before the node acts on it, as FCntDown is: a reset must not take the frame twice.
+        self._state["multicast"] = self.multicast.to_dict()
+        self.storage.save(self._state)
+        return down

@@ -26,7 +26,8 @@ class FrameError(ValueError):
     """A received frame that is malformed, not for us, or does not authenticate; ``reason`` says which."""
 
     def __init__(self, message, reason):
-        ValueError.__init__(self, message)
+        # super(), not ValueError.__init__(self, ...): MicroPython's built-in types have no __init__.
+        super().__init__(message)
         self.reason = reason
 
 
@@ -172,6 +173,7 @@ class Downlink:
         self.fopts = fopts
         self.fport = fport
         self.payload = payload
+        self.mc_addr = None  # the group's McAddr (MSB first) for a multicast frame (``multicast``)
 
 
 def open_downlink(nwk_aes, app_aes, dev_addr, last_fcnt_down, phy):

@@ -13,7 +13,10 @@ the commands on FPort 20 (nodes/commands.py): ``set_interval``, ``set_dim`` (0 o
 a driver dimmed to zero still draws standby power), ``switch`` (on restores the last non-zero
 level, or ``default_dim_pct``); and the reporting policy: a first report, one every
 ``report_interval_s``, and one right after a command so the gateway sees the new state (and the
-power it draws) in the next uplink. Power comes from the pulses of a meter's S0 output
+power it draws) in the next uplink. The same commands come from the lamp's multicast groups
+(``lorawan.multicast``: a district's dimming step is one frame for every lamp in it) through the
+same ``on_downlink``; ``main`` then leaves the report to the next interval, since every member
+obeyed the same frame at the same moment. Power comes from the pulses of a meter's S0 output
 (``wh_per_pulse``, 1 Wh for a 1000 imp/kWh meter) over the time between measurements, so it
 resolves 3.6 kJ / period (4 W over 900 s). It does not own the outputs (``sensors/lamp_output.py``),
 the pulse counting (``sensors/pulse_counter.py``) nor the class C receive window (``lorawan``).
