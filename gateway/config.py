@@ -243,6 +243,40 @@ class LorawanSection:
         "with a single forwarder heard in the last hour, frames are processed at once.",
         default=200,
     )
+    dev_status_period_s: int = _doc(
+        "Ask each device its battery and demodulation margin (DevStatusReq, LoRaWAN 1.0.4 §5.5) when its "
+        "last answer is older than this, in seconds; the request rides on the downlink after one of its "
+        "uplinks. 0: never.",
+        default=86_400,
+    )
+    confirmed_retries: int = _doc(
+        "A confirmed downlink not acknowledged (the device's next uplink has no ACK; class C: no uplink "
+        "within class_c_ack_timeout_s) is sent again this many times, each a new frame with a new FCntDown "
+        "(LoRaWAN 1.0.4 §4.3.1.3), before it ends 'unacknowledged'; a frame the radio refused (duty cycle, "
+        "too late) is sent again within the same budget (0..15).",
+        default=3,
+    )
+    class_c_ack_timeout_s: float = _doc(
+        "How long a class C device has to acknowledge a confirmed downlink before it is sent again, in "
+        "seconds: CLASS_C_RESP_TIMEOUT (RP002: 8 s) plus the airtime of its answer.",
+        default=10.0,
+    )
+    downlink_ttl_s: int = _doc(
+        "A queued downlink still waiting after this many seconds ends 'expired' (a class A device that "
+        "sent nothing since); its command's answer says so.",
+        default=86_400,
+    )
+    adr: bool = _doc(
+        "Network-side ADR (LoRaWAN 1.0.4 §5.3): devices whose uplinks set the ADR bit are asked, by "
+        "LinkADRReq, for the fastest data rate and lowest power their last 20 uplinks allow "
+        "(`device set --adr off` opts one out; docs/lorawan.md).",
+        default=True,
+    )
+    adr_margin_db: float = _doc(
+        "ADR installation margin in dB: SNR kept above the demodulation floor of the data rate chosen "
+        "(rain, foliage, a parked lorry); 10 is Semtech's and ChirpStack's default.",
+        default=10.0,
+    )
 
     @property
     def cflist(self) -> tuple[int, ...]:
@@ -643,6 +677,16 @@ def _check_lorawan(section: LorawanSection, file: str) -> None:
         raise bad("downlink_power_dbm", "must be 0..27 dBm (EU868: 14 in the RX1 bands, 27 at most in RX2)")
     if section.dedup_window_ms < 0:
         raise bad("dedup_window_ms", "must not be negative")
+    if section.dev_status_period_s < 0:
+        raise bad("dev_status_period_s", "must not be negative (0: never ask)")
+    if not 0 <= section.confirmed_retries <= 15:
+        raise bad("confirmed_retries", "must be 0..15")
+    if not 1 <= section.class_c_ack_timeout_s <= 600:
+        raise bad("class_c_ack_timeout_s", "must be 1..600 seconds")
+    if section.downlink_ttl_s < 1:
+        raise bad("downlink_ttl_s", "must be at least 1 second")
+    if not 0 <= section.adr_margin_db <= 30:
+        raise bad("adr_margin_db", "must be 0..30 dB")
     try:
         freqs = section.cflist
     except ValueError as exc:

@@ -114,6 +114,12 @@ class InventoryStateStore:
         self._forgotten.add(dev_eui)
         self._ask_for_group()
 
+    def changed(self, dev_eui: str) -> None:
+        """The device's inventory view changed outside a frame event (a DevStatusAns): write it."""
+        self._dirty.add(dev_eui)
+        self._forgotten.discard(dev_eui)
+        self._ask_for_group()
+
     # -- pipeline listener --------------------------------------------------------------------
 
     def __call__(self, event: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ the radio may wait for a TX_ACK).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from gateway.codec import ProfileStore
 from gateway.errors import DecodeError, DownlinkQueueFull, EncodeError, FrameError, InputError, ReplayedFrame
 from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
-from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.downlink import DownlinkRef, DownlinkScheduler
 from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer
+from gateway.lorawan.multicast import MulticastScheduler
 from gateway.lorawan.phy import DataFrame
 from gateway.lorawan.phy import parse as parse_phy
 from gateway.lorawan.sessions import Session, SessionTable
@@ -98,6 +100,8 @@ class UplinkPipeline:
         self.downlink_listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with a downlink event (``downlink_event``) for each downlink sent or given up:
         `edgegw tail` listens here (the inventory does not: a downlink is not a frame heard)."""
+        self.multicast: MulticastScheduler | None = None
+        """The class C multicast groups' queue (set by the app): rule commands to a group go there."""
 
     async def handle(self, heard: HeardFrame) -> Record | None:
         """The whole uplink path for one frame; returns the reading put in the outbox, if any."""
@@ -154,6 +158,8 @@ class UplinkPipeline:
             if isinstance(out, (Alert, actions.AggregateRecord)):
                 self.counters[f"rules.{'alert' if isinstance(out, Alert) else 'aggregate'}"] += 1
                 self._outbox.put(actions.to_record(out, time_quality=self._clock.quality(None)))
+            elif isinstance(out, actions.GroupDownlinkRequest):
+                self._group_command(out)
             else:
                 request = out.as_downlink() if isinstance(out, actions.DisplayUpdate) else out
                 self._command(request, supersede=isinstance(out, actions.DisplayUpdate))
@@ -163,11 +169,16 @@ class UplinkPipeline:
             session = self._sessions.by_dev_eui(DevEui.from_hex(request.dev_eui))
         except ValueError:
             session = None
+        ref = DownlinkRef("rule", request.reason)
         if self._downlinks is None or session is None:
             self.counters["rules.command_no_session"] += 1
             self._log_once(
                 "command_no_session", "rule command %s for %s: no session", request.command, request.dev_eui
             )
+            try:
+                self.downlink_outcome(ref, DevEui.from_hex(request.dev_eui), "refused", "no_session")
+            except ValueError:
+                pass  # not even a DevEUI: counted above, no device to show it for
             return
         try:
             downlink = self._profiles.get(session.profile).encode(request.command, request.params)
@@ -178,8 +189,10 @@ class UplinkPipeline:
             )
             return
         try:
-            self._downlinks.enqueue(session.dev_eui, downlink.fport, downlink.payload, supersede=supersede)
-        except DownlinkQueueFull as exc:  # drop this command, keep running
+            self._downlinks.enqueue(
+                session.dev_eui, downlink.fport, downlink.payload, supersede=supersede, ref=ref
+            )
+        except DownlinkQueueFull as exc:  # drop this command, keep running (its outcome: refused)
             self.counters["rules.command_queue_full"] += 1
             self._log_once("queue_full", "rule command %s dropped: %s", request.command, exc)
             return
@@ -190,6 +203,50 @@ class UplinkPipeline:
             )
             return
         self.counters["rules.command_queued"] += 1
+
+    def queue_group_command(self, group: str, command: str, params: Mapping[str, object]) -> int:
+        """Encode ``command`` with the profile of ``group``'s members and queue it as one multicast
+        frame; returns the group's queue length. ValueError (no such group, no member, a payload
+        too large for the group's data rate), EncodeError, KeyError (unknown command or profile),
+        DownlinkQueueFull."""
+        if self.multicast is None:
+            raise ValueError("multicast groups are not served by this agent")
+        found = self.multicast.group(group)
+        if found is None:
+            raise ValueError(f"no multicast group named {group!r}")
+        if found.profile is None:
+            raise ValueError(f"multicast group {group} has no member (edgegw group add-member)")
+        downlink = self._profiles.get(found.profile).encode(command, params)
+        self.multicast.enqueue(group, downlink.fport, downlink.payload)
+        return self.multicast.queued(group)
+
+    def _group_command(self, request: actions.GroupDownlinkRequest) -> None:
+        """A rule's command to a multicast group: one frame for every member."""
+        try:
+            self.queue_group_command(request.group, request.command, request.params)
+        except DownlinkQueueFull as exc:
+            self.counters["rules.group_command_queue_full"] += 1
+            self._log_once("group_queue_full", "rule command %s dropped: %s", request.command, exc)
+            return
+        except (KeyError, EncodeError, ValueError) as exc:
+            self.counters["rules.group_command_failed"] += 1
+            self._log_once(
+                f"group_command.{request.group}", "rule command %s for group %s: %s", request.command,
+                request.group, exc,
+            )  # fmt: skip
+            return
+        self.counters["rules.group_command_queued"] += 1
+
+    def downlink_outcome(self, ref: DownlinkRef | None, dev_eui: DevEui, state: str, detail: str) -> None:
+        """The end state of a queued downlink (``DownlinkScheduler.on_outcome``): a rule's counted per
+        state (``rules.downlink.<state>``: `edgegw status`, `edgegw rules`), and every one a ``tail``
+        event (``outcome_event``)."""
+        if ref is not None and ref.source == "rule":
+            self.counters[f"rules.downlink.{state}"] += 1
+        if self.downlink_listeners:
+            event = outcome_event(ref, dev_eui, state, detail, time.time())
+            for listener in self.downlink_listeners:
+                listener(event)
 
     def _join(self, frame: RadioFrame) -> None:
         """Decide a join-request and stage it for the group commit; never waits for the disk.
@@ -360,11 +417,14 @@ class UplinkPipeline:
         self._reject_log.warn(key, msg, *args)
 
 
-def downlink_event(request: TxRequest, status: str, window: str, detail: str, at_s: float) -> dict[str, Any]:
+def downlink_event(
+    request: TxRequest, status: str, window: str, detail: str, at_s: float, *, group: str | None = None
+) -> dict[str, Any]:
     """What `edgegw tail` shows of one downlink: verdict ``downlink``, to whom, FCnt and FPort as
     sent (the 16 bits on the air; None for a frame that does not parse), the window (``rx1``,
-    ``rx2``, ``class_c``), ``status`` (``sent`` or the reason it was not: ``too_late``, ``duty_cycle``,
-    ``disk_full``, ...) and the RF parameters it was sent with or would have been."""
+    ``rx2``, ``class_c``, ``multicast``), ``status`` (``sent`` or the reason it was not: ``too_late``,
+    ``duty_cycle``, ``disk_full``, ...) and the RF parameters it was sent with or would have been.
+    A multicast frame has no ``dev_eui``; ``group`` names its multicast group (absent otherwise)."""
     fcnt: int | None = None
     fport: int | None = None
     try:
@@ -387,6 +447,25 @@ def downlink_event(request: TxRequest, status: str, window: str, detail: str, at
         "power_dbm": request.power_dbm,
         "gateway_eui": request.gateway_eui,
         "phy_hex": request.phy_payload.hex(),
+        **({"group": group} if group is not None else {}),
+    }
+
+
+def outcome_event(
+    ref: DownlinkRef | None, dev_eui: DevEui, state: str, detail: str, at_s: float
+) -> dict[str, Any]:
+    """What `edgegw tail` shows of a queued downlink's end: verdict ``downlink`` with ``outcome``
+    true, ``status`` the state (``sent``, ``acknowledged``, ``unacknowledged``, ``expired``,
+    ``refused``), ``detail`` (a refusal's reason), and who asked (``ref``: a platform command's
+    seq, a rule's name; None when nobody said)."""
+    return {
+        "at_s": at_s,
+        "verdict": "downlink",
+        "outcome": True,
+        "dev_eui": str(dev_eui),
+        "status": state,
+        "detail": detail,
+        "ref": None if ref is None else {"source": ref.source, "name": ref.name, "seq": ref.seq},
     }
 
 

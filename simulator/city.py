@@ -20,10 +20,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from simulator import radio
+from simulator.device_mac import DeviceMac
 from simulator.devices import AbpDevice, OtaaIdentity
 from simulator.models import (
     SECONDS_PER_DAY,
@@ -43,8 +44,12 @@ from simulator.models.display import DisplayModel
 from simulator.models.noise import draw_events
 from simulator.models.own_nodes import FirmwareFillLevel
 from simulator.models.waste import Fire
+from simulator.multicast import MulticastMember
 from simulator.scenario import Fault, RiverGroup, Scenario
 from simulator.txgate import TxGate, frame_airtime_s
+
+if TYPE_CHECKING:
+    from gateway.lorawan.crypto import SessionKeys
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,20 @@ class SimDevice:
     join_replays: int = 0
     join_replay_answers: int = 0
     """Join-accepts that came while it was not joining: the gateway answered a replayed join."""
+    multicast: list[MulticastMember] = field(default_factory=list)
+    """The class C multicast groups it is a member of (keys installed by hand; issue 20)."""
+    mac: DeviceMac | None = None
+    """Set: the device follows the network's MAC commands (LinkADRReq, NbTrans, DevStatusReq; issue
+    20), sends with the ADR bit and the answers it owes in FOpts. None: it stays at ``sf``."""
+
+    @property
+    def tx_sf(self) -> int:
+        """The spreading factor it sends at now: the network's choice when it follows it, else ``sf``."""
+        return self.sf if self.mac is None else self.mac.sf
+
+    def tx_links(self) -> list[radio.Link]:
+        """Its links at the TX power it sends with now (the radio model's links assume 14 dBm)."""
+        return self.links if self.mac is None else self.mac.links_at_power(self.links)
 
     @property
     def kind(self) -> str:
@@ -580,7 +599,7 @@ def schedule(
         """The frame if it may go now; else it waits ("held") for the first time the device may send."""
         if gates is None:
             return frame
-        sf = fleet[index].sf if scenario.radio.realistic else 7
+        sf = fleet[index].tx_sf if scenario.radio.realistic else 7
         start_s = gates[index].book(frame.t_s, frame_airtime_s(len(frame.phy_payload), sf))
         if start_s <= frame.t_s:
             return frame
@@ -605,7 +624,7 @@ def schedule(
         if not scenario.radio.realistic:
             sent = _replace(frame, receptions=_PERFECT)
         else:
-            heard = radio.hear(air, d.links, d.sf, scenario.radio.loss, scenario.radio.crc_errors)
+            heard = radio.hear(air, d.tx_links(), d.tx_sf, scenario.radio.loss, scenario.radio.crc_errors)
             corrupted = radio.corrupt(air, frame.phy_payload) if any(not r.crc_ok for r in heard) else b""
             sent = _replace(frame, receptions=tuple(heard), corrupted=corrupted)
         if sent.kind == "join" and not sent.lost:
@@ -695,6 +714,8 @@ def schedule(
             if scenario.radio.retransmissions and air.random() < scenario.radio.retransmissions:
                 # NbTrans 2: the same bytes again after a few seconds (LoRaWAN 1.0.x §5.3, LinkADRReq).
                 push(t_s + air.uniform(2.0, 6.0), "retransmit", index)
+            for repeat_s in _nb_trans_repeats_s(d, frame, air):
+                push(t_s + repeat_s, "retransmit", index)
             continue
         fault = scenario.faults[f_index]
         if fault.kind == "clock_set" and fault.to_s is not None:
@@ -738,11 +759,31 @@ def _reading(d: SimDevice, t_s: float, kind: FrameKind, confirmed: bool = False)
     if m is None:
         return None
     fcnt = d.device.fcnt_up
-    phy = d.device.uplink(m.payload, m.fport, confirmed=confirmed)
+    if d.mac is None:
+        phy = d.device.uplink(m.payload, m.fport, confirmed=confirmed)
+    else:  # the answers it owes the network ride in FOpts, with the ADR bit (LoRaWAN 1.0.4 §4.3.1)
+        phy = d.device.uplink(m.payload, m.fport, confirmed=confirmed, fopts=d.mac.uplink_fopts(), adr=True)
     d.last_good = phy
     return ScheduledFrame(
         t_s, d.name, d.device.dev_eui, kind, phy, True, fcnt, m.fport, m.values, confirmed=confirmed
     )
+
+
+def _nb_trans_repeats_s(d: SimDevice, frame: ScheduledFrame, air: random.Random) -> list[float]:
+    """When a device following the network sends the NbTrans - 1 repetitions of an unconfirmed frame.
+
+    LoRaWAN 1.0.4 §5.3 / §4.3.1.3: each repetition waits for the end of RX2 of the previous one
+    (RECEIVE_DELAY2, 2 s) plus a random delay (2-6 s after the previous here, as the scenario's
+    ``retransmissions``). Draws only for such devices: the other scenarios' draws do not move.
+    """
+    if d.mac is None or frame.confirmed or d.mac.nb_trans <= 1:
+        return []
+    out: list[float] = []
+    at_s = 0.0
+    for _ in range(d.mac.nb_trans - 1):
+        at_s += air.uniform(2.0, 6.0)
+        out.append(at_s)
+    return out
 
 
 def _confirmed(scenario: Scenario, d: SimDevice, ack: random.Random) -> bool:
@@ -813,18 +854,50 @@ def apply_downlink(fleet: list[SimDevice], t_s: float, phy_payload: bytes) -> st
         return None
     target = next((d for d in fleet if d.device.dev_addr == frame.dev_addr), None)
     if target is None:
-        return None
+        return _multicast_downlink(fleet, t_s, phy_payload)
     if frame.fctrl.ack and target.awaiting_ack is not None:
         target.awaiting_ack = None  # the last confirmed uplink is acknowledged (§4.3.1.2)
         target.acks += 1
+    keys = SessionKeys(target.device.nwk_s_key, target.device.app_s_key)
+    if target.mac is not None:
+        _mac_downlink(target.mac, target, frame, keys)
     if frame.fport and frame.frm_payload:
-        keys = SessionKeys(target.device.nwk_s_key, target.device.app_s_key)
         plain = keys.crypt_frm_payload(frame.frm_payload, frame.dev_addr, frame.fcnt16, False, frame.fport)
         if isinstance(target.model, LampModel) and frame.fport == 60 and len(plain) >= 3 and plain[0] == 0x01:
             target.model.command_dim(t_s, plain[2])
         if isinstance(target.model, DisplayModel):
             target.model.command(t_s, frame.fport, plain)
     return target.name
+
+
+def _multicast_downlink(fleet: list[SimDevice], t_s: float, phy_payload: bytes) -> str | None:
+    """A multicast frame (LoRaWAN 1.0.4 §18): every member of its group that verifies and decrypts it
+    acts on it like on its own downlink (a lamp: UL20xx manual dimming on fPort 60). Returns the first
+    member's name, None when no device of the fleet is in the group."""
+    first: str | None = None
+    for d in fleet:
+        for member in d.multicast:
+            opened = member.receive(phy_payload)
+            if opened is None:
+                continue
+            fport, plain = opened
+            if isinstance(d.model, LampModel) and fport == 60 and len(plain) >= 3 and plain[0] == 0x01:
+                d.model.command_dim(t_s, plain[2])
+            first = first or d.name
+    return first
+
+
+def _mac_downlink(mac: DeviceMac, target: SimDevice, frame: Any, keys: SessionKeys) -> None:
+    """Give a downlink's MAC commands (FOpts, or the FPort-0 payload under NwkSKey) to a following device."""
+    commands = bytes(frame.fopts)
+    if frame.fport == 0 and frame.frm_payload:
+        commands = keys.crypt_frm_payload(frame.frm_payload, frame.dev_addr, frame.fcnt16, False, 0)
+    if not commands:
+        return
+    battery = getattr(target.model, "battery_pct", None)
+    # DevStatusAns Battery: 1..254 for 0..100 % (1.0.4 §5.5), 255 when the model has no gauge.
+    level = 255 if not isinstance(battery, int) else 1 + round(253 * max(0, min(100, battery)) / 100)
+    mac.downlink(commands, battery=level)
 
 
 def _answered_replay(fleet: list[SimDevice], accept: Any) -> str | None:

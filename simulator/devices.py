@@ -28,8 +28,14 @@ class AbpDevice:
     fcnt_up: int = 0
     _keys: SessionKeys | None = field(default=None, repr=False)
 
-    def uplink(self, payload: bytes, fport: int, *, confirmed: bool = False) -> bytes:
-        """The next uplink's PHYPayload; advances the counter like a real device."""
+    def uplink(
+        self, payload: bytes, fport: int, *, confirmed: bool = False, fopts: bytes = b"", adr: bool = False
+    ) -> bytes:
+        """The next uplink's PHYPayload; advances the counter like a real device.
+
+        ``fopts``: MAC answers owed to the network (``simulator.device_mac``); ``adr``: the FCtrl ADR
+        bit of a device that follows the network's LinkADRReq (LoRaWAN 1.0.4 §4.3.1.1).
+        """
         if self._keys is None:
             self._keys = SessionKeys(self.nwk_s_key, self.app_s_key)
         frame = phy.build_data_frame(
@@ -39,6 +45,8 @@ class AbpDevice:
             fcnt32=self.fcnt_up,
             fport=fport,
             payload=payload,
+            fopts=fopts,
+            adr=adr,
         )
         self.fcnt_up += 1
         return frame
@@ -81,9 +89,11 @@ class Em310Container:
 class OtaaIdentity:
     """What an OTAA device holds before it has a session: its root key, JoinEUI and DevNonce counter.
 
-    LoRaWAN 1.0.4 §6.2.4: DevNonce is a counter that never repeats for a JoinEUI (a 1.0.3 random
-    nonce would work too; the gateway refuses any nonce it has seen). The session (DevAddr, keys)
-    lives in the ``AbpDevice`` that sends the uplinks once the join-accept arrived.
+    LoRaWAN 1.0.4 §6.2.5: DevNonce is a counter that only goes up (the gateway refuses a 1.0.4
+    device's DevNonce not above its last). ``random_nonces`` given: a 1.0.2/1.0.3 device, whose
+    DevNonces are drawn at random, never one it used before (the gateway refuses only reuse). The
+    session (DevAddr, keys) lives in the ``AbpDevice`` that sends the uplinks once the join-accept
+    arrived.
     """
 
     app_key: bytes
@@ -91,13 +101,24 @@ class OtaaIdentity:
     dev_nonce: int = 0
     joined: bool = False
     pending_nonce: bytes | None = None
+    random_nonces: random.Random | None = None
+    _used: set[int] = field(default_factory=set, repr=False)
 
     def join_request(self, dev_eui: bytes) -> bytes:
-        self.dev_nonce = (self.dev_nonce + 1) & 0xFFFF
+        self.dev_nonce = self._next_nonce()
         self.pending_nonce = self.dev_nonce.to_bytes(2, "big")
         return phy.build_join_request(
             self.app_key, join_eui=self.join_eui, dev_eui=dev_eui, dev_nonce=self.pending_nonce
         )
+
+    def _next_nonce(self) -> int:
+        if self.random_nonces is None:
+            return (self.dev_nonce + 1) & 0xFFFF
+        while True:  # a few draws at most: a device joins far fewer than 65,536 times
+            nonce = self.random_nonces.randrange(0x10000)
+            if nonce not in self._used:
+                self._used.add(nonce)
+                return nonce
 
     def accept(self, frame: phy.JoinAccept, session: AbpDevice) -> bool:
         """Open a join-accept for the pending request and start the session in ``session``."""

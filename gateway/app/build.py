@@ -30,10 +30,14 @@ from gateway.history import ReadingHistory
 from gateway.hostinfo import HostInfo
 from gateway.inventory import Inventory
 from gateway.inventory_state import InventoryStateStore
+from gateway.lorawan.adr import AdrPeer, AdrSettings
 from gateway.lorawan.dedup import Deduplicator
-from gateway.lorawan.downlink import DownlinkScheduler
+from gateway.lorawan.devstatus import DevStatus, DevStatusPeer
+from gateway.lorawan.downlink import DownlinkRef, DownlinkScheduler
 from gateway.lorawan.join import JoinCommits, JoinServer
+from gateway.lorawan.multicast import MulticastScheduler
 from gateway.lorawan.sessions import SessionTable
+from gateway.messages import DevEui
 from gateway.outbox import Outbox
 from gateway.pipeline import UplinkPipeline
 from gateway.provisioning import keystore
@@ -48,7 +52,7 @@ from gateway.uplink.topics import Topics
 
 from . import loops, registry
 from .agent import Agent, FrameRate
-from .commands import Actions, build_dispatcher
+from .commands import Actions, CommandOutcomes, build_dispatcher
 from .queries import Queries, StatusSource
 from .remote_config import build_config_applier
 from .updates import MAX_CHUNK_BYTES, AgentUpdater, UpdateLinks
@@ -73,9 +77,30 @@ def build(config: Config) -> Agent:
 
     # LoRaWAN: sessions, joins (durable with the group commit, then served), downlinks.
     sessions = SessionTable()
-    joins = JoinServer(config.lorawan)
+    # A device's DevNonce rule comes from its MAC version: the registry's, else its profile's.
+    joins = JoinServer(config.lorawan, profile_mac_version=lambda p: profile_mac_version(profiles, p))
     join_commits = JoinCommits(sessions, encrypt)
-    downlinks = DownlinkScheduler(config.lorawan, sessions, clock_synced=clock.synced)
+    # DevStatusReq at lorawan.dev_status_period_s: a MAC peer of the scheduler (its answers reach the
+    # inventory below).
+    dev_status = DevStatusPeer(config.lorawan.dev_status_period_s)
+    # Network-side ADR: a MAC peer too, first in FOpts; its state restored before any uplink.
+    adr = AdrPeer(
+        AdrSettings(installation_margin_db=config.lorawan.adr_margin_db),
+        cflist_hz=config.lorawan.cflist,
+        enabled=config.lorawan.adr,
+    )
+    downlinks = DownlinkScheduler(
+        config.lorawan, sessions, clock_synced=clock.synced, peers=[adr, dev_status]
+    )
+    adr.counters = downlinks.counters  # adr.* next to the MAC counts, in the summary's downlinks
+    dev_status.counters = downlinks.counters  # dev_status.* likewise
+    database.run_sync(adr.restore)
+
+    # Class C multicast groups: one frame per group command, its McFCntDown durable before it is sent.
+    multicast = MulticastScheduler(
+        rx2_dr=config.lorawan.rx2_dr, rx2_freq_hz=config.lorawan.rx2_freq_hz,
+        power_dbm=config.lorawan.downlink_power_dbm,
+    )  # fmt: skip
 
     # The outbox and the group commit: records, counters, joins, rule state and what was heard of
     # each device in one transaction.
@@ -89,13 +114,14 @@ def build(config: Config) -> Agent:
     reserve.ensure()  # before anything else fills the disk; again after a full disk, once there is room
     committer = GroupCommitter(
         database,
-        [join_commits, sessions, downlinks, outbox, rules_store, heard_store],
+        [join_commits, sessions, downlinks, adr, multicast, outbox, rules_store, heard_store],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
         reserve=reserve,
     )
     outbox.committer_notify = committer.notify
     join_commits.committer_notify = committer.notify
+    multicast.committer_notify = committer.notify
 
     # The uplink: MQTT with its will, and the forwarder that drains the outbox into it.
     topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
@@ -125,15 +151,21 @@ def build(config: Config) -> Agent:
     heard_store.restore(database, registered=snapshot.devices.keys())
     heard_store.committer_notify = committer.notify
     pipeline.listeners += [inventory, history, heard_store]  # the store reads what the two just noted
+    pipeline.multicast = multicast  # rule commands to a group, and the class C poll's multicast frames
+    inventory.views.append(adr.link)  # each device's DR, TX power and link margin in every view
+    _wire_dev_status(dev_status, inventory, heard_store)
 
     def forget_heard(dev_eui: str) -> None:
         inventory.forget(dev_eui)
         history.forget(dev_eui)
         heard_store.forget(dev_eui)
+        dev_status.forget(DevEui.from_hex(dev_eui))
+        adr.forget(dev_eui)
 
     stages = registry.Stages(
-        sessions, joins, pipeline.set_devices, rules, forget_heard, set_class_c=downlinks.set_class_c
-    )
+        sessions, joins, pipeline.set_devices, rules, forget_heard, set_class_c=downlinks.set_class_c,
+        set_adr_off=adr.set_opted_out, set_groups=multicast.merge,
+    )  # fmt: skip
     registry.apply(snapshot, stages)
     watcher = registry.RegistryWatcher(
         database.run, keys.decrypt_hex, stages, snapshot=snapshot, count_sessions=sessions.__len__
@@ -199,11 +231,14 @@ def build(config: Config) -> Agent:
             request_restart=agent.restart_requested.set,
             announce_update=updater.announce,
             configured_log_level=config.log.level if config.log.level != "TRACE" else "DEBUG",
+            group_downlink=pipeline.queue_group_command,
         ),
     )
     uplink.subscribe(
         topics.cmd_filter, commands.mqtt_handler(lambda data: uplink.publish(topics.cmd_result, data))
     )
+    outcomes = CommandOutcomes(lambda data: uplink.publish(topics.cmd_result, data))
+    _wire_downlink_outcomes(downlinks, pipeline, outcomes, uplink)
 
     # Pushed configuration on the retained <prefix>/<id>/config, answers on config-state.
     def reload_pushed_rules() -> None:
@@ -224,6 +259,40 @@ def build(config: Config) -> Agent:
     uplink.subscribe(topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
     uplink.add_connect_hook(updater.report)
     return agent
+
+
+def _wire_dev_status(peer: DevStatusPeer, inventory: Inventory, heard_store: InventoryStateStore) -> None:
+    """DevStatusAns into the inventory (written with its state); the peer learns the restored answers,
+    so a restart asks again only the devices whose answer is older than the period."""
+    for dev_eui, answered_at_s in inventory.dev_status_answered().items():
+        peer.known(DevEui.from_hex(dev_eui), answered_at_s)
+
+    def heard(status: DevStatus) -> None:
+        eui = str(status.dev_eui)
+        inventory.dev_status(eui, status.battery, status.margin_db, status.at_s)
+        heard_store.changed(eui)
+
+    peer.on_status = heard
+
+
+def profile_mac_version(profiles: ProfileStore, profile_id: str) -> str | None:
+    """The profile's ``lorawan.mac_version`` (None: no such profile; the join server then refuses
+    only reused DevNonces)."""
+    return profiles.get(profile_id).lorawan.mac_version if profile_id in profiles else None
+
+
+def _wire_downlink_outcomes(
+    downlinks: DownlinkScheduler, pipeline: UplinkPipeline, commands: CommandOutcomes, uplink: MqttUplink
+) -> None:
+    """Each queued downlink's end state (issue 20): a platform command's on cmd-result (again at each
+    reconnection for those the broker missed), a rule's counted, every one in ``tail``."""
+
+    def on_outcome(ref: DownlinkRef | None, dev_eui: DevEui, state: str, detail: str) -> None:
+        pipeline.downlink_outcome(ref, dev_eui, state, detail)
+        commands(ref, dev_eui, state, detail)
+
+    downlinks.on_outcome = on_outcome
+    uplink.add_connect_hook(commands.on_connect)
 
 
 def profile_outputs(profiles: ProfileStore, profile_id: str) -> list[dict[str, Any]]:

@@ -30,6 +30,9 @@ from .agent import Agent
 log = logging.getLogger(__name__)
 
 RULES_TICK_MAX_S = 30.0
+COUNTER_DURABLE_WAIT_S = 5.0
+"""How long a unicast frame waits for the group commit of the FCntDown it used, at most."""
+COUNTER_DURABLE_POLL_S = 0.01
 
 
 async def every(interval_s: float, fn: Callable[[], Awaitable[None] | None]) -> None:
@@ -62,30 +65,51 @@ async def receive(agent: Agent) -> None:
             await handle(heard)
 
 
-def spawn_transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
-    """Send a downlink in its own task (the pipeline does not wait for RX1/RX2)."""
-    task = asyncio.get_running_loop().create_task(transmit(agent, first, second))
+def spawn_transmit(
+    agent: Agent, first: TxRequest | None, second: TxRequest | None, *, group: str | None = None
+) -> None:
+    """Send a downlink in its own task (the pipeline does not wait for RX1/RX2); ``group``: a
+    multicast frame of that group."""
+    task = asyncio.get_running_loop().create_task(transmit(agent, first, second, group=group))
     agent.transmissions.add(task)
     task.add_done_callback(agent.transmissions.discard)
 
 
-async def transmit(agent: Agent, first: TxRequest | None, second: TxRequest | None) -> None:
+async def transmit(
+    agent: Agent, first: TxRequest | None, second: TxRequest | None, *, group: str | None = None
+) -> None:
     """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...).
 
     Not while group commits fail (a full disk): the downlink counter each frame used is not
     durable then, and after a crash the same FCntDown would go out again under the same keys
     (keystream reuse, and the device refuses it). The device repeats an unacknowledged confirmed
-    uplink; a command waits for the platform to send it again.
+    uplink; a command's downlink goes again at the next opportunity (below).
 
     Each downlink ends in one ``tail`` event (``gateway.pipeline.downlink_event``) and one count in
     the downlink counters: ``tx_sent``, or ``not_sent.<status>`` of its last window (`edgegw status`).
+    A multicast frame (``group``) is counted as ``multicast_sent`` / ``multicast_not_sent.<status>``
+    in the same counters, its event names the group.
+
+    A unicast frame goes on the air only once the FCntDown it used is durable (``_counter_durable``:
+    a class C frame goes at once, with no RX1 delay for the group commit to run in); else it ends
+    ``disk_full``. The verdict goes back to the scheduler (``DownlinkScheduler.transmitted``): a
+    command's downlink ends ``sent``, or goes again at the next opportunity (``refused`` when its
+    transmissions are spent) — never silently.
     """
     counters = agent.downlinks.counters
+    kind = "tx" if group is None else "multicast"
     if agent.committer.failing:
-        counters["not_sent_disk_full"] += 1
+        counters["not_sent_disk_full" if group is None else "multicast_not_sent.disk_full"] += 1
         request = first or second
         if request is not None:
-            _downlink_done(agent, request, "disk_full", _window(first, request), "group commits fail")
+            _downlink_done(
+                agent, request, "disk_full", _window(first, request, group), "group commits fail", group
+            )
+        return
+    request = first or second
+    if group is None and request is not None and not await _counter_durable(agent, request):
+        counters["not_sent_disk_full"] += 1
+        _downlink_done(agent, request, "disk_full", _window(first, request), "downlink counter not durable")
         return
     tried: list[str] = []
     last: TxRequest | None = None
@@ -95,37 +119,72 @@ async def transmit(agent: Agent, first: TxRequest | None, second: TxRequest | No
             continue
         last = request
         result = await agent.radio.transmit(request)
-        window = _window(first, request)
+        window = _window(first, request, group)
         if result.status is TxStatus.SENT:
-            counters["tx_sent"] += 1
-            _downlink_done(agent, request, "sent", window, "; ".join(tried))
+            counters[f"{kind}_sent"] += 1
+            _downlink_done(agent, request, "sent", window, "; ".join(tried), group)
             return
         status = result.status.value
         tried.append(f"{window}: {status}{f' ({result.detail})' if result.detail else ''}")
         log.debug("downlink to %s not sent at %d Hz: %s %s", request.dev_eui, request.freq_hz, result.status,
                   result.detail)  # fmt: skip
     if last is not None:
-        counters[f"not_sent.{status}"] += 1
-        _downlink_done(agent, last, status, _window(first, last), "; ".join(tried))
+        counters[f"not_sent.{status}" if group is None else f"multicast_not_sent.{status}"] += 1
+        _downlink_done(agent, last, status, _window(first, last, group), "; ".join(tried), group)
 
 
-def _window(first: TxRequest | None, request: TxRequest) -> str:
+async def _counter_durable(agent: Agent, request: TxRequest) -> bool:
+    """Wait (at most ``COUNTER_DURABLE_WAIT_S``) until the group commit made the device's downlink
+    counter durable: after a crash, the same FCntDown must never go out again under the same keys.
+    A class A frame usually finds it done (``pipeline._answer`` asked for the commit RX1's delay
+    before); False when the commit fails or takes too long."""
+    downlinks = agent.downlinks
+    if request.dev_eui is None or downlinks.counter_durable(request.dev_eui):
+        return True
+    agent.committer.notify(0, urgent=True)
+    deadline_s = time.monotonic() + COUNTER_DURABLE_WAIT_S
+    while not downlinks.counter_durable(request.dev_eui):
+        if agent.committer.failing or time.monotonic() >= deadline_s:
+            return False
+        await asyncio.sleep(COUNTER_DURABLE_POLL_S)
+    return True
+
+
+def _window(first: TxRequest | None, request: TxRequest, group: str | None = None) -> str:
+    if group is not None:
+        return "multicast"
     if request is not first:
         return "rx2"
     return "class_c" if request.send_at_tmst_us is None and request.send_at_gps_ms is None else "rx1"
 
 
-def _downlink_done(agent: Agent, request: TxRequest, status: str, window: str, detail: str) -> None:
+def _downlink_done(
+    agent: Agent, request: TxRequest, status: str, window: str, detail: str, group: str | None = None
+) -> None:
+    if group is None:
+        # The scheduler learns the verdict: the outcome of a command's downlink, or a retry.
+        agent.downlinks.transmitted(request, status, time.monotonic())
     listeners = agent.pipeline.downlink_listeners
     if listeners:
-        event = downlink_event(request, status, window, detail, time.time())
+        event = downlink_event(request, status, window, detail, time.time(), group=group)
         for listener in listeners:
             listener(event)
 
 
 def class_c(agent: Agent) -> None:
+    agent.downlinks.tick(time.monotonic())  # expiries and class C ACK timeouts first: a retry goes now
     for request in agent.downlinks.class_c_ready():
         spawn_transmit(agent, request, None)
+    multicast(agent)
+
+
+def multicast(agent: Agent) -> None:
+    """The multicast frames whose McFCntDown is durable, each sent once, at once (class C)."""
+    groups = agent.pipeline.multicast
+    if groups is None:
+        return
+    for request in groups.ready():
+        spawn_transmit(agent, request, None, group=groups.group_of(request))
 
 
 # --- the rules -------------------------------------------------------------------------------
@@ -233,6 +292,7 @@ async def publish_inventory(agent: Agent) -> None:
             "site": info.site if info is not None else None,
             "last_seen": iso_utc(seen["last_seen_s"]) if seen["last_seen_s"] else None,
             **{k: v for k, v in seen.items() if k != "last_seen_s"},
+            "dev_status": _dev_status_message(seen.get("dev_status")),
         })  # fmt: skip
     max_bytes = agent.uplink.max_payload_bytes(agent.topics.inventory)  # pages the broker takes
     for page in envelope.inventory(agent.config.gateway.id, iso_utc(now_s), devices, max_bytes=max_bytes):
@@ -241,6 +301,13 @@ async def publish_inventory(agent: Agent) -> None:
         except UplinkError as exc:
             log.debug("inventory not published: %s", exc)
             return
+
+
+def _dev_status_message(view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The inventory's DevStatusAns view with its time as UTC text, like ``last_seen``."""
+    if view is None:
+        return None
+    return {**{k: v for k, v in view.items() if k != "at_s"}, "at": iso_utc(view["at_s"])}
 
 
 def log_summary(agent: Agent) -> None:

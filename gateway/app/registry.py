@@ -4,7 +4,7 @@ Owns one snapshot of the registry (``read`` — sessions, OTAA devices, sites, i
 parameters and profiles, in one database job) and its adoption by the stages (``apply``: the
 session table and the join server merge it, the pipeline takes the device table, the rule engine
 learns each device and forgets the removed ones, and so do the views of what was heard; the
-downlink scheduler learns which devices are class C). The
+downlink scheduler learns which devices are class C, ADR which devices opted out). The
 split is the rule of docs/architecture.md: the database thread only reads; everything the event
 loop iterates (the engine's changed-state set, the pipeline's device table) is changed on the loop.
 ``RegistryWatcher.refresh`` re-reads only when another process (the CLI, an import) committed to
@@ -21,9 +21,11 @@ from typing import Any, Protocol
 
 from gateway.errors import StorageError
 from gateway.lorawan.join import OtaaDevice, load_otaa_devices
+from gateway.lorawan.multicast import McGroup
 from gateway.lorawan.sessions import Session, load_sessions
 from gateway.messages import DevEui
 from gateway.pipeline import DeviceInfo
+from gateway.provisioning import groups as multicast_groups
 from gateway.provisioning import registry
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ class Snapshot:
     """DevEUI hex -> (profile, site), for the rule engine."""
     class_c: frozenset[str] = frozenset()
     """DevEUI hex of the class C devices (the others are class A)."""
+    groups: tuple[McGroup, ...] = ()
+    """The class C multicast groups, keys in clear, with their members."""
+    adr_off: frozenset[str] = frozenset()
+    """DevEUI hex of the devices opted out of network-side ADR."""
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -57,6 +63,7 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
     devices: dict[str, DeviceInfo] = {}
     profiles: dict[str, tuple[str, str]] = {}
     class_c: set[str] = set()
+    adr_off: set[str] = set()
     for device in registry.list_devices(conn):
         eui = str(device.dev_eui)
         numeric = {k: float(v) for k, v in params.get(eui, {}).items() if isinstance(v, (int, float))}
@@ -64,6 +71,8 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
         profiles[eui] = (device.profile, device.site)
         if device.lorawan_class == "C":
             class_c.add(eui)
+        if not device.adr:
+            adr_off.add(eui)
     return Snapshot(
         version,
         load_sessions(conn, decrypt),
@@ -71,6 +80,8 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
         devices,
         profiles,
         frozenset(class_c),
+        groups=tuple(multicast_groups.load_groups(conn, decrypt)),
+        adr_off=frozenset(adr_off),
     )
 
 
@@ -98,6 +109,10 @@ class Stages:
     """Drop what was heard from a device that left the registry (inventory, readings, their rows)."""
     set_class_c: Callable[[DevEui, bool], None] | None = None
     """Tell the downlink scheduler a device is class C (True) or no longer (False)."""
+    set_groups: Callable[[tuple[McGroup, ...]], None] | None = None
+    """Give the multicast scheduler the registry's groups (``MulticastScheduler.merge``)."""
+    set_adr_off: Callable[[frozenset[str]], None] | None = None
+    """Tell ADR (``AdrPeer.set_opted_out``) which devices it must not drive."""
 
 
 def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) -> None:
@@ -118,6 +133,10 @@ def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) 
             stages.set_class_c(DevEui.from_hex(eui), True)
         for eui in sorted(was_c - snapshot.class_c):
             stages.set_class_c(DevEui.from_hex(eui), False)
+    if stages.set_adr_off is not None:
+        stages.set_adr_off(snapshot.adr_off)
+    if stages.set_groups is not None:
+        stages.set_groups(snapshot.groups)
     if stages.forget_heard is not None and previous is not None:
         for eui in sorted(previous.devices.keys() - snapshot.devices.keys()):
             stages.forget_heard(eui)

@@ -16,7 +16,10 @@ line is a device's whole installation: there a missing required parameter is an 
 
 ``--class A|C`` sets the device's LoRaWAN class (default at ``add``: its profile's first class);
 class C is refused for a profile that does not declare it. The running agent sends a class C
-device's queued downlinks at once, on the RX2 parameters (docs/lorawan.md).
+device's queued downlinks at once, on the RX2 parameters (docs/lorawan.md). ``--adr off`` opts a
+device out of network-side ADR (default on). ``--mac-version 1.0.4`` overrides the profile's
+LoRaWAN version (``profile``: back to it): a 1.0.4 device's DevNonces must count up, and the join
+server refuses one not above its last (LoRaWAN 1.0.4 §6.2.5).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from gateway.cli.common import CheckFailed, UsageError, add_config_option, confi
 from gateway.codec import Profile, ProfileStore, load_profiles
 from gateway.errors import ConfigError, RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
-from gateway.provisioning import csv_import, hexinput, keystore, parameters, qr, registry
+from gateway.provisioning import csv_import, groups, hexinput, keystore, parameters, qr, registry
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -124,6 +127,19 @@ def _installation_args(p: argparse.ArgumentParser) -> None:
         choices=registry.CLASSES,
         help="LoRaWAN class: A, or C (downlinks at once; the profile must declare it)."
         " Default at add: the profile's first class",
+    )
+    p.add_argument(
+        "--adr",
+        type=str.lower,
+        choices=("on", "off"),
+        help="network-side ADR for this device (default at add: on): off, and the agent never sends it"
+        " a LinkADRReq (docs/lorawan.md)",
+    )
+    p.add_argument(
+        "--mac-version",
+        choices=(*registry.MAC_VERSIONS, "profile"),
+        help="LoRaWAN version of the device when it is not its profile's (profile: back to it); a 1.0.4"
+        " device must count its DevNonces up (default: the profile's lorawan.mac_version)",
     )
 
 
@@ -227,6 +243,8 @@ def add_device(args: argparse.Namespace) -> int:
                 params=params,
                 keystore=store,
                 lorawan_class=lorawan_class,
+                adr=args.adr != "off",
+                mac_version=_mac_version(args.mac_version) or None,
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -250,8 +268,11 @@ def set_device(args: argparse.Namespace) -> int:
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
     params = _params(args.param)
     _position(args)
-    if not (params or args.unset or args.site is not None or args.lat is not None or args.lorawan_class):
-        raise UsageError("nothing to change: give --site, --lat/--lon, --param, --unset or --class")
+    changes = (params, args.unset, args.site is not None, args.lat is not None, args.lorawan_class, args.adr)
+    if not any(changes) and args.mac_version is None:
+        raise UsageError(
+            "nothing to change: give --site, --lat/--lon, --param, --unset, --class, --adr or --mac-version"
+        )
     with _registry(args) as (cfg, conn, store):
         try:
             current = registry.get_device(conn, dev_eui)
@@ -278,6 +299,8 @@ def set_device(args: argparse.Namespace) -> int:
                 unset_params=tuple(args.unset),
                 keystore=store,
                 lorawan_class=lorawan_class,
+                adr=None if args.adr is None else args.adr == "on",
+                mac_version=_mac_version(args.mac_version),
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -302,6 +325,13 @@ def _class(text: str | None, profile: Profile | None) -> registry.DeviceClass | 
         return registry.check_class(text, profile.lorawan.classes if profile is not None else None)
     except ValueError as exc:
         raise UsageError(f"--class: {exc}") from exc
+
+
+def _mac_version(text: str | None) -> str | None:
+    """``--mac-version`` as the registry takes it: None not given, "" back to the profile's."""
+    if text is None:
+        return None
+    return "" if text == "profile" else text
 
 
 def _warn_missing(profile: Profile, device: registry.Device) -> None:
@@ -470,6 +500,7 @@ def rekey(args: argparse.Namespace) -> int:
     with _registry(args) as (cfg, conn, _store):
         store = keystore.create_key(cfg.data_dir)
         changed = registry.rekey(conn, store)
+        changed += groups.reseal(conn, store)  # the multicast groups' keys too
     if args.json:
         print_json({"key_file": str(store.path), "encrypted_values": changed})
     else:

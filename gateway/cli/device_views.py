@@ -187,6 +187,24 @@ def show_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_status_text(status: dict[str, Any]) -> str:
+    """The device's last DevStatusAns (LoRaWAN 1.0.4 §5.5): battery, downlink margin, when."""
+    if status["power"] == "mains":
+        power = "mains power"
+    elif status.get("battery_pct") is None:
+        power = "battery not measured"
+    else:
+        power = f"battery {status['battery_pct']:.0f} %"
+    return f"{power}, downlink margin {status['margin_db']} dB ({ago(status.get('at_s'))}, DevStatusAns)"
+
+
+def link_text(heard: dict[str, Any]) -> str:
+    """The device's radio link as ADR sees it: data rate, TX power, link margin."""
+    margin = heard.get("link_margin_db")
+    shown = "-" if margin is None else f"{margin:.1f} dB"
+    return f"DR{heard['dr']}, TX {heard['tx_power_dbm']} dBm, link margin {shown}"
+
+
 @dataclass(frozen=True, slots=True)
 class Chart:
     """What `device show` charts: the value, its unit, (time, value) points and the scale."""
@@ -221,6 +239,10 @@ def _print_show(doc: dict[str, Any], readings: list[dict[str, Any]], chart: Char
             f"{ago(heard.get('last_seen_s'))}, {signal}, {heard['frames']} frames, {heard['errors']} errors"
         )
         grid.add_row("heard", seen)
+        if heard.get("dev_status"):
+            grid.add_row("status", dev_status_text(heard["dev_status"]))
+        if heard.get("dr") is not None:
+            grid.add_row("link", link_text(heard))
     else:
         grid.add_row("heard", "[yellow]not since the agent started[/]")
     console.print(grid)

@@ -87,6 +87,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "tail": Command(
         "gateway.cli.views_cmd:add_tail_arguments", "live frames with their verdicts (MIC, FCnt, decoding)"
     ),
+    "group": Command(
+        "gateway.cli.group_cmd:add_arguments", "class C multicast groups: keys, data rate, member devices"
+    ),
     "airtime": Command(
         "gateway.cli.airtime_cmd:add_arguments", "time on air of one LoRa packet (Semtech SX127x formula)"
     ),

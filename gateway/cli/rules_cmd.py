@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -31,14 +32,23 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway import config, textfile
-from gateway.cli import layout, rules_check
+from gateway import config, db, textfile
+from gateway.cli import layout, multicast_cost, rules_check
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.codec import ProfileStore, load_profiles
 from gateway.control import SOCKET_NAME, client
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, EncodeError, GatewayError
 from gateway.messages import Alert
-from gateway.rules import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, ReadingFacts, RuleEngine
+from gateway.provisioning import groups
+from gateway.rules import (
+    AggregateRecord,
+    DisplayUpdate,
+    DownlinkRequest,
+    GroupDownlinkRequest,
+    Output,
+    ReadingFacts,
+    RuleEngine,
+)
 from gateway.rules.engine import EvalTrace
 from gateway.rules.loader import load_rules
 from gateway.rules.model import RuleSet
@@ -76,6 +86,14 @@ def add_arguments(rules: argparse.ArgumentParser) -> None:
     )
     test.add_argument(
         "--tick-s", type=float, default=DEFAULT_TICK_S, metavar="S", help="clock tick between readings"
+    )
+    test.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=PROFILE:MEMBERS",
+        help="a multicast group the rules address, for the airtime cost of its steps"
+        " (default: the registry of the config's gateway)",
     )
     test.set_defaults(handler=run_test)
 
@@ -215,6 +233,17 @@ def _events(outputs: list[Output]) -> Iterator[Event]:
                     "from_s": out.start_s, "to_s": out.end_s, "values": dict(out.values),
                 },
             )  # fmt: skip
+        elif isinstance(out, GroupDownlinkRequest):
+            yield Event(
+                out.at_s,
+                "command",
+                {
+                    "group": out.group,
+                    "command": out.command,
+                    "params": dict(out.params),
+                    "reason": out.reason,
+                },
+            )
         else:
             request = out.as_downlink() if isinstance(out, DisplayUpdate) else out
             assert isinstance(request, DownlinkRequest)
@@ -242,7 +271,7 @@ def _trace_event(t: EvalTrace) -> Event:
 def run_test(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)  # ConfigError (file: key path: reason) → exit 2
     readings = load_readings(Path(args.readings)) if args.readings else []
-    _check_names(args, rules, readings)
+    profiles = _check_names(args, rules, readings)
     if args.tick_s <= 0:
         raise UsageError("--tick-s must be > 0")
     times = sorted(r.at_s for r in readings)
@@ -256,6 +285,7 @@ def run_test(args: argparse.Namespace) -> int:
     if times and times[0] < start_s:
         raise UsageError(f"a reading is before --start ({_iso(times[0], ZoneInfo('UTC'))})")
     events = simulate(rules, readings, start_s=start_s, until_s=until_s, tick_s=args.tick_s, trace=args.trace)
+    _add_group_costs(args, rules, profiles, events)
     tz = ZoneInfo(rules.location.timezone)
     summary = _summary(rules, readings, events)
     if args.json:
@@ -277,6 +307,8 @@ def run_test(args: argparse.Namespace) -> int:
     )
     for event in events:
         print(f"{_iso(event.at_s, tz)}  {event.kind:<9} {_describe(event, tz)}")
+        if "cost" in event.body:
+            print(f"{'':<27}{'cost':<9} {event.body['cost']['text']}")
     print(
         f"{summary['readings']} readings: {summary['alerts_raised']} alerts raised, "
         f"{summary['alerts_cleared']} cleared, {summary['commands']} commands, "
@@ -293,8 +325,9 @@ def _profiles(args: argparse.Namespace) -> ProfileStore:
     return load_profiles(config.load(str(path)).profiles_dir if path.is_file() else None)
 
 
-def _check_names(args: argparse.Namespace, rules: RuleSet, readings: list[ReadingFacts]) -> None:
-    """UsageError (exit 2) after one stderr line per unknown profile or field of the rules file."""
+def _check_names(args: argparse.Namespace, rules: RuleSet, readings: list[ReadingFacts]) -> ProfileStore:
+    """UsageError (exit 2) after one stderr line per unknown profile or field of the rules file; the
+    profiles it checked against."""
     profiles = _profiles(args)
     problems = [f"{args.rules}: {problem}" for problem in rules_check.check(rules, profiles)]
     for profile_id in sorted({r.profile for r in readings if r.profile and r.profile not in profiles}):
@@ -303,6 +336,84 @@ def _check_names(args: argparse.Namespace, rules: RuleSet, readings: list[Readin
         for problem in problems:
             print(problem, file=sys.stderr)
         raise UsageError(f"{args.rules}: {len(problems)} unknown name(s), nothing simulated")
+    return profiles
+
+
+# --- multicast groups: the airtime of a step to a group -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupPlan:
+    profile: str
+    members: int
+    dr: int
+    freq_hz: int
+
+
+def _group_plans(args: argparse.Namespace, rules: RuleSet) -> dict[str, _GroupPlan]:
+    """The groups the rules address: from the registry of the config's gateway (read only, when its
+    database exists), then ``--group NAME=PROFILE:MEMBERS`` (on the gateway's RX2 parameters)."""
+    wanted = {g.multicast for g in rules.lighting if g.multicast is not None}
+    plans: dict[str, _GroupPlan] = {}
+    if not wanted:
+        return plans
+    path = Path(config_path(args))
+    cfg = config.load(str(path)) if path.is_file() else None
+    lorawan = cfg.lorawan if cfg is not None else config.LorawanSection()
+    rx2_dr, rx2_freq_hz = lorawan.rx2_dr, lorawan.rx2_freq_hz
+    if cfg is not None and db.db_path(cfg.data_dir).is_file():
+        try:
+            conn = sqlite3.connect(f"file:{db.db_path(cfg.data_dir)}?mode=ro", uri=True)
+            try:
+                for info in groups.list_groups(conn):
+                    if info.name in wanted and info.profile is not None:
+                        plans[info.name] = _GroupPlan(
+                            info.profile,
+                            len(info.members),
+                            rx2_dr if info.dr is None else info.dr,
+                            rx2_freq_hz if info.freq_hz is None else info.freq_hz,
+                        )
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            pass  # no multicast tables yet (an older file): only --group then
+    for text in args.group:
+        name, _, rest = text.partition("=")
+        profile, _, members = rest.rpartition(":")
+        if not name or not profile or not members.isdigit() or int(members) < 1:
+            raise UsageError(
+                f"--group {text!r}: expected NAME=PROFILE:MEMBERS, e.g. district-north=nasys/ul20xx:200"
+            )
+        plans[name] = _GroupPlan(profile, int(members), rx2_dr, rx2_freq_hz)
+    return plans
+
+
+def _add_group_costs(
+    args: argparse.Namespace, rules: RuleSet, profiles: ProfileStore, events: list[Event]
+) -> None:
+    """Each command to a multicast group gets its ``cost``: one frame against one per member."""
+    plans = _group_plans(args, rules)
+    for event in events:
+        name = event.body.get("group")
+        if event.kind != "command" or name is None:
+            continue
+        plan = plans.get(name)
+        if plan is None:
+            text = (
+                f"group {name}: not in this gateway's registry; --group {name}=PROFILE:MEMBERS gives its cost"
+            )
+            event.body["cost"] = {"text": text}
+            continue
+        if plan.profile not in profiles:
+            event.body["cost"] = {"text": f"group {name}: unknown profile {plan.profile!r}"}
+            continue
+        try:
+            payload = profiles.get(plan.profile).encode(event.body["command"], event.body["params"]).payload
+        except EncodeError as exc:
+            event.body["cost"] = {"text": f"group {name}: {exc}"}
+            continue
+        cost = multicast_cost.step_cost(name, plan.members, len(payload), plan.dr, plan.freq_hz)
+        event.body["cost"] = {**cost.as_json(), "text": cost.describe()}
 
 
 def _summary(rules: RuleSet, readings: list[ReadingFacts], events: list[Event]) -> dict[str, int]:
@@ -337,7 +448,8 @@ def _describe(event: Event, tz: tzinfo) -> str:
         message = f" — {b['message']}" if b["message"] else ""
         return f"{b['state']:<7} {b['rule']} {b['dev_eui']} {b['severity']}{value}{message}"
     if event.kind == "command":
-        return f"{b['dev_eui']} {b['command']} {json.dumps(b['params'])} ({readable_reason(b['reason'], tz)})"
+        to = f"group {b['group']}" if "group" in b else b["dev_eui"]  # one multicast frame, or one lamp
+        return f"{to} {b['command']} {json.dumps(b['params'])} ({readable_reason(b['reason'], tz)})"
     if event.kind == "aggregate":
         return f"{b['aggregate']} {b['series']} {b['dev_eui']} {json.dumps(b['values'])}"
     value = "" if b["value"] is None else f" value {b['value']:.4g}"

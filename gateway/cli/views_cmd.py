@@ -88,6 +88,11 @@ def add_devices_arguments(p: argparse.ArgumentParser) -> None:
         default="dev_eui",
         help="last_seen: longest silent first; rssi: weakest first (default dev_eui)",
     )
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="the radio link instead of the readings: data rate, TX power and link margin (ADR)",
+    )
     add_config_option(p)
     p.set_defaults(handler=show_devices)
 
@@ -183,6 +188,7 @@ def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("why", f"{up['last_error']} ({ago(up.get('last_error_at_s'))})"))
     rows.append(("outbox", f"{box['depth']} records waiting ({box['bytes']} bytes), oldest {oldest}"))
     rows.extend(_downlinks_rows(doc.get("downlinks")))
+    rows.extend(_rule_downlinks_rows(p))
     rows.extend(_config_rows(doc.get("config")))
     rows.extend(_rules_rows(doc.get("rules")))
     disk = doc.get("storage") or {}
@@ -241,6 +247,15 @@ def _downlinks_rows(downlinks: dict[str, Any] | None) -> list[tuple[str, str]]:
     reasons = ", ".join(f"{reason} {n}" for reason, n in failed.items())
     text = f"sent {downlinks.get('sent', 0)}, not sent {sum(failed.values())}"
     return [("downlinks", f"{text} ({reasons})" if reasons else text)]
+
+
+def _rule_downlinks_rows(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
+    """How the rules' downlink commands ended, by state (``rules.downlink.<state>`` counters)."""
+    prefix = "rules.downlink."
+    ended = {k.removeprefix(prefix): n for k, n in pipeline.items() if k.startswith(prefix)}
+    if not ended:
+        return []
+    return [("rule cmds", ", ".join(f"{state} {n}" for state, n in sorted(ended.items())))]
 
 
 def _config_rows(state: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -319,7 +334,8 @@ def show_devices(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"devices": rows})
         return 0
-    for line in devices_lines(rows, layout.width(args.wide)):
+    lines = link_lines if args.link else devices_lines
+    for line in lines(rows, layout.width(args.wide)):
         print(line)
     return 0
 
@@ -329,11 +345,50 @@ def devices_lines(rows: list[dict[str, Any]], room: int | None) -> list[str]:
     for d in rows:
         signal = "-" if d.get("rssi_dbm") is None else f"{d['rssi_dbm']:.0f}/{d['snr_db']:.1f}"
         battery = "-" if d.get("battery") is None else f"{d['battery']:.0f}"
+        if d.get("battery") is None and d.get("dev_status"):
+            battery = dev_status_battery(d["dev_status"])
         cells.append([
             d["dev_eui"], d["profile"], d["site"] or "-", ago(d.get("last_seen_s")), signal, battery,
             str(d.get("frames_24h", 0)), str(d.get("errors", 0)),
         ])  # fmt: skip
     return layout.table(DEVICE_COLUMNS, cells, room)
+
+
+LINK_COLUMNS: Final = (
+    layout.Column("device"),
+    layout.Column("site", shrink=True, min_width=8),
+    layout.Column("last seen"),
+    layout.Column("RSSI/SNR"),
+    layout.Column("DR", right=True),
+    layout.Column("TX dBm", right=True),
+    layout.Column("margin dB", right=True),
+)
+
+
+def link_lines(rows: list[dict[str, Any]], room: int | None) -> list[str]:
+    """``devices --link``: each device's data rate, TX power and link margin (best SNR of its last
+    uplinks above the demodulation floor of its data rate: ``gateway.lorawan.adr``)."""
+    cells = []
+    for d in rows:
+        signal = "-" if d.get("rssi_dbm") is None else f"{d['rssi_dbm']:.0f}/{d['snr_db']:.1f}"
+        margin = d.get("link_margin_db")
+        cells.append([
+            d["dev_eui"], d["site"] or "-", ago(d.get("last_seen_s")), signal,
+            "-" if d.get("dr") is None else f"DR{d['dr']}",
+            "-" if d.get("tx_power_dbm") is None else str(d["tx_power_dbm"]),
+            "-" if margin is None else f"{margin:.1f}",
+        ])  # fmt: skip
+    return layout.table(LINK_COLUMNS, cells, room)
+
+
+def dev_status_battery(status: dict[str, Any]) -> str:
+    """The battery of a device's last DevStatusAns in a few characters: ``79%``, ``mains`` or ``?``
+    (the device cannot measure it); the decoder's own battery output, when there is one, comes first."""
+    if status["power"] == "mains":
+        return "mains"
+    if status.get("battery_pct") is None:
+        return "?"
+    return f"{status['battery_pct']:.0f}%"
 
 
 # --- tail ---------------------------------------------------------------------------------------
@@ -386,11 +441,30 @@ def _tail_device(args: argparse.Namespace) -> str:
 
 def _tail_line(event: dict[str, Any], raw: bool) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(event["at_s"]))
+    if event.get("outcome"):
+        return _outcome_line(at, event)  # no frame of its own: nothing raw to show
     if event["verdict"] == "downlink":
         line = _downlink_line(at, event)
     else:
         line = _uplink_line(at, event)
     return f"{line}\n    {event['phy_hex']}" if raw else line
+
+
+_OUTCOME_STYLES = {"sent": "cyan", "acknowledged": "green"}
+
+
+def _outcome_line(at: str, event: dict[str, Any]) -> str:
+    """The end of a queued downlink (``gateway.pipeline.outcome_event``): its state, and who asked."""
+    state = event["status"]
+    style = _OUTCOME_STYLES.get(state, "red")
+    ref = event.get("ref") or {}
+    asked = ""
+    if ref.get("source") == "platform":
+        asked = f" platform {ref.get('name')} seq {ref.get('seq')}"
+    elif ref.get("source") == "rule":
+        asked = f" rule {ref.get('name')}"
+    detail = f" ({event['detail']})" if event.get("detail") else ""
+    return f"{at} [bold]DOWN[/] [{style}]{state.upper()}[/] {event.get('dev_eui') or '-'}{asked}{detail}"
 
 
 def _uplink_line(at: str, event: dict[str, Any]) -> str:
@@ -410,4 +484,6 @@ def _downlink_line(at: str, event: dict[str, Any]) -> str:
     port = "-" if event.get("fport") is None else event["fport"]
     rf = f"{event['freq_hz'] / 1e6:.1f} MHz SF{event['sf']} {event['window'].upper()}"
     detail = f" ({event['detail']})" if event.get("detail") else ""
-    return f"{at} [bold]DOWN[/] {status} {event.get('dev_eui') or '-'} fcnt {fcnt} port {port} {rf}{detail}"
+    # A multicast frame has no DevEUI: it goes to every member of its group.
+    to = f"group {event['group']}" if event.get("group") else event.get("dev_eui") or "-"
+    return f"{at} [bold]DOWN[/] {status} {to} fcnt {fcnt} port {port} {rf}{detail}"

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
-ADDITIONS: tuple[str, ...] = ("rules_state", "device_state", "device_class")
+ADDITIONS: tuple[str, ...] = (
+    "rules_state", "device_state", "device_class", "multicast", "adr", "mac_version",
+)  # fmt: skip
 """Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
 _ADDITIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_additions (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"

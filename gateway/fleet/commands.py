@@ -3,7 +3,9 @@
 Owns what a command envelope's payload means (``{"cmd": <name>, "params": {...}}``),
 the registry of allowed commands (name → handler and parameter specs — there is no
 remote shell: a name not registered is refused), the order of checks, and the result
-``{"v": 1, "cmd", "seq", "ok", "reason", "result"}`` published on ``cmd-result``.
+``{"v": 1, "cmd", "seq", "ok", "reason", "result"}`` published on ``cmd-result``; a command
+that ends later (a ``downlink``: acknowledged or not) publishes a second result with the same
+seq and a ``state`` (docs/fleet.md).
 It does not own signatures, addresses or replay (``gateway.fleet.trust``) nor what
 the handlers do (the app registers them; the key-rotation commands are built in).
 
@@ -38,6 +40,8 @@ COMMAND_NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 # A handler gets the checked parameters and returns a JSON value (or an awaitable of one).
 Handler = Callable[[dict[str, Any]], Any]
+# The same, also given the envelope's seq (a command whose end is reported later under it).
+SeqHandler = Callable[[dict[str, Any], int], Any]
 _KINDS: dict[type, str] = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
 
 
@@ -78,7 +82,7 @@ class Param:
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     name: str
-    handler: Handler
+    handler: SeqHandler
     params: tuple[Param, ...] = ()
     doc: str = ""
 
@@ -111,9 +115,11 @@ class CommandResult:
     ok: bool
     reason: str | None
     result: Any = None
+    state: str | None = None
+    """Set on the later result of a command that ends after its answer (a downlink's outcome)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "v": RESULT_VERSION,
             "cmd": self.cmd,
             "seq": self.seq,
@@ -121,6 +127,9 @@ class CommandResult:
             "reason": self.reason,
             "result": self.result,
         }
+        if self.state is not None:
+            doc["state"] = self.state
+        return doc
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), default=str).encode()
@@ -154,6 +163,12 @@ class CommandDispatcher:
 
     def register(self, name: str, handler: Handler, params: Iterable[Param] = (), doc: str = "") -> None:
         """Allow command ``name``; ``handler(params)`` runs once its envelope and parameters passed."""
+        self.register_with_seq(name, lambda params, _seq: handler(params), params, doc)
+
+    def register_with_seq(
+        self, name: str, handler: SeqHandler, params: Iterable[Param] = (), doc: str = ""
+    ) -> None:
+        """As ``register``, the handler also given the envelope's seq (to report a later end under it)."""
         if not COMMAND_NAME.fullmatch(name):
             raise ValueError(f"command name {name!r}: use a-z, 0-9 and '_' (it is an MQTT topic level)")
         if name in self._specs:
@@ -190,7 +205,7 @@ class CommandDispatcher:
         self.counters["accepted"] += 1
         log.info("platform command %s (seq %d) accepted", name, env.seq)
         try:
-            outcome = spec.handler(params)
+            outcome = spec.handler(params, env.seq)
             if inspect.isawaitable(outcome):
                 outcome = await outcome
         except (GatewayError, ValueError, OSError) as exc:

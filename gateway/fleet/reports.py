@@ -1,8 +1,9 @@
 """What a gateway reports to the platform, said in one line for a person (``edgegw fleet watch``), pure.
 
-Owns the wording of ``cmd-result``, ``config-state``, ``update-state``, ``health`` and ``state``
-messages (docs/fleet.md, docs/mqtt.md) for people; programs read the JSON (``fleet watch --json``).
-A message of an unknown shape is shown as it came, cut: a watcher must never stop on one.
+Owns the wording of ``cmd-result`` (a ``downlink`` command's later outcome too), ``config-state``,
+``update-state``, ``health`` and ``state`` messages (docs/fleet.md, docs/mqtt.md) for people;
+programs read the JSON (``fleet watch --json``). A message of an unknown shape is shown as it
+came, cut: a watcher must never stop on one.
 """
 
 from __future__ import annotations
@@ -28,10 +29,30 @@ def describe(kind: str, doc: Any) -> str:
 def _cmd_result(doc: dict[str, Any]) -> str:
     head = f"{doc['cmd']} (seq {doc.get('seq')})"
     result = doc.get("result")
+    if doc.get("state") is not None:
+        return f"{head}: {_downlink_outcome(doc['state'], result if isinstance(result, dict) else {})}"
     if doc.get("ok"):
         return f"{head}: ok {_compact(result)}".rstrip()
     error = result.get("error", "") if isinstance(result, dict) else ""
     return f"{head}: REFUSED {doc.get('reason')}: {error}".rstrip(": ")
+
+
+_OUTCOME_WORDS = {
+    "sent": "sent to {dev}",
+    "acknowledged": "acknowledged by {dev}",
+    "unacknowledged": "NOT ACKNOWLEDGED by {dev}",
+    "expired": "EXPIRED before reaching {dev}",
+    "refused": "REFUSED for {dev}",
+}
+
+
+def _downlink_outcome(state: str, result: dict[str, Any]) -> str:
+    """The later result of a ``downlink`` command: how its frame ended (docs/fleet.md)."""
+    words = _OUTCOME_WORDS.get(state, state.upper() + " for {dev}").format(dev=result.get("dev_eui", "?"))
+    detail = result.get("detail")
+    if not detail:
+        return words
+    return f"{words}: {detail}" if state == "refused" else f"{words} ({detail})"
 
 
 def _config_state(doc: dict[str, Any]) -> str:

@@ -16,9 +16,22 @@ passed in: each reads the device's answers and says which requests go in the nex
 scheduler owns the FOpts room: its own answers first, then the peers' requests in order. An uplink
 with ADRACKReq set (FCtrl bit 6, §4.3.1.1) is always answered by a downlink, empty if need be.
 
-Sans-IO: it is fed accepted uplinks and returns ``TxRequest`` values; it never
-sends, sleeps or reads a clock. The radio layer enforces airtime and duty cycle.
-It does not retransmit unacknowledged confirmed downlinks (it counts them).
+Outcomes (issue 20): each queued downlink may carry a ``DownlinkRef`` (who asked: a platform
+command's seq, a rule) and ends in one state reported through ``on_outcome``: ``sent`` (unconfirmed,
+on the air), ``acknowledged``, ``unacknowledged`` (no ACK after 1 + ``lorawan.confirmed_retries``
+transmissions), ``expired`` (still waiting after ``lorawan.downlink_ttl_s``: a silent class A device;
+or replaced by a superseding one) or ``refused`` with its reason (``queue_full``, ``too_large``, or the
+radio's last refusal: ``duty_cycle``, ``too_late``, ``disk_full``...). A confirmed downlink is
+acknowledged by the ACK bit of the device's next uplink (§4.3.1.2); an uplink without it, or for
+class C no uplink within ``lorawan.class_c_ack_timeout_s`` (§18: CLASS_C_RESP_TIMEOUT), sends it again
+at the next opportunity as a NEW frame with a new FCntDown (§4.3.1.3: never the same counter twice).
+Until then no other downlink goes to that class C device (§18: one confirmed downlink pending at a
+time; keeping the queue's order). A frame the radio refused was never heard: it is sent again the
+same way, within the same budget of transmissions, then ``refused`` with the radio's reason.
+
+Sans-IO: it is fed accepted uplinks, radio verdicts (``transmitted``) and the time (``tick``) and
+returns ``TxRequest`` values; it never sends, sleeps or reads a clock. The radio layer enforces
+airtime and duty cycle.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ import logging
 import sqlite3
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.config import LorawanSection
@@ -36,7 +49,17 @@ from gateway.lorawan import mac, phy, region
 from gateway.lorawan.sessions import Session, SessionTable
 from gateway.messages import DevEui, MType, TxRequest, UplinkData
 
-__all__ = ["FOPTS_MAX_BYTES", "DownlinkPlan", "DownlinkScheduler", "FcntDown", "MacPeer", "QueuedDownlink"]
+__all__ = [
+    "FOPTS_MAX_BYTES",
+    "OUTCOME_STATES",
+    "DownlinkPlan",
+    "DownlinkRef",
+    "DownlinkScheduler",
+    "FcntDown",
+    "MacPeer",
+    "OnOutcome",
+    "QueuedDownlink",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +94,53 @@ class MacPeer(Protocol):
         again (the downlink may be lost)."""
 
 
+OUTCOME_STATES = ("sent", "acknowledged", "unacknowledged", "expired", "refused")
+"""The end states of a queued downlink (module docstring)."""
+_FLIGHT_FORGET_S = 60.0
+"""A frame whose radio verdict did not come within this long (its task was cancelled) is forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkRef:
+    """Who asked for a downlink, so that its outcome goes back to them."""
+
+    source: str
+    """``platform`` (a signed command) or ``rule`` (the rules engine)."""
+    name: str
+    """The platform command (``downlink``) or what the rule engine says asked (a rule's name)."""
+    seq: int | None = None
+    """The platform command's seq (its ``cmd-result`` messages carry it)."""
+
+
+OnOutcome = Callable[[DownlinkRef | None, DevEui, str, str], None]
+"""``on_outcome(ref, dev_eui, state, detail)``: ``state`` one of ``OUTCOME_STATES``; ``detail`` the
+reason code for ``refused`` (``duty_cycle``, ``too_large``...), else a sentence for people. Called on
+the event loop; must be quick and must not raise."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedDownlink:
     fport: int
     payload: bytes
     confirmed: bool = False
+    ref: DownlinkRef | None = None
+    attempts: int = 0
+    """Frames built for it so far, each with its own FCntDown."""
+    queued_at_s: float | None = None
+    """When it was queued, in the ``tick`` clock's seconds (None until the next ``tick`` stamps it)."""
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A frame built for a queued downlink, until its outcome is known."""
+
+    item: QueuedDownlink
+    """The downlink, its ``attempts`` counting this frame."""
+    dev_eui: DevEui
+    fcnt_down: int
+    class_c: bool
+    seen_at_s: float | None = None
+    """When the radio said it was sent (else the first ``tick`` after it was built)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +176,11 @@ class DownlinkScheduler:
         *,
         clock_synced: Callable[[], bool] = lambda: True,
         peers: Sequence[MacPeer] = (),
+        on_outcome: OnOutcome | None = None,
     ) -> None:
         self._section = section
+        self.on_outcome = on_outcome
+        """Told the end state of each queued downlink (``OnOutcome``); settable after construction."""
         self._sessions = sessions
         self._clock_synced = clock_synced
         self._peers = tuple(peers)
@@ -121,8 +189,13 @@ class DownlinkScheduler:
         self._heard_by: dict[bytes, str] = {}
         """Class C device → the gateway EUI of its last accepted uplink: its downlinks go there, not
         to whichever forwarder pulled last (anyone who can reach the UDP port can send PULL_DATA)."""
-        self._awaiting_ack: dict[bytes, int] = {}
+        self._awaiting_ack: dict[bytes, _Flight] = {}
+        """Device → its confirmed downlink on the air, until an uplink (or the class C timeout) says."""
+        self._flights: dict[bytes, _Flight] = {}
+        """PHYPayload → the queued downlink it carries, until the radio's verdict (``transmitted``)."""
         self._pending: dict[bytes, FcntDown] = {}
+        self._writing: dict[bytes, int] = {}
+        """Device → the downlink counter taken by a group commit that has not committed yet."""
         self.counters: Counter[str] = Counter()
         rx2_rate = region.data_rate(section.rx2_dr)
         self._rx2_sf, self._rx2_bw_hz = rx2_rate.sf, rx2_rate.bw_hz
@@ -130,27 +203,42 @@ class DownlinkScheduler:
     # --- what the application asks for ---------------------------------------------------------
 
     def enqueue(
-        self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False, supersede: bool = False
+        self,
+        dev_eui: DevEui,
+        fport: int,
+        payload: bytes,
+        *,
+        confirmed: bool = False,
+        supersede: bool = False,
+        ref: DownlinkRef | None = None,
+        now_s: float | None = None,
     ) -> None:
         """Queue an application downlink (FPort 1..223).
 
-        ``DownlinkQueueFull`` when the device has ``MAX_QUEUE`` downlinks waiting already; a
-        ``ValueError`` for an FPort outside 1..223 (a caller's mistake: the platform's and the
-        profiles' FPorts are checked before they get here).
+        ``DownlinkQueueFull`` when the device has ``MAX_QUEUE`` downlinks waiting already (reported
+        ``refused`` ``queue_full`` too); a ``ValueError`` for an FPort outside 1..223 (a caller's
+        mistake: the platform's and the profiles' FPorts are checked before they get here).
 
         ``supersede``: drop what is still queued for the device on the same FPort first (a newer
-        display content makes the older one pointless).
+        display content makes the older one pointless; each dropped one ends ``expired``).
+        ``ref``: who asked, told the outcome. ``now_s``: the ``tick`` clock now (else the next
+        ``tick`` stamps it), from which ``lorawan.downlink_ttl_s`` counts.
         """
         if not 1 <= fport <= 223:
             raise ValueError(f"application FPort must be 1..223, got {fport}")
         queue = self._queues.setdefault(dev_eui.value, deque())
         if supersede:
             kept = [item for item in queue if item.fport != fport]
+            for item in queue:
+                if item.fport == fport:
+                    self._report(item, dev_eui, "expired", f"replaced by a newer downlink on FPort {fport}")
             queue.clear()
             queue.extend(kept)
+        item = QueuedDownlink(fport, payload, confirmed, ref, queued_at_s=now_s)
         if len(queue) >= MAX_QUEUE:
+            self._report(item, dev_eui, "refused", "queue_full")
             raise DownlinkQueueFull(f"downlink queue of {dev_eui} is full ({MAX_QUEUE})", limit=MAX_QUEUE)
-        queue.append(QueuedDownlink(fport, payload, confirmed))
+        queue.append(item)
 
     def queued(self, dev_eui: DevEui) -> int:
         return len(self._queues.get(dev_eui.value, ()))
@@ -174,11 +262,8 @@ class DownlinkScheduler:
         if session is None or session.session_tag != up.session_tag:
             return None  # the session changed (a join) since the uplink was accepted
         self.counters["uplinks"] += 1
-        ack_bit = self._uplink_ack_bit(up)
         eui = up.dev_eui.value
-        if ack_bit and eui in self._awaiting_ack:
-            del self._awaiting_ack[eui]
-            self.counters["confirmed_acked"] += 1
+        self._settle_ack(up)
         answers = self._mac_answers(up, gw_count)
         answers += self._peer_requests(up, FOPTS_MAX_BYTES - len(answers))
         adr_ack_req = bool(up.frame.phy_payload[5] & _FCTRL_ADR_ACK_REQ)
@@ -240,15 +325,15 @@ class DownlinkScheduler:
         requests: list[TxRequest] = []
         limit = _MAX_MAC_PAYLOAD[self._section.rx2_dr] - _FHDR_FPORT_BYTES
         for eui in sorted(self._class_c):
-            if not self._queues.get(eui):
-                continue
+            if not self._queues.get(eui) or eui in self._awaiting_ack:
+                continue  # §18: nothing more until its confirmed downlink is acknowledged or timed out
             session = self._sessions.by_dev_eui(DevEui(eui))
             if session is None:
                 continue
             item = self._next_fitting(eui, limit)
             if item is None:
                 continue
-            phy_payload = self._build(session, item, b"", ack=False)
+            phy_payload = self._build(session, item, b"", ack=False, class_c=True)
             requests.append(
                 TxRequest(
                     phy_payload=phy_payload,
@@ -263,6 +348,110 @@ class DownlinkScheduler:
             )
             self.counters["class_c"] += 1
         return requests
+
+    # --- outcomes: the radio's verdicts, the ACKs, the time -------------------------------------
+
+    def transmitted(self, request: TxRequest, status: str, now_s: float) -> None:
+        """The radio's last word on a frame this scheduler built: ``sent``, or why it was not
+        (``too_late``, ``duty_cycle``, ``disk_full``...). An unconfirmed downlink on the air ends
+        ``sent``; a confirmed one waits for its ACK; a refused frame was never heard, so its
+        downlink is queued again at the head (a new frame, a new FCntDown) while transmissions
+        remain, else it ends ``refused`` with the radio's reason."""
+        flight = self._flights.pop(request.phy_payload, None)
+        if flight is None:
+            return  # an ACK or MAC answer without a queued downlink, a join-accept, or forgotten
+        eui = flight.dev_eui.value
+        if status == "sent":
+            flight.seen_at_s = now_s
+            if not flight.item.confirmed:
+                self._report(flight.item, flight.dev_eui, "sent", f"FCntDown {flight.fcnt_down}")
+            return
+        if flight.item.confirmed:
+            if self._awaiting_ack.get(eui) is not flight:
+                return  # settled meanwhile by an uplink: this verdict comes too late to matter
+            del self._awaiting_ack[eui]
+        self.counters[f"not_sent_again.{status}"] += 1
+        self._again(flight, "refused", status)
+
+    def tick(self, now_s: float) -> None:
+        """The time-driven outcomes, about every second (``now_s``: a monotonic clock's seconds):
+        stamps what was queued without a time, expires what still waits after ``downlink_ttl_s``
+        (a silent class A device), and sends again a class C confirmed downlink not acknowledged
+        within ``class_c_ack_timeout_s``."""
+        ttl_s = self._section.downlink_ttl_s
+        for eui, queue in self._queues.items():
+            if not queue:
+                continue
+            kept: deque[QueuedDownlink] = deque()
+            for item in queue:
+                if item.queued_at_s is None:
+                    item = replace(item, queued_at_s=now_s)
+                if now_s - (item.queued_at_s or now_s) >= ttl_s:
+                    self._report(item, DevEui(eui), "expired", f"still queued after {ttl_s:g} s")
+                else:
+                    kept.append(item)
+            queue.clear()
+            queue.extend(kept)
+        timeout_s = self._section.class_c_ack_timeout_s
+        for eui, flight in list(self._awaiting_ack.items()):
+            if flight.seen_at_s is None:
+                flight.seen_at_s = now_s
+            queued_at_s = flight.item.queued_at_s
+            if queued_at_s is None:
+                flight.item = replace(flight.item, queued_at_s=now_s)
+                queued_at_s = now_s
+            if flight.class_c and now_s - flight.seen_at_s >= timeout_s:
+                del self._awaiting_ack[eui]
+                self._again(flight, "unacknowledged", f"no ACK within {timeout_s:g} s")
+            elif now_s - queued_at_s >= ttl_s:
+                del self._awaiting_ack[eui]
+                self._report(
+                    flight.item, flight.dev_eui, "expired",
+                    f"no uplink since transmission {flight.item.attempts} (FCntDown {flight.fcnt_down})",
+                )  # fmt: skip
+        for frame, flight in list(self._flights.items()):
+            if flight.seen_at_s is None:
+                flight.seen_at_s = now_s
+            elif now_s - flight.seen_at_s >= _FLIGHT_FORGET_S:
+                del self._flights[frame]
+
+    def _settle_ack(self, up: UplinkData) -> None:
+        """The device's next uplink after a confirmed downlink says whether it got it (§4.3.1.2:
+        the end-device acknowledges with its next uplink)."""
+        flight = self._awaiting_ack.pop(up.dev_eui.value, None)
+        if flight is None:
+            return
+        if self._uplink_ack_bit(up):
+            self.counters["confirmed_acked"] += 1
+            detail = f"ACK in uplink FCnt {up.fcnt} (transmission {flight.item.attempts}, "
+            detail += f"FCntDown {flight.fcnt_down})"
+            self._report(flight.item, flight.dev_eui, "acknowledged", detail)
+            return
+        self._again(flight, "unacknowledged", f"uplink FCnt {up.fcnt} without ACK")
+
+    def _again(self, flight: _Flight, state: str, detail: str) -> None:
+        """Queue the downlink again at the head (the next opportunity: this very uplink's windows,
+        or the next class C poll) while it has transmissions left, else end it in ``state``."""
+        item = flight.item
+        if item.attempts <= self._section.confirmed_retries:
+            self.counters["retried"] += 1
+            logger.debug("downlink to %s sent again (%s), transmission %d", flight.dev_eui, detail,
+                         item.attempts + 1)  # fmt: skip
+            self._queues.setdefault(flight.dev_eui.value, deque()).appendleft(item)
+            return
+        if state == "unacknowledged":
+            self.counters["confirmed_unacked"] += 1
+            detail = f"no ACK after {item.attempts} transmissions ({detail})"
+        self._report(item, flight.dev_eui, state, detail)
+
+    def _report(self, item: QueuedDownlink, dev_eui: DevEui, state: str, detail: str) -> None:
+        self.counters[f"outcome.{state}"] += 1
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(item.ref, dev_eui, state, detail)
+        except Exception:  # a listener's bug must not stop the downlinks
+            logger.exception("downlink outcome listener failed")
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -326,9 +515,12 @@ class DownlinkScheduler:
             logger.warning(
                 "dropping a %d-byte downlink for %s: too large for EU868", len(item.payload), DevEui(eui)
             )
+            self._report(item, DevEui(eui), "refused", "too_large")
         return None
 
-    def _build(self, session: Session, item: QueuedDownlink | None, fopts: bytes, *, ack: bool) -> bytes:
+    def _build(
+        self, session: Session, item: QueuedDownlink | None, fopts: bytes, *, ack: bool, class_c: bool = False
+    ) -> bytes:
         eui = session.dev_eui.value
         confirmed = item is not None and item.confirmed
         fcnt = session.fcnt_down
@@ -343,10 +535,12 @@ class DownlinkScheduler:
             ack=ack,
             fpending=bool(self._queues.get(eui)),
         )
-        if confirmed:
-            if eui in self._awaiting_ack:
-                self.counters["confirmed_unacked"] += 1
-            self._awaiting_ack[eui] = fcnt
+        if item is not None:
+            # Each frame its own FCntDown (§4.3.1.3), a retry too: attempts counts this one.
+            flight = _Flight(replace(item, attempts=item.attempts + 1), session.dev_eui, fcnt, class_c)
+            self._flights[frame] = flight
+            if confirmed:
+                self._awaiting_ack[eui] = flight
         session.fcnt_down = fcnt + 1
         self._pending[eui] = FcntDown(session.dev_eui, session.session_tag, session.fcnt_down)
         return frame
@@ -358,6 +552,8 @@ class DownlinkScheduler:
             return None
         taken = list(self._pending.values())
         self._pending = {}
+        for counter in taken:
+            self._writing[counter.dev_eui.value] = counter.fcnt_down
         return taken
 
     def write(self, conn: sqlite3.Connection, taken: list[FcntDown]) -> None:
@@ -367,10 +563,24 @@ class DownlinkScheduler:
         )
 
     def committed(self, taken: list[FcntDown]) -> None:
-        """Nothing to do: the in-memory counters are already ahead."""
+        """The in-memory counters are already ahead; these are durable now (``counter_durable``)."""
+        self._forget_writing(taken)
 
     def give_back(self, taken: list[FcntDown]) -> None:
         """The group failed (a full disk): these counters go with the next one, unless a later
         downlink of the same device already queued a higher one."""
+        self._forget_writing(taken)
         for counter in taken:
             self._pending.setdefault(counter.dev_eui.value, counter)
+
+    def _forget_writing(self, taken: list[FcntDown]) -> None:
+        for counter in taken:
+            eui = counter.dev_eui.value
+            if self._writing.get(eui) == counter.fcnt_down:
+                del self._writing[eui]
+
+    def counter_durable(self, dev_eui: DevEui) -> bool:
+        """True when the downlink counter of every frame built for the device so far is committed:
+        a frame may go on the air then (after a crash, no FCntDown goes out twice under the same keys)."""
+        eui = dev_eui.value
+        return eui not in self._pending and eui not in self._writing

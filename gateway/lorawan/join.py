@@ -3,10 +3,17 @@
 Owns the decision on a join-request (LoRaWAN 1.0.4 §6.2.4-§6.2.6): the device
 must be registered for OTAA with this JoinEUI, the MIC must verify with its
 AppKey, and its DevNonce must never have been used before (kept in the
-``lorawan_joins`` table, so a replayed join stays refused across restarts). It
-then allocates a DevAddr unique among the current sessions, takes the next
-JoinNonce of the device (a counter that never repeats, §6.2.6), derives NwkSKey
-and AppSKey, and builds the encrypted join-accept with the configured
+``lorawan_joins`` table, so a replayed join stays refused across restarts). A
+device of LoRaWAN 1.0.4 (its profile's ``lorawan.mac_version``, or the registry's
+``mac_version`` of the device) counts its DevNonces up from 0 (§6.2.5): its
+DevNonce must also be greater than the highest it used, so an old join-request
+replayed is refused even if that exact one was never heard; 1.0.2/1.0.3 devices
+pick them at random and only reuse is refused. Only a join-request whose MIC
+verifies moves the highest DevNonce (a forged 0xFFFF cannot lock a device out),
+and it is the highest stored in ``lorawan_joins`` after a restart. It then
+allocates a DevAddr unique among the current sessions, takes the next JoinNonce
+of the device (a counter that never repeats, §6.2.6), derives NwkSKey and
+AppSKey, and builds the encrypted join-accept with the configured
 RX1DROffset, RX2 data rate, RxDelay and CFList, as ``TxRequest``s for RX1
 (JOIN_ACCEPT_DELAY1 = 5 s after the uplink, on its channel and data rate) and
 RX2 (6 s, 869.525 MHz DR0: the device still has the region's defaults).
@@ -48,6 +55,7 @@ from gateway.lorawan.sessions import Session, SessionTable, plain, session_tag
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui, RadioFrame, TxRequest
 
 __all__ = [
+    "COUNTING_MAC_VERSIONS",
     "JOIN_MIN_INTERVAL_S",
     "JoinAccepted",
     "JoinCommits",
@@ -55,6 +63,7 @@ __all__ = [
     "JoinServer",
     "OtaaDevice",
     "accept_join",
+    "counts_dev_nonce",
     "load_otaa_devices",
     "store_join",
 ]
@@ -76,6 +85,14 @@ first hour (one SF7 join-request every ~6 s). A device that asks faster is broke
 MAX_PENDING_JOINS = 1024
 """Accepted joins waiting for the group commit, at most (a stalled disk must not grow memory)."""
 _JOIN_REQUEST_BYTES = 23
+COUNTING_MAC_VERSIONS = frozenset({"1.0.4", "1.1"})
+"""MAC versions whose devices count DevNonces up (LoRaWAN 1.0.4 §6.2.5, 1.1 §6.2.5); the earlier
+1.0.x pick them at random."""
+
+
+def counts_dev_nonce(mac_version: str | None) -> bool:
+    """True when a device of ``mac_version`` counts its DevNonces up (None: unknown, random rule)."""
+    return mac_version in COUNTING_MAC_VERSIONS
 
 
 @dataclass(slots=True)
@@ -88,6 +105,10 @@ class OtaaDevice:
     profile: str
     used_dev_nonces: set[int] = field(default_factory=set)
     last_join_nonce: int = -1
+    mac_version: str | None = None
+    """The registry's ``mac_version`` of the device; None: its profile's."""
+    last_dev_nonce: int = -1
+    """The highest DevNonce of its joins (what a counting device must go above)."""
 
     def __repr__(self) -> str:
         return f"OtaaDevice({self.dev_eui}, join_eui={self.join_eui}, app_key=<secret>)"
@@ -114,7 +135,7 @@ class JoinAccepted:
 
 
 _LOAD_DEVICES = (
-    "SELECT dev_eui, join_eui, app_key, profile FROM devices"
+    "SELECT dev_eui, join_eui, app_key, profile, mac_version FROM devices"
     " WHERE activation = 'otaa' AND join_eui IS NOT NULL AND app_key IS NOT NULL"
 )
 
@@ -124,12 +145,13 @@ def load_otaa_devices(conn: sqlite3.Connection, decrypt: Callable[[str], str] = 
 
     ``decrypt`` turns the stored AppKey column into hex (keys may be encrypted at rest)."""
     devices: dict[str, OtaaDevice] = {}
-    for dev_eui, join_eui, app_key, profile in conn.execute(_LOAD_DEVICES):
+    for dev_eui, join_eui, app_key, profile, mac_version in conn.execute(_LOAD_DEVICES):
         devices[dev_eui] = OtaaDevice(
             dev_eui=DevEui.from_hex(dev_eui),
             join_eui=JoinEui.from_hex(join_eui),
             app_key=bytes.fromhex(decrypt(app_key)),
             profile=profile,
+            mac_version=mac_version,
         )
     for dev_eui, dev_nonce, join_nonce in conn.execute(
         "SELECT dev_eui, dev_nonce, join_nonce FROM lorawan_joins"
@@ -138,6 +160,7 @@ def load_otaa_devices(conn: sqlite3.Connection, decrypt: Callable[[str], str] = 
         if device is not None:
             device.used_dev_nonces.add(dev_nonce)
             device.last_join_nonce = max(device.last_join_nonce, join_nonce)
+            device.last_dev_nonce = max(device.last_dev_nonce, dev_nonce)
     return list(devices.values())
 
 
@@ -349,8 +372,17 @@ class JoinCommits:
 class JoinServer:
     """Decides on join-requests; holds the OTAA devices (refreshed from the registry with ``merge``)."""
 
-    def __init__(self, section: LorawanSection, devices: Iterable[OtaaDevice] = ()) -> None:
+    def __init__(
+        self,
+        section: LorawanSection,
+        devices: Iterable[OtaaDevice] = (),
+        *,
+        profile_mac_version: Callable[[str], str | None] = lambda _profile: None,
+    ) -> None:
+        """``profile_mac_version``: a profile's ``lorawan.mac_version`` (None: unknown profile), for
+        the devices the registry gives no ``mac_version``."""
         self._section = section
+        self._profile_mac_version = profile_mac_version
         self._net_id = bytes.fromhex(section.net_id)
         prefix, bits = section.dev_addr_block
         self._addr_prefix = prefix
@@ -370,6 +402,7 @@ class JoinServer:
             if current is not None and current.app_key == device.app_key:
                 device.used_dev_nonces |= current.used_dev_nonces
                 device.last_join_nonce = max(device.last_join_nonce, current.last_join_nonce)
+                device.last_dev_nonce = max(device.last_dev_nonce, current.last_dev_nonce)
             devices[device.dev_eui.value] = device
         self._devices = devices
 
@@ -382,7 +415,8 @@ class JoinServer:
         (``JoinCommits.reserved``); the new DevAddr avoids them too.
 
         Reasons: ``unknown_join_device`` (DevEUI not registered for OTAA, or another
-        JoinEUI), ``bad_join_mic``, ``reused_dev_nonce``, ``dev_addr_exhausted``,
+        JoinEUI), ``bad_join_mic``, ``reused_dev_nonce``, ``old_dev_nonce`` (a counting
+        device's DevNonce not above its highest), ``dev_addr_exhausted``,
         ``join_nonce_exhausted``; parse errors as in ``phy.parse``. The DevNonce
         and JoinNonce are reserved here at once, so that a second copy of the same
         request (or a retry racing the database write) can never reuse them.
@@ -400,16 +434,23 @@ class JoinServer:
         if not hmac.compare_digest(join_request_mic(device.app_key, parsed.mic_input), parsed.mic):
             raise MicMismatch(f"join-request MIC mismatch for {device.dev_eui}", reason="bad_join_mic")
         dev_nonce = int.from_bytes(parsed.dev_nonce, "big")
-        # LoRaWAN 1.0.4 §6.2.5: a DevNonce is never reused; 1.0.2 devices pick it at random, 1.0.4
-        # devices count up, and refusing any DevNonce seen before is right for both.
+        # LoRaWAN 1.0.4 §6.2.5: a DevNonce is never reused; 1.0.2/1.0.3 devices pick it at random,
+        # 1.0.4 devices count up, and for those the network refuses any not above the last one.
         if dev_nonce in device.used_dev_nonces:
             raise FrameError(
                 f"DevNonce {dev_nonce:04x} of {device.dev_eui} was already used", reason="reused_dev_nonce"
+            )
+        if dev_nonce <= device.last_dev_nonce and self.counts_dev_nonce(device):
+            raise FrameError(
+                f"DevNonce {dev_nonce:04x} of {device.dev_eui} is not above its last one"
+                f" ({device.last_dev_nonce:04x}): a LoRaWAN 1.0.4 device counts them up",
+                reason="old_dev_nonce",
             )
         if device.last_join_nonce >= _MAX_JOIN_NONCE:
             raise FrameError(f"JoinNonce of {device.dev_eui} is exhausted", reason="join_nonce_exhausted")
         dev_addr = self._allocate(device.dev_eui, dev_nonce, sessions, reserved)
         device.used_dev_nonces.add(dev_nonce)
+        device.last_dev_nonce = max(device.last_dev_nonce, dev_nonce)
         device.last_join_nonce += 1
         join_nonce = device.last_join_nonce
         join_nonce_bytes = join_nonce.to_bytes(3, "big")
@@ -455,6 +496,11 @@ class JoinServer:
             joined_at=datetime.fromtimestamp(frame.received_at_s, UTC).isoformat(timespec="seconds"),
             request=frame,
         )
+
+    def counts_dev_nonce(self, device: OtaaDevice) -> bool:
+        """Whether ``device`` counts its DevNonces up: the registry's MAC version, else its profile's."""
+        version = device.mac_version or self._profile_mac_version(device.profile)
+        return counts_dev_nonce(version)
 
     def _allocate(
         self, dev_eui: DevEui, dev_nonce: int, sessions: SessionTable, reserved: Container[bytes]

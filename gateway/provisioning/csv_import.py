@@ -23,6 +23,11 @@ Columns (header row required, order free, ``#`` lines and blank lines ignored)::
     lat, lon     WGS84 degrees (optional, both or neither)
     class        LoRaWAN class, A or C (optional): empty = the profile's first class for a new
                  device, keep for a known one; C is refused for a profile that does not declare it
+    adr          network-side ADR, on or off (optional): empty = on for a new device, keep for a
+                 known one
+    mac_version  LoRaWAN MAC version when it is not the profile's, 1.0.0..1.0.4 (optional): empty =
+                 the profile's for a new device, keep for a known one; ``profile`` = back to the
+                 profile's. A 1.0.4 device's DevNonces must count up (LoRaWAN 1.0.4 §6.2.5)
     param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm;
                  checked against the line's profile when the caller passes the profiles:
                  declared name, bounds, ``less_than``, every required one present
@@ -68,6 +73,8 @@ COLUMNS = (
     "lat",
     "lon",
     "class",
+    "adr",
+    "mac_version",
 )
 REQUIRED = ("dev_eui", "profile", "activation")
 PARAM_PREFIX = "param."
@@ -119,6 +126,10 @@ class DeviceRow:
     """None: the cell was empty (a new device takes ``default_class``, a known one keeps its own)."""
     default_class: registry.DeviceClass = "A"
     """The line's profile's first class (A when the profiles were not given)."""
+    adr: bool | None = None
+    """None: the cell was empty (a new device has ADR on, a known one keeps its choice)."""
+    mac_version: str | None = None
+    """None: the cell was empty (keep); "": back to the profile's; else ``registry.MAC_VERSIONS``."""
 
 
 @dataclass(slots=True)
@@ -326,6 +337,8 @@ def _parse_row(
             )
         except ValueError as exc:
             errors.append(LineError(line, str(exc), "class"))
+    adr = _adr(cells.get("adr", ""), line, errors)
+    mac_version = _mac_version(cells.get("mac_version", ""), line, errors)
     if declared is not None and not any(e.column and e.column.startswith(PARAM_PREFIX) for e in errors):
         errors.extend(
             LineError(line, problem.message, PARAM_PREFIX + problem.name)
@@ -347,9 +360,35 @@ def _parse_row(
             params=params,
             lorawan_class=lorawan_class,
             default_class=registry.default_class(declared.lorawan.classes) if declared else "A",
+            adr=adr,
+            mac_version=mac_version,
         ),
         [],
     )
+
+
+def _adr(text: str, line: int, errors: list[LineError]) -> bool | None:
+    """The ``adr`` cell: on/off (None: empty)."""
+    wanted = text.strip().lower()
+    if wanted in ("on", "off"):
+        return wanted == "on"
+    if wanted:
+        errors.append(LineError(line, f"must be on or off, got {text!r}", "adr"))
+    return None
+
+
+def _mac_version(text: str, line: int, errors: list[LineError]) -> str | None:
+    """The ``mac_version`` cell: a version, "" for ``profile`` (back to the profile's), None: empty."""
+    wanted = text.strip()
+    if not wanted:
+        return None
+    if wanted.lower() == "profile":
+        return ""
+    try:
+        return registry.check_mac_version(wanted)
+    except ValueError as exc:
+        errors.append(LineError(line, str(exc), "mac_version"))
+        return None
 
 
 def _float(text: str, line: int, column: str, errors: list[LineError]) -> float | None:
@@ -412,6 +451,8 @@ def _apply(
                 now=now,
                 keystore=keystore,
                 lorawan_class=row.lorawan_class or row.default_class,
+                adr=row.adr is not False,
+                mac_version=row.mac_version or None,
             )
         except RegistryError as exc:
             errors.append(LineError(row.line, str(exc), "dev_addr" if "DevAddr" in str(exc) else "dev_eui"))
@@ -427,11 +468,17 @@ def _apply(
     lon = row.lon if row.lon is not None else current.lon
     params = {**current.params, **row.params}
     lorawan_class = row.lorawan_class or current.lorawan_class
-    if (site, lat, lon, params, lorawan_class) == (
-        current.site, current.lat, current.lon, dict(current.params), current.lorawan_class
-    ):  # fmt: skip
+    adr = current.adr if row.adr is None else row.adr
+    mac_version = current.mac_version if row.mac_version is None else row.mac_version or None
+    if mac_version != current.mac_version:
+        conn.execute("UPDATE devices SET mac_version = ? WHERE dev_eui = ?", (mac_version, eui))
+    if (site, lat, lon, params, lorawan_class, adr) == (
+        current.site, current.lat, current.lon, dict(current.params), current.lorawan_class, current.adr
+    ) and mac_version == current.mac_version:  # fmt: skip
         result.unchanged.append(eui)
         return
+    if adr != current.adr:
+        conn.execute("UPDATE devices SET adr = ? WHERE dev_eui = ?", (int(adr), eui))
     conn.execute(
         "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ?, lorawan_class = ? WHERE dev_eui = ?",
         (site, lat, lon, json.dumps(params, sort_keys=True), lorawan_class, eui),
@@ -469,10 +516,13 @@ def export_rows(
     """The registry as CSV-ready rows (columns of this module); keys only when asked.
 
     The ``class`` column only when some device is class C: a registry of class A devices exports
-    as it did before classes were recorded (a file older tools and scripts read)."""
+    as it did before classes were recorded (a file older tools and scripts read); the ``adr``
+    column likewise, only when some device has ADR off."""
     rows = []
     devices = registry.list_devices(conn)
     with_class = any(device.lorawan_class != "A" for device in devices)
+    with_adr = any(not device.adr for device in devices)
+    with_mac_version = any(device.mac_version for device in devices)
     for device in devices:
         keys = registry.device_keys(conn, device.dev_eui, keystore) if with_keys else {}
         row = {
@@ -488,12 +538,18 @@ def export_rows(
             "lat": "" if device.lat is None else repr(device.lat),
             "lon": "" if device.lon is None else repr(device.lon),
             "class": device.lorawan_class,
+            "adr": "on" if device.adr else "off",
+            "mac_version": device.mac_version or "",
         }
         if not with_keys:
             for column in KEY_COLUMNS:
                 del row[column]
         if not with_class:
             del row["class"]
+        if not with_adr:
+            del row["adr"]
+        if not with_mac_version:  # as before the column, unless some device has its own version
+            del row["mac_version"]
         for name, value in sorted(device.params.items()):
             row[PARAM_PREFIX + name] = registry.format_param(value)
         rows.append(row)
@@ -506,7 +562,16 @@ def _has_class(rows: list[dict[str, str]]) -> bool:
 
 def to_csv(rows: list[dict[str, str]], *, with_keys: bool) -> str:
     with_class = _has_class(rows)
-    columns = [c for c in COLUMNS if (with_keys or c not in KEY_COLUMNS) and (c != "class" or with_class)]
+    with_adr = any("adr" in row for row in rows)
+    with_mac_version = any("mac_version" in row for row in rows)
+    columns = [
+        c
+        for c in COLUMNS
+        if (with_keys or c not in KEY_COLUMNS)
+        and (c != "class" or with_class)
+        and (c != "adr" or with_adr)
+        and (c != "mac_version" or with_mac_version)
+    ]
     params = sorted({name for row in rows for name in row if name.startswith(PARAM_PREFIX)})
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*columns, *params], restval="", lineterminator="\n")

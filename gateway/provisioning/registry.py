@@ -33,6 +33,8 @@ DeviceClass = Literal["A", "C"]
 """LoRaWAN class: A (downlinks only after an uplink) or C (listening on RX2: downlinks at once).
 Class B is not served."""
 CLASSES: tuple[DeviceClass, ...] = ("A", "C")
+MAC_VERSIONS: tuple[str, ...] = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4")
+"""LoRaWAN MAC versions a device may be registered with (``mac_version``; LoRaWAN 1.1 is not served)."""
 ParamValue = float | str
 """An installation parameter: a number (``empty_distance_mm``) or a short text (``lamp_group``)."""
 
@@ -120,6 +122,15 @@ def default_class(profile_classes: tuple[str, ...]) -> DeviceClass:
     return "A"
 
 
+def check_mac_version(text: str) -> str:
+    """``"1.0.4"`` → itself; ValueError for a version we do not serve. A 1.0.4 device counts its
+    DevNonces up (the join server refuses one not above its last); earlier ones pick them at random."""
+    wanted = text.strip()
+    if wanted not in MAC_VERSIONS:
+        raise ValueError(f"MAC version must be one of {', '.join(MAC_VERSIONS)}, got {text!r}")
+    return wanted
+
+
 def check_position(lat: float | None, lon: float | None) -> None:
     if (lat is None) != (lon is None):
         raise ValueError("give both --lat and --lon, or neither")
@@ -157,6 +168,11 @@ class Device:
     join_eui: JoinEui | None = None
     lorawan_class: DeviceClass = "A"
     """A for a row written before the class was recorded (an older agent gave every device class A)."""
+    adr: bool = True
+    """Network-side ADR for this device (``gateway.lorawan.adr``); off: never sent a LinkADRReq.
+    On for a row written before the choice was recorded."""
+    mac_version: str | None = None
+    """LoRaWAN MAC version when it is not the profile's (``MAC_VERSIONS``); None: the profile's."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +188,8 @@ class Device:
             "lon": self.lon,
             "params": dict(self.params),
             "class": self.lorawan_class,
+            "adr": self.adr,
+            "mac_version": self.mac_version,
         }
 
 
@@ -188,6 +206,8 @@ def add_device(
     now: datetime | None = None,
     keystore: KeyStore | None = None,
     lorawan_class: DeviceClass = "A",
+    adr: bool = True,
+    mac_version: str | None = None,
 ) -> Device:
     """Register a device (and its ABP session); RegistryError if the DevEUI is known.
 
@@ -206,6 +226,8 @@ def add_device(
             now=now,
             keystore=keystore,
             lorawan_class=lorawan_class,
+            adr=adr,
+            mac_version=mac_version,
         )
     return get_device(conn, dev_eui)
 
@@ -223,6 +245,8 @@ def insert_device(
     now: datetime | None = None,
     keystore: KeyStore | None = None,
     lorawan_class: DeviceClass = "A",
+    adr: bool = True,
+    mac_version: str | None = None,
 ) -> None:
     """The inserts of ``add_device`` inside the caller's transaction (batch import)."""
     try:
@@ -242,9 +266,9 @@ def insert_device(
             raise RegistryError(f"DevAddr {keys.dev_addr} is already used by device {clash[0]}")
         conn.execute(
             "INSERT INTO devices"
-            " (dev_eui, profile, activation, site, lat, lon, params, created_at, lorawan_class)"
-            " VALUES (?, ?, 'abp', ?, ?, ?, ?, ?, ?)",
-            (str(dev_eui), profile, site, lat, lon, params_json, created_at, lorawan_class),
+            " (dev_eui, profile, activation, site, lat, lon, params, created_at, lorawan_class, adr)"
+            " VALUES (?, ?, 'abp', ?, ?, ?, ?, ?, ?, ?)",
+            (str(dev_eui), profile, site, lat, lon, params_json, created_at, lorawan_class, int(adr)),
         )
         conn.execute(
             "INSERT INTO sessions"
@@ -263,8 +287,8 @@ def insert_device(
         conn.execute(
             "INSERT INTO devices"
             " (dev_eui, profile, activation, join_eui, app_key, site, lat, lon, params, created_at,"
-            " lorawan_class)"
-            " VALUES (?, ?, 'otaa', ?, ?, ?, ?, ?, ?, ?, ?)",
+            " lorawan_class, adr)"
+            " VALUES (?, ?, 'otaa', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(dev_eui),
                 profile,
@@ -276,8 +300,20 @@ def insert_device(
                 params_json,
                 created_at,
                 lorawan_class,
+                int(adr),
             ),
         )
+    if mac_version is not None:
+        _set_mac_version(conn, dev_eui, mac_version)
+
+
+def _set_mac_version(conn: sqlite3.Connection, dev_eui: DevEui, mac_version: str) -> None:
+    """The device's MAC version ("": back to its profile's); RegistryError for one not served."""
+    try:
+        value = check_mac_version(mac_version) if mac_version else None
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
+    conn.execute("UPDATE devices SET mac_version = ? WHERE dev_eui = ?", (value, str(dev_eui)))
 
 
 def update_installation(
@@ -291,8 +327,10 @@ def update_installation(
     unset_params: tuple[str, ...] = (),
     keystore: KeyStore | None = None,
     lorawan_class: DeviceClass | None = None,
+    adr: bool | None = None,
+    mac_version: str | None = None,
 ) -> Device:
-    """Change a device's site, position, parameters (merged) or class; RegistryError if unknown.
+    """Change a device's site, position, parameters (merged), class or ADR; RegistryError if unknown.
 
     A write is also when a device's plain-hex keys get encrypted, if a key file exists.
     """
@@ -308,6 +346,10 @@ def update_installation(
                 raise RegistryError(f"device {dev_eui} has no parameter {name!r}")
             del params[name]
         params.update(set_params or {})
+        if mac_version is not None:  # "": back to the profile's
+            _set_mac_version(conn, dev_eui, mac_version)
+        if adr is not None:
+            conn.execute("UPDATE devices SET adr = ? WHERE dev_eui = ?", (int(adr), str(dev_eui)))
         conn.execute(
             "UPDATE devices SET site = ?, lat = ?, lon = ?, params = ?, lorawan_class = ? WHERE dev_eui = ?",
             (
@@ -363,7 +405,7 @@ def remove_device(conn: sqlite3.Connection, dev_eui: DevEui) -> None:
 
 _SELECT = (
     "SELECT d.dev_eui, d.profile, d.activation, d.site, d.created_at, s.dev_addr, s.fcnt_up,"
-    " d.lat, d.lon, d.params, d.join_eui, d.lorawan_class"
+    " d.lat, d.lon, d.params, d.join_eui, d.lorawan_class, d.adr, d.mac_version"
     " FROM devices d LEFT JOIN sessions s ON s.dev_eui = d.dev_eui"
 )
 
@@ -424,7 +466,9 @@ def _load_params(text: str | None) -> dict[str, ParamValue]:
 
 
 def _device(row: tuple[Any, ...]) -> Device:
-    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui, cls = row
+    dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui = row[:11]
+    cls, adr = row[11:13]
+    mac_version = row[13]
     return Device(
         dev_eui=DevEui.from_hex(dev_eui),
         profile=profile,
@@ -438,4 +482,6 @@ def _device(row: tuple[Any, ...]) -> Device:
         params=_load_params(params),
         join_eui=JoinEui.from_hex(join_eui) if join_eui else None,
         lorawan_class="C" if cls == "C" else "A",
+        adr=adr != 0,  # NULL: registered before the choice was recorded: on
+        mac_version=mac_version,
     )

@@ -25,6 +25,12 @@ Contract for backend authors:
   when the budget frees up within ``max_defer_s``), the transmit power limit of its sub-band
   (``eu868.max_conducted_dbm`` through ``antenna_gain_dbi``: a request above it is sent at it),
   and the ``tx_*`` counters. ``_transmit`` receives the request with its power already limited.
+* Class A windows come first (``txplan.py``): every frame ``_deliver`` hands over is told to
+  ``tx_plan`` (its gateway's ``tmst`` clock, the receive windows it may be answered in), a timed
+  downlink books its window until the radio's verdict, and an immediate send waits until it
+  touches no booked or reserved window (at most ``tx_plan.max_yield_s``, then ``COLLISION_PACKET``).
+  A backend serving several gateways says which one a frame or a request belongs to
+  (``_rx_plan_key`` / ``_tx_plan_key``); a single radio is one plan.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from gateway.loglimit import RateLimitedLog
 from gateway.messages import RadioFrame, RxInfo, TxRequest, TxResult, TxStatus
 from gateway.radio.airtime import LoraParams, airtime_s
 from gateway.radio.dutycycle import DutyCycle
+from gateway.radio.txplan import Booking, TxPlan
 
 _log = logging.getLogger(__name__)
 
@@ -115,6 +122,9 @@ class RadioBackend(abc.ABC):
     ``tx_ok`` / ``tx_failed``   outcomes (SENT / anything else), and ``tx.<status>`` per TxStatus
     ``tx_deferred``             immediate sends held back until the duty-cycle budget allowed them
     ``tx_power_limited``        requests asked above their sub-band's limit, sent at the limit
+    ``tx_yielded_to_class_a``   immediate sends that waited for class A windows (``tx_plan``), and
+                                ``tx_yielded_ms`` the time they waited in all; ``tx_yield_refused``
+                                those refused because booked windows filled ``max_yield_s``
     ``tx_airtime_ms``           airtime actually spent (whole milliseconds)
 
     Backends add their own (the Semtech backend counts ``datagrams``, ``push_data``, ...).
@@ -143,6 +153,8 @@ class RadioBackend(abc.ABC):
         self.antenna_gain_dbi = DEFAULT_ANTENNA_GAIN_DBI
         """Gain of the antenna net of cable loss (``radio.antenna_gain_dbi``): what the radiated power
         adds to the conducted power commanded, so the limit of each sub-band is taken off it."""
+        self.tx_plan = TxPlan()
+        """The receive windows of class A devices this radio's transmit path owes (``txplan.py``)."""
         self._clock = clock
         self._sleep = sleep
         self.counters: collections.Counter[str] = collections.Counter()
@@ -197,18 +209,29 @@ class RadioBackend(abc.ABC):
             )
             await self._sleep(decision.wait_s)
             decision = self.duty_cycle.check(request.freq_hz, spend_s, self._clock(), request.bw_hz)
+        if decision.allowed and immediate:
+            refused, waited_s = await self._yield_to_class_a(request, spend_s)
+            if refused is not None:
+                return self._finish_tx(request, refused)
+            if waited_s > 0.0:  # others may have spent the budget meanwhile
+                decision = self.duty_cycle.check(request.freq_hz, spend_s, self._clock(), request.bw_hz)
         if not decision.allowed:
             result = TxResult(TxStatus.DUTY_CYCLE, decision.reason, spend_s * 1000.0)
             return self._finish_tx(request, result)
         if decision.band is not None:
             request = self._limit_power(request, max_conducted_dbm(decision.band, self.antenna_gain_dbi))
         spend = self.duty_cycle.record(request.freq_hz, spend_s, self._clock(), request.bw_hz)
+        booking = self._book(request, spend_s)
         try:
             result = await self._transmit(request, spend_s)
         except asyncio.CancelledError:
             if spend is not None:
                 self.duty_cycle.cancel(spend)
+            if booking is not None:
+                self.tx_plan.settle(booking, sent=False)
             raise
+        if booking is not None:
+            self.tx_plan.settle(booking, sent=result.status is TxStatus.SENT)
         if result.status is not TxStatus.SENT and spend is not None:
             self.duty_cycle.cancel(spend)
         elif result.status is TxStatus.SENT:
@@ -216,6 +239,54 @@ class RadioBackend(abc.ABC):
         if result.airtime_ms is None:
             result = TxResult(result.status, result.detail, spend_s * 1000.0)
         return self._finish_tx(request, result)
+
+    async def _yield_to_class_a(self, request: TxRequest, airtime_s: float) -> tuple[TxResult | None, float]:
+        """Wait until an immediate frame touches no class A window; (a refusal or None, seconds waited).
+
+        Bound: ``tx_plan.max_yield_s`` in all. Reservations are the plan's guesses, so when honouring
+        them would pass the bound they stop counting and only booked frames do; a frame still blocked
+        by booked windows at the bound is refused ``COLLISION_PACKET`` (the scheduler sends it again
+        at its next opportunity): a class A frame never loses its window to an immediate one.
+        """
+        plan, key = self.tx_plan, self._tx_plan_key(request)
+        began_s = self._clock()
+        reserved = True
+        waited_s = 0.0
+        while True:
+            now_s = self._clock()
+            waited_s = now_s - began_s
+            wait_s = plan.wait_s(key, now_s, airtime_s, reserved=reserved)
+            if wait_s <= 0.0:
+                break
+            if waited_s + wait_s > plan.max_yield_s:
+                if reserved:
+                    reserved = False
+                    continue
+                self.counters["tx_yield_refused"] += 1
+                detail = (
+                    f"class A downlinks booked on the radio for {wait_s:.1f} s more "
+                    f"(waited {waited_s:.1f} s of {plan.max_yield_s:.1f} s)"
+                )
+                return TxResult(TxStatus.COLLISION_PACKET, detail, airtime_s * 1000.0), waited_s
+            await self._sleep(min(wait_s, plan.recheck_s(key, now_s, reserved=reserved)))
+        if waited_s > 0.0:
+            self.counters["tx_yielded_to_class_a"] += 1
+            self.counters["tx_yielded_ms"] += round(waited_s * 1000.0)
+            _log.debug("%s: immediate downlink waited %.3f s for class A windows", self.name, waited_s)
+        return None, waited_s
+
+    def _book(self, request: TxRequest, airtime_s: float) -> Booking | None:
+        if request.send_at_tmst_us is None:
+            return None
+        return self.tx_plan.book(self._tx_plan_key(request), request.send_at_tmst_us, airtime_s)
+
+    def _rx_plan_key(self, frame: RadioFrame) -> str:
+        """The gateway (one transmit path) that heard ``frame``; a single radio has one."""
+        return ""
+
+    def _tx_plan_key(self, request: TxRequest) -> str:
+        """The gateway that will send ``request`` (same keys as ``_rx_plan_key``)."""
+        return ""
 
     def _limit_power(self, request: TxRequest, limit_dbm: int) -> TxRequest:
         # Not logged: lorawan.downlink_power_dbm is the radio's ceiling and the RX1 bands sit 13 dB
@@ -274,6 +345,10 @@ class RadioBackend(abc.ABC):
             self.counters["queue_full"] += 1
             size = self._queue.maxsize
             self._log_once("queue_full", "%s: receive queue full (%d frames), dropping", self.name, size)
+            return
+        # Only a frame the pipeline will see may be answered: its windows are reserved.
+        key, tmst_us = self._rx_plan_key(frame), frame.rx.concentrator_tmst_us
+        self.tx_plan.heard(key, frame.phy_payload, tmst_us, frame.received_mono_s)
 
     def _drop(self, frame: RadioFrame, reason: str) -> None:
         """Count a frame that was heard but is not for the pipeline (e.g. ``crc_error``).

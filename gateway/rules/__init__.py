@@ -5,7 +5,14 @@
 and returns output values (actions.py). The package is pure: no clock, no sockets, no database.
 """
 
-from gateway.rules.actions import AggregateRecord, DisplayUpdate, DownlinkRequest, Output, to_record
+from gateway.rules.actions import (
+    AggregateRecord,
+    DisplayUpdate,
+    DownlinkRequest,
+    GroupDownlinkRequest,
+    Output,
+    to_record,
+)
 from gateway.rules.engine import ReadingFacts, RuleEngine
 from gateway.rules.loader import load_rules, parse_rules
 from gateway.rules.model import RuleSet
@@ -14,6 +21,7 @@ __all__ = [
     "AggregateRecord",
     "DisplayUpdate",
     "DownlinkRequest",
+    "GroupDownlinkRequest",
     "Output",
     "ReadingFacts",
     "RuleEngine",

@@ -2,8 +2,8 @@
 
 Owns the output types of ``RuleEngine.evaluate`` and ``RuleEngine.tick`` — alert edges
 (``gateway.messages.Alert``), downlink command requests by name for a profile's
-encoder, display updates for bike totems, aggregate records — and their record
-bodies for the outbox (``to_record``).
+encoder (to a device, or once to a multicast group), display updates for bike totems,
+aggregate records — and their record bodies for the outbox (``to_record``).
 
 It does not encode downlinks (the device profile's encoder does), schedule them
 (the downlink scheduler does) or store records (the outbox does).
@@ -29,6 +29,18 @@ class DownlinkRequest:
     at_s: float
     reason: str
     """Which rule, lighting group or display asked for it (for logs and `edgegw rules`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDownlinkRequest:
+    """Send ``command`` with ``params`` once to multicast group ``group`` (all its members), encoded
+    with the members' profile: a lighting group whose target is ``group: <name>``."""
+
+    group: str
+    command: str
+    params: Mapping[str, object]
+    at_s: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +86,7 @@ class AggregateRecord:
         return base if self.revision == 0 else f"{base}-r{self.revision}"
 
 
-Output = Alert | DownlinkRequest | DisplayUpdate | AggregateRecord
+Output = Alert | DownlinkRequest | GroupDownlinkRequest | DisplayUpdate | AggregateRecord
 
 
 def to_record(out: Alert | AggregateRecord, *, time_quality: str = "ntp") -> Record:

@@ -28,7 +28,7 @@ from gateway.clock import WallTime
 from gateway.errors import ConfigError, StorageError
 from gateway.messages import Alert
 from gateway.rules import conditions, schedules
-from gateway.rules.actions import DisplayUpdate, DownlinkRequest, Output
+from gateway.rules.actions import DisplayUpdate, DownlinkRequest, GroupDownlinkRequest, Output
 from gateway.rules.aggregates import DeviceAggregator
 from gateway.rules.loader import load_rules
 from gateway.rules.model import Aggregate, LightingGroup, Rule, RuleSet, Silence
@@ -364,6 +364,8 @@ class RuleEngine:
         for item in out:
             if isinstance(item, DisplayUpdate):
                 self._dirty_global = True
+            elif isinstance(item, GroupDownlinkRequest):
+                self._dirty.add(MULTICAST_TARGET_PREFIX + item.group)  # its commanded level's key
             else:
                 self._dirty.add(item.dev_eui)
         return out
@@ -408,6 +410,10 @@ class RuleEngine:
                         )
 
     def _group_devices(self, group: LightingGroup) -> list[str]:
+        """Who a lighting group commands: its lamps, or the one ``group:<name>`` target of a
+        multicast group (its commanded level and clock alert are kept under that name)."""
+        if group.multicast is not None:
+            return [MULTICAST_TARGET_PREFIX + group.multicast]
         listed = set(group.selector.dev_euis)
         found = {d for d, (p, s) in self._devices.items() if group.selector.matches(d, p, s)}
         if not group.selector.profiles and not group.selector.sites:
@@ -437,7 +443,7 @@ class RuleEngine:
             self._commanded[(group.id, dev)] = level
             params = {**group.extra_params, group.level_param: level}
             out.append(
-                DownlinkRequest(dev, group.command, params, now_s, f"lighting {group.id} since {since_s:.0f}")
+                _lighting_request(group, dev, params, now_s, f"lighting {group.id} since {since_s:.0f}")
             )
 
     def _tick_lighting_untrusted(
@@ -460,9 +466,7 @@ class RuleEngine:
                 continue
             self._commanded[(group.id, dev)] = level
             params = {**group.extra_params, group.level_param: level}
-            out.append(
-                DownlinkRequest(dev, group.command, params, now_s, f"lighting {group.id} fail-safe: {why}")
-            )
+            out.append(_lighting_request(group, dev, params, now_s, f"lighting {group.id} fail-safe: {why}"))
 
     @staticmethod
     def _clock_alert(group: LightingGroup, dev: str, state: Literal["raised", "cleared"], at_s: float,
@@ -686,6 +690,19 @@ class RuleEngine:
         self._episodes, self._devices, self._aggs = episodes, devices, aggs
         self._commanded, self._display_next, self._display_last = commanded, display_next, display_last
         self._match_cache.clear()
+
+
+MULTICAST_TARGET_PREFIX = "group:"
+"""The target of a lighting group addressed to a multicast group, where a DevEUI is otherwise."""
+
+
+def _lighting_request(
+    group: LightingGroup, target: str, params: dict[str, object], at_s: float, reason: str
+) -> DownlinkRequest | GroupDownlinkRequest:
+    """One lamp's downlink, or the multicast group's one frame (LoRaWAN 1.0.4 §18)."""
+    if group.multicast is not None:
+        return GroupDownlinkRequest(group.multicast, group.command, params, at_s, reason)
+    return DownlinkRequest(target, group.command, params, at_s, reason)
 
 
 def _episode_fields(ep: _Episode) -> list[Any]:

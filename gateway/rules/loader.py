@@ -494,9 +494,14 @@ def _lden_periods(node: Node) -> LdenPeriods:
 
 def _lighting(node: Node, location: Location) -> LightingGroup:
     node.mapping(
-        required=("id", "devices", "command"),
-        optional=("level_param", "params", "preset", "steps", "location", "depression_deg", "fail_safe_pct"),
-    )
+        required=("id", "command"),
+        optional=(
+            "devices", "group", "level_param", "params", "preset", "steps", "location", "depression_deg",
+            "fail_safe_pct",
+        ),
+    )  # fmt: skip
+    if node.has("devices") == node.has("group"):
+        raise node.fail("give exactly one of devices (one downlink per lamp), group (one multicast frame)")
     if node.has("preset") == node.has("steps"):
         raise node.fail("give exactly one of preset, steps")
     preset = node.get("preset")
@@ -511,8 +516,9 @@ def _lighting(node: Node, location: Location) -> LightingGroup:
         raise steps.fail("expected a non-empty list of steps")
     return LightingGroup(
         id=_ident(node["id"]),
-        selector=_selector(node["devices"]),
+        selector=_selector(node["devices"]) if node.has("devices") else Selector(),
         command=node["command"].as_str(non_empty=True),
+        multicast=_group_name(node["group"]) if node.has("group") else None,
         level_param=node.get("level_param", "level_pct").as_str(non_empty=True),
         steps=tuple(_step(step) for step in steps.items()),
         location=_location(node["location"]) if node.has("location") else location,
@@ -521,6 +527,17 @@ def _lighting(node: Node, location: Location) -> LightingGroup:
         depression_deg=node.get("depression_deg", 6.0).as_float(0.0, 18.0),
         fail_safe_pct=node.get("fail_safe_pct", 100).as_int(0, 100),
     )
+
+
+_GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+def _group_name(node: Node) -> str:
+    """A multicast group's name as the registry spells it (``edgegw group add``)."""
+    name = node.as_str(non_empty=True)
+    if not _GROUP_NAME_RE.fullmatch(name):
+        raise node.fail(f"group name {name!r}: use 1 to 40 of a-z, 0-9, '-', '_' (edgegw group list)")
+    return name
 
 
 def _step(node: Node) -> Step:

@@ -301,7 +301,9 @@ class LightingGroup:
 
     ``depression_deg``: the sun's depression below the horizon at the ``dawn``/``dusk`` anchors
     (6 = civil twilight; cities use 3..6). ``fail_safe_pct``: the level commanded while the time
-    is not trusted (docs/rules.md, "When the clock is not trusted").
+    is not trusted (docs/rules.md, "When the clock is not trusted"). ``multicast``: the name of a
+    class C multicast group of the registry (``group: <name>``) that gets each step as one frame,
+    instead of one downlink per selected lamp (``selector`` is then empty).
     """
 
     id: str
@@ -313,6 +315,7 @@ class LightingGroup:
     extra_params: Mapping[str, object] = field(default_factory=dict)
     depression_deg: float = 6.0
     fail_safe_pct: int = 100
+    multicast: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from gateway.radio import base as radio_base
 CLI_DIR = Path(common.__file__).parent
 # `edgegw --help` before the table (issue 17): the same commands in the same order.
 COMMANDS_BEFORE = [
-    "run", "demo", "config", "device", "decode", "encode", "profile", "status", "devices", "tail",
+    "run", "demo", "config", "device", "decode", "encode", "profile", "status", "devices", "tail", "group",
     "airtime", "lorawan", "qr", "provision", "buffer", "radio", "uplink", "diag", "rules", "fleet",
 ]  # fmt: skip
 

@@ -459,6 +459,13 @@ class SemtechUdpBackend(RadioBackend):
 
     # ---------------------------------------------------------------- transmit
 
+    def _rx_plan_key(self, frame: RadioFrame) -> str:
+        # Each forwarder is a concentrator with its own TX path and its own tmst counter.
+        return (frame.rx.gateway_eui or "").lower()
+
+    def _tx_plan_key(self, request: TxRequest) -> str:
+        return self._route(request) or (request.gateway_eui or "").lower()
+
     def _route(self, request: TxRequest) -> str | None:
         if request.gateway_eui is not None:
             eui = request.gateway_eui.lower()
