@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sd.add_argument(
         "--wait-s", type=float, default=30.0, help="how long to wait for the answers (default 30)"
     )
+    sd.add_argument(
+        "--outcome", action="store_true",
+        help="a downlink command: wait for its end (sent, acknowledged, unacknowledged, expired, refused) "
+        "rather than its queued answer",
+    )  # fmt: skip
     _broker_args(sd)
     sd.set_defaults(handler=send_envelope)
 
@@ -222,6 +227,8 @@ def send_envelope(args: argparse.Namespace) -> int:
     if not gateways:
         raise UsageError(f"target {env.target} is a group: name its gateways with --gateway")
     leaf, answer_leaf, retained, key = _answers(env)
+    if args.outcome and env.payload.get("cmd") != "downlink":
+        raise UsageError("--outcome: only a downlink command has an end state to wait for")
     settings = _mqtt(args)
     data = json.dumps(raw).encode()
 
@@ -231,7 +238,8 @@ def send_envelope(args: argparse.Namespace) -> int:
                 f"{Topics(settings.topic_prefix, g).root}/{leaf}", data, qos=1, retain=retained
             )
 
-    answers = asyncio.run(_send(settings, publish, answer_leaf, dict.fromkeys(gateways, key), args.wait_s))
+    keys = dict.fromkeys(gateways, key)
+    answers = asyncio.run(_send(settings, publish, answer_leaf, keys, args.wait_s, outcome=args.outcome))
     print_json({"target": env.target, "seq": env.seq, "sent_to": gateways, "answers": answers})
     _judge(answers, gateways, args.wait_s)
     return 0
@@ -242,6 +250,9 @@ def _judge(answers: dict[str, Any], gateways: list[str], wait_s: float) -> None:
     missing = [g for g in gateways if g not in answers]
     if missing:
         raise CheckFailed(f"no answer within {wait_s:g} s from {', '.join(missing)}")
+    undelivered = [f"{g} ({a['state']})" for g, a in answers.items() if a.get("state") and not a.get("ok")]
+    if undelivered:
+        raise CheckFailed(f"downlink not delivered: {', '.join(undelivered)}")
     refused = [
         g for g, a in answers.items() if a.get("ok") is False or a.get("status") in ("rejected", "reverted")
     ]
@@ -249,11 +260,29 @@ def _judge(answers: dict[str, Any], gateways: list[str], wait_s: float) -> None:
         raise CheckFailed(f"refused by {', '.join(refused)}")
 
 
+def _wanted(result: dict[str, Any], outcome: bool) -> bool:
+    """Which result of a command ``send`` waits for: its answer, or (``outcome``) a downlink's end
+    state; a refused command has no end state, its answer is the last word."""
+    if outcome:
+        return "state" in result or result.get("ok") is False
+    return "state" not in result
+
+
 async def _send(
-    settings: MqttSection, publish: Publish, answer_leaf: str, keys: dict[str, Any], wait_s: float
+    settings: MqttSection,
+    publish: Publish,
+    answer_leaf: str,
+    keys: dict[str, Any],
+    wait_s: float,
+    *,
+    outcome: bool = False,
 ) -> dict[str, Any]:
     """Connect, ``publish``, and collect each gateway's answer on ``answer_leaf`` paired by ``keys[gateway]``
-    (a command's ``seq``, a configuration's ``version``), until all came or ``wait_s`` passed."""
+    (a command's ``seq``, a configuration's ``version``), until all came or ``wait_s`` passed.
+
+    A ``downlink`` command has two results with its seq (docs/fleet.md): the answer, then the end
+    state (``state``); ``outcome`` waits for the end state (or a refusal, which has none), else
+    the answer is taken."""
     # paho only for the commands that connect (send, publish, watch): keygen and sign start without it.
     from gateway.uplink.mqtt import MqttUplink
 
@@ -272,6 +301,8 @@ async def _send(
         # and for a configuration only a final status (not "pending").
         if gateway is None or paired != keys[gateway] or doc.get("status") == "pending":
             return
+        if answer_leaf == "cmd-result" and not _wanted(doc, outcome):
+            return  # the other result of the same downlink command
         answers[gateway] = doc
         if len(answers) == len(keys):
             done.set()

@@ -8,7 +8,8 @@ rewrites the CSR. The private key never leaves the gateway and is never printed.
 An ``--id`` other than the config file's ``gateway.id`` is refused (exit 2) unless ``--force``:
 the certificate would name one gateway and the agent run as another. The config file is never
 written here (it is the installer's, with its comments); an absent one is only reminded of.
-``node``: the MicroPython firmware and the node's ``config.json`` (keys from the registry) onto a
+``node``: the MicroPython firmware and the node's ``config.json`` (keys from the registry, and the
+class C multicast groups the device is a member of with their keys) onto a
 node over USB serial, read back and verified (``gateway.provisioning.node``), saying on stderr
 each file as it is written (``gateway.progress``). Keys go to the node only: never printed, never
 written on the gateway's disk.
@@ -23,12 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import config
+from gateway import config, db
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.cli.registry_read import device_and_keys
 from gateway.errors import NodeError
+from gateway.messages import DevEui
 from gateway.progress import Progress, duration_text
-from gateway.provisioning import gateway_setup, node, raw_repl
+from gateway.provisioning import gateway_setup, groups, keystore, node, raw_repl
 
 DEFAULT_DATA_DIR = "/var/lib/edgegw"
 
@@ -156,7 +158,12 @@ def provision_node(args: argparse.Namespace) -> int:
     device, keys = device_and_keys(args, args.dev_eui)
     dev_eui = device.dev_eui
     settings = {"report_interval_s": args.report_interval_s} if args.report_interval_s else None
-    doc = node.node_config(device, keys, board=args.board, dr=args.dr, settings=settings)
+    multicast = _multicast(args, dev_eui)
+    doc = node.node_config(
+        device, keys, board=args.board, dr=args.dr, settings=settings, multicast=multicast
+    )
+    group_names = [str(entry["mc_addr"]) for entry in multicast]
+    del multicast
     files = [] if args.config_only else _firmware(args)
     files.append(node.config_file(doc))
     del keys, doc  # from here on only hashes and paths are shown
@@ -190,6 +197,7 @@ def provision_node(args: argparse.Namespace) -> int:
                 "ok": True,
                 "dev_eui": str(dev_eui),
                 "port": args.port,
+                "multicast_groups": group_names,
                 "files": [{"path": f.path, "size": f.size_bytes, "sha256": f.sha256} for f in installed],
             }
         )
@@ -198,7 +206,26 @@ def provision_node(args: argparse.Namespace) -> int:
         print(f"  {f.path:<36} {f.size_bytes:>7} B  sha256 {f.sha256[:16]}  verified")
     total = sum(f.size_bytes for f in installed)
     print(f"node {dev_eui} on {args.port}: {len(installed)} file(s), {total} B written and read back")
+    if group_names:
+        print(f"  multicast groups (McAddr) in config.json: {', '.join(group_names)}")
     return 0
+
+
+def _multicast(args: argparse.Namespace, dev_eui: DevEui) -> list[dict[str, Any]]:
+    """The ``multicast`` entries of the node's config.json: the groups ``dev_eui`` is a member of, their
+    keys decrypted with the gateway's key store, their channel (the agent's RX2 when they have none)."""
+    cfg = config.load(config_path(args))
+    conn = db.connect(db.db_path(cfg.data_dir))
+    try:
+        store = keystore.open_key(cfg.data_dir)
+        member_of = [
+            (group, groups.group_keys(conn, group.name, store))
+            for group in groups.list_groups(conn)
+            if str(dev_eui) in group.members
+        ]
+    finally:
+        conn.close()
+    return node.multicast_config(member_of, rx2_dr=cfg.lorawan.rx2_dr, rx2_freq_hz=cfg.lorawan.rx2_freq_hz)
 
 
 def _firmware(args: argparse.Namespace) -> list[node.NodeFile]:

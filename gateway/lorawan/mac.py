@@ -3,9 +3,10 @@
 Owns the command identifiers and payload sizes of LoRaWAN 1.0.4 §5 (Table 4) in
 both directions, the pure splitting of a command stream, and the two answers a
 gateway-side network server gives here: LinkCheckAns (§5.2) and DeviceTimeAns
-(§5.9). Anything else a device sends (LinkADRAns, DevStatusAns, ...) is parsed so
-that it can be logged, and answered by nobody: this edge server never sends the
-requests those answer.
+(§5.9). The answers to the requests this server sends (LinkADRAns to ADR's
+LinkADRReq, DevStatusAns to DevStatusReq) are split here and read by those
+features (``adr``, ``devstatus``); the others (DutyCycleAns, RXParamSetupAns, ...)
+are parsed so that they can be logged: nothing here sends their requests.
 
 It does not own decryption of FPort-0 payloads (``crypto``) nor when an answer
 is sent (``downlink``).

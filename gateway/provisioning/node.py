@@ -1,7 +1,8 @@
 """Put the MicroPython firmware and a node's ``config.json`` onto a node over USB serial, verified.
 
 Owns: which files go to the node (``firmware/`` → ``/lib/...``), the node configuration built from
-the registry (keys, reporting settings, installation parameters, pins), and the install procedure
+the registry (keys, reporting settings, installation parameters, pins, the class C multicast groups
+the device is a member of), and the install procedure
 over a raw REPL: every file is written as ``<path>.new``, all are hashed on the node (SHA-256) and
 compared, and only when all match are they renamed into place and hashed again. A node that stops
 answering or a corrupted write therefore leaves the installed files unchanged.
@@ -16,7 +17,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import serial
 
 from gateway.errors import NodeError, ProvisioningError
+from gateway.provisioning.groups import GroupInfo
 from gateway.provisioning.raw_repl import RawRepl
 from gateway.provisioning.registry import Device, ParamValue
 
@@ -62,6 +64,8 @@ SETTINGS: dict[str, dict[str, float]] = {
     "display": {"report_interval_s": 3600},
 }
 REQUIRED_PARAMS = {"fill_level": ("empty_distance_mm", "full_distance_mm")}
+MAX_GROUPS = 4
+"""Multicast groups the firmware takes (``firmware/lorawan/multicast.py``: TS005 McGroupIDHeader is 2 bits)."""
 
 # Wiring of firmware/README.md: the radio and battery of every node ("Boards and wiring"), then
 # each application's own pins (its section in the README).
@@ -148,8 +152,12 @@ def node_config(
     board: str = "esp32",
     dr: int = 5,
     settings: Mapping[str, float] | None = None,
+    multicast: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The node's ``config.json`` document; ProvisioningError when the device cannot be served."""
+    """The node's ``config.json`` document; ProvisioningError when the device cannot be served.
+
+    ``multicast``: the entries of ``multicast_config`` (the key is written only when there are some).
+    """
     application = APPLICATIONS.get(device.profile)
     if application is None:
         raise ProvisioningError(
@@ -207,7 +215,46 @@ def node_config(
     doc["params"] = {k: _plain_param(v) for k, v in sorted(params.items())}
     doc["board"] = board
     doc["pins"] = {**PINS[board], **APPLICATION_PINS[board][application]}
+    if multicast:
+        doc["multicast"] = [dict(entry) for entry in multicast]
     return doc
+
+
+def multicast_config(
+    member_of: Sequence[tuple[GroupInfo, Mapping[str, str]]], *, rx2_dr: int, rx2_freq_hz: int
+) -> list[dict[str, Any]]:
+    """The node's ``multicast`` key (firmware/README.md) for the groups the device is a member of,
+    each with its keys (``groups.group_keys``: ``mc_nwk_s_key``, ``mc_app_s_key``, in clear).
+
+    The channel is written out, the gateway's RX2 (``rx2_dr``, ``rx2_freq_hz``) for a group without
+    its own: the firmware's default is RX2's *default* (869.525 MHz DR0), which a gateway configured
+    otherwise would not send on. ProvisioningError for more groups than the firmware takes or groups
+    on different channels (one radio listens on one frequency and data rate)."""
+    if len(member_of) > MAX_GROUPS:
+        names = ", ".join(group.name for group, _ in member_of)
+        raise ProvisioningError(
+            f"the device is a member of {len(member_of)} multicast groups ({names}): the firmware takes "
+            f"at most {MAX_GROUPS}"
+        )
+    entries: list[dict[str, Any]] = []
+    for group, keys in member_of:
+        entries.append(
+            {
+                "mc_addr": str(group.mc_addr),
+                "mc_nwk_s_key": _key(keys, "mc_nwk_s_key"),
+                "mc_app_s_key": _key(keys, "mc_app_s_key"),
+                "freq_hz": rx2_freq_hz if group.freq_hz is None else group.freq_hz,
+                "dr": rx2_dr if group.dr is None else group.dr,
+            }
+        )
+    channels = {(entry["freq_hz"], entry["dr"]) for entry in entries}
+    if len(channels) > 1:
+        names = ", ".join(group.name for group, _ in member_of)
+        raise ProvisioningError(
+            f"the device's multicast groups ({names}) are sent on different channels: its one receiver "
+            "listens on one frequency and data rate (give the groups the same --freq-hz and --dr)"
+        )
+    return entries
 
 
 def config_file(doc: Mapping[str, Any]) -> NodeFile:

@@ -27,12 +27,28 @@ The rules (times on the monotonic clock, ``guard_s`` on each side of every windo
 * **Immediate** frames yield: ``[now, now + airtime]`` may not overlap a booked window nor contain
   a reserved start; ``wait_s`` is how long until it could (assuming no reservation gets booked
   meanwhile), and the caller asks again then. Timed frames never wait for immediate ones.
+* **Bound** (``RadioBackend.transmit``): an immediate frame waits ``max_yield_s`` (4 s) at most in
+  all. When honouring reservations would take longer they stop counting (they are guesses) and only
+  booked windows do; a frame still blocked by booked windows at the bound is refused
+  COLLISION_PACKET (its scheduler sends it again at its next opportunity) rather than taking a
+  booked window. Immediate frames are not booked: the radio is deaf while it sends, so no uplink
+  heard later can have a window inside it (RX1 ≥ 1 s after any uplink heard from now on).
 
 Which uplinks reserve (``answer_expected``): a join-request, a confirmed data uplink, a data uplink
 with ADRACKReq set or with MAC commands (FOpts, or FPort 0), since the server answers those (or
 may: LinkCheckReq, DeviceTimeReq). An uplink of a device with queued downlinks is reserved only
 when the owner adds that knowledge (``TxPlan(extra_answer=...)``): the radio layer does not know
-the queues. Measured cost, docs in the report of issue 20: see ``bench_txplan`` in the tests.
+the queues. Measured (fake clock, one SF12 20-byte class C command at a random time; uplinks at SF7..12,
+5 % confirmed, 3 % with MAC commands half answered, 2 % answered with a queued command, each answer
+booked 100 ms after its uplink), mean / p95 class C delay and share of class C frames that hit a class
+A window, at 1 000 / 5 000 / 20 000 uplinks an hour:
+
+* no plan (before): 0 ms, hits 2.7 % / 14 % / 45 %;
+* booked windows only: 16 / 83 / 411 ms mean, p95 0 / 0.7 / 2.0 s, hits 0.3 % / 0.7 % / 4.6 %;
+* this rule: 29 / 140 / 638 ms mean, p95 0 / 1.0 / 2.8 s, hits 0.03 % / 0.17 % / 1.4 %;
+* with the queued-downlink hint too: about the same delay, hits 0 % / 0.03 % / 0.7 %;
+* every uplink: 0.6 / 2.3 / 2.6 s mean, and *more* hits at load (1.9 % / 6 %): the reservations
+  fill ``max_yield_s``, after which only booked windows count.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ import pytest
 from tests.cli.helpers import run_with_config as run
 from tests.provisioning.test_node import APP_KEY, FakeMicroPython
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
+
+from lorawan import multicast  # type: ignore[import-not-found]  # noqa: E402
+
 DEV = "70b3d57ed0000101"
 
 
@@ -129,3 +133,70 @@ def test_progress_says_each_file_as_it_is_written(
     assert f"1/{len(files)} files written" in written[1] and f"{len(files)}/{len(files)}" in lines[-1]
     # Said while writing, not all at the end: the line for file k came with k files staged on the node.
     assert recorder.staged_at[1 : len(files) + 1] == list(range(1, len(files) + 1))
+
+
+# --- the class C multicast groups of the device -----------------------------------------------
+
+LAMP = "70b3d57ed0000201"
+
+
+def _lamp(capsys: pytest.CaptureFixture[str], cfg: Path, eui: str = LAMP, addr: str = "26011e01") -> None:
+    argv = ["device", "add", "--dev-eui", eui, "--profile", "edgegw/lamp-controller", "--abp"]
+    argv += ["--dev-addr", addr, "--nwkskey", APP_KEY, "--appskey", APP_KEY, "--class", "C"]
+    assert run(capsys, cfg, *argv)[0] == 0
+
+
+def _group(capsys: pytest.CaptureFixture[str], cfg: Path, name: str, *extra: str) -> dict[str, object]:
+    code, out, err = run(capsys, cfg, "group", "add", name, "--json", *extra)
+    assert code == 0, err
+    printed: dict[str, object] = json.loads(out)
+    return printed
+
+
+def test_config_holds_the_groups_the_device_is_a_member_of_with_their_keys(
+    cfg: Path, flash: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _lamp(capsys, cfg)
+    run(capsys, cfg, "device", "rekey")  # a key file: the group keys are encrypted at rest
+    north = _group(capsys, cfg, "district-north")
+    _group(capsys, cfg, "district-east")  # the lamp is not a member: not in its config
+    assert run(capsys, cfg, "group", "add-member", "district-north", LAMP)[0] == 0
+    with FakeMicroPython(flash) as fake:
+        code, out, err = provision_node(capsys, cfg, fake.port, "--config-only", "--json", dev=LAMP)
+    assert code == 0, err
+    assert json.loads(out)["multicast_groups"] == [north["mc_addr"]]
+    on_node = json.loads((flash / "config.json").read_text())
+    # As `edgegw group add` printed it, on the agent's RX2 channel (869.525 MHz DR0 by default).
+    assert on_node["multicast"] == [
+        {
+            "mc_addr": north["mc_addr"],
+            "mc_nwk_s_key": north["mc_nwk_s_key"],
+            "mc_app_s_key": north["mc_app_s_key"],
+            "freq_hz": 869_525_000,
+            "dr": 0,
+        }
+    ]
+    assert str(north["mc_app_s_key"]) not in out + err
+    # The firmware takes it as it is.
+    assert multicast.Multicast.from_config(on_node["multicast"]).channel() == (869_525_000, 0)
+
+
+def test_a_device_in_no_group_gets_no_multicast_key(
+    cfg: Path, flash: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _lamp(capsys, cfg)
+    _group(capsys, cfg, "district-north")
+    with FakeMicroPython(flash) as fake:
+        code, out, _ = provision_node(capsys, cfg, fake.port, "--config-only", dev=LAMP)
+    assert code == 0 and "multicast" not in out
+    assert "multicast" not in json.loads((flash / "config.json").read_text())
+
+
+def test_groups_on_two_channels_are_refused(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _lamp(capsys, cfg)
+    _group(capsys, cfg, "district-north")
+    _group(capsys, cfg, "city", "--dr", "3")
+    for name in ("district-north", "city"):
+        assert run(capsys, cfg, "group", "add-member", name, LAMP)[0] == 0
+    code, _, err = provision_node(capsys, cfg, "/dev/null", "--config-only", dev=LAMP)
+    assert code == 2 and "different channels" in err and "city, district-north" in err

@@ -53,8 +53,11 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, with_ru
     # Still version 1: the previous release (which refuses anything higher) opens it after a rollback.
     assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 1
     assert sorted(conn.execute("SELECT name FROM schema_additions")) == [
+        ("adr",),
         ("device_class",),
         ("device_state",),
+        ("mac_version",),
+        ("multicast",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT dev_eui FROM devices").fetchall() == [("70b3d57ed0000001",)]
@@ -116,9 +119,12 @@ def test_a_file_with_additions_opens_in_an_agent_that_knows_none_and_keeps_them(
     monkeypatch.setattr(db, "ADDITIONS", ("rules_state",))  # this release again: nothing to redo
     conn = db.connect(path)
     assert sorted(conn.execute("SELECT name FROM schema_additions")) == [
+        ("adr",),
         ("device_class",),
         ("device_state",),
         ("later_thing",),
+        ("mac_version",),
+        ("multicast",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT state FROM rules_state").fetchall() == [('{"tick":1}',)]

@@ -79,7 +79,10 @@ def test_a_class_c_device_gets_its_downlink_at_once_and_a_class_a_one_at_its_nex
             after_uplink = fwd.wait_downlink(timeout_s=5.0)
     finally:
         assert agent.stop() == 0
-    assert [json.loads(m.payload)["ok"] for m in results.messages] == [True, True]
+    answers = [json.loads(m.payload) for m in results.messages]
+    assert [a["ok"] for a in answers if "state" not in a] == [True, True]  # queued, both
+    # Each command's end state follows on cmd-result with its seq: both frames went on the air.
+    assert {a["state"] for a in answers if "state" in a} == {"sent"}
     assert at_once is not None, f"no class C downlink within {AT_ONCE_S} s"
     assert waited_s < AT_ONCE_S
     down = phy.parse(base64.b64decode(at_once.txpk["data"]))

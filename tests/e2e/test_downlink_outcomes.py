@@ -184,3 +184,47 @@ def test_a_confirmed_platform_downlink_is_retried_and_its_end_reported_on_cmd_re
     assert tail.outcomes() == [(100, "unacknowledged"), (101, "acknowledged")]
     sent = [e["fcnt_down"] for e in tail.events if e["verdict"] == "downlink" and not e.get("outcome")]
     assert sent == [0, 1, 2, 3]
+
+
+def test_fleet_send_waits_for_the_outcome_of_a_downlink_a_silent_device_never_took(
+    tmp_path: Path, mosquitto: Broker, setup: tuple[Path, int, list[AbpDevice]], subscribe: Any
+) -> None:
+    """`edgegw fleet send` returns with the queued answer; with `--outcome` it waits for the end state:
+    here `expired`, the device never speaking within `lorawan.downlink_ttl_s` (exit 1, said in words)."""
+    config_file, udp_port, (device, _dev2) = setup
+    config_file.write_text(config_file.read_text() + "lorawan: {downlink_ttl_s: 2}\n")
+    platform_key = Ed25519PrivateKey.generate()
+    (tmp_path / "data" / "platform-ed25519.pub").write_bytes(
+        platform_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    state = subscribe(f"edgegw/{GATEWAY_ID}/state")
+    broker = ["--host", "127.0.0.1", "--port", str(mosquitto.port), "--no-tls", "--wait-s", "20"]
+
+    def fleet_send(seq: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        params = {"dev_eui": device.dev_eui.hex(), "fport": 85, "payload_hex": PAYLOAD}
+        env_file = tmp_path / f"env-{seq}.json"
+        env_file.write_text(
+            json.dumps(sign_envelope(platform_key, command("downlink", params), target=GATEWAY_ID, seq=seq))
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "fleet", "send", str(env_file), *broker, *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    agent = AgentProcess(config_file)
+    try:
+        with PacketForwarder(GATEWAY_EUI, ("127.0.0.1", udp_port)) as fwd:
+            wait_ready(fwd)
+            state.wait_for(lambda m: any(json.loads(x.payload)["state"] == "online" for x in m))
+            queued = fleet_send(200)
+            ended = fleet_send(201, "--outcome")
+    finally:
+        assert agent.stop() == 0
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert json.loads(queued.stdout)["answers"][GATEWAY_ID]["result"] == {"queued": 1}
+    assert ended.returncode == 1, ended.stdout + ended.stderr
+    answer = json.loads(ended.stdout)["answers"][GATEWAY_ID]
+    assert (answer["seq"], answer["state"], answer["ok"]) == (201, "expired", False)
+    assert f"downlink not delivered: {GATEWAY_ID} (expired)" in ended.stderr

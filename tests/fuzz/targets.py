@@ -44,6 +44,7 @@ from gateway.fleet.commands import CommandDispatcher, CommandResult
 from gateway.fleet.trust import PINNED_KEY_FILE, Trust
 from gateway.lorawan import mac, phy
 from gateway.lorawan.crypto import SessionKeys
+from gateway.lorawan.downlink import DownlinkRef
 from gateway.messages import DevEui, MType
 from gateway.provisioning import csv_import
 from gateway.radio.semtech_udp import packets
@@ -346,7 +347,16 @@ class _Recorder:
             configured_log_level="INFO",
         )
 
-    def enqueue(self, dev_eui: DevEui, fport: int, payload: bytes, *, confirmed: bool = False) -> None:
+    def enqueue(
+        self,
+        dev_eui: DevEui,
+        fport: int,
+        payload: bytes,
+        *,
+        confirmed: bool = False,
+        ref: DownlinkRef | None = None,
+        now_s: float | None = None,
+    ) -> None:
         self.calls.append(("enqueue", (dev_eui, fport, payload, confirmed)))
 
     def queued(self, dev_eui: DevEui) -> int:

@@ -9,10 +9,14 @@ The device side reads each downlink as a device would (MIC checked, FOpts split 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
+from gateway.cli.device_views import dev_status_text
+from gateway.cli.views_cmd import devices_lines
 from gateway.config import LorawanSection
+from gateway.inventory import DeviceSeen, Inventory
 from gateway.lorawan import mac, phy
 from gateway.lorawan.crypto import SessionKeys
 from gateway.lorawan.devstatus import (
@@ -179,3 +183,46 @@ def test_a_forgotten_device_starts_again() -> None:
     # Never answered now: asked at its phase of the spread, not a day after T0.
     asked = [bool(peer.requests(uplink(n, T0 + n * 600, dev_eui=OTHER), 15)) for n in range(37)]
     assert any(asked)
+
+
+def test_the_inventory_shows_the_answer_and_keeps_it_in_its_export() -> None:
+    inventory = Inventory()
+    inventory.dev_status(str(EUI), 0, 12, T0)  # external power
+    inventory.dev_status(str(OTHER), 255, -3, T0 + 1)  # cannot measure
+    view = inventory.snapshot(T0 + 2)
+    assert view[str(EUI)]["dev_status"] == {
+        "power": "mains",
+        "battery_pct": None,
+        "margin_db": 12,
+        "at_s": T0,
+    }
+    assert view[str(OTHER)]["dev_status"]["power"] == "unknown"
+    exported = inventory.export(str(EUI))
+    assert exported is not None
+    restored = Inventory()
+    restored.restore(str(EUI), exported)
+    assert restored.snapshot(T0 + 2)[str(EUI)]["dev_status"] == view[str(EUI)]["dev_status"]
+    assert restored.dev_status_answered() == {str(EUI): T0}
+    # A state written before DevStatus was kept reads back without one.
+    old = DeviceSeen(last_seen_s=T0, frames=3).export()
+    for key in ("status_battery", "status_margin_db", "status_at_s"):
+        del old[key]
+    restored.restore(str(OTHER), old)
+    assert restored.snapshot(T0)[str(OTHER)]["dev_status"] is None
+
+
+def test_devices_and_device_show_print_the_answer() -> None:
+    status: dict[str, Any] = {
+        "power": "battery",
+        "battery_pct": 78.7,
+        "margin_db": -6,
+        "at_s": time.time() - 3600,
+    }
+    row: dict[str, Any] = {"dev_eui": str(EUI), "profile": "edgegw/lamp-controller", "site": "",
+                           "last_seen_s": None, "battery": None, "dev_status": status}  # fmt: skip
+    mains = {**row, "dev_eui": str(OTHER), "dev_status": {**status, "power": "mains"}}
+    decoded = {**row, "dev_eui": "70b3d57ed0001d5c", "battery": 92.0}  # the profile's own comes first
+    lines = devices_lines([row, mains, decoded], 80)
+    assert [line.split()[5] for line in lines[1:]] == ["79%", "mains", "92"]
+    text = dev_status_text(status)
+    assert text.startswith("battery 79 %, downlink margin -6 dB (60 min ago")

@@ -26,6 +26,7 @@ import pytest
 from gateway.errors import NodeError, ProvisioningError
 from gateway.messages import AesKey, DevAddr, DevEui, JoinEui
 from gateway.provisioning import node, raw_repl
+from gateway.provisioning.groups import GroupInfo
 from gateway.provisioning.registry import Device
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -350,3 +351,34 @@ def test_node_traceback_is_reported_by_its_last_line_without_the_code(board: Pat
         with pytest.raises(NodeError, match="the node raised") as info:
             node.install(repl_of(fake), [secret])
     assert APP_KEY not in str(info.value) and secret.data.hex() not in str(info.value)
+
+
+def _group_info(name: str, mc_addr: str, dr: int | None = None) -> GroupInfo:
+    return GroupInfo(name, DevAddr.from_hex(mc_addr), dr, None, 0, "", (), None)
+
+
+GROUP_KEYS = {"mc_nwk_s_key": "11" * 16, "mc_app_s_key": "22" * 16}
+
+
+def test_multicast_config_writes_the_channel_and_refuses_what_the_firmware_cannot_take() -> None:
+    member_of = [(_group_info("north", "0178a001"), GROUP_KEYS)]
+    # A group without its own channel goes on the gateway's RX2, written out: the firmware's default
+    # is RX2's default, which this gateway (DR3) does not use.
+    assert node.multicast_config(member_of, rx2_dr=3, rx2_freq_hz=869_525_000) == [
+        {"mc_addr": "0178a001", **GROUP_KEYS, "freq_hz": 869_525_000, "dr": 3}
+    ]
+    five = [(_group_info(f"g{i}", f"0178a00{i}"), GROUP_KEYS) for i in range(node.MAX_GROUPS + 1)]
+    with pytest.raises(ProvisioningError, match="at most 4"):
+        node.multicast_config(five, rx2_dr=0, rx2_freq_hz=869_525_000)
+    mixed = [*member_of, (_group_info("city", "0178a0ff", dr=3), GROUP_KEYS)]
+    with pytest.raises(ProvisioningError, match="different channels"):
+        node.multicast_config(mixed, rx2_dr=0, rx2_freq_hz=869_525_000)
+    with pytest.raises(ProvisioningError, match="mc_app_s_key"):
+        node.multicast_config([(member_of[0][0], {"mc_nwk_s_key": "11" * 16})], rx2_dr=0, rx2_freq_hz=1)
+
+
+def test_config_carries_the_multicast_entries_only_when_there_are_some() -> None:
+    device = fill_level_device(empty_distance_mm=1800, full_distance_mm=300)
+    assert "multicast" not in node.node_config(device, otaa_keys())
+    entry = {"mc_addr": "0178a001", **GROUP_KEYS, "freq_hz": 869_525_000, "dr": 0}
+    assert node.node_config(device, otaa_keys(), multicast=[entry])["multicast"] == [entry]
