@@ -23,7 +23,7 @@ test: setup node_modules/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Each bench prints its table and writes bench/results/*.json; the plots need the plots extra.
-BENCHES = bench_e2e bench_scaling bench_mac bench_codec bench_rules bench_udp_ingest bench_outbox bench_uplink bench_buffer_choice bench_device_state bench_cli_start bench_adr
+BENCHES = bench_e2e bench_scaling bench_mac bench_codec bench_rules bench_udp_ingest bench_outbox bench_uplink bench_buffer_choice bench_device_state bench_cli_start bench_adr bench_txplan
 bench: setup
 	$(PY) -m pip install -q -e '.[plots]'
 	@for b in $(BENCHES); do \

@@ -135,6 +135,7 @@ def build(config: Config) -> Agent:
     # Radio, rules, pipeline.
     radio = open_backend(config.radio.url)
     radio.antenna_gain_dbi = config.radio.antenna_gain_dbi  # each downlink within its sub-band limit
+    radio.tx_plan.rx1_delay_s = float(config.lorawan.rx_delay_s)  # reserve RX1/RX2 where answers go
     rules = _load_rules(config)
     if rules is not None:
         rules_store.attach(database, rules, legacy_file=config.data_path / LEGACY_RULES_STATE_FILE)
