@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
+from gateway.config import LorawanSection
 from simulator import radio
 from simulator.device_mac import DeviceMac
 from simulator.devices import AbpDevice, OtaaIdentity
@@ -57,6 +58,12 @@ FrameKind = Literal[
     "reading", "bad_mic", "replay", "device_flood", "garbage", "retransmission", "join", "join_replay"
 ]
 JOIN_EUI: Final = bytes.fromhex("70b3d57ed0000001")
+ADR_START_DR: Final = 0
+"""Where a device that follows the network's MAC (scenario ``radio.adr``) starts: untuned, DR0 = SF12."""
+_GATEWAY_CFLIST_HZ: Final = LorawanSection().cflist
+"""The agent's default extra channels (``lorawan.cflist_hz``), which the runs' agent configs keep: an
+OTAA device learns them from its join-accept, an ABP device here was provisioned with them, so a
+LinkADRReq enabling them is not refused (LoRaWAN 1.0.4 §5.3 channel mask)."""
 ControlKind = Literal["clock_jump", "broker_outage", "gateway_kill", "clock_set"]
 MAX_FRAMES: Final = 2_000_000
 """A scenario bigger than this is a typo, not a test."""
@@ -240,6 +247,8 @@ class _Builder:
             cabinet,
             otaa,
         )
+        if radio_cfg.adr:
+            member.mac = DeviceMac(dr=ADR_START_DR, cflist_hz=_GATEWAY_CFLIST_HZ)
         self.fleet.append(member)
 
 

@@ -329,19 +329,27 @@ class _DownlinkPath:
         return True
 
     def _apply(self, t_s: float, data: bytes) -> str | None:
-        """Give one downlink to the fleet unless it is lost; the device it was for, or None."""
+        """Give one downlink to the fleet unless it is lost; the device it was for (a multicast frame: its
+        group's first member), or None."""
         parsed = _parse(data)
         name: str | None = None  # a join-accept names its device only once opened (city.apply_downlink)
         if isinstance(parsed, phy.DataFrame) and not parsed.uplink:
             target = next((d for d in self.fleet if d.device.dev_addr == parsed.dev_addr), None)
-            if target is None:
+            if target is not None:
+                name = target.name
+            elif not self._group_frame(parsed.dev_addr):
                 return None
-            name = target.name
+            # A multicast frame (its DevAddr a group's McAddr) goes to every member (city.apply_downlink);
+            # lost, it is lost for all of them: one draw per frame, as for a unicast downlink.
         elif not isinstance(parsed, phy.JoinAccept):
             return None
         if self._lost():
             return name
         return self._give(t_s, data) or name
+
+    def _group_frame(self, dev_addr: bytes) -> bool:
+        """Whether ``dev_addr`` is the McAddr of a multicast group a device of the fleet is a member of."""
+        return any(member.mc_addr == dev_addr for d in self.fleet for member in d.multicast)
 
     def _give(self, t_s: float, data: bytes) -> str | None:
         name = apply_downlink(self.fleet, t_s, data)

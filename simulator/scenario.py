@@ -159,6 +159,10 @@ class RadioConditions:
     (simulator.txgate); False keeps the send times of the schedule as drawn."""
     downlink_loss: float = 0.0
     """Probability that a downlink (join-accepts included) never reaches its device (simulator.runner)."""
+    adr: bool = False
+    """True: every device follows the network's MAC (``simulator.device_mac``: LinkADRReq, NbTrans,
+    DevStatusReq), starting untuned at DR0 (SF12), and sets the ADR bit; False: each stays at the SF
+    its best link settles on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +528,9 @@ def _radio(r: Node | None) -> RadioConditions:
     if r is None:
         return RadioConditions()
     probabilities = ("loss", "crc_errors", "retransmissions", "downlink_loss")
-    r.mapping(optional=("forwarders", "path_loss_exponent", "shadowing_db", "duty_cycle", *probabilities))
+    r.mapping(
+        optional=("forwarders", "path_loss_exponent", "shadowing_db", "duty_cycle", "adr", *probabilities)
+    )
     forwarders = r.get("forwarders", 1).as_int(1)
     if forwarders > 4:
         raise r["forwarders"].fail("at most 4")
@@ -541,6 +547,7 @@ def _radio(r: Node | None) -> RadioConditions:
         realistic=True,
         duty_cycle=r.get("duty_cycle", False).as_bool(),
         downlink_loss=r.get("downlink_loss", 0.0).as_float(0),
+        adr=r.get("adr", False).as_bool(),
     )
 
 

@@ -198,6 +198,14 @@ def dev_status_text(status: dict[str, Any]) -> str:
     return f"{power}, downlink margin {status['margin_db']} dB ({ago(status.get('at_s'))}, DevStatusAns)"
 
 
+def device_class_text(device: dict[str, Any]) -> str:
+    """The registry's LoRaWAN class and what it means for a downlink to the device."""
+    lorawan_class = device.get("class") or "A"  # a row from before the class was recorded: A
+    if lorawan_class == "C":
+        return "C: listens at any time (a downlink goes at once)"
+    return f"{lorawan_class}: listens after its uplinks (a downlink waits for the next one)"
+
+
 def link_text(heard: dict[str, Any]) -> str:
     """The device's radio link as ADR sees it: data rate, TX power, link margin."""
     margin = heard.get("link_margin_db")
@@ -222,6 +230,7 @@ def _print_show(doc: dict[str, Any], readings: list[dict[str, Any]], chart: Char
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("device", f"{d['dev_eui']}  {d['profile']}  {d['activation'].upper()}")
+    grid.add_row("class", device_class_text(d))
     grid.add_row("site", d["site"] or "-")
     if d.get("lat") is not None:
         grid.add_row("position", f"{d['lat']}, {d['lon']}")

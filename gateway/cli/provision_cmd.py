@@ -159,9 +159,7 @@ def provision_node(args: argparse.Namespace) -> int:
     dev_eui = device.dev_eui
     settings = {"report_interval_s": args.report_interval_s} if args.report_interval_s else None
     multicast = _multicast(args, dev_eui)
-    doc = node.node_config(
-        device, keys, board=args.board, dr=args.dr, settings=settings, multicast=multicast
-    )
+    doc = node.node_config(device, keys, board=args.board, dr=args.dr, settings=settings, multicast=multicast)
     group_names = [str(entry["mc_addr"]) for entry in multicast]
     del multicast
     files = [] if args.config_only else _firmware(args)

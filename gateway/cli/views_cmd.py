@@ -91,7 +91,7 @@ def add_devices_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--link",
         action="store_true",
-        help="the radio link instead of the readings: data rate, TX power and link margin (ADR)",
+        help="the radio link instead of the readings: class, data rate, TX power and link margin (ADR)",
     )
     add_config_option(p)
     p.set_defaults(handler=show_devices)
@@ -356,6 +356,7 @@ def devices_lines(rows: list[dict[str, Any]], room: int | None) -> list[str]:
 
 LINK_COLUMNS: Final = (
     layout.Column("device"),
+    layout.Column("class"),
     layout.Column("site", shrink=True, min_width=8),
     layout.Column("last seen"),
     layout.Column("RSSI/SNR"),
@@ -366,14 +367,15 @@ LINK_COLUMNS: Final = (
 
 
 def link_lines(rows: list[dict[str, Any]], room: int | None) -> list[str]:
-    """``devices --link``: each device's data rate, TX power and link margin (best SNR of its last
-    uplinks above the demodulation floor of its data rate: ``gateway.lorawan.adr``)."""
+    """``devices --link``: each device's class (A or C, the registry's), data rate, TX power and link
+    margin (best SNR of its last uplinks above the demodulation floor of its data rate:
+    ``gateway.lorawan.adr``). 80 columns hold every column with the site cut to 8."""
     cells = []
     for d in rows:
         signal = "-" if d.get("rssi_dbm") is None else f"{d['rssi_dbm']:.0f}/{d['snr_db']:.1f}"
         margin = d.get("link_margin_db")
         cells.append([
-            d["dev_eui"], d["site"] or "-", ago(d.get("last_seen_s")), signal,
+            d["dev_eui"], d.get("class") or "-", d["site"] or "-", ago(d.get("last_seen_s")), signal,
             "-" if d.get("dr") is None else f"DR{d['dr']}",
             "-" if d.get("tx_power_dbm") is None else str(d["tx_power_dbm"]),
             "-" if margin is None else f"{margin:.1f}",

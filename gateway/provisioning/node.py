@@ -65,7 +65,7 @@ SETTINGS: dict[str, dict[str, float]] = {
 }
 REQUIRED_PARAMS = {"fill_level": ("empty_distance_mm", "full_distance_mm")}
 MAX_GROUPS = 4
-"""Multicast groups the firmware takes (``firmware/lorawan/multicast.py``: TS005 McGroupIDHeader is 2 bits)."""
+"""Multicast groups the firmware takes (``firmware/lorawan/multicast.py``; TS005: McGroupIDHeader, 2 bits)."""
 
 # Wiring of firmware/README.md: the radio and battery of every node ("Boards and wiring"), then
 # each application's own pins (its section in the README).

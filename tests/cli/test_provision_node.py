@@ -19,7 +19,7 @@ from tests.provisioning.test_node import APP_KEY, FakeMicroPython
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
 
-from lorawan import multicast  # type: ignore[import-not-found]  # noqa: E402
+from lorawan import multicast  # type: ignore[import-not-found]
 
 DEV = "70b3d57ed0000101"
 

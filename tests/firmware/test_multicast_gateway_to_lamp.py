@@ -39,7 +39,7 @@ from gateway.lorawan.join import JoinServer
 from gateway.lorawan.multicast import MulticastScheduler
 from gateway.messages import DevEui, TxRequest, UplinkData
 from gateway.provisioning import groups, keystore, registry
-from gateway.provisioning.node import node_config
+from gateway.provisioning.node import multicast_config, node_config
 from gateway.rules import GroupDownlinkRequest, RuleEngine
 from tests.cli.helpers import abp_argv, clear_edgegw_env
 from tests.firmware.gateway_side import GatewaySide, device_profile, run_scenario
@@ -127,6 +127,8 @@ class Run:
     fcnt_down: dict[str, int]
     rx2: tuple[int, int]
     stored_keys: list[tuple[str, str]]
+    provisioned: list[dict[str, Any]]
+    """The ``multicast`` key `edgegw provision node` builds for the lamp from the registry."""
 
 
 def _cli(cfg: Path, *argv: str) -> str:
@@ -165,11 +167,18 @@ def _run(cfg_path: Path, data: Path) -> Run:
     store = keystore.open_key(data)
     conn = db.connect(db.db_path(cfg.data_dir))
     try:
-        eui = DevEui.from_hex(LAMP)
-        lamp_config = node_config(registry.get_device(conn, eui), registry.device_keys(conn, eui, store))
+        lamp = DevEui.from_hex(LAMP)
+        lamp_config = node_config(registry.get_device(conn, lamp), registry.device_keys(conn, lamp, store))
         north = printed["district-north"]
         # The group as `edgegw group add` printed it for the installer.
         lamp_config["multicast"] = [{k: north[k] for k in ("mc_addr", "mc_nwk_s_key", "mc_app_s_key")}]
+        # What `edgegw provision node` writes from the registry for the same lamp.
+        member_of = [
+            (g, groups.group_keys(conn, g.name, store)) for g in groups.list_groups(conn) if LAMP in g.members
+        ]
+        provisioned = multicast_config(
+            member_of, rx2_dr=cfg.lorawan.rx2_dr, rx2_freq_hz=cfg.lorawan.rx2_freq_hz
+        )
         stored_keys = conn.execute("SELECT nwk_s_key, app_s_key FROM multicast_groups").fetchall()
         scheduler = MulticastScheduler(
             rx2_dr=cfg.lorawan.rx2_dr,
@@ -195,7 +204,13 @@ def _run(cfg_path: Path, data: Path) -> Run:
     (booted,) = [e for e in events if e["event"] == "booted"]
     listens = [e for e in events if e["event"] == "listen"]
     rx2 = (cfg.lorawan.rx2_freq_hz, cfg.lorawan.rx2_dr)
-    return Run(gateway, printed, lamp_config, booted, listens, fcnt_down, rx2, stored_keys)
+    return Run(gateway, printed, lamp_config, booted, listens, fcnt_down, rx2, stored_keys, provisioned)
+
+
+def test_provisioning_writes_the_group_as_it_was_printed_on_the_channel_the_gateway_sends(run: Run) -> None:
+    (entry,) = run.provisioned
+    assert [{k: v for k, v in entry.items() if k not in ("freq_hz", "dr")}] == run.lamp_config["multicast"]
+    assert (entry["freq_hz"], entry["dr"]) == run.rx2
 
 
 def test_the_group_keys_are_encrypted_at_rest(run: Run) -> None:

@@ -390,6 +390,7 @@ def test_the_link_view_keeps_to_80_columns() -> None:
     assert max(len(line) for line in lines) <= 80
     assert lines[0].split() == [
         "device",
+        "class",  # the registry's class (issue 20), "-" for these rows without one
         "site",
         "last",
         "seen",

@@ -8,6 +8,7 @@ from gateway.messages import AesKey, DevAddr
 from simulator.city import apply_downlink, build_fleet
 from simulator.models import LampModel
 from simulator.multicast import MulticastMember
+from simulator.runner import Summary, _DownlinkPath
 from simulator.scenario import parse_scenario
 
 NWK, APP = bytes(range(16)), bytes(range(16, 32))
@@ -49,3 +50,45 @@ def test_one_multicast_frame_dims_every_member_lamp_and_no_one_else() -> None:
     assert [m.refused for lamp in members for m in lamp.multicast] == [2] * 8
     assert apply_downlink(fleet, night + 800, frame(bytes([0x01, 0xFE, 80]), fcnt_down=1)) == members[0].name
     assert {lamp.model.level_pct(night + 900) for lamp in members} == {80}  # type: ignore[union-attr]
+
+
+class _Air:
+    """A transport's downlink side: what the agent sent, taken once."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    def downlinks(self, _timeout_s: float) -> list[bytes]:
+        taken, self.frames = self.frames, []
+        return taken
+
+
+def test_the_runner_gives_a_multicast_frame_to_the_members_and_loses_it_for_all_at_once() -> None:
+    scenario = parse_scenario(
+        {
+            "name": "t", "seed": 3, "duration": "2d",
+            "fleet": {"lighting": {"communes": [{"name": "a", "cabinets": 1, "lamps_per_cabinet": 4}]}},
+        }
+    )  # fmt: skip
+    fleet = build_fleet(scenario)
+    lamps = [d for d in fleet if isinstance(d.model, LampModel)]
+    for lamp in lamps[:3]:
+        lamp.multicast.append(MulticastMember(MC_ADDR, NWK, APP))
+    night = 23.5 * 3600
+    summary = Summary("t", 3, scenario.duration_s)
+    dim = frame(bytes([0x01, 0xFE, 30]))
+    path = _DownlinkPath(_Air([dim]), fleet, 0.0, 3, summary)  # type: ignore[arg-type]
+    path.collect(night)
+    assert summary.downlinks == 1
+    assert [lamp.model.level_pct(night + 600) for lamp in lamps] == [30, 30, 30, 50]  # type: ignore[union-attr]
+    # Another group's McAddr: nobody's frame, not counted.
+    stranger = bytearray(frame(bytes([0x01, 0xFE, 80]), fcnt_down=1))
+    stranger[1:5] = bytes(4)
+    path.transport = _Air([bytes(stranger)])  # type: ignore[assignment]
+    path.collect(night + 700)
+    assert summary.downlinks == 1 and summary.downlinks_lost == 0
+    # With downlink_loss, a lost frame is lost for every member.
+    lossy = _DownlinkPath(_Air([frame(bytes([0x01, 0xFE, 80]), fcnt_down=1)]), fleet, 0.999, 3, summary)  # type: ignore[arg-type]
+    lossy.collect(night + 800)
+    assert summary.downlinks_lost == 1
+    assert {lamp.model.level_pct(night + 900) for lamp in lamps[:3]} == {30}  # type: ignore[union-attr]
