@@ -38,17 +38,11 @@ Which uplinks reserve (``answer_expected``): a join-request, a confirmed data up
 with ADRACKReq set or with MAC commands (FOpts, or FPort 0), since the server answers those (or
 may: LinkCheckReq, DeviceTimeReq). An uplink of a device with queued downlinks is reserved only
 when the owner adds that knowledge (``TxPlan(extra_answer=...)``): the radio layer does not know
-the queues. Measured (fake clock, one SF12 20-byte class C command at a random time; uplinks at SF7..12,
-5 % confirmed, 3 % with MAC commands half answered, 2 % answered with a queued command, each answer
-booked 100 ms after its uplink), mean / p95 class C delay and share of class C frames that hit a class
-A window, at 1 000 / 5 000 / 20 000 uplinks an hour:
-
-* no plan (before): 0 ms, hits 2.7 % / 14 % / 45 %;
-* booked windows only: 16 / 83 / 411 ms mean, p95 0 / 0.7 / 2.0 s, hits 0.3 % / 0.7 % / 4.6 %;
-* this rule: 29 / 140 / 638 ms mean, p95 0 / 1.0 / 2.8 s, hits 0.03 % / 0.17 % / 1.4 %;
-* with the queued-downlink hint too: about the same delay, hits 0 % / 0.03 % / 0.7 %;
-* every uplink: 0.6 / 2.3 / 2.6 s mean, and *more* hits at load (1.9 % / 6 %): the reservations
-  fill ``max_yield_s``, after which only booked windows count.
+the queues. Measured by ``bench/bench_txplan.py`` (docs/performance.md, "Class C against class A
+receive windows"; seed 2026): at 1 000 / 5 000 / 20 000 uplinks an hour a class C command overlaps
+a class A answer 2.4 % / 13.9 % / 44.4 % of the time with no plan, 0.06 % / 0.24 % / 1.6 % with this
+rule, at a mean delay of 25 / 157 / 672 ms; reserving every uplink does worse at load (1.7 % /
+6.7 %): its reservations fill ``max_yield_s``, after which only booked windows count.
 """
 
 from __future__ import annotations
