@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
@@ -96,6 +97,23 @@ def _rf(group: groups.GroupInfo, cfg: config.Config) -> str:
     return f"{dr} {freq_hz / 1e6:.3f} MHz{'' if group.freq_hz is not None else ' (RX2)'}"
 
 
+def _warn_off_rx2(group: groups.GroupInfo, cfg: config.Config) -> None:
+    """On stderr: a group off the RX2 channel deafens its members to class C unicast. The lamp has one
+    receiver and listens on its groups' channel (firmware/lorawan/device.py ``class_c_channel``),
+    while the agent sends class C unicast downlinks on RX2."""
+    rx2_dr, rx2_freq_hz = cfg.lorawan.rx2_dr, cfg.lorawan.rx2_freq_hz
+    dr = rx2_dr if group.dr is None else group.dr
+    freq_hz = rx2_freq_hz if group.freq_hz is None else group.freq_hz
+    if (dr, freq_hz) != (rx2_dr, rx2_freq_hz):
+        print(
+            f"warning: group {group.name} is sent at DR{dr} {freq_hz / 1e6:.3f} MHz, not on RX2 "
+            f"({rx2_freq_hz / 1e6:.3f} MHz DR{rx2_dr}): its members listen on the group's channel and "
+            "no longer hear class C unicast downlinks (commands to one lamp); keep the RX2 parameters "
+            "to hear both",
+            file=sys.stderr,
+        )
+
+
 def add_group(args: argparse.Namespace) -> int:
     with _registry(args) as (cfg, conn, store):
         try:
@@ -112,6 +130,7 @@ def add_group(args: argparse.Namespace) -> int:
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
         rf = _rf(group, cfg)
+        _warn_off_rx2(group, cfg)
     if args.json:
         print_json({**group.as_json(), "mc_nwk_s_key": nwk.reveal(), "mc_app_s_key": app.reveal()})
         return 0
@@ -156,7 +175,9 @@ def show_group(args: argparse.Namespace) -> int:
     print(f"group {group.name}: McAddr {group.mc_addr}, {rf}, next McFCntDown {group.fcnt_down}")
     print(f"created {group.created_at}; profile {group.profile or '-'}; {len(group.members)} member(s)")
     for eui in group.members:
-        print(f"  {eui}")
+        # A member set back to class A afterwards stays listed; the group's frames do not reach it.
+        note = "  class A: does not receive multicast frames" if eui in group.not_class_c else ""
+        print(f"  {eui}{note}")
     for name, value in keys.items():
         print(f"{name} {value}")
     return 0
@@ -173,19 +194,17 @@ def remove_group(args: argparse.Namespace) -> int:
 
 
 def _members(args: argparse.Namespace, change: str) -> int:
-    euis = [_hex(DevEui, text, "DEV_EUI") for text in args.dev_euis]
+    euis = [eui for text in args.dev_euis if (eui := _hex(DevEui, text, "DEV_EUI")) is not None]
     with _registry(args) as (_cfg, conn, _store):
-        group: groups.GroupInfo | None = None
-        for eui in euis:
-            assert eui is not None
-            try:
-                if change == "add":
-                    group = groups.add_member(conn, args.name, eui)
-                else:
-                    group = groups.remove_member(conn, args.name, eui)
-            except RegistryError as exc:
-                raise UsageError(str(exc)) from exc
-    assert group is not None
+        try:
+            if change == "add":
+                group = groups.add_members(conn, args.name, euis)
+            else:
+                group = groups.remove_members(conn, args.name, euis)
+        except RegistryError as exc:
+            # One transaction: the other devices of the command line were not changed either.
+            done = "added" if change == "add" else "removed"
+            raise UsageError(f"{exc} (no device {done}: the command changes all of them or none)") from exc
     if args.json:
         print_json(group.as_json())
     else:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
 ADDITIONS: tuple[str, ...] = (
-    "rules_state", "device_state", "device_class", "multicast", "adr", "mac_version",
+    "rules_state", "device_state", "device_class", "multicast", "adr", "mac_version", "multicast_retired",
 )  # fmt: skip
 """Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
 _ADDITIONS_TABLE = (

@@ -63,6 +63,8 @@ HISTORY_WRITE_EVERY: Final = 5
 
 _FCTRL_ADR: Final = 0x80
 """Uplink FCtrl bit 7 (§4.3.1.1): the device accepts network-side ADR."""
+_FCTRL_ADR_ACK_REQ: Final = 0x40
+"""Uplink FCtrl bit 6 (§4.3.1.1): no downlink for ADR_ACK_LIMIT uplinks; its backoff may have begun."""
 _DEFAULT_MASK: Final = (1 << len(DEFAULT_CHANNELS_HZ)) - 1
 
 
@@ -339,7 +341,14 @@ class AdrPeer:
             return b""
         device.refused = None  # the uplinks changed the decision: asking is worth it again
         if wanted == device.settings:
-            return b""
+            if not up.frame.phy_payload[5] & _FCTRL_ADR_ACK_REQ:
+                return b""
+            # ADRACKReq: no downlink reached the device for ADR_ACK_LIMIT uplinks, and past
+            # ADR_ACK_DELAY more it went back to its default power (§4.3.1.1) without telling. What
+            # it acknowledged may no longer be what it uses: say it again (the scheduler answers
+            # ADRACKReq with a downlink anyway, the request rides in its FOpts).
+            self.counters["adr.reasserted"] += 1
+            return self._ask(device, wanted, up.fcnt, room_bytes)
         self.counters["adr.asked"] += 1
         return self._ask(device, wanted, up.fcnt, room_bytes)
 
@@ -368,7 +377,12 @@ class AdrPeer:
             device.history.append(_Heard(up.fcnt, snr_db, uplink_dr))
             device.unwritten += 1
         if device.settings.dr != uplink_dr:
-            device.settings = replace(device.settings, dr=uplink_dr)
+            if uplink_dr < device.settings.dr and (device.asked is None or device.asked.dr != uplink_dr):
+                # A lower data rate nobody asked for: the device's ADR backoff (§4.3.1.1: default
+                # power first, then a lower data rate) or a reset. Either way it is at TXPower 0 now.
+                device.settings = replace(device.settings, dr=uplink_dr, tx_power=0)
+            else:
+                device.settings = replace(device.settings, dr=uplink_dr)
             self._stage(eui, device)
         elif device.unwritten >= HISTORY_WRITE_EVERY or eui in self._pending:
             self._stage(eui, device)  # a row still waiting for its group takes this uplink too

@@ -143,6 +143,10 @@ class MulticastScheduler:
         for group in groups:
             known = self._groups.get(group.name)
             if known is not None and known.group.tag == group.tag:
+                if known.group.app_s_key != group.app_s_key:
+                    # Created again with a new McAppSKey only (the tag does not cover it): the counter
+                    # goes on, the payload is encrypted with the key the lamps now hold.
+                    known.keys = SessionKeys(group.nwk_s_key.value, group.app_s_key.value)
                 known.group = group
                 known.fcnt_down = max(known.fcnt_down, group.fcnt_down)
                 fresh[group.name] = known
@@ -150,11 +154,14 @@ class MulticastScheduler:
                 fresh[group.name] = _State(
                     group, group.fcnt_down, SessionKeys(group.nwk_s_key.value, group.app_s_key.value)
                 )
-        for gone in self._groups.keys() - fresh.keys():
-            dropped = len(self._groups[gone].queue)
+        for name, old in self._groups.items():
+            if fresh.get(name) is old:
+                continue
+            # Removed, or created again under its name with other keys: its queue goes with it.
+            dropped = len(old.queue)
             if dropped:
                 self.counters["dropped_group_removed"] += dropped
-                log.warning("multicast group %s removed: %d queued downlinks dropped", gone, dropped)
+                log.warning("multicast group %s removed: %d queued downlinks dropped", name, dropped)
         self._groups = fresh
 
     def group(self, name: str) -> McGroup | None:
@@ -271,6 +278,12 @@ class MulticastScheduler:
         conn.executemany(
             "UPDATE multicast_groups SET fcnt_down = ? WHERE name = ? AND tag = ? AND fcnt_down < ?",
             [(c.fcnt_down, c.name, c.tag, c.fcnt_down) for c in taken[0]],
+        )
+        # A group removed (``group remove``) while this frame's counter was on its way: its frame still
+        # goes on the air, so a group created again with the same keys must start above it too.
+        conn.executemany(
+            "UPDATE multicast_retired SET fcnt_down = ? WHERE tag = ? AND fcnt_down < ?",
+            [(c.fcnt_down, c.tag, c.fcnt_down) for c in taken[0]],
         )
 
     def committed(self, taken: tuple[list[GroupFcnt], list[_Built]]) -> None:

@@ -5,7 +5,8 @@ name, McAddr, McNwkSKey/McAppSKey (encrypted at rest under the gateway key file 
 like the devices' session keys), data rate and frequency (NULL: the gateway's RX2 parameters), and
 its members. A member must be a registered class C device, and every member of a group shares one
 profile (a group command is encoded once, with that profile). McFCntDown is the agent's to move
-(``gateway.lorawan.multicast``); a group is created at 0.
+(``gateway.lorawan.multicast``); a group is created at 0, or where a removed group with the same
+McAddr and McNwkSKey stopped (``multicast_retired``, ``schema_add_multicast_retired.sql``).
 
 Synchronous, driven by the CLI on a stopped or running agent (the agent re-reads the file when
 another process changed it). Keys are returned only at creation (printed once for the installer)
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "GroupInfo",
     "add_group",
     "add_member",
+    "add_members",
     "check_name",
     "get_group",
     "group_keys",
@@ -42,6 +44,7 @@ __all__ = [
     "load_groups",
     "remove_group",
     "remove_member",
+    "remove_members",
     "reseal",
 ]
 
@@ -61,6 +64,9 @@ class GroupInfo:
     members: tuple[str, ...]
     profile: str | None
     """The members' profile; None while the group has no member."""
+    not_class_c: tuple[str, ...] = ()
+    """Members whose registry entry was set back to class A after they joined (``device set --class``):
+    they listen only after their own uplinks, so the group's frames do not reach them."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,7 @@ class GroupInfo:
             "created_at": self.created_at,
             "profile": self.profile,
             "members": list(self.members),
+            "not_class_c": list(self.not_class_c),
         }
 
 
@@ -100,13 +107,17 @@ def add_group(
     (by a group or a device's session), a data rate outside EU868 DR0..DR6, a frequency outside the
     EU868 sub-bands."""
     check_name(name)
+    bw_hz = 125_000  # the gateway's RX2 data rate when none is given: LoRa 125 kHz unless DR6
     if dr is not None:
         try:
-            region.data_rate(dr)
+            bw_hz = region.data_rate(dr).bw_hz
         except ValueError as exc:
             raise RegistryError(str(exc)) from exc
-    if freq_hz is not None and sub_band_for(freq_hz) is None:
-        raise RegistryError(f"{freq_hz} Hz is not inside an EU868 sub-band a gateway may transmit in")
+    if freq_hz is not None and sub_band_for(freq_hz, bw_hz) is None:
+        # The whole channel must fit the sub-band (DR6 is 250 kHz wide): else the radio refuses each frame.
+        raise RegistryError(
+            f"{freq_hz} Hz at {bw_hz // 1000} kHz is not inside an EU868 sub-band a gateway may transmit in"
+        )
     nwk = nwk_s_key or AesKey(secrets.token_bytes(AesKey.SIZE))
     app = app_s_key or AesKey(secrets.token_bytes(AesKey.SIZE))
     seal = keystore.encrypt_hex if keystore is not None else _plain
@@ -116,17 +127,21 @@ def add_group(
             raise RegistryError(f"multicast group {name} exists already (remove it first to change its keys)")
         addr = mc_addr or _free_addr(conn)
         _check_addr_free(conn, addr)
+        tag = group_tag(addr, nwk)
+        # A group removed with these McAddr and McNwkSKey: go on from its counter, never back to 0.
+        retired = conn.execute("SELECT fcnt_down FROM multicast_retired WHERE tag = ?", (tag,)).fetchone()
         conn.execute(
             "INSERT INTO multicast_groups (name, mc_addr, nwk_s_key, app_s_key, tag, dr, freq_hz, fcnt_down,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 str(addr),
                 seal(nwk.reveal()),
                 seal(app.reveal()),
-                group_tag(addr, nwk),
+                tag,
                 dr,
                 freq_hz,
+                retired[0] if retired else 0,
                 created_at,
             ),
         )
@@ -155,49 +170,72 @@ def _check_addr_free(conn: sqlite3.Connection, addr: DevAddr) -> None:
 
 
 def remove_group(conn: sqlite3.Connection, name: str) -> None:
-    """Forget a group and its members (the devices stay registered); RegistryError if unknown."""
+    """Forget a group and its members (the devices stay registered); RegistryError if unknown. Its
+    counter is kept by tag (``multicast_retired``) for a group created again with the same keys."""
     with transaction(conn):
-        if conn.execute("DELETE FROM multicast_groups WHERE name = ?", (name,)).rowcount == 0:
+        row = conn.execute("SELECT tag, fcnt_down FROM multicast_groups WHERE name = ?", (name,)).fetchone()
+        if row is None:
             raise RegistryError(f"no multicast group named {name}")
+        conn.execute(
+            "INSERT INTO multicast_retired (tag, fcnt_down) VALUES (?, ?)"
+            " ON CONFLICT (tag) DO UPDATE SET fcnt_down = max(fcnt_down, excluded.fcnt_down)",
+            row,
+        )
+        conn.execute("DELETE FROM multicast_groups WHERE name = ?", (name,))
 
 
 def add_member(conn: sqlite3.Connection, name: str, dev_eui: DevEui) -> GroupInfo:
     """Add a registered class C device to a group. RegistryError when the group or the device is
     unknown, the device is not class C, or its profile differs from the other members' (one command is
     encoded once for all of them)."""
+    return add_members(conn, name, [dev_eui])
+
+
+def add_members(conn: sqlite3.Connection, name: str, dev_euis: Sequence[DevEui]) -> GroupInfo:
+    """``add_member`` for several devices in one transaction: all of them, or none when one is refused
+    (an installer who fixes the list and runs it again must not guess what the first run changed)."""
     with transaction(conn):
         group = get_group(conn, name)
-        row = conn.execute(
-            "SELECT profile, lorawan_class FROM devices WHERE dev_eui = ?", (str(dev_eui),)
-        ).fetchone()
-        if row is None:
-            raise RegistryError(f"device {dev_eui} is not registered")
-        profile, lorawan_class = row
-        if lorawan_class != "C":
-            raise RegistryError(
-                f"device {dev_eui} is class {lorawan_class or 'A'}: only class C devices receive multicast "
-                "frames at any time (edgegw device set --class C first)"
+        profile_of_group = group.profile
+        for dev_eui in dev_euis:
+            row = conn.execute(
+                "SELECT profile, lorawan_class FROM devices WHERE dev_eui = ?", (str(dev_eui),)
+            ).fetchone()
+            if row is None:
+                raise RegistryError(f"device {dev_eui} is not registered")
+            profile, lorawan_class = row
+            if lorawan_class != "C":
+                raise RegistryError(
+                    f"device {dev_eui} is class {lorawan_class or 'A'}: only class C devices receive "
+                    "multicast frames at any time (edgegw device set --class C first)"
+                )
+            if profile_of_group is not None and profile != profile_of_group:
+                raise RegistryError(
+                    f"device {dev_eui} has profile {profile}, the members of group {name} have "
+                    f"{profile_of_group}: a group command is encoded once, with one profile"
+                )
+            profile_of_group = profile
+            conn.execute(
+                "INSERT OR IGNORE INTO multicast_members (group_name, dev_eui) VALUES (?, ?)",
+                (name, str(dev_eui)),
             )
-        if group.profile is not None and profile != group.profile:
-            raise RegistryError(
-                f"device {dev_eui} has profile {profile}, the members of group {name} have {group.profile}: "
-                "a group command is encoded once, with one profile"
-            )
-        conn.execute(
-            "INSERT OR IGNORE INTO multicast_members (group_name, dev_eui) VALUES (?, ?)",
-            (name, str(dev_eui)),
-        )
     return get_group(conn, name)
 
 
 def remove_member(conn: sqlite3.Connection, name: str, dev_eui: DevEui) -> GroupInfo:
+    return remove_members(conn, name, [dev_eui])
+
+
+def remove_members(conn: sqlite3.Connection, name: str, dev_euis: Sequence[DevEui]) -> GroupInfo:
+    """Remove devices from a group in one transaction: all of them, or none when one is not a member."""
     with transaction(conn):
         get_group(conn, name)
-        cur = conn.execute(
-            "DELETE FROM multicast_members WHERE group_name = ? AND dev_eui = ?", (name, str(dev_eui))
-        )
-        if cur.rowcount == 0:
-            raise RegistryError(f"device {dev_eui} is not a member of group {name}")
+        for dev_eui in dev_euis:
+            cur = conn.execute(
+                "DELETE FROM multicast_members WHERE group_name = ? AND dev_eui = ?", (name, str(dev_eui))
+            )
+            if cur.rowcount == 0:
+                raise RegistryError(f"device {dev_eui} is not a member of group {name}")
     return get_group(conn, name)
 
 
@@ -218,8 +256,8 @@ def list_groups(conn: sqlite3.Connection) -> list[GroupInfo]:
 def _info(conn: sqlite3.Connection, row: tuple[Any, ...]) -> GroupInfo:
     name, mc_addr, dr, freq_hz, fcnt_down, created_at = row
     members = conn.execute(
-        "SELECT m.dev_eui, d.profile FROM multicast_members m JOIN devices d ON d.dev_eui = m.dev_eui"
-        " WHERE m.group_name = ? ORDER BY m.dev_eui",
+        "SELECT m.dev_eui, d.profile, d.lorawan_class FROM multicast_members m"
+        " JOIN devices d ON d.dev_eui = m.dev_eui WHERE m.group_name = ? ORDER BY m.dev_eui",
         (name,),
     ).fetchall()
     return GroupInfo(
@@ -229,8 +267,9 @@ def _info(conn: sqlite3.Connection, row: tuple[Any, ...]) -> GroupInfo:
         freq_hz=freq_hz,
         fcnt_down=fcnt_down,
         created_at=created_at,
-        members=tuple(eui for eui, _ in members),
+        members=tuple(eui for eui, _, _ in members),
         profile=members[0][1] if members else None,
+        not_class_c=tuple(eui for eui, _, lorawan_class in members if lorawan_class != "C"),
     )
 
 

@@ -58,6 +58,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, with_ru
         ("device_state",),
         ("mac_version",),
         ("multicast",),
+        ("multicast_retired",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT dev_eui FROM devices").fetchall() == [("70b3d57ed0000001",)]
@@ -125,6 +126,7 @@ def test_a_file_with_additions_opens_in_an_agent_that_knows_none_and_keeps_them(
         ("later_thing",),
         ("mac_version",),
         ("multicast",),
+        ("multicast_retired",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT state FROM rules_state").fetchall() == [('{"tick":1}',)]
