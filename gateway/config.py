@@ -205,9 +205,20 @@ class FleetSection:
         default="",
     )
 
+    groups: str = _doc(
+        "The gateway groups this gateway belongs to, space-separated names (letters, digits, '-', '_'), "
+        "e.g. 'north old-port': signed commands and pushed configurations addressed to 'group:<name>' are "
+        "for it (docs/fleet.md). A push may set it only if remote_settable lists fleet.groups.",
+        default="",
+    )
+
     @property
     def remote_settable_keys(self) -> tuple[str, ...]:
         return tuple(self.remote_settable.split())
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(self.groups.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +642,13 @@ def _check(config: Config, file: str) -> None:
         if not getattr(config.fleet, key) > 0:
             raise ConfigError("must be more than 0 seconds", file=file, key_path=f"fleet.{key}")
     _check_remote_settable(config, file)
+    for name in config.fleet.group_names:
+        if not _GATEWAY_ID.match(name):
+            raise ConfigError(
+                f"{name!r}: a group name is 1-64 letters, digits, '-' or '_' (space-separated names)",
+                file=file,
+                key_path="fleet.groups",
+            )
     if "://" not in config.radio.url:
         raise ConfigError(
             "expected a URL such as semtech-udp://127.0.0.1:1700", file=file, key_path="radio.url"

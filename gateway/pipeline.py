@@ -6,6 +6,13 @@ to the downlink queue) and the per-reason rejection counters. Rejected input is
 counted, logged once per reason at WARNING (then at DEBUG) and dropped; it never
 raises out. Transmissions are handed to ``send`` (the app runs them as tasks:
 the radio may wait for a TX_ACK).
+
+Roles (issue 21, docs/fleet.md): ``is_home(dev_eui_hex)`` says whether this gateway answers a
+device. For a device it only witnesses, a frame is still verified, decoded and forwarded under the
+same record id, and its rules are evaluated (their state stays current for a failover), but
+nothing is answered: no join-accept (its join-request is counted ``witness.join_requests`` and left
+to the home, whose join announcement gives this gateway the session), no ACK or MAC answer, no rule
+output (alerts, aggregates, commands: ``witness.rule_outputs``, one answer per episode, the home's).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from gateway.errors import DecodeError, DownlinkQueueFull, EncodeError, FrameErr
 from gateway.loglimit import RateLimitedLog
 from gateway.lorawan.dedup import HeardFrame
 from gateway.lorawan.downlink import DownlinkRef, DownlinkScheduler
-from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer
+from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinRateLimit, JoinServer, join_request_dev_eui
 from gateway.lorawan.multicast import MulticastScheduler
 from gateway.lorawan.phy import DataFrame
 from gateway.lorawan.phy import parse as parse_phy
@@ -102,12 +109,24 @@ class UplinkPipeline:
         `edgegw tail` listens here (the inventory does not: a downlink is not a frame heard)."""
         self.multicast: MulticastScheduler | None = None
         """The class C multicast groups' queue (set by the app): rule commands to a group go there."""
+        self.is_home: Callable[[str], bool] = _always
+        """Whether this gateway answers the device (DevEUI hex); set by the app from ``gateway.roles``."""
+        self.group_is_home: Callable[[str], bool] = _always
+        """Whether this gateway sends the frames of the multicast group (its name)."""
+        self.join_listeners: list[Callable[[JoinAccepted], None]] = []
+        """Called with each join of this gateway once durable (after its join-accept was handed on):
+        the join announcements listen here."""
 
     async def handle(self, heard: HeardFrame) -> Record | None:
         """The whole uplink path for one frame; returns the reading put in the outbox, if any."""
         frame = heard.frame
         self.counters["frames"] += 1
         if frame.phy_payload[:1] and frame.phy_payload[0] >> 5 == MType.JOIN_REQUEST:
+            claimed = join_request_dev_eui(frame.phy_payload)
+            if claimed is not None and not self.is_home(claimed.hex()):
+                # The home answers it; its announcement will give this gateway the session.
+                self.counters["witness.join_requests"] += 1
+                return None
             self._join(frame)
             return None
         try:
@@ -130,7 +149,7 @@ class UplinkPipeline:
             info = self.devices.get(str(up.dev_eui))
             facts = ReadingFacts(
                 str(up.dev_eui), up.profile, frame.received_at_s, data,
-                info.site if info else "", info.params if info else {},
+                info.site if info else "", info.params if info else {}, record.record_id,
             )  # fmt: skip
             self.route(self.rules.evaluate(facts))
         self._answer(up, heard)
@@ -153,8 +172,12 @@ class UplinkPipeline:
         self.devices = devices
 
     def route(self, outputs: list[actions.Output]) -> None:
-        """Rule outputs: alerts and aggregates to the outbox, commands to the device's downlink queue."""
+        """Rule outputs: alerts and aggregates to the outbox, commands to the device's downlink queue.
+        Those of a device (or group) another gateway answers are dropped: its home sends them."""
         for out in outputs:
+            if not self._answers(out):
+                self.counters["witness.rule_outputs"] += 1
+                continue
             if isinstance(out, (Alert, actions.AggregateRecord)):
                 self.counters[f"rules.{'alert' if isinstance(out, Alert) else 'aggregate'}"] += 1
                 self._outbox.put(actions.to_record(out, time_quality=self._clock.quality(None)))
@@ -163,6 +186,15 @@ class UplinkPipeline:
             else:
                 request = out.as_downlink() if isinstance(out, actions.DisplayUpdate) else out
                 self._command(request, supersede=isinstance(out, actions.DisplayUpdate))
+
+    def _answers(self, out: actions.Output) -> bool:
+        """Whether this gateway is the home of what the output is about: a group's command or a group's
+        alert (a lighting fail-safe, ``group:NAME``) by the group's home, the rest by the device's."""
+        if isinstance(out, actions.GroupDownlinkRequest):
+            return self.group_is_home(out.group)
+        if out.dev_eui.startswith(actions.GROUP_TARGET_PREFIX):
+            return self.group_is_home(out.dev_eui.removeprefix(actions.GROUP_TARGET_PREFIX))
+        return self.is_home(out.dev_eui)
 
     def _command(self, request: actions.DownlinkRequest, *, supersede: bool = False) -> None:
         try:
@@ -204,9 +236,12 @@ class UplinkPipeline:
             return
         self.counters["rules.command_queued"] += 1
 
-    def queue_group_command(self, group: str, command: str, params: Mapping[str, object]) -> int:
+    def queue_group_command(
+        self, group: str, command: str, params: Mapping[str, object], ref: DownlinkRef | None = None
+    ) -> int:
         """Encode ``command`` with the profile of ``group``'s members and queue it as one multicast
-        frame; returns the group's queue length. ValueError (no such group, no member, a payload
+        frame (``ref``: who asked, told its end state); returns the group's queue length.
+        ValueError (no such group, no member, a payload
         too large for the group's data rate), EncodeError, KeyError (unknown command or profile),
         DownlinkQueueFull."""
         if self.multicast is None:
@@ -217,13 +252,15 @@ class UplinkPipeline:
         if found.profile is None:
             raise ValueError(f"multicast group {group} has no member (edgegw group add-member)")
         downlink = self._profiles.get(found.profile).encode(command, params)
-        self.multicast.enqueue(group, downlink.fport, downlink.payload)
+        self.multicast.enqueue(group, downlink.fport, downlink.payload, ref=ref)
         return self.multicast.queued(group)
 
     def _group_command(self, request: actions.GroupDownlinkRequest) -> None:
         """A rule's command to a multicast group: one frame for every member."""
         try:
-            self.queue_group_command(request.group, request.command, request.params)
+            self.queue_group_command(
+                request.group, request.command, request.params, DownlinkRef("rule", request.reason)
+            )
         except DownlinkQueueFull as exc:
             self.counters["rules.group_command_queue_full"] += 1
             self._log_once("group_queue_full", "rule command %s dropped: %s", request.command, exc)
@@ -282,10 +319,12 @@ class UplinkPipeline:
         commits.add(accepted)  # served by _joined after the next group commit
 
     def _joined(self, accepted: JoinAccepted) -> None:
-        """The join is durable (its DevNonce and session survive any crash): answer it."""
+        """The join is durable (its DevNonce and session survive any crash): answer it, announce it."""
         self.counters["joins"] += 1
         log.info("device %s joined as %s", accepted.dev_eui, accepted.session.dev_addr)
         self._transmit(accepted.rx1, accepted.rx2)
+        for listener in self.join_listeners:
+            listener(accepted)
         if self.listeners:
             self._emit(
                 accepted.request,
@@ -354,8 +393,12 @@ class UplinkPipeline:
         return Record(record_id=body["id"], kind="reading", priority=PRIORITY_READING, body=body)
 
     def _answer(self, up: UplinkData, heard: HeardFrame) -> None:
-        """The downlink owed after ``up`` (ACK, MAC answers, a queued command), in RX1 then RX2."""
+        """The downlink owed after ``up`` (ACK, MAC answers, a queued command), in RX1 then RX2; none
+        from a witness (the home answers)."""
         if self._downlinks is None:
+            return
+        if not self.is_home(str(up.dev_eui)):
+            self.counters["witness.uplinks"] += 1
             return
         plan = self._downlinks.on_uplink(up, gw_count=heard.gateways)
         if plan is not None:
@@ -467,6 +510,11 @@ def outcome_event(
         "detail": detail,
         "ref": None if ref is None else {"source": ref.source, "name": ref.name, "seq": ref.seq},
     }
+
+
+def _always(_name: str) -> bool:
+    """Home of everything: a gateway alone, or one not told about roles (as before issue 21)."""
+    return True
 
 
 def _dev_addr_hint(frame: RadioFrame) -> str | None:

@@ -192,6 +192,8 @@ class _Builder:
             (scenario.lat_deg + 0.02 * math.cos(k * 2.1), scenario.lon_deg + 0.03 * math.sin(k * 2.1))
             for k in range(1, scenario.radio.forwarders)
         ]
+        if scenario.gateways:  # one forwarder per gateway, at its site (simulator.coverage)
+            self.gateways = [(g.lat_deg, g.lon_deg) for g in scenario.gateways]
 
     def near(self, lat: float, lon: float, radius_m: float) -> tuple[float, float]:
         r = radius_m * math.sqrt(self.place.random())

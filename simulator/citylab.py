@@ -57,6 +57,9 @@ class Collector:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[tuple[str, str]] = field(default_factory=list)
     """(topic leaf, record id) in the order the broker delivered them."""
+    origins: list[tuple[str, str, str]] = field(default_factory=list)
+    """(gateway id from the topic, topic leaf, record id) in the order the broker delivered them: with
+    ``gateway_id="+"`` (several gateways) which gateway sent each copy."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: mqtt.Client | None = None
 
@@ -80,13 +83,16 @@ class Collector:
         if leaf not in ("up", "alert"):
             return
         doc = json.loads(msg.payload)
+        gateway = msg.topic.split("/")[1]
         with self._lock:
             if leaf == "up":
                 self.records.extend(doc["records"])
                 self.arrivals.extend(("up", str(r["id"])) for r in doc["records"])
+                self.origins.extend((gateway, "up", str(r["id"])) for r in doc["records"])
             else:
                 self.alerts.append(doc["record"])
                 self.arrivals.append(("alert", str(doc["record"]["id"])))
+                self.origins.append((gateway, "alert", str(doc["record"]["id"])))
 
     def frames(self) -> int:
         with self._lock:
@@ -114,8 +120,11 @@ class Agent:
         *,
         bridge_socket: Path | None = None,
         ready_probe: Callable[[], Callable[[], bool]] | None = None,
+        clock_offset_s: float = 0.0,
     ) -> None:
         self.config_file, self.clock_file = config_file, clock_file
+        self.clock_offset_s = clock_offset_s
+        """Its clock runs this far ahead of the shared one (``simulator.simclock --offset-s``)."""
         self.bridge_socket = bridge_socket
         """Run under ``simulator.sx127x_bridge`` (emulated SX127x + clock) instead of ``simclock``."""
         self.ready_probe = ready_probe
@@ -128,7 +137,8 @@ class Agent:
 
     def start(self, port: int, timeout_s: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEGW_")}
-        argv = [sys.executable, "-m", "simulator.simclock", str(self.clock_file), "--"]
+        offset = ["--offset-s", repr(self.clock_offset_s)] if self.clock_offset_s else []
+        argv = [sys.executable, "-m", "simulator.simclock", str(self.clock_file), *offset, "--"]
         if self.bridge_socket is not None:
             argv = [sys.executable, "-m", "simulator.sx127x_bridge", str(self.bridge_socket)]
             argv += ["--clock", str(self.clock_file), "--"]
@@ -249,6 +259,11 @@ def run_city(
         "reconnect_min_s: 0.2, reconnect_max_s: 2}",
         f"data_dir: {workdir / 'data'}",
     ]
+    if not scenario.radio.adr:
+        # The scenario's devices model no MAC commands (radio.adr gives them the firmware's): they
+        # would never answer a DevStatusReq, and the agent would keep asking (and the truth's count
+        # of downlinks, one per confirmed reading, would not hold).
+        lines.append("lorawan: {dev_status_period_s: 0}")
     if rules_file is not None:
         lines.append(f"rules: {{path: {rules_file}}}")
     config_file.write_text("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@
     edgegw-sim run --scenario simulator/scenarios/flood-day.yaml --target 127.0.0.1:1700 --truth truth.jsonl
     edgegw-sim city --scenario simulator/scenarios/first-deployment-week.yaml \
         --rules simulator/scenarios/first-deployment-rules.yaml --workdir /tmp/city   # agent + broker + check
+    edgegw-sim city --scenario simulator/scenarios/two-gateways.yaml --workdir /tmp/two  # agent per gateway
 
 Devices are derived from ``--seed`` so `fleet` and `send` agree without a shared
 file. Uplink counters start at 0 unless ``--state FILE`` keeps them between runs
@@ -21,12 +22,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.progress import Progress, duration_text
 from simulator import city, runner, scenario
 from simulator.fleet import FleetMember, make_fleet, traffic
 from simulator.forwarder import PacketForwarder
+
+if TYPE_CHECKING:
+    from simulator.broker import Mosquitto
 
 RUN_PROGRESS_INTERVAL_S = 10.0
 """``run`` piped: one progress line per this many seconds (a scenario plays for minutes)."""
@@ -218,6 +223,9 @@ def cmd_city(args: argparse.Namespace) -> int:
     loaded = _load(args.scenario)
     if loaded is None:
         return 2
+    if loaded.gateways and args.transport != "semtech-udp":
+        print(f"{args.scenario}: a scenario with gateways runs over semtech-udp only", file=sys.stderr)
+        return 2
     # Its own mosquitto unless given one: persistent, so a broker_outage loses no subscriber message.
     own = None
     broker = args.broker
@@ -225,6 +233,12 @@ def cmd_city(args: argparse.Namespace) -> int:
         own = Mosquitto(free_port(), args.workdir / "mosquitto", persistent=True)
         own.start()
         broker = own.address
+    if loaded.gateways:  # one agent per gateway (simulator.gatewaylab)
+        try:
+            return _city_gateways(args, loaded, broker, own)
+        finally:
+            if own is not None:
+                own.stop()
     try:
         result = run_city(
             loaded,
@@ -250,6 +264,36 @@ def cmd_city(args: argparse.Namespace) -> int:
         print()
     else:
         for line in result_lines(result):
+            print(line)
+    return 0 if result.comparison.ok else 1
+
+
+def _city_gateways(
+    args: argparse.Namespace, loaded: scenario.Scenario, broker: tuple[str, int], own: Mosquitto | None
+) -> int:
+    from simulator import gatewaylab  # starts processes: imported only by the commands that do
+
+    result = gatewaylab.run_gateways(
+        loaded,
+        args.workdir,
+        broker,
+        rules_file=args.rules,
+        speed=args.speed,
+        seed=args.seed,
+        stop_broker=own.stop if own else None,
+        start_broker=own.start if own else None,
+    )
+    if args.json:
+        report = {
+            "summary": result.summary.as_json(),
+            "drain_s": round(result.drain_s, 2),
+            "check": result.comparison.as_json(),
+            "gateways": {gid: n for gid, n in sorted(Counter(g for g, leaf, _ in result.origins).items())},
+        }
+        json.dump(report, sys.stdout)
+        print()
+    else:
+        for line in gatewaylab.result_lines(result, loaded):
             print(line)
     return 0 if result.comparison.ok else 1
 

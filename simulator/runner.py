@@ -63,6 +63,11 @@ class Hooks:
     """kill -9 the agent (after the frames sent so far had ``settle_s`` to commit)."""
     start_gateway: Callable[[], None] | None = None
     """Start the agent again and return once it is ready to receive (transport's ``ready_probe``)."""
+    kill_gateway_at: Callable[[int], None] | None = None
+    """kill -9 the agent of gateway ``index`` alone (a scenario with ``gateways``, a ``gateway_kill``
+    naming one): the receptions of its forwarder are dropped while it is down, the others go on."""
+    start_gateway_at: Callable[[int], None] | None = None
+    """Start that agent again and return once it is ready to receive."""
     settle_s: float = 0.5
 
 
@@ -117,15 +122,19 @@ class Summary:
 class _World:
     """The gateway's world during a run: clock offset, broker and agent up or down."""
 
-    def __init__(self, hooks: Hooks) -> None:
+    def __init__(self, hooks: Hooks, gateway_ids: tuple[str, ...] = ()) -> None:
         self.hooks = hooks
+        self.gateway_ids = gateway_ids
         self.clock_offset_s = 0.0
         self.gateway_down = False
+        self.gateways_down: set[int] = set()
+        """Indices (scenario ``gateways``) of the gateways killed one by one and not back yet."""
         self.pending: list[tuple[float, Callable[[], None]]] = []
 
     def due(self, t_s: float) -> None:
         """Run the restorations whose time has come (broker back, agent back, clock back)."""
-        for item in sorted(p for p in self.pending if p[0] <= t_s):
+        # By time only: two restorations due at once (a gateway and the broker) must not compare callables.
+        for item in sorted((p for p in self.pending if p[0] <= t_s), key=lambda p: p[0]):
             self.pending.remove(item)
             item[1]()
 
@@ -140,6 +149,14 @@ class _World:
                 raise RuntimeError("a broker_outage needs a broker the runner can stop and start")
             hooks.stop_broker()
             self.pending.append((end_s, hooks.start_broker))
+        elif fault.gateway is not None:
+            if hooks.kill_gateway_at is None or hooks.start_gateway_at is None:
+                raise RuntimeError("a gateway_kill of one gateway needs agents the runner can kill and start")
+            index = self.gateway_ids.index(fault.gateway)
+            time.sleep(hooks.settle_s)  # as below: what it acknowledged is committed first
+            hooks.kill_gateway_at(index)
+            self.gateways_down.add(index)
+            self.pending.append((end_s, lambda: self._restart_one(index)))
         else:
             if hooks.kill_gateway is None or hooks.start_gateway is None:
                 raise RuntimeError("a gateway_kill needs an agent process the runner can kill and start")
@@ -150,6 +167,11 @@ class _World:
 
     def _unjump(self, jump_s: float) -> None:
         self.clock_offset_s -= jump_s
+
+    def _restart_one(self, index: int) -> None:
+        assert self.hooks.start_gateway_at is not None
+        self.hooks.start_gateway_at(index)
+        self.gateways_down.discard(index)
 
     def _restart(self) -> None:
         assert self.hooks.start_gateway is not None
@@ -184,8 +206,10 @@ def run(
     epoch = epoch_s(scenario)
     builder = TruthBuilder(fleet, epoch, rules_file, scenario.timezone)
     summary = Summary(scenario.name, used_seed, scenario.duration_s)
-    world = _World(hooks or Hooks())
+    world = _World(hooks or Hooks(), tuple(g.gateway_id for g in scenario.gateways))
     out = truth.open("w", encoding="utf-8") if truth is not None else None
+    if scenario.gateways:  # each gateway's forwarder has its gateway's EUI (consecutive: simulator.coverage)
+        gateway_eui = scenario.gateways[0].eui
     euis = [(int.from_bytes(gateway_eui) + k).to_bytes(8) for k in range(scenario.radio.forwarders)]
     owned = isinstance(target, (tuple, str))
     transport = (
@@ -224,6 +248,9 @@ def run(
                     on_event(event.t_s, summary)
                 continue
             frame = event if not world.gateway_down else replace(event, receptions=())
+            if world.gateways_down:  # a dead gateway's forwarder hears nothing; the others still do
+                kept = tuple(r for r in frame.receptions if r.forwarder not in world.gateways_down)
+                frame = replace(frame, receptions=kept)
             if frame.kind in ("retransmission", "replay") and frame.fcnt is not None:
                 wall = last_sent.get(frame.dev_eui)
                 if wall is not None and wall[0] == frame.fcnt:
@@ -276,6 +303,12 @@ def _header(
         "epoch_s": epoch,
         "timezone": scenario.timezone,
         "forwarders": [eui.hex() for eui in euis],
+        **(
+            {"gateways": [{"id": g.gateway_id, "lat": g.lat_deg, "lon": g.lon_deg, "eui": g.eui.hex()}
+                          for g in scenario.gateways]}
+            if scenario.gateways
+            else {}
+        ),
         "devices": [
             {
                 "device": d.name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -20,6 +20,7 @@ from typing import Any, Final, Literal, get_args
 from gateway import textfile
 from gateway.errors import ConfigError
 from gateway.yamldoc import Node
+from simulator.coverage import MAX_GATEWAYS, GatewaySite, roof_sites, site
 from simulator.models.base import SECONDS_PER_DAY
 from simulator.models.counter import CounterKind
 from simulator.models.lighting import DIM_PROFILES, DimProfile
@@ -176,6 +177,8 @@ class Fault:
     jump_s: float = 0.0
     to_s: float | None = None
     """``clock_set``: the Unix time the gateway's clock is set to (0: a Pi without RTC booting at 1970)."""
+    gateway: str | None = None
+    """``gateway_kill`` in a scenario with ``gateways``: the one gateway killed (None: every agent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,9 @@ class Scenario:
     otaa: frozenset[str] = frozenset()
     """Device kinds that join by OTAA (``noise``, ``bike``, ``lamp``, ...); the others are ABP."""
     confirmed: ConfirmedUplinks = ConfirmedUplinks()
+    gateways: tuple[GatewaySite, ...] = ()
+    """Several gateways, each its own agent (``simulator.coverage``, ``simulator.gatewaylab``); empty:
+    one gateway at ``lat_deg``/``lon_deg`` with ``radio.forwarders`` forwarders."""
 
     def device_names(self) -> list[str]:
         """Every device's name in fleet order (``simulator.city.build_fleet`` keeps this order)."""
@@ -285,10 +291,13 @@ def _groups(node: Node | None) -> list[Node]:
     return node.items() if isinstance(node.value, list) else [node]
 
 
+_TOP_KEYS: Final = ("name", "seed", "speed", "start", "location", "radio", "otaa", "confirmed", "faults")
+
+
 def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     top = Node(doc, file=file).mapping(
         required=("duration", "fleet"),
-        optional=("name", "seed", "speed", "start", "location", "radio", "otaa", "confirmed", "faults"),
+        optional=(*_TOP_KEYS, "gateways"),
     )
     name = top.get("name", Path(file).stem).as_str()
     seed = top.get("seed", 1).as_int(0)
@@ -321,6 +330,13 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     counters = _counters(fleet.get("counters"))
     lighting = _lighting(fleet.get("lighting"))
     radio = _radio(top.get("radio"))
+    gateways = _gateways(top.get("gateways"), lat, lon)
+    if gateways:
+        if top.has("radio") and top["radio"].has("forwarders"):
+            raise top["radio"].fail_at("forwarders", "with gateways, each gateway is one forwarder")
+        # Coverage needs the radio model: with gateways the radio is realistic even without a section.
+        radio = replace(radio, forwarders=len(gateways), realistic=True)
+    gateway_ids = tuple(g.gateway_id for g in gateways)
     otaa_node = top.get("otaa", [])
     otaa = otaa_node.value
     if not isinstance(otaa, list) or not all(kind in DEVICE_KINDS for kind in otaa):
@@ -335,11 +351,11 @@ def parse_scenario(doc: Any, file: str = "<scenario>") -> Scenario:
     confirmed = _confirmed(top.get("confirmed"))
     faults: list[Fault] = []
     for index, item in enumerate(top.get("faults", []).items()):
-        faults.append(_fault(item, duration_s, names, profiles))
+        faults.append(_fault(item, duration_s, names, profiles, gateway_ids))
         _join_replay_target(faults[-1], frozenset(otaa), names, file, index)
     return Scenario(
         name, seed, duration_s, speed, containers, rivers, tuple(faults), file, start, timezone, lat,
-        lon, noise, counters, lighting, radio, frozenset(otaa), confirmed,
+        lon, noise, counters, lighting, radio, frozenset(otaa), confirmed, gateways,
     )  # fmt: skip
 
 
@@ -551,10 +567,51 @@ def _radio(r: Node | None) -> RadioConditions:
     )
 
 
-def _fault(r: Node, duration_s: float, names: list[str], profiles: Mapping[str, str] | None = None) -> Fault:
+def _gateways(node: Node | None, lat_deg: float, lon_deg: float) -> tuple[GatewaySite, ...]:
+    """``gateways: 3`` (roof-top sites around ``location``) or a list of ``{id, lat, lon}``."""
+    if node is None or node.value is None:
+        return ()
+    if isinstance(node.value, int) and not isinstance(node.value, bool):
+        count = node.as_int(1)
+        if count > MAX_GATEWAYS:
+            raise node.fail(f"at most {MAX_GATEWAYS}")
+        return roof_sites(count, lat_deg, lon_deg)
+    if not isinstance(node.value, list) or not node.value:
+        raise node.fail("expected a number of gateways or a list of {id, lat, lon}")
+    if len(node.value) > MAX_GATEWAYS:
+        raise node.fail(f"at most {MAX_GATEWAYS} gateways")
+    sites: list[GatewaySite] = []
+    for index, item in enumerate(node.items()):
+        item.mapping(required=("id", "lat", "lon"))
+        gateway_id = item["id"].as_str()
+        if any(s.gateway_id == gateway_id for s in sites):
+            raise item["id"].fail(f"gateway {gateway_id!r} is listed twice")
+        try:
+            sites.append(
+                site(index, gateway_id, item["lat"].as_float(-90.0), item["lon"].as_float(-180.0))
+            )
+        except ValueError as exc:
+            raise item["id"].fail(str(exc)) from exc
+    return tuple(sites)
+
+
+def _fault(
+    r: Node,
+    duration_s: float,
+    names: list[str],
+    profiles: Mapping[str, str] | None = None,
+    gateway_ids: tuple[str, ...] = (),
+) -> Fault:
     kind = r["kind"].as_choice(FAULT_KINDS)
-    # jump_s is a clock_jump's; to and to_s are a clock_set's: elsewhere they are unknown keys.
-    extra = ("jump_s",) if kind == "clock_jump" else ("to", "to_s") if kind == "clock_set" else ()
+    # jump_s is a clock_jump's; to and to_s are a clock_set's; gateway a gateway_kill's among several
+    # gateways: elsewhere they are unknown keys.
+    extra: tuple[str, ...] = ()
+    if kind == "clock_jump":
+        extra = ("jump_s",)
+    elif kind == "clock_set":
+        extra = ("to", "to_s")
+    elif kind == "gateway_kill" and gateway_ids:
+        extra = ("gateway",)
     r.mapping(required=("kind", "at"), optional=("device", "count", "interval", "duration", *extra))
     at_s = _duration_s(r["at"])
     if at_s >= duration_s:
@@ -579,6 +636,7 @@ def _fault(r: Node, duration_s: float, names: list[str], profiles: Mapping[str, 
         duration_s=_duration_s(r.get("duration", _DEFAULT_DURATION_S.get(kind, 60.0))),
         jump_s=r.get("jump_s", 0.0).as_float(-365 * 86400.0) if kind == "clock_jump" else 0.0,
         to_s=_clock_to_s(r) if kind == "clock_set" else None,
+        gateway=r["gateway"].as_choice(gateway_ids) if r.has("gateway") else None,
     )
     if fault.interval_s <= 0:
         raise r.fail_at("interval", "must be > 0")

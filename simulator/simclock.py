@@ -12,6 +12,10 @@ File layout (little endian, 24 bytes): a sequence number, the simulated Unix tim
 and the sequence number again; a writer bumps the first before and the second after writing
 (a seqlock), a reader retries while they differ. Only for tests and simulations: the agent in
 the field reads the kernel's clock.
+
+``--offset-s S`` makes one reader's clock run S seconds ahead of the file (behind if negative):
+several gateways on one simulated clock, each off by the few milliseconds NTP leaves between
+real ones (``simulator.gatewaylab``), so nothing can rely on two gateways reading the same time.
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ class SharedClock:
         self._file.close()
 
 
-def reader(path: Path) -> Callable[[], float]:
-    """A ``time.time`` replacement reading the shared clock at ``path``."""
+def reader(path: Path, offset_s: float = 0.0) -> Callable[[], float]:
+    """A ``time.time`` replacement reading the shared clock at ``path``, plus ``offset_s``."""
     file = path.open("rb")
     view = mmap.mmap(file.fileno(), _LAYOUT.size, access=mmap.ACCESS_READ)
 
@@ -64,30 +68,40 @@ def reader(path: Path) -> Callable[[], float]:
         for _ in range(_READ_TRIES):
             first, value, last = _LAYOUT.unpack_from(view, 0)
             if first == last:
-                return float(value)
+                return float(value) + offset_s
         raise RuntimeError(f"simulated clock {path} keeps changing under the reader")
 
     return now
 
 
-def install(path: Path) -> None:
-    """Make this process's ``time.time`` and ``time.time_ns`` read the shared clock."""
-    now = reader(path)
+def install(path: Path, offset_s: float = 0.0) -> None:
+    """Make this process's ``time.time`` and ``time.time_ns`` read the shared clock (plus ``offset_s``)."""
+    now = reader(path, offset_s)
     time.time = now
     time.time_ns = lambda: int(now() * 1e9)
     clock.time_is_provided()  # lighting follows the shared clock, not the host's NTP state
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simulator.simclock CLOCK_FILE [--] EDGEGW_ARGS...``: the agent on simulated time."""
+    """``python -m simulator.simclock CLOCK_FILE [--offset-s S] [--] EDGEGW_ARGS...``: the agent on
+    simulated time."""
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m simulator.simclock CLOCK_FILE [--offset-s S] [--] EDGEGW_ARGS..."
     if not args:
-        print("usage: python -m simulator.simclock CLOCK_FILE [--] EDGEGW_ARGS...", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     path, rest = Path(args[0]), args[1:]
+    offset_s = 0.0
+    if rest[:1] == ["--offset-s"]:
+        try:
+            offset_s = float(rest[1])
+        except (IndexError, ValueError):
+            print(usage, file=sys.stderr)
+            return 2
+        rest = rest[2:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    install(path)
+    install(path, offset_s)
     from gateway.cli.main import main as edgegw_main  # imported after the clock is in place
 
     code: int = edgegw_main(rest)

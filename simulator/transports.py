@@ -6,6 +6,8 @@ Owns the transport layer of ``simulator.runner``:
   forwarder per scenario forwarder (``simulator.forwarder``), one PUSH_DATA per reception,
   PUSH_ACKs counted; ``sync`` is a PULL_DATA round trip on the first forwarder (the agent stamps
   a frame in the callback that acknowledges it); downlinks are PULL_RESPs, answered with TX_ACK.
+* ``GatewaysTransport`` (a scenario with ``gateways``, ``simulator.gatewaylab``): the same, with
+  one forwarder per gateway, each sending to its own agent.
 * ``SerialModemTransport`` (``serial://PATH``): a RAK RUI3 P2P modem on a pty whose slave is
   linked at PATH (``simulator.serial_modem``); the agent runs ``serial://PATH`` in radio.url.
   One receiver: a frame heard with a good CRC by any forwarder is heard once, at its best SNR;
@@ -35,13 +37,14 @@ import random
 import socket
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from simulator.city import ScheduledFrame
-from simulator.forwarder import PacketForwarder, frame_rxpk
+from simulator.forwarder import PacketForwarder, concentrator_tmst_us, frame_rxpk
 from simulator.radio import Reception
 from simulator.serial_modem import Rui3ModemSimulator
 
@@ -179,6 +182,123 @@ class SemtechUdpTransport:
     def close(self) -> None:
         for forwarder in self.forwarders:
             forwarder.close()
+
+
+class GatewaysTransport(SemtechUdpTransport):
+    """One packet forwarder per gateway, each sending to its own agent (a scenario's ``gateways``).
+
+    A reception of forwarder N (``Reception.forwarder``, ``simulator.coverage``) goes to gateway N's
+    agent at ``servers[N]``, so each agent gets exactly what its gateway heard. ``sync`` makes one
+    PULL_DATA round trip with every agent that got a datagram since the last sync (each stamps a
+    frame in the callback that acknowledges it). Downlinks are collected from every agent and also
+    kept in ``transmissions`` with the index of the gateway that sent them and the uplink whose
+    receive window it aims at (its ``tmst`` is that uplink's plus a whole number of seconds, the RX
+    or join-accept delay: PROTOCOL.TXT §6, LoRaWAN 1.0.4 §3.3): which gateways transmit for one
+    downlink opportunity is a multi-gateway truth. A gateway marked down (``set_down``: its
+    agent was killed) gets nothing, not even keep-alives.
+    """
+
+    def __init__(
+        self, servers: list[tuple[str, int]], gateway_euis: list[bytes], ack_timeout_s: float = 1.0
+    ) -> None:
+        if len(servers) != len(gateway_euis) or not servers:
+            raise ValueError(f"one server per gateway: {len(servers)} servers, {len(gateway_euis)} EUIs")
+        # Not SemtechUdpTransport.__init__: its forwarders would all send to one server.
+        self.server = servers[0]
+        self.servers = servers
+        self.gateway_euis = gateway_euis
+        self.ack_timeout_s = ack_timeout_s
+        self.forwarders = [
+            PacketForwarder(eui, server) for eui, server in zip(gateway_euis, servers, strict=True)
+        ]
+        self._channel = random.Random(0)
+        self._unsynced: set[int] = set()
+        # DevAddr -> (tmst, FCnt) of its last data uplinks delivered, to find the one a downlink answers.
+        self._uplinks: dict[bytes, deque[tuple[int, int]]] = {}
+        self.down: set[int] = set()
+        self.transmissions: list[tuple[int, bytes, int | None]] = []
+        """(gateway index, PHYPayload, FCnt of the uplink whose receive window it was sent in; None
+        for a frame sent at once, class C) of every downlink an agent sent, in the order they came."""
+
+    def set_down(self, index: int, down: bool) -> None:
+        """Gateway ``index``'s agent is dead (True) or back (False; it then learns where to send
+        downlinks from a PULL_DATA, PROTOCOL.TXT §5.2)."""
+        if down:
+            self.down.add(index)
+            self._unsynced.discard(index)
+        else:
+            self.down.discard(index)
+            self.forwarders[index].pull(self.ack_timeout_s)
+
+    def open(self, seed: int) -> None:
+        self._channel = random.Random(seed ^ 0xC4A)
+        for index, forwarder in enumerate(self.forwarders):
+            if index not in self.down:
+                forwarder.pull(self.ack_timeout_s)
+
+    def deliver(self, frame: ScheduledFrame) -> Delivery:
+        last = len(self.forwarders) - 1
+        heard = {min(r.forwarder, last) for r in frame.receptions}
+        if heard & self.down:  # the runner drops a dead gateway's receptions (runner.Hooks.kill_gateway_at)
+            down = sorted(heard & self.down)
+            raise RuntimeError(f"{frame.device}: a reception for gateways that are down: {down}")
+        self._unsynced |= heard
+        tmst_us = concentrator_tmst_us()  # what every rxpk of this frame carries, within microseconds
+        delivery = super().deliver(frame)
+        if heard and frame.fcnt is not None:
+            sent = self._uplinks.setdefault(_dev_addr(frame.phy_payload), deque(maxlen=_UPLINKS_KEPT))
+            sent.append((tmst_us, frame.fcnt))
+        return delivery
+
+    def sync(self) -> bool:
+        synced = all(self.forwarders[i].pull(self.ack_timeout_s) for i in sorted(self._unsynced))
+        self._unsynced.clear()
+        return synced
+
+    def keepalive(self, synced: bool) -> None:
+        for index, forwarder in enumerate(self.forwarders):
+            if index not in self.down:
+                forwarder.pull(self.ack_timeout_s)  # keep-alive, and collects their downlinks
+
+    def downlinks(self, wait_s: float) -> list[bytes]:
+        out: list[bytes] = []
+        for index, forwarder in enumerate(self.forwarders):
+            if index in self.down:
+                continue
+            wait = wait_s
+            for _ in range(100):
+                resp = forwarder.wait_downlink(wait)  # answered with TX_ACK (§5.5)
+                if resp is None:
+                    break
+                wait = 0.0
+                data = _txpk_bytes(resp.txpk)
+                if data:
+                    out.append(data)
+                    self.transmissions.append((index, data, self._answered(data, resp.txpk.get("tmst"))))
+        return out
+
+    def _answered(self, data: bytes, tmst: Any) -> int | None:
+        """FCnt of the uplink of the downlink's device whose tmst is a whole number of seconds (1-15,
+        ±20 ms) before the downlink's; None for an immediate frame or when none is."""
+        if not isinstance(tmst, int):
+            return None
+        for uplink_tmst, fcnt in reversed(self._uplinks.get(_dev_addr(data), ())):
+            delay_us = (tmst - uplink_tmst) & 0xFFFFFFFF
+            whole_s = round(delay_us / 1e6)
+            if 1 <= whole_s <= 15 and abs(delay_us - whole_s * 1_000_000) <= _WINDOW_SLACK_US:
+                return fcnt
+        return None
+
+
+_UPLINKS_KEPT: Final = 16
+_WINDOW_SLACK_US: Final = 20_000
+"""The forwarder stamps an uplink's rxpk and the transport reads the clock within microseconds; the
+agent adds exactly the RX delay (gateway/lorawan/downlink.py)."""
+
+
+def _dev_addr(phy_payload: bytes) -> bytes:
+    """The DevAddr of a data frame (MHDR, then DevAddr little endian: LoRaWAN 1.0.4 §4.3.1); b"" else."""
+    return phy_payload[4:0:-1] if len(phy_payload) >= 5 else b""
 
 
 def _txpk_bytes(txpk: dict[str, Any]) -> bytes:

@@ -38,7 +38,9 @@ from gateway.uplink.forwarder import Forwarder
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 
+from .fleet_homes import FleetHomes
 from .registry import RegistryWatcher
+from .registry_push import RegistryPushApplier
 from .updates import AgentUpdater
 
 
@@ -88,6 +90,10 @@ class Agent:
     commands: CommandDispatcher | None = None
     remote_config: ConfigApplier | None = None
     updater: AgentUpdater | None = None
+    fleet_homes: FleetHomes | None = None
+    """Issue 21: the coordinator's assignments applied, the FCntDown reserve published."""
+    registry_push: RegistryPushApplier | None = None
+    """Issue 21: the registry pushed by the platform (``registry``, ``registry-state``, ``seal-key``)."""
     restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to stop gracefully and exit with ``EXIT_RESTART`` (a pushed configuration needs a restart)."""
     clock: SystemClock = field(default_factory=SystemClock)
@@ -143,5 +149,15 @@ class Agent:
                 **(self.commands.counters if self.commands is not None else {}),
                 "config": dict(self.remote_config.counters) if self.remote_config is not None else {},
                 "update": dict(self.updater.counters) if self.updater is not None else {},
+                "registry": (
+                    {"applied_version": self.registry_push.applied_version, **self.registry_push.counters}
+                    if self.registry_push is not None
+                    else {}
+                ),
+                "homes": (
+                    {**self.fleet_homes.counters, **self.fleet_homes.reserve.counters}
+                    if self.fleet_homes is not None
+                    else {}
+                ),
             },
         }

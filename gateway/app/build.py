@@ -10,8 +10,12 @@ top to bottom, it is the data flow of docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 import time
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import __version__
@@ -23,7 +27,8 @@ from gateway.control.server import ControlServer
 from gateway.db import db_path
 from gateway.db.commit import Database, GroupCommitter
 from gateway.db.reserve import DiskReserve
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, FrameError, GatewayError, ProvisioningError, StorageError
+from gateway.fleet import registry_push
 from gateway.fleet.trust import Trust
 from gateway.fleet.updates import Updates
 from gateway.history import ReadingHistory
@@ -34,14 +39,17 @@ from gateway.lorawan.adr import AdrPeer, AdrSettings
 from gateway.lorawan.dedup import Deduplicator
 from gateway.lorawan.devstatus import DevStatus, DevStatusPeer
 from gateway.lorawan.downlink import DownlinkRef, DownlinkScheduler
-from gateway.lorawan.join import JoinCommits, JoinServer
+from gateway.lorawan.join import JoinAccepted, JoinCommits, JoinServer, store_join
+from gateway.lorawan.join_share import MAX_ANNOUNCEMENT_BYTES, JoinShare, announcement
 from gateway.lorawan.multicast import MulticastScheduler
 from gateway.lorawan.sessions import SessionTable
 from gateway.messages import DevEui
 from gateway.outbox import Outbox
 from gateway.pipeline import UplinkPipeline
-from gateway.provisioning import keystore
+from gateway.provisioning import gateway_setup, keystore, pushed_registry
 from gateway.radio import open_backend
+from gateway.roles import Roles, load_assignments
+from gateway.rules.actions import Output
 from gateway.rules.engine import RuleEngine
 from gateway.rules.loader import load_rules
 from gateway.rules_state import RulesStateStore
@@ -50,10 +58,11 @@ from gateway.uplink.forwarder import Forwarder, ForwarderSettings
 from gateway.uplink.mqtt import MqttUplink
 from gateway.uplink.topics import Topics
 
-from . import loops, registry
+from . import fleet_homes, loops, registry
 from .agent import Agent, FrameRate
 from .commands import Actions, CommandOutcomes, build_dispatcher
 from .queries import Queries, StatusSource
+from .registry_push import RegistryPushApplier
 from .remote_config import build_config_applier
 from .updates import MAX_CHUNK_BYTES, AgentUpdater, UpdateLinks
 
@@ -74,6 +83,10 @@ def build(config: Config) -> Agent:
         log.error("the database was damaged: moved to %s, started a fresh one", database.quarantined)
     snapshot = database.run_sync(registry.read, keys.decrypt_hex)
     clock = SystemClock(state_path=config.data_path / CLOCK_STATE_FILE)  # holdover across a restart
+
+    # Roles (issue 21): which devices this gateway answers (home) or only forwards (witness).
+    roles = Roles(config.gateway.id)
+    roles.restore(database.run_sync(load_assignments))
 
     # LoRaWAN: sessions, joins (durable with the group commit, then served), downlinks.
     sessions = SessionTable()
@@ -114,7 +127,7 @@ def build(config: Config) -> Agent:
     reserve.ensure()  # before anything else fills the disk; again after a full disk, once there is room
     committer = GroupCommitter(
         database,
-        [join_commits, sessions, downlinks, adr, multicast, outbox, rules_store, heard_store],
+        [join_commits, sessions, downlinks, adr, multicast, outbox, rules_store, heard_store, roles],
         interval_s=config.outbox.commit_interval_ms / 1000,
         max_pending=config.outbox.commit_max_records,
         reserve=reserve,
@@ -153,6 +166,13 @@ def build(config: Config) -> Agent:
     heard_store.committer_notify = committer.notify
     pipeline.listeners += [inventory, history, heard_store]  # the store reads what the two just noted
     pipeline.multicast = multicast  # rule commands to a group, and the class C poll's multicast frames
+    # A witness forwards what it hears and never transmits to the device: every downlink path asks.
+    pipeline.is_home, pipeline.group_is_home = roles.is_home, roles.group_is_home
+    downlinks.is_home = lambda dev_eui: roles.is_home(str(dev_eui))
+    multicast.is_home = roles.group_is_home
+    if rules is not None:
+        roles.listeners.append(_republish_open_alerts(rules, pipeline.route))
+    join_share = JoinShare(config.gateway.id, sessions, pipeline.counters)
     inventory.views.append(adr.link)  # each device's DR, TX power and link margin in every view
     _wire_dev_status(dev_status, inventory, heard_store)
 
@@ -165,7 +185,8 @@ def build(config: Config) -> Agent:
 
     stages = registry.Stages(
         sessions, joins, pipeline.set_devices, rules, forget_heard, set_class_c=downlinks.set_class_c,
-        set_adr_off=adr.set_opted_out, set_groups=multicast.merge,
+        set_adr_off=adr.set_opted_out, set_groups=multicast.merge, share_joins=join_share.merge,
+        set_homes=roles.set_registry_homes, set_group_homes=roles.set_group_homes,
     )  # fmt: skip
     registry.apply(snapshot, stages)
     watcher = registry.RegistryWatcher(
@@ -225,7 +246,7 @@ def build(config: Config) -> Agent:
 
     # Signed platform commands on <prefix>/<id>/cmd/<name>, answers on cmd-result (docs/fleet.md).
     agent.commands = commands = build_dispatcher(
-        Trust(config.data_path, gateway_id=config.gateway.id),
+        Trust(config.data_path, gateway_id=config.gateway.id, groups=config.fleet.group_names),
         Actions(
             flush=flush,
             downlinks=downlinks,
@@ -240,6 +261,12 @@ def build(config: Config) -> Agent:
     )
     outcomes = CommandOutcomes(lambda data: uplink.publish(topics.cmd_result, data))
     _wire_downlink_outcomes(downlinks, pipeline, outcomes, uplink)
+    multicast.on_outcome = loops.group_outcomes(pipeline, outcomes)  # group downlinks end the same way
+    _wire_join_share(join_share, pipeline, uplink, topics, database, sessions, encrypt)
+    # Failover (issue 21): the coordinator's signed assignments in, this gateway's FCntDown reserve out.
+    agent.fleet_homes = fleet_homes.wire(
+        roles, downlinks, commands.trust, uplink, topics, database.run_sync(load_assignments)
+    )
 
     # Pushed configuration on the retained <prefix>/<id>/config, answers on config-state.
     def reload_pushed_rules() -> None:
@@ -259,7 +286,104 @@ def build(config: Config) -> Agent:
     uplink.add_connect_hook(applier.on_connect)
     uplink.subscribe(topics.update_chunks, updater.on_chunk, max_payload_bytes=MAX_CHUNK_BYTES)
     uplink.add_connect_hook(updater.report)
+
+    # The registry pushed by the platform on the retained <prefix>/<id>/registry, its keys sealed to this
+    # gateway's X25519 key (published on seal-key); answers on registry-state (docs/fleet.md).
+    agent.registry_push = _wire_registry_push(
+        config, database, keys, profiles, watcher, uplink, topics, commands.trust
+    )
     return agent
+
+
+def _wire_registry_push(
+    config: Config, database: Database, keys: keystore.KeyStore, profiles: ProfileStore,
+    watcher: registry.RegistryWatcher, uplink: MqttUplink, topics: Topics, trust: Trust,
+) -> RegistryPushApplier:  # fmt: skip
+    """The pushed registry's applier, subscribed; the stages adopt each applied version at once."""
+    try:
+        seal_key = gateway_setup.load_seal_key(config.data_path)
+    except ProvisioningError as exc:
+        log.error("%s: registry pushes will be refused", exc)
+        seal_key = None
+    if seal_key is None:
+        log.warning("no seal key in %s: registry pushes will be refused (provision the gateway again)",
+                    config.data_path)  # fmt: skip
+    pusher = RegistryPushApplier(
+        gateway_id=config.gateway.id,
+        keys=lambda: trust.keys,
+        groups=lambda: trust.groups,
+        seal_key=seal_key,
+        run_db=database.run,
+        keystore=keys,
+        profile_ids=profiles.ids,
+        refresh_registry=lambda: watcher.refresh(force=True),
+        publish_state=lambda data: uplink.publish(topics.registry_state, data, retain=True),
+        publish_seal_key=lambda data: uplink.publish(topics.seal_key, data, retain=True),
+        connected=lambda: uplink.connected,
+        applied=database.run_sync(pushed_registry.state),
+    )
+    uplink.subscribe(
+        topics.registry, pusher.mqtt_handler(), max_payload_bytes=registry_push.MAX_MESSAGE_BYTES
+    )
+    uplink.add_connect_hook(pusher.on_connect)
+    return pusher
+
+
+MAX_UNSENT_ANNOUNCEMENTS = 256
+"""Join announcements kept while the broker is away (the newest; a device joins at most every 5 s)."""
+
+
+def _wire_join_share(
+    share: JoinShare, pipeline: UplinkPipeline, uplink: MqttUplink, topics: Topics, database: Database,
+    sessions: SessionTable, encrypt: Callable[[str], str],
+) -> None:  # fmt: skip
+    """Join announcements (issue 21, ``gateway.lorawan.join_share``): each join made durable here is
+    published on ``<prefix>/<id>/join`` (kept for the next connection while the broker is away); those
+    of the other gateways are verified with the device's AppKey, then made durable as a join is
+    (``store_join``: the session and its DevNonce) before the session is served."""
+    unsent: deque[bytes] = deque(maxlen=MAX_UNSENT_ANNOUNCEMENTS)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def publish(data: bytes) -> None:
+        try:
+            await uplink.publish(topics.join, data)
+        except GatewayError as exc:  # not connected, refused: sent at the next connection
+            log.debug("join announcement not published yet: %s", exc)
+            unsent.append(data)
+
+    def joined(accepted: JoinAccepted) -> None:
+        spawn(publish(announcement(accepted, time.time())))
+
+    def reconnected() -> None:
+        while unsent:
+            spawn(publish(unsent.popleft()))
+
+    async def install(accepted: JoinAccepted, sender: str) -> None:
+        try:
+            await database.run(store_join, accepted, encrypt)
+        except FrameError as exc:  # its DevNonce stored meanwhile, or the device removed
+            share.lost(accepted, exc.reason, str(exc))
+            return
+        except (StorageError, sqlite3.Error) as exc:
+            share.lost(accepted, "not_stored", str(exc))
+            return
+        sessions.install(accepted.session)
+        share.installed(accepted, sender)
+
+    def heard(topic: str, payload: bytes) -> None:
+        sender = topics.join_sender(topic)
+        accepted = None if sender is None else share.receive(sender, payload, time.time())
+        if accepted is not None and sender is not None:
+            spawn(install(accepted, sender))
+
+    pipeline.join_listeners.append(joined)
+    uplink.add_connect_hook(reconnected)
+    uplink.subscribe(topics.join_filter, heard, max_payload_bytes=MAX_ANNOUNCEMENT_BYTES)
 
 
 def _wire_dev_status(peer: DevStatusPeer, inventory: Inventory, heard_store: InventoryStateStore) -> None:
@@ -323,3 +447,18 @@ def _load_rules(config: Config) -> RuleEngine | None:
         engine = RuleEngine()
         engine.reload(config.rules.path, time.time())
         return engine
+
+
+def _republish_open_alerts(
+    rules: RuleEngine, route: Callable[[list[Output]], None]
+) -> Callable[[str, bool], None]:
+    """On becoming a device's home, publish the raised edges of the episodes open for it: as a witness
+    it evaluated the same readings and sent nothing, so an episode opened in the failover window was
+    never published; one the old home did publish has the same id and is dropped as a duplicate
+    (docs/mqtt.md, "One identity per event")."""
+
+    def on_role(dev_eui: str, now_home: bool) -> None:
+        if now_home:
+            route(list(rules.open_alerts(dev_eui)))
+
+    return on_role

@@ -6,8 +6,9 @@ envelope checks (signature, target, sequence, expiry) and the dispatch belong to
 validated parameters (docs/fleet.md). The handlers see only what they act on: a flush, the
 downlink queue, a restart request, the log level, and the updater's announcement.
 
-Also owns the later answer of a ``downlink`` command (``CommandOutcomes``): the end state of its
-frame (sent, acknowledged, unacknowledged, expired, refused), on ``cmd-result`` with its seq.
+Also owns the later answer of a ``downlink`` or ``group_downlink`` command (``CommandOutcomes``): the
+end state of its frame (sent, acknowledged, unacknowledged, expired, refused), on ``cmd-result`` with
+its seq.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,6 +69,14 @@ class DownlinkQueue(Protocol):
     def queued(self, dev_eui: DevEui) -> int: ...
 
 
+class GroupQueue(Protocol):
+    """``gateway.pipeline.UplinkPipeline.queue_group_command`` as a command sees it."""
+
+    def __call__(
+        self, group: str, command: str, params: Mapping[str, object], ref: DownlinkRef | None = None
+    ) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Actions:
     """What the commands may do to the running agent."""
@@ -81,9 +90,10 @@ class Actions:
     """``gateway.app.updates.AgentUpdater.announce``."""
     configured_log_level: str
     """The level the log returns to after a ``set_log_level`` expires."""
-    group_downlink: Callable[[str, str, dict[str, Any]], int] | None = None
-    """Encode a command with a multicast group's members' profile and queue it as one frame; returns
-    the group's queue length (``UplinkPipeline.queue_group_command``). None: no multicast."""
+    group_downlink: GroupQueue | None = None
+    """Encode a command with a multicast group's members' profile and queue it as one frame (``ref``:
+    told its end state); returns the group's queue length (``UplinkPipeline.queue_group_command``).
+    None: no multicast."""
 
 
 def build_dispatcher(
@@ -152,18 +162,20 @@ def _register_group_downlink(commands: CommandDispatcher, actions: Actions) -> N
     if queue is None:
         return
 
-    def group_downlink(params: dict[str, Any]) -> dict[str, Any]:
+    def group_downlink(params: dict[str, Any], seq: int) -> dict[str, Any]:
+        ref = DownlinkRef("platform", "group_downlink", seq)
         try:
-            queued = queue(params["group"], params["command"], params["params"])
+            queued = queue(params["group"], params["command"], params["params"], ref)
         except KeyError as exc:  # the members' profile is not loaded on this gateway
             raise ValueError(f"group {params['group']}: unknown profile {exc}") from None
         return {"group": params["group"], "queued": queued}
 
-    commands.register(
+    commands.register_with_seq(
         "group_downlink",
         group_downlink,
         GROUP_DOWNLINK_PARAMS,
-        "send a command once to every member of a class C multicast group, encoded with their profile",
+        "send a command once to every member of a class C multicast group, encoded with their profile; "
+        "its end state follows on cmd-result with the same seq",
     )
 
 
@@ -174,11 +186,13 @@ MAX_UNPUBLISHED = 256
 
 
 class CommandOutcomes:
-    """Publishes the end state of each platform ``downlink`` command on ``cmd-result``: a second
-    result with the command's seq, ``state`` and ``ok`` (true for ``sent``/``acknowledged``; else
-    ``reason`` is the state), the first being the ``{"queued": n}`` answer (docs/fleet.md).
+    """Publishes the end state of each platform ``downlink`` and ``group_downlink`` command on
+    ``cmd-result``: a second result with the command's seq, ``state`` and ``ok`` (true for
+    ``sent``/``acknowledged``; else ``reason`` is the state), the first being the ``{"queued": n}``
+    answer (docs/fleet.md). Its ``result`` names the device (``dev_eui``) or the group (``group``).
 
-    Called as ``DownlinkScheduler.on_outcome`` (others' downlinks are ignored); ``on_connect`` for
+    Called as ``DownlinkScheduler.on_outcome``, ``group`` as ``MulticastScheduler.on_outcome``
+    (others' downlinks are ignored); ``on_connect`` for
     ``MqttUplink.add_connect_hook``: the outcomes decided while the broker was away follow then.
     Not durable: a restart forgets the outcomes not yet published (and the queue they were in).
     """
@@ -189,14 +203,20 @@ class CommandOutcomes:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, ref: DownlinkRef | None, dev_eui: DevEui, state: str, detail: str) -> None:
+        self._outcome(ref, {"dev_eui": str(dev_eui)}, state, detail)
+
+    def group(self, ref: DownlinkRef | None, group: str, state: str, detail: str) -> None:
+        """The end state of a multicast group downlink (``gateway.lorawan.multicast.OnGroupOutcome``)."""
+        self._outcome(ref, {"group": group}, state, detail)
+
+    def _outcome(self, ref: DownlinkRef | None, to: dict[str, str], state: str, detail: str) -> None:
         if ref is None or ref.source != "platform":
             return
         ok = state in OK_STATES
-        result = CommandResult(
-            ref.name, ref.seq, ok, None if ok else state,
-            {"dev_eui": str(dev_eui), "state": state, "detail": detail}, state=state,
-        )  # fmt: skip
-        log.info("platform command %s (seq %s) to %s: %s (%s)", ref.name, ref.seq, dev_eui, state, detail)
+        answer = {**to, "state": state, "detail": detail}
+        result = CommandResult(ref.name, ref.seq, ok, None if ok else state, answer, state=state)
+        who = next(iter(to.values()))
+        log.info("platform command %s (seq %s) to %s: %s (%s)", ref.name, ref.seq, who, state, detail)
         self._spawn(result.to_bytes())
 
     def on_connect(self) -> None:

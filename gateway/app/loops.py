@@ -1,7 +1,8 @@
 """The loops of the running agent, other than the stages' own (commit, forward, remote config).
 
 Owns the receive loop (radio → de-duplication window → pipeline), the downlink transmissions
-(RX1, then RX2; none while group commits fail), the class C poll, the time-driven rules and the
+(RX1, then RX2; a unicast one not while group commits fail), the class C poll (with the multicast
+frames, and where a group downlink's end state goes: ``group_outcomes``), the time-driven rules and the
 rules file's hot reload, and what is published or logged periodically (inventory, health extras,
 the summary line, the retained ``online`` state). Each is a function of the agent's stages; the
 order in which they start and stop belongs to ``gateway.app.run``.
@@ -19,13 +20,16 @@ from typing import Any
 from gateway import __version__
 from gateway.clock import SystemClock, iso_utc
 from gateway.errors import UplinkError
+from gateway.lorawan.downlink import DownlinkRef
+from gateway.lorawan.multicast import GROUP_PREFIX, OnGroupOutcome
 from gateway.messages import DevEui, TxRequest, TxStatus
-from gateway.pipeline import downlink_event
+from gateway.pipeline import UplinkPipeline, downlink_event
 from gateway.rules.actions import Output
 from gateway.rules.engine import RuleEngine
 from gateway.uplink import envelope
 
 from .agent import Agent
+from .commands import CommandOutcomes
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ async def transmit(
 ) -> None:
     """RX1, then RX2 if RX1 could not be sent (too late, duty cycle, collision...).
 
-    Not while group commits fail (a full disk): the downlink counter each frame used is not
+    A unicast frame not while group commits fail (a full disk): the downlink counter each frame used is not
     durable then, and after a crash the same FCntDown would go out again under the same keys
     (keystream reuse, and the device refuses it). The device repeats an unacknowledged confirmed
     uplink; a command's downlink goes again at the next opportunity (below).
@@ -88,7 +92,7 @@ async def transmit(
     Each downlink ends in one ``tail`` event (``gateway.pipeline.downlink_event``) and one count in
     the downlink counters: ``tx_sent``, or ``not_sent.<status>`` of its last window (`edgegw status`).
     A multicast frame (``group``) is counted as ``multicast_sent`` / ``multicast_not_sent.<status>``
-    in the same counters, its event names the group.
+    in the same counters, its event names the group; it goes its own way (``_transmit_multicast``).
 
     A unicast frame goes on the air only once the FCntDown it used is durable (``_counter_durable``:
     a class C frame goes at once, with no RX1 delay for the group commit to run in); else it ends
@@ -96,18 +100,20 @@ async def transmit(
     command's downlink ends ``sent``, or goes again at the next opportunity (``refused`` when its
     transmissions are spent) — never silently.
     """
-    counters = agent.downlinks.counters
-    kind = "tx" if group is None else "multicast"
-    if agent.committer.failing:
-        counters["not_sent_disk_full" if group is None else "multicast_not_sent.disk_full"] += 1
+    if group is not None:
         request = first or second
         if request is not None:
-            _downlink_done(
-                agent, request, "disk_full", _window(first, request, group), "group commits fail", group
-            )
+            await _transmit_multicast(agent, request, group)
+        return
+    counters = agent.downlinks.counters
+    if agent.committer.failing:
+        counters["not_sent_disk_full"] += 1
+        request = first or second
+        if request is not None:
+            _downlink_done(agent, request, "disk_full", _window(first, request), "group commits fail")
         return
     request = first or second
-    if group is None and request is not None and not await _counter_durable(agent, request):
+    if request is not None and not await _counter_durable(agent, request):
         counters["not_sent_disk_full"] += 1
         _downlink_done(agent, request, "disk_full", _window(first, request), "downlink counter not durable")
         return
@@ -119,18 +125,39 @@ async def transmit(
             continue
         last = request
         result = await agent.radio.transmit(request)
-        window = _window(first, request, group)
+        window = _window(first, request)
         if result.status is TxStatus.SENT:
-            counters[f"{kind}_sent"] += 1
-            _downlink_done(agent, request, "sent", window, "; ".join(tried), group)
+            counters["tx_sent"] += 1
+            _downlink_done(agent, request, "sent", window, "; ".join(tried))
             return
         status = result.status.value
         tried.append(f"{window}: {status}{f' ({result.detail})' if result.detail else ''}")
         log.debug("downlink to %s not sent at %d Hz: %s %s", request.dev_eui, request.freq_hz, result.status,
                   result.detail)  # fmt: skip
     if last is not None:
-        counters[f"not_sent.{status}" if group is None else f"multicast_not_sent.{status}"] += 1
-        _downlink_done(agent, last, status, _window(first, last, group), "; ".join(tried), group)
+        counters[f"not_sent.{status}"] += 1
+        _downlink_done(agent, last, status, _window(first, last), "; ".join(tried))
+
+
+async def _transmit_multicast(agent: Agent, request: TxRequest, group: str) -> None:
+    """One multicast frame of ``MulticastScheduler.ready()``: its McFCntDown is durable already (the
+    scheduler releases a frame only after the commit that moved its counter), so it goes even while a
+    later group commit fails. The verdict goes back to the scheduler (``transmitted``): a refused
+    frame's downlink goes again as a new frame, or ends ``refused`` — never silently."""
+    counters = agent.downlinks.counters
+    result = await agent.radio.transmit(request)
+    status = result.status.value
+    if result.status is TxStatus.SENT:
+        counters["multicast_sent"] += 1
+        detail = ""
+    else:
+        counters[f"multicast_not_sent.{status}"] += 1
+        detail = f"multicast: {status}{f' ({result.detail})' if result.detail else ''}"
+        log.debug("multicast frame of group %s not sent: %s %s", group, status, result.detail)
+    _downlink_done(agent, request, status, "multicast", detail, group)  # the frame, then its downlink's end
+    groups = agent.pipeline.multicast
+    if groups is not None:
+        groups.transmitted(request, status, retries=agent.config.lorawan.confirmed_retries)
 
 
 async def _counter_durable(agent: Agent, request: TxRequest) -> bool:
@@ -150,9 +177,7 @@ async def _counter_durable(agent: Agent, request: TxRequest) -> bool:
     return True
 
 
-def _window(first: TxRequest | None, request: TxRequest, group: str | None = None) -> str:
-    if group is not None:
-        return "multicast"
+def _window(first: TxRequest | None, request: TxRequest) -> str:
     if request is not first:
         return "rx2"
     return "class_c" if request.send_at_tmst_us is None and request.send_at_gps_ms is None else "rx1"
@@ -185,6 +210,40 @@ def multicast(agent: Agent) -> None:
         return
     for request in groups.ready():
         spawn_transmit(agent, request, None, group=groups.group_of(request))
+
+
+def group_outcomes(pipeline: UplinkPipeline, commands: CommandOutcomes) -> OnGroupOutcome:
+    """Where a multicast group downlink's end state goes (``MulticastScheduler.on_outcome``): a
+    platform ``group_downlink``'s on ``cmd-result`` with its seq, a rule's counted as
+    ``rules.downlink.<state>`` like a unicast one, every one a ``tail`` event naming the group."""
+
+    def on_outcome(ref: DownlinkRef | None, group: str, state: str, detail: str) -> None:
+        if ref is not None and ref.source == "rule":
+            pipeline.counters[f"rules.downlink.{state}"] += 1
+        if pipeline.downlink_listeners:
+            event = group_outcome_event(ref, group, state, detail, time.time())
+            for listener in pipeline.downlink_listeners:
+                listener(event)
+        commands.group(ref, group, state, detail)
+
+    return on_outcome
+
+
+def group_outcome_event(
+    ref: DownlinkRef | None, group: str, state: str, detail: str, at_s: float
+) -> dict[str, Any]:
+    """``gateway.pipeline.outcome_event`` for a group downlink: ``group`` names it, and ``dev_eui``
+    is ``group:<name>`` (how a group is named where a device is expected) for `tail`'s line."""
+    return {
+        "at_s": at_s,
+        "verdict": "downlink",
+        "outcome": True,
+        "dev_eui": f"{GROUP_PREFIX}{group}",
+        "group": group,
+        "status": state,
+        "detail": detail,
+        "ref": None if ref is None else {"source": ref.source, "name": ref.name, "seq": ref.seq},
+    }
 
 
 # --- the rules -------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Owns one snapshot of the registry (``read`` — sessions, OTAA devices, sites, i
 parameters and profiles, in one database job) and its adoption by the stages (``apply``: the
 session table and the join server merge it, the pipeline takes the device table, the rule engine
 learns each device and forgets the removed ones, and so do the views of what was heard; the
-downlink scheduler learns which devices are class C, ADR which devices opted out). The
+downlink scheduler learns which devices are class C, ADR which devices opted out, the roles each
+device's and multicast group's home gateway, the join announcements the OTAA devices). The
 split is the rule of docs/architecture.md: the database thread only reads; everything the event
 loop iterates (the engine's changed-state set, the pipeline's device table) is changed on the loop.
 ``RegistryWatcher.refresh`` re-reads only when another process (the CLI, an import) committed to
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.errors import StorageError
@@ -27,6 +28,7 @@ from gateway.messages import DevEui
 from gateway.pipeline import DeviceInfo
 from gateway.provisioning import groups as multicast_groups
 from gateway.provisioning import registry
+from gateway.roles import load_group_homes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ class Snapshot:
     """The class C multicast groups, keys in clear, with their members."""
     adr_off: frozenset[str] = frozenset()
     """DevEUI hex of the devices opted out of network-side ADR."""
+    homes: dict[str, str | None] = field(default_factory=dict)
+    """DevEUI hex -> the registry's home gateway (None: none named), for ``gateway.roles``."""
+    group_homes: dict[str, str | None] = field(default_factory=dict)
+    """Multicast group name -> its home gateway (None: none named)."""
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -64,6 +70,7 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
     profiles: dict[str, tuple[str, str]] = {}
     class_c: set[str] = set()
     adr_off: set[str] = set()
+    homes: dict[str, str | None] = {}
     for device in registry.list_devices(conn):
         eui = str(device.dev_eui)
         numeric = {k: float(v) for k, v in params.get(eui, {}).items() if isinstance(v, (int, float))}
@@ -73,6 +80,7 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
             class_c.add(eui)
         if not device.adr:
             adr_off.add(eui)
+        homes[eui] = device.home_gateway
     return Snapshot(
         version,
         load_sessions(conn, decrypt),
@@ -82,6 +90,8 @@ def read(conn: sqlite3.Connection, decrypt: Callable[[str], str]) -> Snapshot:
         frozenset(class_c),
         groups=tuple(multicast_groups.load_groups(conn, decrypt)),
         adr_off=frozenset(adr_off),
+        homes=homes,
+        group_homes=load_group_homes(conn),
     )
 
 
@@ -113,6 +123,13 @@ class Stages:
     """Give the multicast scheduler the registry's groups (``MulticastScheduler.merge``)."""
     set_adr_off: Callable[[frozenset[str]], None] | None = None
     """Tell ADR (``AdrPeer.set_opted_out``) which devices it must not drive."""
+    share_joins: Callable[[list[OtaaDevice]], None] | None = None
+    """Give the join announcements the OTAA devices the join server just adopted (``JoinShare.merge``:
+    the same objects, so a shared join's nonces are the join server's too)."""
+    set_homes: Callable[[dict[str, str | None]], None] | None = None
+    """Give the roles the registry's home gateways (``Roles.set_registry_homes``)."""
+    set_group_homes: Callable[[dict[str, str | None]], None] | None = None
+    """Give the roles the multicast groups' home gateways (``Roles.set_group_homes``)."""
 
 
 def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) -> None:
@@ -120,6 +137,8 @@ def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) 
     replaces (None at start), whose devices missing now are forgotten."""
     stages.sessions.merge(snapshot.sessions)
     stages.joins.merge(snapshot.otaa)
+    if stages.share_joins is not None:
+        stages.share_joins(snapshot.otaa)
     stages.set_devices(snapshot.devices)
     if stages.rules is not None:
         stages.rules.keep_devices(snapshot.profiles.keys())
@@ -137,6 +156,10 @@ def apply(snapshot: Snapshot, stages: Stages, previous: Snapshot | None = None) 
         stages.set_adr_off(snapshot.adr_off)
     if stages.set_groups is not None:
         stages.set_groups(snapshot.groups)
+    if stages.set_homes is not None:
+        stages.set_homes(snapshot.homes)
+    if stages.set_group_homes is not None:
+        stages.set_group_homes(snapshot.group_homes)
     if stages.forget_heard is not None and previous is not None:
         for eui in sorted(previous.devices.keys() - snapshot.devices.keys()):
             stages.forget_heard(eui)
@@ -168,10 +191,12 @@ class RegistryWatcher:
         """Devices in the registry, ABP and OTAA, joined or not (`edgegw status`)."""
         return len(self.snapshot.devices)
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, force: bool = False) -> None:
+        """Re-read and apply the registry if another process changed it; ``force``: even if not (the
+        agent's own connection wrote it: a pushed registry, which ``data_version`` does not show)."""
         try:
             version = await self._run_db(data_version)
-            if version == self.version:
+            if version == self.version and not force:
                 return
             snapshot: Snapshot = await self._run_db(read, self._decrypt)
         except (StorageError, sqlite3.Error) as exc:

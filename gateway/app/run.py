@@ -104,6 +104,8 @@ def _loops(agent: Agent) -> dict[str, Awaitable[None]]:
         tasks["remote_config"] = agent.remote_config.run()
     if agent.updater is not None:
         tasks["update_check"] = agent.updater.run()
+    if agent.fleet_homes is not None:
+        tasks["fcnt_reserve"] = agent.fleet_homes.publish_reserves()
     if config.log.stats_interval_s > 0:
         tasks["stats"] = loops.every(config.log.stats_interval_s, lambda: loops.log_summary(agent))
     if config.mqtt.inventory_interval_s > 0:

@@ -19,7 +19,9 @@ class C is refused for a profile that does not declare it. The running agent sen
 device's queued downlinks at once, on the RX2 parameters (docs/lorawan.md). ``--adr off`` opts a
 device out of network-side ADR (default on). ``--mac-version 1.0.4`` overrides the profile's
 LoRaWAN version (``profile``: back to it): a 1.0.4 device's DevNonces must count up, and the join
-server refuses one not above its last (LoRaWAN 1.0.4 §6.2.5).
+server refuses one not above its last (LoRaWAN 1.0.4 §6.2.5). ``--home GW`` names the gateway that
+answers the device where several hear it (``""``: none named, every gateway that has it answers it);
+the others only witness it: they forward its readings, never transmit to it (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -141,6 +143,12 @@ def _installation_args(p: argparse.ArgumentParser) -> None:
         help="LoRaWAN version of the device when it is not its profile's (profile: back to it); a 1.0.4"
         " device must count its DevNonces up (default: the profile's lorawan.mac_version)",
     )
+    p.add_argument(
+        "--home",
+        metavar="GATEWAY_ID",
+        help='the gateway that answers this device where several hear it ("": none named, the default:'
+        " every gateway that has it answers it); the others forward its readings only (docs/fleet.md)",
+    )
 
 
 @contextlib.contextmanager
@@ -245,6 +253,7 @@ def add_device(args: argparse.Namespace) -> int:
                 lorawan_class=lorawan_class,
                 adr=args.adr != "off",
                 mac_version=_mac_version(args.mac_version) or None,
+                home_gateway=_home(args.home),
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -269,9 +278,10 @@ def set_device(args: argparse.Namespace) -> int:
     params = _params(args.param)
     _position(args)
     changes = (params, args.unset, args.site is not None, args.lat is not None, args.lorawan_class, args.adr)
-    if not any(changes) and args.mac_version is None:
+    if not any(changes) and args.mac_version is None and args.home is None:
         raise UsageError(
-            "nothing to change: give --site, --lat/--lon, --param, --unset, --class, --adr or --mac-version"
+            "nothing to change: give --site, --lat/--lon, --param, --unset, --class, --adr, --mac-version"
+            " or --home"
         )
     with _registry(args) as (cfg, conn, store):
         try:
@@ -301,6 +311,7 @@ def set_device(args: argparse.Namespace) -> int:
                 lorawan_class=lorawan_class,
                 adr=None if args.adr is None else args.adr == "on",
                 mac_version=_mac_version(args.mac_version),
+                home_gateway=_home(args.home),
             )
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
@@ -325,6 +336,16 @@ def _class(text: str | None, profile: Profile | None) -> registry.DeviceClass | 
         return registry.check_class(text, profile.lorawan.classes if profile is not None else None)
     except ValueError as exc:
         raise UsageError(f"--class: {exc}") from exc
+
+
+def _home(text: str | None) -> str | None:
+    """``--home`` checked (None: not given; "": no home named)."""
+    if text is None:
+        return None
+    try:
+        return registry.check_home(text) or ""
+    except ValueError as exc:
+        raise UsageError(f"--home: {exc}") from exc
 
 
 def _mac_version(text: str | None) -> str | None:

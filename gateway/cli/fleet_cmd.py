@@ -1,4 +1,5 @@
-"""``edgegw fleet``: the platform-side tool — ``keygen``, ``sign``, ``send``, ``update publish``, ``watch``.
+"""``edgegw fleet``: the platform-side tool — ``keygen``, ``sign``, ``send``, ``update publish``, ``watch``,
+``coordinator`` (each device's home gateway and failover: ``gateway.cli.fleet_coordinator_cmd``).
 
 Runs on the platform or a technician's machine, never needs the agent. ``sign`` wraps a
 command JSON (``{"cmd": "flush", "params": {}}``) in an envelope signed with the
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.cli import fleet_coordinator_cmd, fleet_registry_cmd
 from gateway.cli.common import CheckFailed, UsageError, print_json
 from gateway.config import MqttSection
 from gateway.errors import CommandRejected, UplinkError
@@ -110,6 +112,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     _broker_args(wt)
     wt.set_defaults(handler=watch)
+
+    co = fsub.add_parser(
+        "coordinator", help="decide each device's home gateway from the broker's retained states (issue 21)"
+    )
+    fleet_coordinator_cmd.add_arguments(co, _mqtt)
+    _broker_args(co)
+
+    rg = fsub.add_parser(
+        "registry", help="the registry pushed to gateways: diff or push a CSV or the platform's JSON"
+    )
+    fleet_registry_cmd.add_arguments(rg, _mqtt, _broker_args)
 
 
 def _broker_args(p: argparse.ArgumentParser) -> None:

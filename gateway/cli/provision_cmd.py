@@ -28,6 +28,7 @@ from gateway import config, db
 from gateway.cli.common import CheckFailed, UsageError, add_config_option, config_path, print_json
 from gateway.cli.registry_read import device_and_keys
 from gateway.errors import NodeError
+from gateway.fleet import seal
 from gateway.messages import DevEui
 from gateway.progress import Progress, duration_text
 from gateway.provisioning import gateway_setup, groups, keystore, node, raw_repl
@@ -108,6 +109,8 @@ def provision_gateway(args: argparse.Namespace) -> int:
         "platform_key_sha256": None,
         "unit": None,
         "config_gateway_id": cfg.gateway.id if cfg is not None else None,
+        "seal_key": str(files.seal_key),
+        "seal_public_key": seal.public_key_text(gateway_setup.ensure_seal_key(data_dir)[0]),
     }
     cert = None
     if args.install_cert:
@@ -138,6 +141,7 @@ def provision_gateway(args: argparse.Namespace) -> int:
     print(f"gateway {args.id}: data directory {data_dir}")
     print(f"  client key   {files.key} ({'new' if created else 'kept'}; never leaves this gateway)")
     print(f"  CSR          {files.csr}  <- send this file to the platform's CA")
+    print(f"  seal key     {doc['seal_public_key']}  <- X25519 public key: the platform seals keys to it")
     if doc["certificate"]:
         print(f"  certificate  {files.cert} (valid until {doc['certificate']['not_after']})")
     else:

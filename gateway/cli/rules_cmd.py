@@ -350,11 +350,13 @@ class _GroupPlan:
     freq_hz: int
 
 
-def _group_plans(args: argparse.Namespace, rules: RuleSet) -> dict[str, _GroupPlan]:
+def _group_plans(args: argparse.Namespace, rules: RuleSet) -> dict[str, _GroupPlan | str]:
     """The groups the rules address: from the registry of the config's gateway (read only, when its
-    database exists), then ``--group NAME=PROFILE:MEMBERS`` (on the gateway's RX2 parameters)."""
+    database exists), then ``--group NAME=PROFILE:MEMBERS`` (on the gateway's RX2 parameters). A
+    registered group that no class C member would hear has why instead of a plan: a frame to it
+    reaches nobody (members set back to class A listen only after their own uplinks)."""
     wanted = {g.multicast for g in rules.lighting if g.multicast is not None}
-    plans: dict[str, _GroupPlan] = {}
+    plans: dict[str, _GroupPlan | str] = {}
     if not wanted:
         return plans
     path = Path(config_path(args))
@@ -366,10 +368,19 @@ def _group_plans(args: argparse.Namespace, rules: RuleSet) -> dict[str, _GroupPl
             conn = sqlite3.connect(f"file:{db.db_path(cfg.data_dir)}?mode=ro", uri=True)
             try:
                 for info in groups.list_groups(conn):
-                    if info.name in wanted and info.profile is not None:
+                    if info.name not in wanted:
+                        continue
+                    class_c = len(info.members) - len(info.not_class_c)
+                    if info.profile is None:
+                        plans[info.name] = f"group {info.name}: no member (edgegw group add-member)"
+                    elif class_c == 0:
+                        plans[info.name] = (
+                            f"group {info.name}: no class C member ({len(info.members)} set back to class A)"
+                        )
+                    else:
                         plans[info.name] = _GroupPlan(
                             info.profile,
-                            len(info.members),
+                            class_c,
                             rx2_dr if info.dr is None else info.dr,
                             rx2_freq_hz if info.freq_hz is None else info.freq_hz,
                         )
@@ -403,6 +414,9 @@ def _add_group_costs(
                 f"group {name}: not in this gateway's registry; --group {name}=PROFILE:MEMBERS gives its cost"
             )
             event.body["cost"] = {"text": text}
+            continue
+        if isinstance(plan, str):
+            event.body["cost"] = {"text": plan}
             continue
         if plan.profile not in profiles:
             event.body["cost"] = {"text": f"group {name}: unknown profile {plan.profile!r}"}

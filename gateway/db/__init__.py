@@ -38,6 +38,7 @@ DB_FILENAME = "edgegw.sqlite"
 SCHEMA_VERSION = 1
 ADDITIONS: tuple[str, ...] = (
     "rules_state", "device_state", "device_class", "multicast", "adr", "mac_version", "multicast_retired",
+    "home", "registry_push",
 )  # fmt: skip
 """Compatible additions in the order they are applied (``schema_add_<name>.sql``); append only."""
 _ADDITIONS_TABLE = (

@@ -48,7 +48,9 @@ _OUTCOME_WORDS = {
 
 def _downlink_outcome(state: str, result: dict[str, Any]) -> str:
     """The later result of a ``downlink`` command: how its frame ended (docs/fleet.md)."""
-    words = _OUTCOME_WORDS.get(state, state.upper() + " for {dev}").format(dev=result.get("dev_eui", "?"))
+    # A ``group_downlink``'s result names its multicast group instead of a device.
+    to = result.get("dev_eui") or (f"group {result['group']}" if result.get("group") else "?")
+    words = _OUTCOME_WORDS.get(state, state.upper() + " for {dev}").format(dev=to)
     detail = result.get("detail")
     if not detail:
         return words

@@ -29,6 +29,10 @@ Until then no other downlink goes to that class C device (§18: one confirmed do
 time; keeping the queue's order). A frame the radio refused was never heard: it is sent again the
 same way, within the same budget of transmissions, then ``refused`` with the radio's reason.
 
+Roles (issue 21): ``is_home`` (set by the app from ``gateway.roles``) says whether this gateway
+answers a device; where another gateway is its home, a command is refused at once (``not_home``)
+and class C frames are not sent (the caller also gives it no class A uplink of such a device).
+
 Sans-IO: it is fed accepted uplinks, radio verdicts (``transmitted``) and the time (``tick``) and
 returns ``TxRequest`` values; it never sends, sleeps or reads a clock. The radio layer enforces
 airtime and duty cycle.
@@ -197,6 +201,12 @@ class DownlinkScheduler:
         self._writing: dict[bytes, int] = {}
         """Device → the downlink counter taken by a group commit that has not committed yet."""
         self.counters: Counter[str] = Counter()
+        self.is_home: Callable[[DevEui], bool] = lambda _dev_eui: True
+        """Whether this gateway answers the device (another gateway's device: nothing sent to it)."""
+        self.fcnt_gate: Callable[[DevEui, int], bool] | None = None
+        """Issue 21: may a frame with this FCntDown go to this device now? False past the FCntDown
+        reserve a home gateway published while the broker is away (``gateway.fleet.fcnt_reserve``):
+        the frame is not built, its downlink ends ``refused`` ``no_fcnt_reserve``. None: always."""
         rx2_rate = region.data_rate(section.rx2_dr)
         self._rx2_sf, self._rx2_bw_hz = rx2_rate.sf, rx2_rate.bw_hz
 
@@ -226,6 +236,13 @@ class DownlinkScheduler:
         """
         if not 1 <= fport <= 223:
             raise ValueError(f"application FPort must be 1..223, got {fport}")
+        if not self.is_home(dev_eui):
+            # Its home gateway sends its downlinks; ours would collide with them and use another
+            # FCntDown. Refused at once, so the platform can send it to the home.
+            self.counters["refused.not_home"] += 1
+            refused = QueuedDownlink(fport, payload, confirmed, ref, queued_at_s=now_s)
+            self._report(refused, dev_eui, "refused", "not_home")
+            return
         queue = self._queues.setdefault(dev_eui.value, deque())
         if supersede:
             kept = [item for item in queue if item.fport != fport]
@@ -287,6 +304,8 @@ class DownlinkScheduler:
         item = self._next_fitting(eui, limit - _FHDR_FPORT_BYTES - len(answers))
         if item is None and not answers and not up.confirmed and not adr_ack_req:
             return None
+        if not self._fcnt_allowed(session, item):
+            return None
         phy_payload = self._build(session, item, answers, ack=up.confirmed)
         delay_s = self._section.rx_delay_s
         power = self._section.downlink_power_dbm
@@ -327,11 +346,13 @@ class DownlinkScheduler:
         for eui in sorted(self._class_c):
             if not self._queues.get(eui) or eui in self._awaiting_ack:
                 continue  # §18: nothing more until its confirmed downlink is acknowledged or timed out
+            if not self.is_home(DevEui(eui)):
+                continue  # its home changed since the command was queued: the queue waits or expires
             session = self._sessions.by_dev_eui(DevEui(eui))
             if session is None:
                 continue
             item = self._next_fitting(eui, limit)
-            if item is None:
+            if item is None or not self._fcnt_allowed(session, item):
                 continue
             phy_payload = self._build(session, item, b"", ack=False, class_c=True)
             requests.append(
@@ -517,6 +538,28 @@ class DownlinkScheduler:
             )
             self._report(item, DevEui(eui), "refused", "too_large")
         return None
+
+    def _fcnt_allowed(self, session: Session, item: QueuedDownlink | None) -> bool:
+        """``fcnt_gate`` on the session's next FCntDown; a refused frame's downlink ends ``refused``."""
+        if self.fcnt_gate is None or self.fcnt_gate(session.dev_eui, session.fcnt_down):
+            return True
+        self.counters["no_fcnt_reserve"] += 1
+        if item is not None:
+            self._report(item, session.dev_eui, "refused", "no_fcnt_reserve")
+        return False
+
+    def raise_fcnt_down(self, dev_eui: DevEui, above: int) -> int | None:
+        """Issue 21: a new home goes on above ``above`` (the coordinator's ``fcnt_floor``: the old
+        home's reserve), durably with the next group commit; returns the next FCntDown, None
+        without a session. A counter already above stays (FCntDown only grows)."""
+        session = self._sessions.by_dev_eui(dev_eui)
+        if session is None:
+            return None
+        if session.fcnt_down <= above:
+            session.fcnt_down = above + 1
+            self._pending[dev_eui.value] = FcntDown(session.dev_eui, session.session_tag, session.fcnt_down)
+            self.counters["fcnt_down_raised"] += 1
+        return session.fcnt_down
 
     def _build(
         self, session: Session, item: QueuedDownlink | None, fopts: bytes, *, ack: bool, class_c: bool = False

@@ -14,7 +14,20 @@ gateway's RX2 parameters), through the radio layer, which enforces the duty cycl
 A counter value is never used twice under the same keys (the keystream would repeat): a frame
 is handed to the radio only after the group commit that moved its group's counter past it has
 returned (``ready()`` returns the frames of committed counters). A frame whose counter could not be
-committed (a full disk) waits with it.
+committed (a full disk) waits with it; once its counter is durable it goes even while a later group
+fails (nothing about it needs the disk any more).
+
+Outcomes (issue 20): each queued group downlink ends in one state reported through ``on_outcome``
+(``OnGroupOutcome``): ``sent`` (on the air), ``refused`` with the radio's last reason (``duty_cycle``,
+``collision_packet``, ``too_late``...) once its transmissions are spent, or ``fcnt_exhausted``, or
+``expired`` (its group removed, or created again with other keys, before it went). A frame the radio
+refused was never heard: the radio's verdict (``transmitted``) queues its downlink again at the head
+of the group's queue, to go as a NEW frame with the next McFCntDown (never the same counter twice),
+within 1 + ``lorawan.confirmed_retries`` transmissions like a unicast downlink. A frame built after
+it (a burst of commands to one group) may go before its retry.
+
+Roles (issue 21): only a group's home gateway sends its frames (``is_home``, set by the app from
+``gateway.roles``); elsewhere a command to it is refused (``ValueError``) and its queue waits.
 
 Sans-IO: fed commands and commits, it returns ``TxRequest`` values; it never sends, sleeps or reads a
 clock. It does not own the groups' rows (``gateway.provisioning.groups``) nor the encoding of a
@@ -33,6 +46,7 @@ from dataclasses import dataclass, field
 from gateway.errors import DownlinkQueueFull
 from gateway.lorawan import phy, region
 from gateway.lorawan.crypto import SessionKeys
+from gateway.lorawan.downlink import DownlinkRef
 from gateway.messages import AesKey, DevAddr, MType, TxRequest
 
 __all__ = [
@@ -41,6 +55,7 @@ __all__ = [
     "GroupFcnt",
     "McGroup",
     "MulticastScheduler",
+    "OnGroupOutcome",
     "group_tag",
     "max_payload_bytes",
 ]
@@ -57,6 +72,14 @@ the same table as ``gateway.lorawan.downlink``)."""
 _FHDR_FPORT_BYTES = 8
 """DevAddr 4 + FCtrl 1 + FCnt 2 + FPort 1 (no FOpts in a multicast frame)."""
 _MAX_FCNT = 0xFFFFFFFF
+_MAX_FLIGHTS = 256
+"""Frames remembered until the radio's verdict, at most (a verdict that never came: its task was
+cancelled at a stop); the oldest is forgotten beyond."""
+
+OnGroupOutcome = Callable[[DownlinkRef | None, str, str, str], None]
+"""``on_outcome(ref, group, state, detail)``: ``state`` ``sent``, ``refused`` or ``expired``; ``detail``
+the reason code for ``refused`` (``duty_cycle``, ``fcnt_exhausted``...), else a sentence for people.
+Called on the event loop; must be quick and must not raise."""
 
 
 def max_payload_bytes(dr: int) -> int:
@@ -103,11 +126,27 @@ class GroupFcnt:
 
 
 @dataclass(frozen=True, slots=True)
+class _Queued:
+    """A group downlink, until its outcome is known."""
+
+    fport: int
+    payload: bytes
+    ref: DownlinkRef | None = None
+    attempts: int = 0
+    """Frames built for it so far (each with its own McFCntDown)."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Built:
-    """A frame whose counter is not durable yet."""
+    """A frame built for a queued downlink (``item.attempts`` counts it), until the radio's verdict."""
 
     group: str
     request: TxRequest
+    item: _Queued
+    tag: str = ""
+    """The group's ``McGroup.tag`` when it was built: a retry goes to that group only."""
+    fcnt_down: int = 0
+    """Its McFCntDown (32 bits)."""
 
 
 @dataclass(slots=True)
@@ -115,7 +154,7 @@ class _State:
     group: McGroup
     fcnt_down: int
     keys: SessionKeys
-    queue: deque[tuple[int, bytes]] = field(default_factory=deque)
+    queue: deque[_Queued] = field(default_factory=deque)
 
 
 class MulticastScheduler:
@@ -129,9 +168,16 @@ class MulticastScheduler:
         """Frames built since the last ``take``: released when the group that carries their counter
         commits."""
         self._released: list[_Built] = []
+        self._flights: dict[bytes, _Built] = {}
+        """PHYPayload → the frame built for it, until the radio's verdict (``transmitted``)."""
         self.counters: Counter[str] = Counter()
+        self.on_outcome: OnGroupOutcome | None = None
+        """Told the end state of each queued group downlink (set by the app)."""
         self.committer_notify: Callable[..., None] | None = None
         """``GroupCommitter.notify``: a built frame asks for a commit at once (set by the builder)."""
+        self.is_home: Callable[[str], bool] = lambda _name: True
+        """Whether this gateway sends the group's frames (issue 21: only the group's home gateway does;
+        set by the app from ``gateway.roles``)."""
 
     # --- the registry ----------------------------------------------------------------------------
 
@@ -162,6 +208,8 @@ class MulticastScheduler:
             if dropped:
                 self.counters["dropped_group_removed"] += dropped
                 log.warning("multicast group %s removed: %d queued downlinks dropped", name, dropped)
+                for item in old.queue:
+                    self._report(item, name, "expired", f"group {name} removed before it was sent")
         self._groups = fresh
 
     def group(self, name: str) -> McGroup | None:
@@ -178,8 +226,9 @@ class MulticastScheduler:
 
     # --- what the application asks for -----------------------------------------------------------
 
-    def enqueue(self, name: str, fport: int, payload: bytes) -> None:
-        """Queue an application downlink for every member of group ``name``.
+    def enqueue(self, name: str, fport: int, payload: bytes, *, ref: DownlinkRef | None = None) -> None:
+        """Queue an application downlink for every member of group ``name``; ``ref``: who asked,
+        told its outcome (``on_outcome``).
 
         ``ValueError`` for an unknown group, an FPort outside 1..223 or a payload too large for the
         group's data rate (a multicast frame cannot wait for a faster one); ``DownlinkQueueFull``
@@ -188,6 +237,9 @@ class MulticastScheduler:
         state = self._groups.get(name)
         if state is None:
             raise ValueError(f"no multicast group named {name!r}")
+        if not self.is_home(name):
+            self.counters["refused.not_home"] += 1
+            raise ValueError(f"multicast group {name} is sent by its home gateway, not this one")
         if not 1 <= fport <= 223:
             raise ValueError(f"application FPort must be 1..223, got {fport}")
         room = max_payload_bytes(self._dr(state.group))
@@ -198,7 +250,7 @@ class MulticastScheduler:
             )
         if len(state.queue) >= MAX_QUEUE:
             raise DownlinkQueueFull(f"downlink queue of group {name} is full ({MAX_QUEUE})", limit=MAX_QUEUE)
-        state.queue.append((fport, payload))
+        state.queue.append(_Queued(fport, payload, ref))
         self.counters["queued"] += 1
 
     def queued(self, name: str) -> int:
@@ -212,16 +264,22 @@ class MulticastScheduler:
         become frames here (one per group per call, in queue order), sent at a later call once the
         group commit they asked for has returned."""
         for name, state in sorted(self._groups.items()):
-            if not state.queue:
-                continue
+            if not state.queue or not self.is_home(name):
+                continue  # another gateway became its home since: its queue waits here
             if state.fcnt_down > _MAX_FCNT:
                 # 2^32 frames: the group needs new keys (TS005 would rotate them); never wrap.
                 self.counters["fcnt_exhausted"] += len(state.queue)
+                for item in state.queue:
+                    self._report(item, name, "refused", "fcnt_exhausted")
                 state.queue.clear()
                 log.error("multicast group %s has used every McFCntDown: give it new keys", name)
                 continue
-            fport, payload = state.queue.popleft()
-            self._built.append(_Built(name, self._request(state, fport, payload, gateway_eui)))
+            item = state.queue.popleft()
+            item = _Queued(item.fport, item.payload, item.ref, item.attempts + 1)
+            request = self._request(state, item.fport, item.payload, gateway_eui)
+            built = _Built(name, request, item, state.group.tag, state.fcnt_down)
+            self._built.append(built)
+            self._remember(built)
             state.fcnt_down += 1
             self._pending[name] = GroupFcnt(name, state.group.tag, state.fcnt_down)
             if self.committer_notify is not None:
@@ -255,13 +313,60 @@ class MulticastScheduler:
             dev_eui=None,
         )
 
-    def group_of(self, request: TxRequest) -> str | None:
-        """The group a request of ``ready()`` goes to (for `tail`): its McAddr names it."""
+    def group_of(self, request: TxRequest) -> str:
+        """The group a request of ``ready()`` goes to (for `tail` and the counters): the one it was
+        built for, even if that group was removed since; else the group its McAddr names; else
+        ``mcaddr:<hex>`` (never None: a multicast frame must not be taken for a unicast one)."""
+        built = self._flights.get(request.phy_payload)
+        if built is not None:
+            return built.group
         mc_addr = request.phy_payload[4:0:-1]
         for name, state in self._groups.items():
             if state.group.mc_addr.value == mc_addr:
                 return name
-        return None
+        return f"mcaddr:{mc_addr.hex()}"
+
+    # --- outcomes: the radio's verdicts ------------------------------------------------------------
+
+    def transmitted(self, request: TxRequest, status: str, *, retries: int) -> None:
+        """The radio's last word on a frame of ``ready()``: ``sent``, or why it was not. A refused
+        frame was never heard: its downlink is queued again at the head of its group's queue (a new
+        frame, the next McFCntDown) while it has had at most ``retries`` + 1 transmissions, else it
+        ends ``refused`` with the radio's reason; ``expired`` if its group is gone meanwhile."""
+        built = self._flights.pop(request.phy_payload, None)
+        if built is None:
+            return  # forgotten (``_MAX_FLIGHTS``) or not ours
+        item, name = built.item, built.group
+        if status == "sent":
+            self._report(item, name, "sent", f"McFCntDown {built.fcnt_down}")
+            return
+        state = self._groups.get(name)
+        if state is None or state.group.tag != built.tag:  # removed, or created again with other keys
+            self._report(item, name, "expired", f"group {name} removed before it could go again ({status})")
+            return
+        if item.attempts <= retries:
+            self.counters["retried"] += 1
+            self.counters[f"not_sent_again.{status}"] += 1
+            log.debug("multicast downlink of group %s sent again (%s), transmission %d", name, status,
+                      item.attempts + 1)  # fmt: skip
+            state.queue.appendleft(item)
+            return
+        self._report(item, name, "refused", status)
+
+    def _remember(self, built: _Built) -> None:
+        if len(self._flights) >= _MAX_FLIGHTS:
+            del self._flights[next(iter(self._flights))]
+            self.counters["verdicts_forgotten"] += 1
+        self._flights[built.request.phy_payload] = built
+
+    def _report(self, item: _Queued, group: str, state: str, detail: str) -> None:
+        self.counters[f"outcome.{state}"] += 1
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(item.ref, group, state, detail)
+        except Exception:  # a listener's bug must not stop the multicast downlinks
+            log.exception("multicast outcome listener failed")
 
     # --- CommitSink: the groups' McFCntDown --------------------------------------------------------
 

@@ -28,6 +28,9 @@ Columns (header row required, order free, ``#`` lines and blank lines ignored)::
     mac_version  LoRaWAN MAC version when it is not the profile's, 1.0.0..1.0.4 (optional): empty =
                  the profile's for a new device, keep for a known one; ``profile`` = back to the
                  profile's. A 1.0.4 device's DevNonces must count up (LoRaWAN 1.0.4 §6.2.5)
+    home_gateway the gateway id that answers the device where several hear it (optional): empty =
+                 none named for a new device (every gateway that has it answers it), keep for a
+                 known one; ``none`` = no home named any more (docs/fleet.md)
     param.NAME   one column per installation parameter (number or text), e.g. param.empty_distance_mm;
                  checked against the line's profile when the caller passes the profiles:
                  declared name, bounds, ``less_than``, every required one present
@@ -75,6 +78,7 @@ COLUMNS = (
     "class",
     "adr",
     "mac_version",
+    "home_gateway",
 )
 REQUIRED = ("dev_eui", "profile", "activation")
 PARAM_PREFIX = "param."
@@ -130,6 +134,8 @@ class DeviceRow:
     """None: the cell was empty (a new device has ADR on, a known one keeps its choice)."""
     mac_version: str | None = None
     """None: the cell was empty (keep); "": back to the profile's; else ``registry.MAC_VERSIONS``."""
+    home_gateway: str | None = None
+    """None: the cell was empty (keep); "": no home named (``none``); else a gateway id."""
 
 
 @dataclass(slots=True)
@@ -339,6 +345,7 @@ def _parse_row(
             errors.append(LineError(line, str(exc), "class"))
     adr = _adr(cells.get("adr", ""), line, errors)
     mac_version = _mac_version(cells.get("mac_version", ""), line, errors)
+    home_gateway = _home(cells.get("home_gateway", ""), line, errors)
     if declared is not None and not any(e.column and e.column.startswith(PARAM_PREFIX) for e in errors):
         errors.extend(
             LineError(line, problem.message, PARAM_PREFIX + problem.name)
@@ -362,6 +369,7 @@ def _parse_row(
             default_class=registry.default_class(declared.lorawan.classes) if declared else "A",
             adr=adr,
             mac_version=mac_version,
+            home_gateway=home_gateway,
         ),
         [],
     )
@@ -388,6 +396,20 @@ def _mac_version(text: str, line: int, errors: list[LineError]) -> str | None:
         return registry.check_mac_version(wanted)
     except ValueError as exc:
         errors.append(LineError(line, str(exc), "mac_version"))
+        return None
+
+
+def _home(text: str, line: int, errors: list[LineError]) -> str | None:
+    """The ``home_gateway`` cell: a gateway id, "" for ``none`` (no home named), None: empty."""
+    wanted = text.strip()
+    if not wanted:
+        return None
+    if wanted.lower() == "none":
+        return ""
+    try:
+        return registry.check_home(wanted)
+    except ValueError as exc:
+        errors.append(LineError(line, str(exc), "home_gateway"))
         return None
 
 
@@ -453,6 +475,7 @@ def _apply(
                 lorawan_class=row.lorawan_class or row.default_class,
                 adr=row.adr is not False,
                 mac_version=row.mac_version or None,
+                home_gateway=row.home_gateway or None,
             )
         except RegistryError as exc:
             errors.append(LineError(row.line, str(exc), "dev_addr" if "DevAddr" in str(exc) else "dev_eui"))
@@ -472,9 +495,12 @@ def _apply(
     mac_version = current.mac_version if row.mac_version is None else row.mac_version or None
     if mac_version != current.mac_version:
         conn.execute("UPDATE devices SET mac_version = ? WHERE dev_eui = ?", (mac_version, eui))
+    home = current.home_gateway if row.home_gateway is None else row.home_gateway or None
+    if home != current.home_gateway:
+        conn.execute("UPDATE devices SET home_gateway = ? WHERE dev_eui = ?", (home, eui))
     if (site, lat, lon, params, lorawan_class, adr) == (
         current.site, current.lat, current.lon, dict(current.params), current.lorawan_class, current.adr
-    ) and mac_version == current.mac_version:  # fmt: skip
+    ) and (mac_version, home) == (current.mac_version, current.home_gateway):  # fmt: skip
         result.unchanged.append(eui)
         return
     if adr != current.adr:
@@ -523,6 +549,7 @@ def export_rows(
     with_class = any(device.lorawan_class != "A" for device in devices)
     with_adr = any(not device.adr for device in devices)
     with_mac_version = any(device.mac_version for device in devices)
+    with_home = any(device.home_gateway for device in devices)
     for device in devices:
         keys = registry.device_keys(conn, device.dev_eui, keystore) if with_keys else {}
         row = {
@@ -540,6 +567,7 @@ def export_rows(
             "class": device.lorawan_class,
             "adr": "on" if device.adr else "off",
             "mac_version": device.mac_version or "",
+            "home_gateway": device.home_gateway or "",
         }
         if not with_keys:
             for column in KEY_COLUMNS:
@@ -550,6 +578,8 @@ def export_rows(
             del row["adr"]
         if not with_mac_version:  # as before the column, unless some device has its own version
             del row["mac_version"]
+        if not with_home:  # likewise: a single-gateway registry exports as before issue 21
+            del row["home_gateway"]
         for name, value in sorted(device.params.items()):
             row[PARAM_PREFIX + name] = registry.format_param(value)
         rows.append(row)
@@ -564,6 +594,7 @@ def to_csv(rows: list[dict[str, str]], *, with_keys: bool) -> str:
     with_class = _has_class(rows)
     with_adr = any("adr" in row for row in rows)
     with_mac_version = any("mac_version" in row for row in rows)
+    with_home = any("home_gateway" in row for row in rows)
     columns = [
         c
         for c in COLUMNS
@@ -571,6 +602,7 @@ def to_csv(rows: list[dict[str, str]], *, with_keys: bool) -> str:
         and (c != "class" or with_class)
         and (c != "adr" or with_adr)
         and (c != "mac_version" or with_mac_version)
+        and (c != "home_gateway" or with_home)
     ]
     params = sorted({name for row in rows for name in row if name.startswith(PARAM_PREFIX)})
     out = io.StringIO()

@@ -6,6 +6,8 @@ Owns the files an installer creates once per gateway, under the data directory::
       identity.json               {"gateway_id": ...}
       tls/client.key              ECDSA P-256 private key, PKCS#8 PEM, 0600, never printed
       tls/client.csr              the request to send to the platform's CA
+      tls/seal.key                X25519 private key, PKCS#8 PEM, 0600: opens the registry keys the
+                                  platform seals to this gateway (gateway.fleet.seal); never printed
       tls/client.crt              the certificate the platform returned (checked against the key)
       platform-ed25519.pub        the platform's signing key (ARCHITECTURE.md §3.5), pinned
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
 from gateway import textfile
@@ -36,6 +38,7 @@ IDENTITY_FILE = "identity.json"
 KEY_FILE = "tls/client.key"
 CSR_FILE = "tls/client.csr"
 CERT_FILE = "tls/client.crt"
+SEAL_KEY_FILE = "tls/seal.key"
 PLATFORM_KEY_FILE = "platform-ed25519.pub"
 
 
@@ -62,6 +65,10 @@ class GatewayFiles:
     @property
     def platform_key(self) -> Path:
         return self.data_dir / PLATFORM_KEY_FILE
+
+    @property
+    def seal_key(self) -> Path:
+        return self.data_dir / SEAL_KEY_FILE
 
 
 def check_gateway_id(gateway_id: str) -> str:
@@ -115,7 +122,40 @@ def provision_identity(data_dir: Path, gateway_id: str) -> tuple[GatewayFiles, b
         .sign(key, hashes.SHA256())
     )
     write_atomic(files.csr, csr.public_bytes(serialization.Encoding.PEM), 0o644)
+    ensure_seal_key(data_dir)
     return files, created
+
+
+def ensure_seal_key(data_dir: Path) -> tuple[x25519.X25519PublicKey, bool]:
+    """The gateway's X25519 public key, creating the private key (0600) if absent; and whether it is new.
+
+    Kept once created: the platform seals each registry push to the public key it last read, and a
+    new key would leave the retained registry unreadable until the platform pushes again."""
+    path = GatewayFiles(data_dir).seal_key
+    key = load_seal_key(data_dir)
+    if key is not None:
+        return key.public_key(), False
+    key = x25519.X25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_atomic(path, pem, 0o600)
+    return key.public_key(), True
+
+
+def load_seal_key(data_dir: Path) -> x25519.X25519PrivateKey | None:
+    """The gateway's X25519 private key; None when it has none (provisioned before the key existed:
+    `edgegw provision gateway --id ...` again creates it); ProvisioningError when it is unreadable."""
+    path = GatewayFiles(data_dir).seal_key
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ProvisioningError(f"cannot read the seal key {path}: {exc}") from exc
+    if not isinstance(key, x25519.X25519PrivateKey):
+        raise ProvisioningError(f"{path} is not an X25519 private key")
+    return key
 
 
 def _recorded_id(path: Path) -> object:

@@ -131,6 +131,21 @@ def check_mac_version(text: str) -> str:
     return wanted
 
 
+_GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A gateway id as ``gateway.id`` takes it (gateway.config): what ``home_gateway`` names."""
+
+
+def check_home(text: str) -> str | None:
+    """``--home`` / the ``home_gateway`` cell: a gateway id, or None for "" (no home named: every
+    gateway that has the device answers it, as before issue 21); ValueError otherwise."""
+    wanted = text.strip()
+    if not wanted:
+        return None
+    if not _GATEWAY_ID.fullmatch(wanted):
+        raise ValueError(f"home gateway must be a gateway id (letters, digits, '-', '_'), got {text!r}")
+    return wanted
+
+
 def check_position(lat: float | None, lon: float | None) -> None:
     if (lat is None) != (lon is None):
         raise ValueError("give both --lat and --lon, or neither")
@@ -173,6 +188,9 @@ class Device:
     On for a row written before the choice was recorded."""
     mac_version: str | None = None
     """LoRaWAN MAC version when it is not the profile's (``MAC_VERSIONS``); None: the profile's."""
+    home_gateway: str | None = None
+    """The gateway that answers the device where several hear it (``gateway.roles``); None: no home
+    named, every gateway that has it answers it (one gateway: this one)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -190,6 +208,7 @@ class Device:
             "class": self.lorawan_class,
             "adr": self.adr,
             "mac_version": self.mac_version,
+            "home": self.home_gateway,
         }
 
 
@@ -208,6 +227,7 @@ def add_device(
     lorawan_class: DeviceClass = "A",
     adr: bool = True,
     mac_version: str | None = None,
+    home_gateway: str | None = None,
 ) -> Device:
     """Register a device (and its ABP session); RegistryError if the DevEUI is known.
 
@@ -228,6 +248,7 @@ def add_device(
             lorawan_class=lorawan_class,
             adr=adr,
             mac_version=mac_version,
+            home_gateway=home_gateway,
         )
     return get_device(conn, dev_eui)
 
@@ -247,6 +268,7 @@ def insert_device(
     lorawan_class: DeviceClass = "A",
     adr: bool = True,
     mac_version: str | None = None,
+    home_gateway: str | None = None,
 ) -> None:
     """The inserts of ``add_device`` inside the caller's transaction (batch import)."""
     try:
@@ -305,6 +327,17 @@ def insert_device(
         )
     if mac_version is not None:
         _set_mac_version(conn, dev_eui, mac_version)
+    if home_gateway is not None:
+        _set_home(conn, dev_eui, home_gateway)
+
+
+def _set_home(conn: sqlite3.Connection, dev_eui: DevEui, home_gateway: str) -> None:
+    """The device's home gateway ("": none named); RegistryError for what is no gateway id."""
+    try:
+        value = check_home(home_gateway)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
+    conn.execute("UPDATE devices SET home_gateway = ? WHERE dev_eui = ?", (value, str(dev_eui)))
 
 
 def _set_mac_version(conn: sqlite3.Connection, dev_eui: DevEui, mac_version: str) -> None:
@@ -329,8 +362,10 @@ def update_installation(
     lorawan_class: DeviceClass | None = None,
     adr: bool | None = None,
     mac_version: str | None = None,
+    home_gateway: str | None = None,
 ) -> Device:
-    """Change a device's site, position, parameters (merged), class or ADR; RegistryError if unknown.
+    """Change a device's site, position, parameters (merged), class, ADR, MAC version or home gateway
+    (``home_gateway`` "": none named); RegistryError if unknown.
 
     A write is also when a device's plain-hex keys get encrypted, if a key file exists.
     """
@@ -348,6 +383,8 @@ def update_installation(
         params.update(set_params or {})
         if mac_version is not None:  # "": back to the profile's
             _set_mac_version(conn, dev_eui, mac_version)
+        if home_gateway is not None:  # "": no home named
+            _set_home(conn, dev_eui, home_gateway)
         if adr is not None:
             conn.execute("UPDATE devices SET adr = ? WHERE dev_eui = ?", (int(adr), str(dev_eui)))
         conn.execute(
@@ -405,7 +442,7 @@ def remove_device(conn: sqlite3.Connection, dev_eui: DevEui) -> None:
 
 _SELECT = (
     "SELECT d.dev_eui, d.profile, d.activation, d.site, d.created_at, s.dev_addr, s.fcnt_up,"
-    " d.lat, d.lon, d.params, d.join_eui, d.lorawan_class, d.adr, d.mac_version"
+    " d.lat, d.lon, d.params, d.join_eui, d.lorawan_class, d.adr, d.mac_version, d.home_gateway"
     " FROM devices d LEFT JOIN sessions s ON s.dev_eui = d.dev_eui"
 )
 
@@ -468,7 +505,7 @@ def _load_params(text: str | None) -> dict[str, ParamValue]:
 def _device(row: tuple[Any, ...]) -> Device:
     dev_eui, profile, activation, site, created_at, dev_addr, fcnt_up, lat, lon, params, join_eui = row[:11]
     cls, adr = row[11:13]
-    mac_version = row[13]
+    mac_version, home_gateway = row[13:15]
     return Device(
         dev_eui=DevEui.from_hex(dev_eui),
         profile=profile,
@@ -484,4 +521,5 @@ def _device(row: tuple[Any, ...]) -> Device:
         lorawan_class="C" if cls == "C" else "A",
         adr=adr != 0,  # NULL: registered before the choice was recorded: on
         mac_version=mac_version,
+        home_gateway=home_gateway,
     )

@@ -78,25 +78,48 @@ class AggregateRecord:
     end_s: float
     values: Mapping[str, float | int | str | None] = field(default_factory=dict)
     revision: int = 0
+    source_record_id: str = ""
+    """For a value as of one reading (``fill``): that reading's record id (empty in a dry run)."""
 
     @property
     def record_id(self) -> str:
         # Stable: the same device, aggregate, series, period and revision always give the same id.
-        base = f"{self.dev_eui}-agg-{self.aggregate_id}-{self.kind}-{int(self.start_s)}"
+        # A value as of one reading is named by that reading's record, not by its receive time:
+        # two gateways hear one frame a few milliseconds apart, on either side of a second.
+        when = caused_by(self.dev_eui, self.source_record_id) if self.source_record_id else int(self.start_s)
+        base = f"{self.dev_eui}-agg-{self.aggregate_id}-{self.kind}-{when}"
         return base if self.revision == 0 else f"{base}-r{self.revision}"
 
 
 Output = Alert | DownlinkRequest | GroupDownlinkRequest | DisplayUpdate | AggregateRecord
 
 
+def caused_by(dev_eui: str, record_id: str) -> str:
+    """The part of a reading's record id (``gateway.pipeline.record_id``: ``<dev>-<session>-<fcnt>``)
+    that names an event it caused, after the device that the event's id already starts with."""
+    prefix = f"{dev_eui}-"
+    return record_id[len(prefix) :] if record_id.startswith(prefix) else record_id
+
+
+GROUP_TARGET_PREFIX = "group:"
+"""How the rules name a multicast group where a DevEUI is otherwise (``engine.MULTICAST_TARGET_PREFIX``)."""
+
+
 def to_record(out: Alert | AggregateRecord, *, time_quality: str = "ntp") -> Record:
-    """The outbox record of an alert edge (priority ALERT) or of an aggregate (priority READING)."""
+    """The outbox record of an alert edge (priority ALERT) or of an aggregate (priority READING).
+    An alert about a multicast group (``group:<name>``, a lighting group's ``lighting_clock``) names
+    it with ``group`` and has no ``dev_eui`` (gateway/schemas/up-v1.json: a dev_eui is 16 hex digits)."""
     body: dict[str, Any]
     if isinstance(out, Alert):
+        subject = (
+            {"group": out.dev_eui.removeprefix(GROUP_TARGET_PREFIX)}
+            if out.dev_eui.startswith(GROUP_TARGET_PREFIX)
+            else {"dev_eui": out.dev_eui}
+        )
         body = {
             "id": out.record_id,
             "kind": "alert",
-            "dev_eui": out.dev_eui,
+            **subject,
             "received_at": iso_utc(out.at_s),
             "time_quality": time_quality,
             "data": {

@@ -71,11 +71,12 @@ class DeviceAggregator:
     # -- input --------------------------------------------------------------------------------
 
     def add(
-        self, at_s: float, data: dict[str, Any], params: dict[str, float] | None = None
+        self, at_s: float, data: dict[str, Any], params: dict[str, float] | None = None, record_id: str = ""
     ) -> list[AggregateRecord]:
         """Account one reading; returns the records of the periods it closed (and a fill record).
 
-        ``params`` are the device's parameters, for ``$name`` values of a fill spec.
+        ``params`` are the device's parameters, for ``$name`` values of a fill spec; ``record_id`` is
+        the reading's record id, which names its fill record (``AggregateRecord.source_record_id``).
         """
         if self._noise is not None:
             # Filed before closing: a report that covers an interval's end publishes it.
@@ -83,7 +84,7 @@ class DeviceAggregator:
         out = self.close_until(at_s)
         spec = self.spec
         if spec.fill is not None:
-            record = self._add_fill(at_s, data, params or {})
+            record = self._add_fill(at_s, data, params or {}, record_id)
             if record is not None:
                 out.append(record)
         if spec.count is not None:
@@ -91,7 +92,7 @@ class DeviceAggregator:
         return out
 
     def _add_fill(
-        self, at_s: float, data: dict[str, Any], params: dict[str, float]
+        self, at_s: float, data: dict[str, Any], params: dict[str, float], record_id: str
     ) -> AggregateRecord | None:
         spec = self.spec.fill
         assert spec is not None
@@ -131,7 +132,7 @@ class DeviceAggregator:
                 values["full_in_h"] = round(full_in_s / 3600.0, 1)
                 values["full_at"] = iso_utc(at_s + full_in_s)
         # A value as of this reading: the record's period is the instant of the reading.
-        return self._record("fill", at_s, at_s, values)
+        return self._record("fill", at_s, at_s, values, record_id)
 
     def _add_counts(self, at_s: float, data: dict[str, Any]) -> None:
         spec = self.spec.count
@@ -206,9 +207,17 @@ class DeviceAggregator:
         return int(sum(self._year[1].values()))
 
     def _record(
-        self, kind: str, start_s: float, end_s: float, values: Mapping[str, float | int | str | None]
+        self,
+        kind: str,
+        start_s: float,
+        end_s: float,
+        values: Mapping[str, float | int | str | None],
+        source_record_id: str = "",
     ) -> AggregateRecord:
-        return AggregateRecord(self.spec.id, kind, self.dev_eui, self.profile, start_s, end_s, values)
+        return AggregateRecord(
+            self.spec.id, kind, self.dev_eui, self.profile, start_s, end_s, values,
+            source_record_id=source_record_id,
+        )  # fmt: skip
 
     # -- persistence --------------------------------------------------------------------------
 

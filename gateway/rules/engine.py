@@ -1,7 +1,8 @@
 """The rules engine: readings and clock ticks in, alerts, aggregates and commands out.
 
 Owns alert episodes (one ``raised`` when a condition starts, after its debounce; one
-``cleared`` when it ends; stable alert ids), the silence watchdog, the lighting
+``cleared`` when it ends; alert ids that are the same on every gateway and after a restart,
+see ``_alert_id``), the silence watchdog, the lighting
 groups' commanded levels, totem pushes, the device list it has seen, the safe
 swap of rule sets (state kept where a rule id is unchanged) and the persistence
 of all that state as a JSON-able dict.
@@ -28,7 +29,7 @@ from gateway.clock import WallTime
 from gateway.errors import ConfigError, StorageError
 from gateway.messages import Alert
 from gateway.rules import conditions, schedules
-from gateway.rules.actions import DisplayUpdate, DownlinkRequest, GroupDownlinkRequest, Output
+from gateway.rules.actions import DisplayUpdate, DownlinkRequest, GroupDownlinkRequest, Output, caused_by
 from gateway.rules.aggregates import DeviceAggregator
 from gateway.rules.loader import load_rules
 from gateway.rules.model import Aggregate, LightingGroup, Rule, RuleSet, Silence
@@ -52,6 +53,9 @@ class ReadingFacts:
     site: str = ""
     installed: Mapping[str, float] = field(default_factory=dict)
     """The device's numeric installation parameters from the registry (`edgegw device add --param`)."""
+    record_id: str = ""
+    """The reading's record id (``gateway.pipeline.record_id``: ``<dev>-<session>-<fcnt>``, the same on
+    every gateway that heard the frame); the alerts it causes are named after it. Empty in a dry run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,9 @@ class _Episode:
     opened_s: float | None = None
     raised_value: float | None = None
     """The value that raised the open episode (`edgegw rules` shows it beside the latest)."""
+    cause: str | None = None
+    """The record id the next raise is named after: the reading that started the pending change, or,
+    for a silence rule, the last reading heard (the silence is the period after it)."""
 
 
 class RuleEngine:
@@ -119,7 +126,8 @@ class RuleEngine:
         self._dirty_global = False
         self._lighting_clock: dict[str, Any] = {"quality": None, "mode": "schedule"}
         self._lighting_offset_s = 0.0  # trusted time minus the tick's now_s, for next_due_s
-        self._clock_alerts: set[tuple[str, str]] = set()  # (group, dev_eui) in fail-safe, alert open
+        # (group, dev_eui) in fail-safe -> the id of its open lighting_clock alert
+        self._clock_alerts: dict[tuple[str, str], str] = {}
 
     @property
     def rules(self) -> RuleSet:
@@ -163,10 +171,10 @@ class RuleEngine:
         for key in list(self._commanded):
             if key[0] not in groups:
                 del self._commanded[key]
-        for group_id, dev in sorted(self._clock_alerts):
+        for (group_id, dev), alert_id in sorted(self._clock_alerts.items()):
             if group_id not in groups:
-                self._clock_alerts.discard((group_id, dev))
-                alert_id, why = f"{dev}-lighting_clock-{group_id}", "group removed"
+                del self._clock_alerts[(group_id, dev)]
+                why = "group removed"
                 out.append(Alert(alert_id, "cleared", "lighting_clock", dev, "warning", now_s, message=why))
         self._rules = new
         self._by_id = {r.id: r for r in new.rules}
@@ -236,14 +244,14 @@ class RuleEngine:
                         self.trace(EvalTrace(reading.at_s, rule.id, dev, "no_param"))
                     continue
                 except Exception as exc:  # a rule must never stop the others (issue 6, "Bad input")
-                    out.append(self._disable(rule, dev, reading.at_s, exc))
+                    out.append(self._disable(rule, reading, exc))
                     if self.trace is not None:
                         self.trace(EvalTrace(reading.at_s, rule.id, dev, "disabled"))
         if aggs:
             params = self._params(dev, reading.profile)
             for agg in aggs:
                 aggregator = self._aggregator(agg, dev, reading.profile)
-                out.extend(aggregator.add(reading.at_s, dict(reading.data), params))
+                out.extend(aggregator.add(reading.at_s, dict(reading.data), params, reading.record_id))
         return out
 
     def _evaluate_rule(
@@ -254,6 +262,9 @@ class RuleEngine:
             ep = self._episodes[(rule.id, reading.dev_eui)] = _Episode()
         at_s = reading.at_s
         if isinstance(rule.condition, Silence):
+            # A silence from now on is the period after this reading (the last one to arrive: each
+            # silence episode is closed by a reading, so the next one is named after another).
+            ep.cause = reading.record_id or None
             ep.last_seen = at_s if ep.last_seen is None else max(ep.last_seen, at_s)
             outcome = "seen"
             if ep.open:
@@ -273,11 +284,11 @@ class RuleEngine:
         outcome = "steady"
         if active != ep.open:  # a change is pending: debounce it
             if ep.pend_since is None:
-                ep.pend_since, ep.pend_n = at_s, 0
+                ep.pend_since, ep.pend_n, ep.cause = at_s, 0, reading.record_id or None
             ep.pend_n += 1
             outcome = self._settle(rule, reading.dev_eui, ep, at_s, out) or "pending"
         else:
-            ep.pend_since, ep.pend_n = None, 0
+            ep.pend_since, ep.pend_n, ep.cause = None, 0, None
         if self.trace is not None:
             self.trace(
                 EvalTrace(at_s, rule.id, reading.dev_eui, outcome, active, value, ep.pend_n, ep.pend_since)
@@ -309,8 +320,8 @@ class RuleEngine:
         return ep.pend_since + need_s if ep.pend_n >= need_n else None
 
     def _open(self, rule: Rule, dev: str, ep: _Episode, at_s: float, value: float | None) -> list[Output]:
+        ep.alert_id = _alert_id(rule, dev, ep, at_s)
         ep.open, ep.pend_since, ep.pend_n, ep.opened_s, ep.raised_value = True, None, 0, at_s, value
-        ep.alert_id = f"{dev}-{rule.id}-{round(at_s * 1000)}"
         out: list[Output] = [
             Alert(ep.alert_id, "raised", rule.id, dev, rule.severity, at_s, value, rule.message)
         ]
@@ -333,11 +344,16 @@ class RuleEngine:
         )
         return out
 
-    def _disable(self, rule: Rule, dev: str, at_s: float, exc: Exception) -> Alert:
+    def _disable(self, rule: Rule, reading: ReadingFacts, exc: Exception) -> Alert:
+        dev = reading.dev_eui
         log.error("rule %s disabled after an error on %s: %r", rule.id, dev, exc, exc_info=exc)
         self.disabled[rule.id] = f"{type(exc).__name__}: {exc}"
+        # Named after the reading it failed on, so a rule disabled again after a fix is a new event.
+        alert_id = f"{dev}-rule_disabled-{rule.id}"
+        if reading.record_id:
+            alert_id += f"-{caused_by(dev, reading.record_id)}"
         return Alert(
-            f"{dev}-rule_disabled-{rule.id}", "raised", "rule_disabled", dev, "warning", at_s,
+            alert_id, "raised", "rule_disabled", dev, "warning", reading.at_s,
             message=f"rule {rule.id} disabled: {self.disabled[rule.id]}",
         )  # fmt: skip
 
@@ -430,9 +446,9 @@ class RuleEngine:
         self._lighting_offset_s = at_s - now_s
         self._lighting_clock = {"quality": None if when is None else when.quality, "mode": "schedule"}
         for dev in self._group_devices(group):
-            if (group.id, dev) in self._clock_alerts:
-                self._clock_alerts.discard((group.id, dev))
-                out.append(self._clock_alert(group, dev, "cleared", now_s, "time trusted again"))
+            alert_id = self._clock_alerts.pop((group.id, dev), None)
+            if alert_id is not None:
+                out.append(_clock_alert(alert_id, dev, "cleared", now_s, "time trusted again"))
         state = schedules.level_at(group.steps, group.location, at_s, group.depression_deg)
         if state is None:
             return
@@ -460,19 +476,16 @@ class RuleEngine:
         why = f"time not trusted for {when.untrusted_for_s:.0f} s"
         for dev in self._group_devices(group):
             if (group.id, dev) not in self._clock_alerts:
-                self._clock_alerts.add((group.id, dev))
-                out.append(self._clock_alert(group, dev, "raised", now_s, f"fail-safe {level} %: {why}"))
+                # Named after the period it covers: since the time stopped being trusted (the best
+                # estimate of then, in whole seconds), not after the tick that noticed it.
+                since_s = round(when.unix_s - when.untrusted_for_s)
+                alert_id = self._clock_alerts[(group.id, dev)] = f"{dev}-lighting_clock-{group.id}-{since_s}"
+                out.append(_clock_alert(alert_id, dev, "raised", now_s, f"fail-safe {level} %: {why}"))
             if self._commanded.get((group.id, dev)) == level:
                 continue
             self._commanded[(group.id, dev)] = level
             params = {**group.extra_params, group.level_param: level}
             out.append(_lighting_request(group, dev, params, now_s, f"lighting {group.id} fail-safe: {why}"))
-
-    @staticmethod
-    def _clock_alert(group: LightingGroup, dev: str, state: Literal["raised", "cleared"], at_s: float,
-                     message: str) -> Alert:  # fmt: skip
-        return Alert(f"{dev}-lighting_clock-{group.id}", state, "lighting_clock", dev, "warning", at_s,
-                     message=message)  # fmt: skip
 
     def _tick_display(self, spec: Aggregate, now_s: float, out: list[Output]) -> None:
         display = spec.display
@@ -546,6 +559,24 @@ class RuleEngine:
             agg = DeviceAggregator(spec, dev, profile, ZoneInfo(self._rules.location.timezone))
             self._aggs[(spec.id, dev)] = agg
         return agg
+
+    def open_alerts(self, dev: str) -> list[Alert]:
+        """The ``raised`` edge of every episode open for ``dev``, as it was raised (same id, time, value).
+
+        For a gateway that becomes the device's home (issue 21): as a witness it evaluated the same
+        readings but sent nothing, so an episode that opened while no gateway was home (the failover
+        window) was never published. Sent again, an edge the old home did publish has the same id
+        and is dropped as a duplicate by the platform (docs/mqtt.md, "One identity per event").
+        """
+        out = []
+        for rule in self._rules.rules:
+            ep = self._episodes.get((rule.id, dev))
+            if ep is not None and ep.open and ep.alert_id is not None:
+                at_s, value = ep.opened_s or 0.0, ep.raised_value
+                out.append(
+                    Alert(ep.alert_id, "raised", rule.id, dev, rule.severity, at_s, value, rule.message)
+                )
+        return out
 
     def status(self, now_s: float | None = None) -> dict[str, Any]:
         """Loaded rules and live state, for `edgegw rules` on a running agent.
@@ -665,9 +696,10 @@ class RuleEngine:
             rule_ids = {r.id for r in self._rules.rules}
             episodes: dict[tuple[str, str], _Episode] = {}
             for entry in state["episodes"]:
-                # Entries of the first layout have 8 items; last_value, opened_s, raised_value came later.
+                # Entries of the first layout have 8 items; last_value, opened_s, raised_value came
+                # later, then cause (an episode an older agent opened keeps its alert id: it clears it).
                 rule_id, dev, is_open, alert_id, pend_since, pend_n, last_seen, leaves = entry[:8]
-                extra = [*entry[8:11], None, None, None][:3]
+                extra = [*entry[8:12], None, None, None, None][:4]
                 if rule_id in rule_ids:
                     episodes[(str(rule_id), str(dev))] = _Episode(
                         bool(is_open), alert_id, pend_since, int(pend_n), last_seen, dict(leaves), *extra
@@ -705,6 +737,31 @@ def _lighting_request(
     return DownlinkRequest(target, group.command, params, at_s, reason)
 
 
+def _alert_id(rule: Rule, dev: str, ep: _Episode, at_s: float) -> str:
+    """The id of the episode ``ep`` opens at ``at_s``: the device, the rule and what caused it.
+
+    Named after a record id (the same frame has the same one on every gateway that heard it, and
+    again after a restart), never after a receive or tick time (each gateway has its own), so the
+    copies of one alert from two gateways, or from one gateway before and after a restart, are one
+    alert for the platform: the reading that started the pending change for a condition, the period
+    after the last reading heard for a silence (docs/mqtt.md, "One identity per event").
+    Without a record id (a dry run from a file; an episode pending since before this rule existed):
+    the start of the silence, else the time the episode opens, as before.
+    """
+    if ep.cause:
+        after = "after-" if isinstance(rule.condition, Silence) else ""
+        return f"{dev}-{rule.id}-{after}{caused_by(dev, ep.cause)}"
+    if isinstance(rule.condition, Silence) and ep.last_seen is not None:
+        return f"{dev}-{rule.id}-since-{round(ep.last_seen * 1000)}"
+    return f"{dev}-{rule.id}-{round(at_s * 1000)}"
+
+
+def _clock_alert(
+    alert_id: str, dev: str, state: Literal["raised", "cleared"], at_s: float, message: str
+) -> Alert:
+    return Alert(alert_id, state, "lighting_clock", dev, "warning", at_s, message=message)
+
+
 def _episode_fields(ep: _Episode) -> list[Any]:
     return [
         ep.open,
@@ -716,6 +773,7 @@ def _episode_fields(ep: _Episode) -> list[Any]:
         ep.last_value,
         ep.opened_s,
         ep.raised_value,
+        ep.cause,
     ]
 
 

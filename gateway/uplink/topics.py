@@ -101,3 +101,59 @@ class Topics:
     def update_state(self) -> str:
         """Retained outcome of the last agent update (applied, rolled_back, refused)."""
         return f"{self.root}/update-state"
+
+    @property
+    def registry(self) -> str:
+        """Inbound, retained, signed registry of this gateway (``gateway.fleet.registry_push``)."""
+        return f"{self.root}/registry"
+
+    @property
+    def registry_state(self) -> str:
+        """Retained: the registry version applied, its devices, what was refused."""
+        return f"{self.root}/registry-state"
+
+    @property
+    def seal_key(self) -> str:
+        """Retained: this gateway's X25519 public key, which the platform seals registry keys to."""
+        return f"{self.root}/seal-key"
+
+    def fcnt_reserve(self, dev_eui: str) -> str:
+        """Retained FCntDown reserve of one device at its home (issue 21, ``gateway.fleet.fcnt_reserve``)."""
+        _check_part(dev_eui, "DevEUI", slash_ok=False)
+        return f"{self.root}/fcnt-reserve/{dev_eui}"
+
+    @property
+    def fcnt_reserve_filter(self) -> str:
+        """Subscription filter for this gateway's own reserves (read back at each connection)."""
+        return f"{self.root}/fcnt-reserve/+"
+
+    @property
+    def fleet_home_filter(self) -> str:
+        """Subscription filter for every device's signed, retained home assignment (the coordinator's)."""
+        return fleet_home(self.prefix, "+")
+
+    @property
+    def join(self) -> str:
+        """This gateway's join announcements (QoS 1, not retained; ``gateway.lorawan.join_share``)."""
+        return f"{self.root}/join"
+
+    @property
+    def join_filter(self) -> str:
+        """Subscription filter for every gateway's join announcements (``join_sender`` names who)."""
+        return f"{self.prefix}/+/join"
+
+    def join_sender(self, topic: str) -> str | None:
+        """The gateway id of a join announcement's topic; None when ``topic`` is not one."""
+        head, sep, sender = topic.removesuffix("/join").rpartition("/")
+        if not sep or head != self.prefix or not topic.endswith("/join") or not sender:
+            return None
+        return sender
+
+
+FLEET_LEVEL = "fleet"
+"""The topic level under the prefix for fleet-wide messages: not usable as a gateway id."""
+
+
+def fleet_home(prefix: str, dev_eui: str) -> str:
+    """``{prefix}/fleet/home/{dev_eui}``: the signed, retained home assignment of one device."""
+    return f"{prefix}/{FLEET_LEVEL}/home/{dev_eui}"

@@ -56,9 +56,11 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path, with_ru
         ("adr",),
         ("device_class",),
         ("device_state",),
+        ("home",),
         ("mac_version",),
         ("multicast",),
         ("multicast_retired",),
+        ("registry_push",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT dev_eui FROM devices").fetchall() == [("70b3d57ed0000001",)]
@@ -123,10 +125,12 @@ def test_a_file_with_additions_opens_in_an_agent_that_knows_none_and_keeps_them(
         ("adr",),
         ("device_class",),
         ("device_state",),
+        ("home",),
         ("later_thing",),
         ("mac_version",),
         ("multicast",),
         ("multicast_retired",),
+        ("registry_push",),
         ("rules_state",),
     ]
     assert conn.execute("SELECT state FROM rules_state").fetchall() == [('{"tick":1}',)]
