@@ -18,8 +18,12 @@ It does not own what a document means: each reader validates its own schema, wit
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 import stat
+import threading
+from collections import OrderedDict
 from typing import Any, Final
 
 import yaml
@@ -79,8 +83,38 @@ def read_text(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) 
     return decode(read_bytes(path, max_bytes=max_bytes), file=os.fspath(path))
 
 
+PARSED_CACHE_DOCS: Final = 64
+"""Parsed documents kept by their text's hash (``parse_yaml``): the device profiles, the config and
+the rules, read again by every `edgegw` command run in one process (the tests, `edgegw demo`)."""
+PARSED_CACHE_MAX_CHARS: Final = 64 * 1024
+"""Only documents up to this size are kept: the cache stays within a few MB on a Pi."""
+_parsed: OrderedDict[bytes, Any] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
 def parse_yaml(text: str, *, file: str) -> Any:
-    """Parse YAML with the safe loader that refuses repeated keys; ConfigError with line and column."""
+    """Parse YAML with the safe loader that refuses repeated keys; ConfigError with line and column.
+
+    The same text parsed again in this process is a copy of the first result: the pure-Python
+    parser takes about 40 ms for a device profile, and the profiles are read by every command."""
+    if len(text) > PARSED_CACHE_MAX_CHARS:
+        return _parse_yaml(text, file=file)
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    with _parsed_lock:
+        known = _parsed.get(key, _parsed)
+        if known is not _parsed:
+            _parsed.move_to_end(key)
+    if known is not _parsed:
+        return copy.deepcopy(known)  # the caller may change what it gets
+    data = _parse_yaml(text, file=file)  # a refused document raises: nothing is kept
+    with _parsed_lock:
+        _parsed[key] = copy.deepcopy(data)
+        while len(_parsed) > PARSED_CACHE_DOCS:
+            _parsed.popitem(last=False)
+    return data
+
+
+def _parse_yaml(text: str, *, file: str) -> Any:
     try:
         loader = StrictLoader(text)  # a SafeLoader subclass: no object construction
         try:

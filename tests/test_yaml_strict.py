@@ -6,6 +6,7 @@ rules file) are parsed by ``gateway.textfile`` and walked with ``gateway.yamldoc
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from gateway.codec import load_profile
 from gateway.errors import ConfigError
 from gateway.rules import load_rules
 from gateway.rules.model import Threshold
+from gateway.textfile import parse_yaml
 from gateway.yamldoc import Node
 from simulator import totems, truth_rules
 from simulator.scenario import load_scenario
@@ -141,3 +143,18 @@ def test_node_hints_at_yaml_words_read_as_booleans() -> None:
     # YAML 1.1 reads an unquoted `off` as false.
     with pytest.raises(ConfigError, match=r"expected a string, got False \(quote YAML words"):
         Node(textfile.parse_yaml("label: off\n", file="f"), file="f")["label"].as_str()
+
+
+def test_a_text_parsed_again_is_an_equal_copy_the_caller_may_change() -> None:
+    text = "a: [1, 2]\nb: {c: 2001-02-03}\n"
+    first = parse_yaml(text, file="x.yaml")
+    first["a"].append(3)  # a caller changing what it got must not change what the next one gets
+    again = parse_yaml(text, file="y.yaml")
+    assert again == {"a": [1, 2], "b": {"c": datetime.date(2001, 2, 3)}} and again is not first
+
+
+def test_a_refused_text_is_refused_again_with_its_own_file_name() -> None:
+    text = "port: 1\nport: 2\n"
+    for name in ("one.yaml", "two.yaml"):
+        with pytest.raises(ConfigError, match=name):
+            parse_yaml(text, file=name)

@@ -24,6 +24,7 @@ rejects duplicate keys, and every transform is a named, built-in one.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -396,10 +397,22 @@ def _validator() -> jsonschema.protocols.Validator:
     return validator
 
 
+_SCHEMA_PASSED_MAX = 256
+_schema_passed: set[bytes] = set()
+"""Digests of the documents that passed the schema in this process: every `edgegw` command reads
+all the profiles, and validating one costs more than parsing it (the tests run hundreds)."""
+
+
 def _check_schema(document: Any, file: str) -> None:
     """Validate against gateway/schemas/profile-v1.json; the first error names its key path."""
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=repr).encode()).digest()
+    if digest in _schema_passed:
+        return
     errors = sorted(_validator().iter_errors(document), key=lambda error: list(map(str, error.path)))
     if not errors:
+        if len(_schema_passed) >= _SCHEMA_PASSED_MAX:
+            _schema_passed.clear()
+        _schema_passed.add(digest)
         return
     error = errors[0]
     key_path = ""
