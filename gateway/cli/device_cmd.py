@@ -152,9 +152,10 @@ def _installation_args(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _registry(
+def open_registry(
     args: argparse.Namespace,
 ) -> Iterator[tuple[config.Config, sqlite3.Connection, keystore.KeyStore]]:
+    """The configuration, the registry's database and the key store of ``--config`` (closed after)."""
     cfg = config.load(config_path(args))
     conn = db.connect(db.db_path(cfg.data_dir))
     try:
@@ -230,7 +231,7 @@ def add_device(args: argparse.Namespace) -> int:
         else:
             app_key = _value(AesKey, args.appkey, "--appkey")
         keys = registry.OtaaKeys(join_eui=join_eui, app_key=app_key)
-    with _registry(args) as (cfg, conn, store):
+    with open_registry(args) as (cfg, conn, store):
         profiles = _profiles(cfg)
         if args.profile not in profiles:
             raise UsageError(
@@ -283,7 +284,7 @@ def set_device(args: argparse.Namespace) -> int:
             "nothing to change: give --site, --lat/--lon, --param, --unset, --class, --adr, --mac-version"
             " or --home"
         )
-    with _registry(args) as (cfg, conn, store):
+    with open_registry(args) as (cfg, conn, store):
         try:
             current = registry.get_device(conn, dev_eui)
         except RegistryError as exc:
@@ -367,7 +368,7 @@ def _warn_missing(profile: Profile, device: registry.Device) -> None:
 
 
 def list_devices(args: argparse.Namespace) -> int:
-    with _registry(args) as (_cfg, conn, store):
+    with open_registry(args) as (_cfg, conn, store):
         devices = registry.list_devices(conn)
         rows = [d.as_json() for d in devices]
         if args.show_keys:
@@ -413,7 +414,7 @@ LIST_COLUMNS = (
 
 def remove_device(args: argparse.Namespace) -> int:
     dev_eui = _value(DevEui, args.dev_eui, "DEV_EUI")
-    with _registry(args) as (_cfg, conn, _store):
+    with open_registry(args) as (_cfg, conn, _store):
         try:
             device = registry.get_device(conn, dev_eui)
         except RegistryError as exc:
@@ -448,7 +449,7 @@ def import_devices(args: argparse.Namespace) -> int:
         return _report_failure(args, failed)
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
-    with _registry(args) as (cfg, conn, store):
+    with open_registry(args) as (cfg, conn, store):
         try:
             profiles = _profiles(cfg)
             rows = csv_import.parse_csv(text, set(profiles.ids()), {p.id: p for p in profiles})
@@ -489,7 +490,7 @@ def _report_failure(args: argparse.Namespace, failed: csv_import.ImportFailed) -
 
 
 def export_devices(args: argparse.Namespace) -> int:
-    with _registry(args) as (_cfg, conn, store):
+    with open_registry(args) as (_cfg, conn, store):
         rows = csv_import.export_rows(conn, with_keys=args.with_keys, keystore=store)
     if args.with_keys:
         print(
@@ -518,7 +519,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def rekey(args: argparse.Namespace) -> int:
-    with _registry(args) as (cfg, conn, _store):
+    with open_registry(args) as (cfg, conn, _store):
         store = keystore.create_key(cfg.data_dir)
         changed = registry.rekey(conn, store)
         changed += groups.reseal(conn, store)  # the multicast groups' keys too

@@ -14,17 +14,15 @@ module owns the arguments and the output; the rows are ``gateway.provisioning.gr
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sqlite3
 import sys
-from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
-from gateway import config, db
-from gateway.cli.common import UsageError, add_config_option, config_path, print_json
+from gateway import config
+from gateway.cli.common import UsageError, add_config_option, print_json
+from gateway.cli.device_cmd import open_registry
 from gateway.errors import RegistryError
 from gateway.messages import AesKey, DevAddr, DevEui
-from gateway.provisioning import groups, hexinput, keystore
+from gateway.provisioning import groups, hexinput
 
 _Hex = TypeVar("_Hex", AesKey, DevAddr, DevEui)
 
@@ -68,18 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         member.set_defaults(handler=handler)
 
 
-@contextlib.contextmanager
-def _registry(
-    args: argparse.Namespace,
-) -> Iterator[tuple[config.Config, sqlite3.Connection, keystore.KeyStore]]:
-    cfg = config.load(config_path(args))
-    conn = db.connect(db.db_path(cfg.data_dir))
-    try:
-        yield cfg, conn, keystore.open_key(cfg.data_dir)
-    finally:
-        conn.close()
-
-
 def _hex(kind: type[_Hex], text: str | None, option: str) -> _Hex | None:
     if text is None:
         return None
@@ -115,7 +101,7 @@ def _warn_off_rx2(group: groups.GroupInfo, cfg: config.Config) -> None:
 
 
 def add_group(args: argparse.Namespace) -> int:
-    with _registry(args) as (cfg, conn, store):
+    with open_registry(args) as (cfg, conn, store):
         try:
             group, nwk, app = groups.add_group(
                 conn,
@@ -143,7 +129,7 @@ def add_group(args: argparse.Namespace) -> int:
 
 
 def list_groups(args: argparse.Namespace) -> int:
-    with _registry(args) as (cfg, conn, _store):
+    with open_registry(args) as (cfg, conn, _store):
         found = groups.list_groups(conn)
         rfs = {g.name: _rf(g, cfg) for g in found}
     if args.json:
@@ -162,7 +148,7 @@ def list_groups(args: argparse.Namespace) -> int:
 
 
 def show_group(args: argparse.Namespace) -> int:
-    with _registry(args) as (cfg, conn, store):
+    with open_registry(args) as (cfg, conn, store):
         try:
             group = groups.get_group(conn, args.name)
             keys = groups.group_keys(conn, args.name, store) if args.show_keys else {}
@@ -184,7 +170,7 @@ def show_group(args: argparse.Namespace) -> int:
 
 
 def remove_group(args: argparse.Namespace) -> int:
-    with _registry(args) as (_cfg, conn, _store):
+    with open_registry(args) as (_cfg, conn, _store):
         try:
             groups.remove_group(conn, args.name)
         except RegistryError as exc:
@@ -195,7 +181,7 @@ def remove_group(args: argparse.Namespace) -> int:
 
 def _members(args: argparse.Namespace, change: str) -> int:
     euis = [eui for text in args.dev_euis if (eui := _hex(DevEui, text, "DEV_EUI")) is not None]
-    with _registry(args) as (_cfg, conn, _store):
+    with open_registry(args) as (_cfg, conn, _store):
         try:
             if change == "add":
                 group = groups.add_members(conn, args.name, euis)

@@ -37,7 +37,6 @@ import base64
 import binascii
 import dataclasses
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from gateway.errors import CommandRejected
 from gateway.fleet import seal
+from gateway.fleet.signed_envelope import strict_json
 
 FORMAT_VERSION = 1
 DOMAIN = b"edgegw-registry-v1\n"
@@ -235,17 +235,6 @@ def build(
 # --- the gateway's side ----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:24]} is out of range")
-    return value
-
-
 def _malformed(message: str) -> CommandRejected:
     return refuse(Refusal.MALFORMED, message)
 
@@ -347,7 +336,7 @@ def parse(data: bytes) -> RegistryMessage:
     if len(data) > MAX_MESSAGE_BYTES:
         raise _malformed(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        doc = strict_json(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _malformed(f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):

@@ -107,6 +107,12 @@ def _int_field(doc: dict[str, Any], name: str) -> int:
     return value
 
 
+def strict_json(data: bytes) -> Any:
+    """JSON as a signed platform message may be: UTF-8, no NaN/Infinity, every number finite.
+    ``UnicodeDecodeError``, ``ValueError`` or ``RecursionError`` otherwise (the caller says why)."""
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -139,7 +145,7 @@ def parse(data: bytes) -> Envelope:
     if len(data) > MAX_ENVELOPE_BYTES:
         raise reject(Rejection.MALFORMED, f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        doc = strict_json(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise reject(Rejection.MALFORMED, f"envelope is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
